@@ -1,0 +1,514 @@
+package emulator
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// User is an emulated Spotify account.
+type User struct {
+	ID          string `json:"id"`
+	DisplayName string `json:"display_name,omitempty"` // default: the id
+	Email       string `json:"email,omitempty"`        // default: ID@example.com
+	Country     string `json:"country,omitempty"`      // default: SE
+	Product     string `json:"product,omitempty"`      // "premium" (default) or "free"
+}
+
+type user struct {
+	User
+	playing   *playback
+	playlists []*playlist
+}
+
+type playback struct {
+	track     int // index into catalogTracks
+	startedAt time.Time
+	isPlaying bool
+}
+
+type playlist struct {
+	id, name, description string
+	public, collaborative bool
+	ownerID               string
+}
+
+// ErrUserExists is returned by AddUser for an id already taken.
+var ErrUserExists = errors.New("emulator: user exists")
+
+// AddUser creates a user; zero fields get defaults. Users named at the consent
+// page or by AutoApprove are created on first use without it.
+func (e *Emulator) AddUser(u User) error {
+	if !userIDPattern.MatchString(u.ID) {
+		return fmt.Errorf("emulator: user id %q: want 1 to 64 of A-Z a-z 0-9 . _ -", u.ID)
+	}
+	switch u.Product {
+	case "", "premium", "free":
+	default:
+		return fmt.Errorf("emulator: user %q: product %q: want premium or free", u.ID, u.Product)
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.users[u.ID] != nil {
+		return fmt.Errorf("%w: %q", ErrUserExists, u.ID)
+	}
+	e.users[u.ID] = &user{User: withUserDefaults(u)}
+	return nil
+}
+
+// Users returns every user, in no particular order.
+func (e *Emulator) Users() []User {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	out := make([]User, 0, len(e.users))
+	for _, u := range e.users {
+		out = append(out, u.User)
+	}
+	return out
+}
+
+func withUserDefaults(u User) User {
+	if u.DisplayName == "" {
+		u.DisplayName = u.ID
+	}
+	if u.Email == "" {
+		u.Email = u.ID + "@example.com"
+	}
+	if u.Country == "" {
+		u.Country = "SE"
+	}
+	if u.Product == "" {
+		u.Product = "premium"
+	}
+	return u
+}
+
+func (e *Emulator) ensureUserLocked(id string) *user {
+	u := e.users[id]
+	if u == nil {
+		u = &user{User: withUserDefaults(User{ID: id})}
+		e.users[id] = u
+	}
+	return u
+}
+
+// apiHandler serves an authenticated Web API request for tok's user.
+type apiHandler func(w http.ResponseWriter, r *http.Request, tok *accessToken)
+
+func scopes(s ...string) []string { return s }
+
+// api wraps h with what every Web API endpoint does first: injected faults,
+// bearer authentication, the development-mode allowlist, the per-client rate
+// limit and the scope check.
+func (e *Emulator) api(required []string, h apiHandler) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if e.serveAPIFault(w) {
+			return
+		}
+		tok, ok := e.authenticateAPI(w, r)
+		if !ok {
+			return
+		}
+		if tok.userID == "" {
+			// A client-credentials token has no user behind it.
+			writeAPIError(w, http.StatusUnauthorized, "Unauthorized.")
+			return
+		}
+		if c := e.clients[tok.clientID]; len(c.Allowlist) > 0 && !slices.Contains(c.Allowlist, tok.userID) {
+			writeAPIError(w, http.StatusForbidden, "User not registered in the Developer Dashboard")
+			return
+		}
+		if wait, limited := e.rateLimit(tok.clientID); limited {
+			w.Header().Set("Retry-After", strconv.Itoa(wait))
+			writeAPIError(w, http.StatusTooManyRequests, "API rate limit exceeded")
+			return
+		}
+		for _, s := range required {
+			if !tok.scopes[s] {
+				writeAPIError(w, http.StatusForbidden, "Insufficient client scope")
+				return
+			}
+		}
+		h(w, r, tok)
+	}
+}
+
+// authenticateAPI checks the bearer token and answers Spotify's 400/401 when
+// it is missing, malformed, unknown or expired.
+func (e *Emulator) authenticateAPI(w http.ResponseWriter, r *http.Request) (*accessToken, bool) {
+	h := r.Header.Get("Authorization")
+	if h == "" {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="spotify"`)
+		writeAPIError(w, http.StatusUnauthorized, "No token provided")
+		return nil, false
+	}
+	scheme, raw, _ := strings.Cut(h, " ")
+	if !strings.EqualFold(scheme, "Bearer") {
+		const msg = "Only valid bearer authentication supported"
+		w.Header().Set("WWW-Authenticate", `Bearer realm="spotify", error="invalid_request", error_description="`+msg+`"`)
+		writeAPIError(w, http.StatusBadRequest, msg)
+		return nil, false
+	}
+	e.mu.Lock()
+	tok := e.access[strings.TrimSpace(raw)]
+	expired := tok != nil && !e.nowLocked().Before(tok.expiresAt)
+	e.mu.Unlock()
+	var msg string
+	switch {
+	case tok == nil:
+		msg = "Invalid access token"
+	case expired:
+		msg = "The access token expired"
+	default:
+		return tok, true
+	}
+	w.Header().Set("WWW-Authenticate", `Bearer realm="spotify", error="invalid_token", error_description="`+msg+`"`)
+	writeAPIError(w, http.StatusUnauthorized, msg)
+	return nil, false
+}
+
+// rateLimit counts a request against clientID's rolling window and reports
+// how many seconds to wait when the limit is reached.
+func (e *Emulator) rateLimit(clientID string) (retryAfter int, limited bool) {
+	if e.cfg.RateLimit == 0 {
+		return 0, false
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	now := e.nowLocked()
+	hits := e.rate[clientID]
+	cut := 0
+	for cut < len(hits) && !hits[cut].After(now.Add(-RateWindow)) {
+		cut++
+	}
+	hits = hits[cut:]
+	if len(hits) >= e.cfg.RateLimit {
+		e.rate[clientID] = hits
+		wait := hits[0].Add(RateWindow).Sub(now)
+		return int(math.Ceil(wait.Seconds())), true
+	}
+	e.rate[clientID] = append(hits, now)
+	return 0, false
+}
+
+// apiError is Spotify's Web API error object.
+type apiError struct {
+	Error struct {
+		Status  int    `json:"status"`
+		Message string `json:"message"`
+		Reason  string `json:"reason,omitempty"`
+	} `json:"error"`
+}
+
+func writeAPIError(w http.ResponseWriter, status int, message string) {
+	writeAPIErrorReason(w, status, message, "")
+}
+
+func writeAPIErrorReason(w http.ResponseWriter, status int, message, reason string) {
+	var body apiError
+	body.Error.Status, body.Error.Message, body.Error.Reason = status, message, reason
+	writeAPIJSON(w, status, body)
+}
+
+// writeAPIJSON writes v pretty-printed, as the Web API does.
+func writeAPIJSON(w http.ResponseWriter, status int, v any) {
+	b, _ := json.MarshalIndent(v, "", "  ")
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
+	w.WriteHeader(status)
+	w.Write(b)
+}
+
+func (e *Emulator) handleMe(w http.ResponseWriter, r *http.Request, tok *accessToken) {
+	e.mu.Lock()
+	u := e.ensureUserLocked(tok.userID).User
+	e.mu.Unlock()
+	me := userObject(r, u)
+	sum := sha256.Sum256([]byte("account:" + u.ID))
+	me["account_id"] = hex.EncodeToString(sum[:16])
+	if !e.cfg.DevelopmentMode {
+		me["followers"] = map[string]any{"href": nil, "total": 0}
+		if tok.scopes["user-read-private"] {
+			me["country"] = u.Country
+			me["product"] = u.Product
+			me["explicit_content"] = map[string]bool{"filter_enabled": false, "filter_locked": false}
+		}
+		if tok.scopes["user-read-email"] {
+			me["email"] = u.Email
+		}
+	}
+	writeAPIJSON(w, http.StatusOK, me)
+}
+
+func userObject(r *http.Request, u User) map[string]any {
+	var name any
+	if u.DisplayName != "" {
+		name = u.DisplayName
+	}
+	return map[string]any{
+		"display_name":  name,
+		"external_urls": map[string]string{"spotify": "https://open.spotify.com/user/" + u.ID},
+		"href":          baseURL(r) + "/v1/users/" + u.ID,
+		"id":            u.ID,
+		"images":        []any{},
+		"type":          "user",
+		"uri":           "spotify:user:" + u.ID,
+	}
+}
+
+func (e *Emulator) handleCurrentlyPlaying(w http.ResponseWriter, r *http.Request, tok *accessToken) {
+	e.mu.Lock()
+	now := e.nowLocked()
+	p := e.ensureUserLocked(tok.userID).playing
+	var pb playback
+	if p != nil {
+		pb = *p
+	}
+	e.mu.Unlock()
+	if p == nil || !pb.isPlaying {
+		w.WriteHeader(http.StatusNoContent)
+		return
+	}
+	t := catalogTracks[pb.track]
+	progress := now.Sub(pb.startedAt).Milliseconds() % int64(t.durationMS)
+	writeAPIJSON(w, http.StatusOK, map[string]any{
+		"timestamp":              now.UnixMilli(),
+		"context":                nil,
+		"progress_ms":            progress,
+		"item":                   trackObject(r, t),
+		"currently_playing_type": "track",
+		"actions":                map[string]any{"disallows": map[string]bool{"resuming": true}},
+		"is_playing":             true,
+	})
+}
+
+func (e *Emulator) handlePlay(w http.ResponseWriter, r *http.Request, tok *accessToken) {
+	var body struct {
+		URIs       []string `json:"uris"`
+		PositionMS int64    `json:"position_ms"`
+	}
+	raw, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 64<<10))
+	if err != nil {
+		writeAPIError(w, http.StatusBadRequest, "Request body too large")
+		return
+	}
+	if len(bytes.TrimSpace(raw)) > 0 {
+		if err := json.Unmarshal(raw, &body); err != nil {
+			writeAPIError(w, http.StatusBadRequest, "Malformed json")
+			return
+		}
+	}
+	track := -1
+	for _, uri := range body.URIs {
+		i := slices.IndexFunc(catalogTracks, func(t catalogTrack) bool { return "spotify:track:"+t.id == uri })
+		if i < 0 {
+			writeAPIError(w, http.StatusBadRequest, "Invalid track uri: "+sanitizeName(uri))
+			return
+		}
+		if track < 0 {
+			track = i
+		}
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	u := e.ensureUserLocked(tok.userID)
+	if u.Product != "premium" {
+		writeAPIErrorReason(w, http.StatusForbidden, "Player command failed: Premium required", "PREMIUM_REQUIRED")
+		return
+	}
+	if track < 0 {
+		track = 0
+		if u.playing != nil {
+			track = u.playing.track
+		}
+	}
+	u.playing = &playback{track: track, isPlaying: true,
+		startedAt: e.nowLocked().Add(-time.Duration(body.PositionMS) * time.Millisecond)}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// paging reads Spotify's limit (1–50, default 20) and offset (0–100000) query
+// parameters.
+func paging(w http.ResponseWriter, r *http.Request) (limit, offset int, ok bool) {
+	limit, offset = 20, 0
+	q := r.URL.Query()
+	if s := q.Get("limit"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 || n > 50 {
+			writeAPIError(w, http.StatusBadRequest, "Invalid limit")
+			return 0, 0, false
+		}
+		limit = n
+	}
+	if s := q.Get("offset"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 0 || n > 100000 {
+			writeAPIError(w, http.StatusBadRequest, "Invalid offset")
+			return 0, 0, false
+		}
+		offset = n
+	}
+	return limit, offset, true
+}
+
+// page builds a Spotify paging object over all for the request's path.
+func page[T any](r *http.Request, all []T, limit, offset int, item func(T) any) map[string]any {
+	link := func(off int) string {
+		q := url.Values{"limit": {strconv.Itoa(limit)}, "offset": {strconv.Itoa(off)}}
+		for k, v := range r.URL.Query() {
+			if k != "limit" && k != "offset" {
+				q[k] = v
+			}
+		}
+		return baseURL(r) + r.URL.Path + "?" + q.Encode()
+	}
+	items := []any{}
+	for i := offset; i < len(all) && i < offset+limit; i++ {
+		items = append(items, item(all[i]))
+	}
+	var next, prev any
+	if offset+limit < len(all) {
+		next = link(offset + limit)
+	}
+	if offset > 0 {
+		prev = link(max(0, offset-limit))
+	}
+	return map[string]any{"href": link(offset), "items": items, "limit": limit, "next": next,
+		"offset": offset, "previous": prev, "total": len(all)}
+}
+
+func (e *Emulator) handleMyPlaylists(w http.ResponseWriter, r *http.Request, tok *accessToken) {
+	limit, offset, ok := paging(w, r)
+	if !ok {
+		return
+	}
+	e.mu.Lock()
+	u := e.ensureUserLocked(tok.userID)
+	lists := slices.Clone(u.playlists)
+	owner := u.User
+	e.mu.Unlock()
+	writeAPIJSON(w, http.StatusOK, page(r, lists, limit, offset, func(p *playlist) any {
+		o := playlistObject(r, p, owner)
+		o["tracks"] = map[string]any{"href": baseURL(r) + "/v1/playlists/" + p.id + "/tracks", "total": 0}
+		return o
+	}))
+}
+
+func (e *Emulator) handleCreatePlaylist(w http.ResponseWriter, r *http.Request, tok *accessToken) {
+	var body struct {
+		Name          *string `json:"name"`
+		Public        *bool   `json:"public"`
+		Collaborative bool    `json:"collaborative"`
+		Description   string  `json:"description"`
+	}
+	raw, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 64<<10))
+	if err != nil {
+		writeAPIError(w, http.StatusBadRequest, "Request body too large")
+		return
+	}
+	if err := json.Unmarshal(raw, &body); err != nil {
+		writeAPIError(w, http.StatusBadRequest, "Error parsing JSON.")
+		return
+	}
+	public := body.Public == nil || *body.Public
+	need := "playlist-modify-public"
+	if !public {
+		need = "playlist-modify-private"
+	}
+	if !tok.scopes[need] {
+		writeAPIError(w, http.StatusForbidden, "Insufficient client scope")
+		return
+	}
+	if r.PathValue("user_id") != tok.userID {
+		writeAPIError(w, http.StatusForbidden, "You cannot create a playlist for another user")
+		return
+	}
+	if body.Name == nil || strings.TrimSpace(*body.Name) == "" {
+		writeAPIError(w, http.StatusBadRequest, "Missing required field: name")
+		return
+	}
+	if public && body.Collaborative {
+		writeAPIError(w, http.StatusBadRequest, "Collaborative playlists can only be private")
+		return
+	}
+	p := &playlist{id: randomToken("", 16)[:22], name: *body.Name, description: body.Description,
+		public: public, collaborative: body.Collaborative, ownerID: tok.userID}
+	e.mu.Lock()
+	u := e.ensureUserLocked(tok.userID)
+	u.playlists = append([]*playlist{p}, u.playlists...)
+	owner := u.User
+	e.mu.Unlock()
+	o := playlistObject(r, p, owner)
+	o["followers"] = map[string]any{"href": nil, "total": 0}
+	o["tracks"] = map[string]any{"href": baseURL(r) + "/v1/playlists/" + p.id + "/tracks", "items": []any{},
+		"limit": 100, "next": nil, "offset": 0, "previous": nil, "total": 0}
+	w.Header().Set("Location", baseURL(r)+"/v1/playlists/"+p.id)
+	writeAPIJSON(w, http.StatusCreated, o)
+}
+
+func playlistObject(r *http.Request, p *playlist, owner User) map[string]any {
+	owner.Email, owner.Country, owner.Product = "", "", ""
+	sum := sha256.Sum256([]byte(p.id + p.name))
+	return map[string]any{
+		"collaborative": p.collaborative,
+		"description":   p.description,
+		"external_urls": map[string]string{"spotify": "https://open.spotify.com/playlist/" + p.id},
+		"href":          baseURL(r) + "/v1/playlists/" + p.id,
+		"id":            p.id,
+		"images":        []any{},
+		"name":          p.name,
+		"owner":         userObject(r, owner),
+		"public":        p.public,
+		"snapshot_id":   hex.EncodeToString(sum[:12]),
+		"type":          "playlist",
+		"uri":           "spotify:playlist:" + p.id,
+	}
+}
+
+func (e *Emulator) handleTop(w http.ResponseWriter, r *http.Request, tok *accessToken) {
+	kind := r.PathValue("type")
+	if kind != "artists" && kind != "tracks" {
+		writeAPIError(w, http.StatusNotFound, "Service not found")
+		return
+	}
+	var shift int
+	switch r.URL.Query().Get("time_range") {
+	case "", "medium_term":
+		shift = 1
+	case "short_term":
+		shift = 0
+	case "long_term":
+		shift = 2
+	default:
+		writeAPIError(w, http.StatusBadRequest, "Invalid time range")
+		return
+	}
+	limit, offset, ok := paging(w, r)
+	if !ok {
+		return
+	}
+	if kind == "artists" {
+		writeAPIJSON(w, http.StatusOK, page(r, rotate(catalogArtists, shift), limit, offset,
+			func(a catalogArtist) any { return artistObject(r, a, true) }))
+		return
+	}
+	writeAPIJSON(w, http.StatusOK, page(r, rotate(catalogTracks, shift), limit, offset,
+		func(t catalogTrack) any { return trackObject(r, t) }))
+}
+
+// rotate gives each time range its own order of the same catalog.
+func rotate[T any](s []T, n int) []T {
+	n %= len(s)
+	return append(slices.Clone(s[n:]), s[:n]...)
+}
