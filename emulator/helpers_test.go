@@ -29,7 +29,7 @@ const (
 
 // verifier is the RFC 7636 Appendix B code_verifier; challenge is its S256.
 var (
-	verifier  = "dBjftJeZ4CVP-mJ0kuhA8xYHLP0Gl-d-cVCOLOQhO4"
+	verifier  = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"
 	challenge = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
 )
 
