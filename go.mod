@@ -13,4 +13,6 @@ require (
 	github.com/chromedp/cdproto v0.159.0 // indirect
 	github.com/go-json-experiment/json v0.0.0-20260213210345-44df1a37e875 // indirect
 	github.com/inconshreveable/mousetrap v1.1.0 // indirect
+	github.com/zmb3/spotify/v2 v2.4.3 // indirect
+	golang.org/x/oauth2 v0.37.0 // indirect
 )
