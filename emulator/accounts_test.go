@@ -658,9 +658,18 @@ func TestConsentForm(t *testing.T) {
 	if resp := post(url.Values{"request": {id}, "action": {"agree"}, "new_user": {"bob"}}, nil); resp.StatusCode != 400 {
 		t.Errorf("replayed consent: status %d, want 400", resp.StatusCode)
 	}
-	// An invalid user id is refused.
-	if resp := post(url.Values{"request": {requestID(pkceQuery(""))}, "action": {"agree"}, "new_user": {"no spaces"}}, nil); resp.StatusCode != 400 {
-		t.Errorf("bad user id: status %d, want 400", resp.StatusCode)
+	// A missing or invalid user id shows the form again and keeps the
+	// request usable: the person can correct it.
+	fixID := requestID(pkceQuery(""))
+	for _, bad := range []url.Values{{}, {"new_user": {"no spaces"}}} {
+		bad.Set("request", fixID)
+		bad.Set("action", "agree")
+		if resp := post(bad, nil); resp.StatusCode != 400 {
+			t.Errorf("bad user %v: status %d, want 400 with the form", bad, resp.StatusCode)
+		}
+	}
+	if resp := post(url.Values{"request": {fixID}, "action": {"agree"}, "new_user": {"carol"}}, nil); resp.StatusCode != http.StatusFound {
+		t.Errorf("corrected consent: status %d, want 302", resp.StatusCode)
 	}
 
 	// With bob's session, scopes already granted skip the page; show_dialog=true forces it.

@@ -63,20 +63,30 @@ func (e *Emulator) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 	}
 	e.pending[id] = &pendingConsent{clientID: req.client.ID, redirectURI: req.redirectURI, state: req.state,
 		scopes: req.scopes, challenge: req.challenge, expiresAt: now.Add(consentTTL)}
-	var users []string
+	e.mu.Unlock()
+	selected := ""
+	if c, err := r.Cookie(consentCookie); err == nil {
+		selected = c.Value
+	}
+	e.renderConsent(w, http.StatusOK, id, req.client.ID, req.redirectURI, req.scopes, selected, "")
+}
+
+// renderConsent shows the consent page for the pending request id, with an
+// optional error from a previous attempt.
+func (e *Emulator) renderConsent(w http.ResponseWriter, status int, id, clientID, redirectURI string, scopes []string, selected, problem string) {
+	e.mu.Lock()
+	users := make([]string, 0, len(e.users))
 	for u := range e.users {
 		users = append(users, u)
 	}
 	e.mu.Unlock()
 	slices.Sort(users)
-	page := consentPage{ClientID: req.client.ID, RedirectURI: req.redirectURI, Request: id, Users: users, Scopes: req.scopes}
-	if c, err := r.Cookie(consentCookie); err == nil {
-		page.Selected = c.Value
-	}
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set("X-Frame-Options", "DENY")
-	consentTemplate.Execute(w, page)
+	w.WriteHeader(status)
+	consentTemplate.Execute(w, consentPage{ClientID: clientID, RedirectURI: redirectURI, Request: id,
+		Users: users, Scopes: scopes, Selected: selected, Problem: problem})
 }
 
 // parseAuthorize validates an /authorize query the way Spotify does:
@@ -195,28 +205,32 @@ func (e *Emulator) handleConsent(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	id := r.PostForm.Get("request")
+	agree := r.PostForm.Get("action") == "agree"
+	userID := strings.TrimSpace(r.PostForm.Get("new_user"))
+	if userID == "" {
+		userID = r.PostForm.Get("user")
+	}
 	e.mu.Lock()
 	p := e.pending[id]
-	if p != nil {
+	expired := p != nil && e.nowLocked().After(p.expiresAt)
+	fixable := p != nil && !expired && agree && !userIDPattern.MatchString(userID)
+	if p != nil && !fixable {
 		delete(e.pending, id) // a consent page answers once
 	}
-	expired := p != nil && e.nowLocked().After(p.expiresAt)
 	e.mu.Unlock()
 	if p == nil || expired {
 		authorizeErrorPage(w, "This authorization request is unknown, used or expired; start again from the app")
 		return
 	}
-	req := authRequest{client: e.clients[p.clientID], redirectURI: p.redirectURI, state: p.state, scopes: p.scopes, challenge: p.challenge}
-	if r.PostForm.Get("action") != "agree" {
-		redirectWith(w, r, p.redirectURI, url.Values{"error": {"access_denied"}}, p.state)
+	if fixable {
+		// A mistake on the form does not use up the request: show it again.
+		e.renderConsent(w, http.StatusBadRequest, id, p.clientID, p.redirectURI, p.scopes, "",
+			"Pick a user, or type a new user id (letters, digits, . _ -).")
 		return
 	}
-	userID := strings.TrimSpace(r.PostForm.Get("new_user"))
-	if userID == "" {
-		userID = r.PostForm.Get("user")
-	}
-	if !userIDPattern.MatchString(userID) {
-		authorizeErrorPage(w, "Pick a user, or type a new user id (letters, digits, . _ -)")
+	req := authRequest{client: e.clients[p.clientID], redirectURI: p.redirectURI, state: p.state, scopes: p.scopes, challenge: p.challenge}
+	if !agree {
+		redirectWith(w, r, p.redirectURI, url.Values{"error": {"access_denied"}}, p.state)
 		return
 	}
 	// The person may untick scopes: Spotify's scope answer may list fewer
@@ -252,8 +266,8 @@ func authorizeErrorPage(w http.ResponseWriter, message string) {
 }
 
 type consentPage struct {
-	ClientID, RedirectURI, Request, Selected string
-	Users, Scopes                            []string
+	ClientID, RedirectURI, Request, Selected, Problem string
+	Users, Scopes                                     []string
 }
 
 var consentTemplate = template.Must(template.New("consent").Parse(`<!doctype html>
@@ -269,6 +283,7 @@ small{color:#aaa}
 <body>
 <h1>Spotify emulator</h1>
 <p><b>{{.ClientID}}</b> wants to access your account. After you agree you will be sent to <small>{{.RedirectURI}}</small>.</p>
+{{if .Problem}}<p id="problem" role="alert" style="background:#e91429;padding:.6rem 1rem;border-radius:4px">{{.Problem}}</p>{{end}}
 <form method="post" action="/authorize/consent">
 <input type="hidden" name="request" value="{{.Request}}">
 <div class="box"><p>Log in as</p>
