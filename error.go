@@ -1,0 +1,85 @@
+package spotoken
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Error codes. Clients see them in API error bodies; callers branch on them
+// with errors.Is against the sentinel errors below.
+const (
+	EConflict    = "conflict"
+	EInternal    = "internal"
+	EInvalid     = "invalid_request"
+	ENotFound    = "not_found"
+	EExpired     = "expired"
+	EAlreadyUsed = "already_used"
+	ELeaseHeld   = "lease_held"
+	ELeaseLost   = "lease_lost"
+)
+
+// Error is an error with a code and a message that is safe to show a client.
+// Two Errors match under errors.Is when their codes are equal, so
+// errors.Is(err, ErrNotFound) holds for any not_found Error.
+type Error struct {
+	Code    string
+	Message string
+}
+
+// Error implements error.
+func (e *Error) Error() string { return e.Code + ": " + e.Message }
+
+// Is reports whether target is an *Error with the same code.
+func (e *Error) Is(target error) bool {
+	t, ok := target.(*Error)
+	return ok && t.Code == e.Code
+}
+
+// Errorf returns an *Error with code and a formatted message.
+func Errorf(code, format string, args ...any) *Error {
+	return &Error{Code: code, Message: fmt.Sprintf(format, args...)}
+}
+
+// ErrorCode returns the code of the first *Error in err's chain, EInternal
+// for any other non-nil error, and "" for nil.
+func ErrorCode(err error) string {
+	var e *Error
+	switch {
+	case err == nil:
+		return ""
+	case errors.As(err, &e):
+		return e.Code
+	}
+	return EInternal
+}
+
+// ErrorMessage returns the client-safe message of the first *Error in err's
+// chain, or "Internal error." for any other error, whose detail belongs in
+// the log only.
+func ErrorMessage(err error) string {
+	var e *Error
+	switch {
+	case err == nil:
+		return ""
+	case errors.As(err, &e):
+		return e.Message
+	}
+	return "Internal error."
+}
+
+// Sentinel errors for errors.Is.
+var (
+	// ErrNotFound: no such app, key, connection or pending authorization.
+	ErrNotFound = &Error{Code: ENotFound, Message: "not found"}
+	// ErrConflict: the object already exists, or it changed under a
+	// compare-and-swap.
+	ErrConflict = &Error{Code: EConflict, Message: "conflict"}
+	// ErrExpired: a pending authorization is past its expiry.
+	ErrExpired = &Error{Code: EExpired, Message: "expired"}
+	// ErrAlreadyUsed: a pending authorization was consumed already.
+	ErrAlreadyUsed = &Error{Code: EAlreadyUsed, Message: "already used"}
+	// ErrLeaseHeld: another owner holds the connection's lease.
+	ErrLeaseHeld = &Error{Code: ELeaseHeld, Message: "lease held by another owner"}
+	// ErrLeaseLost: the caller does not hold the lease it tried to renew or release.
+	ErrLeaseLost = &Error{Code: ELeaseLost, Message: "lease not held by this owner"}
+)

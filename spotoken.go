@@ -1,0 +1,265 @@
+// Package spotoken holds the domain of the spotoken token broker: apps,
+// connections and their tokens, API keys, pending authorizations, events,
+// and the store interfaces that the sqlite and postgres packages implement.
+//
+// It imports nothing from the rest of the module. Secrets (tokens, client
+// secrets, PKCE verifiers) travel as Secret, which never prints itself; the
+// stores seal them at rest with the seal package.
+package spotoken
+
+import (
+	"log/slog"
+	"slices"
+	"strings"
+	"time"
+)
+
+// Secret is a credential held in memory: an access or refresh token, a
+// client secret, a PKCE verifier. It prints, logs and marshals as
+// "[REDACTED]"; call Reveal for the value.
+type Secret string
+
+const redacted = "[REDACTED]"
+
+// Reveal returns the secret's value.
+func (s Secret) Reveal() string { return string(s) }
+
+// String implements fmt.Stringer without revealing the value.
+func (s Secret) String() string {
+	if s == "" {
+		return ""
+	}
+	return redacted
+}
+
+// GoString keeps %#v from revealing the value.
+func (s Secret) GoString() string { return `spotoken.Secret("` + s.String() + `")` }
+
+// LogValue implements slog.LogValuer without revealing the value.
+func (s Secret) LogValue() slog.Value { return slog.StringValue(s.String()) }
+
+// MarshalText keeps encoders (JSON, text) from revealing the value.
+func (s Secret) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
+
+// State is a connection's life-cycle state.
+type State string
+
+// The connection states.
+const (
+	// StateActive: the connection holds a grant that spotoken refreshes.
+	StateActive State = "active"
+	// StateNeedsReauth: Spotify refused the refresh token (invalid_grant);
+	// the user must authorize again. The sealed refresh token is kept until
+	// the connection is deleted, so an explicit retry can undo a false alarm.
+	StateNeedsReauth State = "needs_reauth"
+	// StateRevoked: the connection was revoked; its tokens are erased.
+	StateRevoked State = "revoked"
+)
+
+// Valid reports whether s is one of the defined states.
+func (s State) Valid() bool {
+	return s == StateActive || s == StateNeedsReauth || s == StateRevoked
+}
+
+// Scopes is a set of Spotify scopes, kept sorted and without duplicates by
+// ParseScopes and Normalize.
+type Scopes []string
+
+// ParseScopes splits a space-separated scope string, as OAuth sends it.
+func ParseScopes(s string) Scopes { return Scopes(strings.Fields(s)).Normalize() }
+
+// Normalize returns the scopes sorted and without duplicates or empties.
+func (s Scopes) Normalize() Scopes {
+	out := make(Scopes, 0, len(s))
+	for _, v := range s {
+		if v != "" {
+			out = append(out, v)
+		}
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+// String joins the scopes with spaces, as OAuth sends them.
+func (s Scopes) String() string { return strings.Join(s, " ") }
+
+// Has reports whether scope is in s.
+func (s Scopes) Has(scope string) bool { return slices.Contains(s, scope) }
+
+// Missing returns the scopes of required that s lacks.
+func (s Scopes) Missing(required Scopes) Scopes {
+	var out Scopes
+	for _, r := range required {
+		if !s.Has(r) {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// Token is a Spotify grant's tokens.
+type Token struct {
+	AccessToken  Secret
+	RefreshToken Secret
+	// Expiry is when the access token expires.
+	Expiry time.Time
+}
+
+// Valid reports whether the access token is present and valid for at least
+// minTTL after now.
+func (t Token) Valid(now time.Time, minTTL time.Duration) bool {
+	return t.AccessToken != "" && now.Add(minTTL).Before(t.Expiry)
+}
+
+// App is a Spotify app registration that spotoken brokers for.
+type App struct {
+	// ID names the app in spotoken (letters, digits, '-', '_', '.').
+	ID string
+	// ClientID is the Spotify client id.
+	ClientID string
+	// ClientSecret is the Spotify client secret; empty for a public app,
+	// which uses PKCE.
+	ClientSecret Secret
+	// RedirectURIs are the redirect URIs registered with Spotify for this app.
+	RedirectURIs []string
+	// DefaultScopes are requested when a connect session names none.
+	DefaultScopes Scopes
+	// ReturnToOrigins are the origins a connect flow may return the user to.
+	ReturnToOrigins []string
+	// WebhookURL receives the app's events; empty for none.
+	WebhookURL string
+	CreatedAt  time.Time
+	UpdatedAt  time.Time
+}
+
+// APIKey authenticates a service to spotoken's API on behalf of one app.
+// Only the SHA-256 hash of the key is stored.
+type APIKey struct {
+	// ID identifies the key in lists and for revocation.
+	ID    string
+	AppID string
+	// Name is the operator's label for the key.
+	Name string
+	// Prefix is the start of the key, shown so people can tell keys apart.
+	Prefix string
+	// Hash is the SHA-256 of the whole key.
+	Hash       [32]byte
+	CreatedAt  time.Time
+	LastUsedAt time.Time // zero: never used
+	RevokedAt  time.Time // zero: active
+}
+
+// Revoked reports whether the key has been revoked.
+func (k *APIKey) Revoked() bool { return !k.RevokedAt.IsZero() }
+
+// PendingAuthorization is an authorization started at /connect and not yet
+// completed at /callback. It is found by the hash of its state parameter and
+// can be consumed once.
+type PendingAuthorization struct {
+	// StateHash is the SHA-256 of the OAuth state parameter.
+	StateHash    [32]byte
+	AppID        string
+	ConnectionID string
+	// Verifier is the PKCE code verifier (sealed at rest).
+	Verifier Secret
+	Scopes   Scopes
+	// RedirectURI is the redirect URI sent to /authorize, needed again at the exchange.
+	RedirectURI string
+	// ReturnTo is where to send the user afterwards; empty for spotoken's own page.
+	ReturnTo  string
+	CreatedAt time.Time
+	ExpiresAt time.Time
+	UsedAt    time.Time // zero: not consumed
+}
+
+// ConnectionKey identifies a connection: the app and the app's own id for
+// the connected user.
+type ConnectionKey struct {
+	AppID string
+	ID    string
+}
+
+// String formats the key as app/connection, safe to log.
+func (k ConnectionKey) String() string { return k.AppID + "/" + k.ID }
+
+// Lease is a replica's claim to refresh a connection until ExpiresAt.
+type Lease struct {
+	Owner     string
+	ExpiresAt time.Time
+}
+
+// Held reports whether the lease is held by anyone at now.
+func (l Lease) Held(now time.Time) bool { return l.Owner != "" && now.Before(l.ExpiresAt) }
+
+// Connection is one Spotify user's grant to one app.
+type Connection struct {
+	AppID string
+	ID    string
+	// SpotifyUserID and DisplayName identify the Spotify account.
+	SpotifyUserID string
+	DisplayName   string
+	// Scopes are the scopes Spotify granted (which may be fewer than requested).
+	Scopes Scopes
+	State  State
+	// Token holds the sealed tokens; empty once revoked.
+	Token Token
+	// Version increases with every update; updates are compare-and-swap on it.
+	Version int64
+	// Lease is read-only here: change it with the lease methods.
+	Lease Lease
+	// LastRefreshAt is when a refresh last succeeded.
+	LastRefreshAt time.Time
+	// ConsecutiveFailures counts transient refresh failures since the last success.
+	ConsecutiveFailures int
+	// NextAttemptAt holds refreshes back while in backoff; zero for none.
+	NextAttemptAt time.Time
+	// LastErrorCode is the last refresh error's code (e.g. invalid_grant); empty after success.
+	LastErrorCode string
+	// ConsentedAt is when the user last authorized; GrantExpiresAt is when
+	// Spotify's refresh token will expire regardless of use.
+	ConsentedAt    time.Time
+	GrantExpiresAt time.Time
+	CreatedAt      time.Time
+	UpdatedAt      time.Time
+}
+
+// Key returns the connection's key.
+func (c *Connection) Key() ConnectionKey { return ConnectionKey{AppID: c.AppID, ID: c.ID} }
+
+// DueConnection is what the scheduler needs to know of a connection whose
+// access token expires soon: no token plaintext.
+type DueConnection struct {
+	Key     ConnectionKey
+	Expiry  time.Time
+	Version int64
+}
+
+// EventType names an event.
+type EventType string
+
+// The event types.
+const (
+	EventConnectionCreated     EventType = "connection.created"
+	EventConnectionRefreshed   EventType = "connection.refreshed"
+	EventConnectionRotated     EventType = "connection.rotated"
+	EventConnectionNeedsReauth EventType = "connection.needs_reauth"
+	EventConnectionRevoked     EventType = "connection.revoked"
+	EventConnectionExpiring    EventType = "connection.expiring"
+	EventAppError              EventType = "app.error"
+)
+
+// Event is an entry in the outbox, delivered to the app's webhook at least once.
+type Event struct {
+	// ID is assigned by the store, increasing.
+	ID           int64
+	Type         EventType
+	AppID        string
+	ConnectionID string
+	// Data is the event's JSON payload; it never holds a secret.
+	Data          []byte
+	CreatedAt     time.Time
+	Attempts      int
+	NextAttemptAt time.Time
+	DeliveredAt   time.Time // zero: not delivered
+	LastError     string
+}

@@ -1,0 +1,144 @@
+package spotoken
+
+import (
+	"context"
+	"time"
+)
+
+// The store interfaces. Implementations (packages sqlite and postgres) seal
+// every Secret before it reaches the database and open it on the way out;
+// they are safe for concurrent use by many goroutines and, for postgres, many
+// processes. Errors wrap the sentinel errors of this package (ErrNotFound,
+// ErrConflict, ...) so callers branch with errors.Is.
+//
+// Each interface is small so that a consumer can ask for only what it uses;
+// Store gathers them for wiring.
+
+// AppStore keeps apps.
+type AppStore interface {
+	// CreateApp stores a new app; ErrConflict if its ID exists.
+	CreateApp(ctx context.Context, app *App) error
+	// App returns the app with id; ErrNotFound if none.
+	App(ctx context.Context, id string) (*App, error)
+	// Apps returns every app, ordered by ID.
+	Apps(ctx context.Context) ([]*App, error)
+	// UpdateApp applies fn to the stored app and saves the result atomically.
+	// fn must not change the ID.
+	UpdateApp(ctx context.Context, id string, fn func(*App) error) (*App, error)
+	// DeleteApp deletes the app with its API keys, pending authorizations,
+	// connections (sealed tokens erased) and undelivered events.
+	DeleteApp(ctx context.Context, id string) error
+}
+
+// APIKeyStore keeps API keys (their SHA-256 hashes, never the keys).
+type APIKeyStore interface {
+	// CreateAPIKey stores a new key; ErrConflict if its ID or hash exists;
+	// ErrNotFound if its app does not exist.
+	CreateAPIKey(ctx context.Context, key *APIKey) error
+	// APIKeyByHash finds a key, revoked or not, by the SHA-256 of its value;
+	// ErrNotFound if none.
+	APIKeyByHash(ctx context.Context, hash [32]byte) (*APIKey, error)
+	// APIKeys lists an app's keys, oldest first.
+	APIKeys(ctx context.Context, appID string) ([]*APIKey, error)
+	// RevokeAPIKey marks an app's key revoked at at; ErrNotFound if the app
+	// has no key with id. Revoking twice keeps the first time.
+	RevokeAPIKey(ctx context.Context, appID, id string, at time.Time) error
+	// TouchAPIKey records that the key was used at at.
+	TouchAPIKey(ctx context.Context, id string, at time.Time) error
+}
+
+// PendingStore keeps authorizations between /connect and /callback.
+type PendingStore interface {
+	// CreatePending stores a pending authorization; ErrConflict if its state
+	// hash exists.
+	CreatePending(ctx context.Context, p *PendingAuthorization) error
+	// ConsumePending marks the pending authorization with stateHash used and
+	// returns it, atomically, so it can be consumed once: ErrNotFound if
+	// unknown, ErrAlreadyUsed if consumed before, ErrExpired if past its
+	// expiry (an expired one is consumed too).
+	ConsumePending(ctx context.Context, stateHash [32]byte) (*PendingAuthorization, error)
+	// DeleteExpiredPending deletes pending authorizations that expired
+	// before before and returns how many.
+	DeleteExpiredPending(ctx context.Context, before time.Time) (int, error)
+}
+
+// ConnectionFilter selects connections for Connections.
+type ConnectionFilter struct {
+	AppID string // required
+	State State  // empty: any state
+	// After is a pagination cursor: only connections with an ID greater than it.
+	After string
+	// Limit caps the result; zero or negative means 100.
+	Limit int
+}
+
+// ConnectionStore keeps connections and their sealed tokens.
+type ConnectionStore interface {
+	// CreateConnection stores a new connection with Version 1 and its
+	// events, in one transaction; ErrConflict if the key exists,
+	// ErrNotFound if the app does not.
+	CreateConnection(ctx context.Context, c *Connection, events ...Event) error
+	// Connection returns the connection with key; ErrNotFound if none.
+	Connection(ctx context.Context, key ConnectionKey) (*Connection, error)
+	// UpdateConnection reads the connection, calls fn with a copy, and
+	// writes fn's result with the events fn returns, in one transaction,
+	// guarded by compare-and-swap on Version, which it increments. fn may
+	// run more than once if another writer gets in first, so it must only
+	// compute. An error from fn aborts the update and is returned as is.
+	// fn cannot change the key, Version or Lease. Emptying Token erases the
+	// sealed tokens.
+	UpdateConnection(ctx context.Context, key ConnectionKey, fn func(c *Connection) ([]Event, error)) (*Connection, error)
+	// DeleteConnection deletes the connection, erasing its sealed tokens, and
+	// stores events in the same transaction; ErrNotFound if none.
+	DeleteConnection(ctx context.Context, key ConnectionKey, events ...Event) error
+	// Connections lists an app's connections by ID, after filter.After.
+	Connections(ctx context.Context, filter ConnectionFilter) ([]*Connection, error)
+	// Due returns up to limit active connections whose access token expires
+	// before before and that are not in backoff (NextAttemptAt not after
+	// the store's clock), soonest expiry first. It reads an index, not the
+	// whole table, and opens no token.
+	Due(ctx context.Context, before time.Time, limit int) ([]DueConnection, error)
+
+	// AcquireLease gives owner the connection's lease for ttl if nobody else
+	// holds it (or the holder's lease expired); ErrLeaseHeld otherwise. An
+	// owner that already holds it gets it extended.
+	AcquireLease(ctx context.Context, key ConnectionKey, owner string, ttl time.Duration) (Lease, error)
+	// RenewLease extends owner's unexpired lease to ttl from now; ErrLeaseLost
+	// if owner does not hold it.
+	RenewLease(ctx context.Context, key ConnectionKey, owner string, ttl time.Duration) (Lease, error)
+	// ReleaseLease gives up owner's lease; ErrLeaseLost if owner does not hold it.
+	ReleaseLease(ctx context.Context, key ConnectionKey, owner string) error
+}
+
+// EventStore is the outbox of events for webhooks.
+type EventStore interface {
+	// AppendEvents stores events outside a connection change.
+	AppendEvents(ctx context.Context, events ...Event) error
+	// PendingEvents returns up to limit undelivered events whose
+	// NextAttemptAt is not after now, oldest first.
+	PendingEvents(ctx context.Context, now time.Time, limit int) ([]*Event, error)
+	// MarkEventDelivered records a successful delivery.
+	MarkEventDelivered(ctx context.Context, id int64, at time.Time) error
+	// MarkEventFailed records a failed attempt and when to try again.
+	MarkEventFailed(ctx context.Context, id int64, next time.Time, lastError string) error
+}
+
+// Resealer re-seals stored secrets under the key ring's primary key.
+type Resealer interface {
+	// Reseal re-seals, batch rows per transaction, every secret sealed under
+	// an older key, while the store stays in use, and returns how many
+	// secrets it re-sealed.
+	Reseal(ctx context.Context, batch int) (int, error)
+}
+
+// Store is every store interface, as the stores implement them.
+type Store interface {
+	AppStore
+	APIKeyStore
+	PendingStore
+	ConnectionStore
+	EventStore
+	Resealer
+	// Close releases the store's resources.
+	Close() error
+}
