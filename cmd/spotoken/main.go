@@ -90,7 +90,7 @@ example SPOTOKEN_ADDR=127.0.0.1:9000; a flag given on the command line wins.`,
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error { return flagsFromEnv(cmd) },
 	}
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
-	root.AddCommand(newEmulatorCmd(ios))
+	root.AddCommand(newEmulatorCmd(ios), newKeysCmd(ios))
 	return root
 }
 
