@@ -689,7 +689,7 @@ func testEvents(t *testing.T, h *harness) {
 	wantErr(t, "fail unknown", h.store.MarkEventFailed(ctx, 987654, now, "x"), spotoken.ErrNotFound)
 }
 
-// secretsOf reads everything sealed of the fixtures used by testKeyRotation.
+// readAll reads every sealed field of the fixtures used by testKeyRotation.
 func readAll(store spotoken.Store, keys []spotoken.ConnectionKey) error {
 	if _, err := store.App(ctx, "a"); err != nil {
 		return err

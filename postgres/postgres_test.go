@@ -1,0 +1,514 @@
+package postgres_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/spotoken/spotoken"
+	"github.com/spotoken/spotoken/postgres"
+	"github.com/spotoken/spotoken/seal"
+	"github.com/spotoken/spotoken/storetest"
+)
+
+// envDSN names the environment variable holding the test database's DSN.
+const envDSN = "SPOTOKEN_TEST_POSTGRES"
+
+// testDSN returns the test database's DSN, or skips the test.
+func testDSN(t *testing.T) string {
+	t.Helper()
+	dsn := os.Getenv(envDSN)
+	if dsn == "" {
+		t.Skip(envDSN + " is not set; set it to a PostgreSQL DSN such as " +
+			"postgres://postgres@127.0.0.1:5432/test?sslmode=disable to run the PostgreSQL tests")
+	}
+	return dsn
+}
+
+// withSearchPath returns dsn with search_path set to schema.
+func withSearchPath(dsn, schema string) string {
+	if u, err := url.Parse(dsn); err == nil && (u.Scheme == "postgres" || u.Scheme == "postgresql") {
+		q := u.Query()
+		q.Set("search_path", schema)
+		u.RawQuery = q.Encode()
+		return u.String()
+	}
+	return dsn + " search_path=" + schema
+}
+
+// withSmallPool returns dsn with a small pool unless dsn sizes it, so that
+// many parallel tests stay under the server's connection limit. Only
+// pgxpool understands the parameter: a single pgx.Conn refuses it.
+func withSmallPool(dsn string) string {
+	if u, err := url.Parse(dsn); err == nil && (u.Scheme == "postgres" || u.Scheme == "postgresql") {
+		q := u.Query()
+		if !q.Has("pool_max_conns") {
+			q.Set("pool_max_conns", "4")
+		}
+		u.RawQuery = q.Encode()
+		return u.String()
+	}
+	if strings.Contains(dsn, "pool_max_conns") {
+		return dsn
+	}
+	return dsn + " pool_max_conns=4"
+}
+
+// connect opens a single connection, closed when the test ends.
+func connect(t *testing.T, dsn string) *pgx.Conn {
+	t.Helper()
+	conn, err := pgx.Connect(context.Background(), dsn)
+	if err != nil {
+		t.Fatalf("connect: %v", err)
+	}
+	t.Cleanup(func() { conn.Close(context.Background()) })
+	return conn
+}
+
+// newSchema creates an empty schema, dropped when the test ends, and returns
+// a DSN that selects it, for pgx.Connect; pass it through withSmallPool for
+// the stores.
+func newSchema(t *testing.T) string {
+	t.Helper()
+	base := testDSN(t)
+	var b [8]byte
+	rand.Read(b[:])
+	schema := "st_" + hex.EncodeToString(b[:])
+	ctx := context.Background()
+	admin, err := pgx.Connect(ctx, base)
+	if err != nil {
+		t.Fatalf("connect: %v", err)
+	}
+	defer admin.Close(ctx)
+	if _, err := admin.Exec(ctx, "CREATE SCHEMA "+schema); err != nil {
+		t.Fatalf("create schema: %v", err)
+	}
+	t.Cleanup(func() {
+		admin, err := pgx.Connect(ctx, base)
+		if err != nil {
+			t.Errorf("connect to drop schema %s: %v", schema, err)
+			return
+		}
+		defer admin.Close(ctx)
+		if _, err := admin.Exec(ctx, "DROP SCHEMA "+schema+" CASCADE"); err != nil {
+			t.Errorf("drop schema %s: %v", schema, err)
+		}
+	})
+	return withSearchPath(base, schema)
+}
+
+// testKeys is a key ring with fixed keys, the same in every process.
+func testKeys(t *testing.T) *seal.KeyRing {
+	t.Helper()
+	r, err := seal.NewKeyRing([]seal.Key{{Version: 1, Material: [32]byte{0x5e, 0xa1, 1}}}, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+func openStore(t *testing.T, dsn string, keys *seal.KeyRing, now func() time.Time) *postgres.DB {
+	t.Helper()
+	db, err := postgres.Open(context.Background(), postgres.Config{DSN: withSmallPool(dsn), Keys: keys, Now: now})
+	if err != nil {
+		t.Fatalf("open: %v", err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db
+}
+
+// backend is a storetest.Backend on a fresh schema.
+type backend struct {
+	dsn string
+}
+
+func (b *backend) Open(t *testing.T, now func() time.Time, keys *seal.KeyRing) (spotoken.Store, error) {
+	return postgres.Open(context.Background(), postgres.Config{DSN: withSmallPool(b.dsn), Keys: keys, Now: now})
+}
+
+// Dump returns every column of every row of every table in the schema,
+// byte columns raw (as they are stored, not hex) so that a plaintext secret
+// in one would show.
+func (b *backend) Dump(t *testing.T) []byte {
+	t.Helper()
+	ctx := context.Background()
+	conn := connect(t, b.dsn)
+	rows, err := conn.Query(ctx, `SELECT table_name FROM information_schema.tables
+		WHERE table_schema = current_schema() AND table_type = 'BASE TABLE' ORDER BY table_name`)
+	if err != nil {
+		t.Fatalf("dump: list tables: %v", err)
+	}
+	tables, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatalf("dump: list tables: %v", err)
+	}
+	if len(tables) == 0 {
+		t.Fatal("dump: no tables in the schema")
+	}
+	var buf bytes.Buffer
+	for _, table := range tables {
+		fmt.Fprintf(&buf, "== %s\n", table)
+		rows, err := conn.Query(ctx, "SELECT * FROM "+pgx.Identifier{table}.Sanitize())
+		if err != nil {
+			t.Fatalf("dump %s: %v", table, err)
+		}
+		for rows.Next() {
+			vals, err := rows.Values()
+			if err != nil {
+				t.Fatalf("dump %s: %v", table, err)
+			}
+			for _, v := range vals {
+				if b, ok := v.([]byte); ok {
+					buf.Write(b)
+				} else {
+					fmt.Fprint(&buf, v)
+				}
+				buf.WriteByte('|')
+			}
+			buf.WriteByte('\n')
+		}
+		if err := rows.Err(); err != nil {
+			t.Fatalf("dump %s: %v", table, err)
+		}
+	}
+	return buf.Bytes()
+}
+
+func (b *backend) CopyTokens(t *testing.T, from, to spotoken.ConnectionKey) {
+	t.Helper()
+	tag, err := connect(t, b.dsn).Exec(context.Background(), `UPDATE connections dst
+		SET access_token = src.access_token, refresh_token = src.refresh_token
+		FROM connections src WHERE src.app_id = $1 AND src.id = $2 AND dst.app_id = $3 AND dst.id = $4`,
+		from.AppID, from.ID, to.AppID, to.ID)
+	if err != nil || tag.RowsAffected() != 1 {
+		t.Fatalf("copy tokens: %v, %d rows", err, tag.RowsAffected())
+	}
+}
+
+func (b *backend) CorruptTokens(t *testing.T, key spotoken.ConnectionKey) {
+	t.Helper()
+	ctx := context.Background()
+	conn := connect(t, b.dsn)
+	var rt []byte
+	if err := conn.QueryRow(ctx, `SELECT refresh_token FROM connections WHERE app_id = $1 AND id = $2`,
+		key.AppID, key.ID).Scan(&rt); err != nil || len(rt) == 0 {
+		t.Fatalf("corrupt tokens: read: %v, %d bytes", err, len(rt))
+	}
+	rt[len(rt)/2] ^= 0x01
+	if _, err := conn.Exec(ctx, `UPDATE connections SET refresh_token = $3 WHERE app_id = $1 AND id = $2`,
+		key.AppID, key.ID, rt); err != nil {
+		t.Fatalf("corrupt tokens: write: %v", err)
+	}
+}
+
+func TestConformance(t *testing.T) {
+	testDSN(t)
+	storetest.Run(t, func(t *testing.T) storetest.Backend { return &backend{dsn: newSchema(t)} })
+}
+
+// TestMigrateConcurrently opens one fresh schema from several goroutines at
+// once, as replicas starting together do: every Open succeeds and each
+// migration is applied once.
+func TestMigrateConcurrently(t *testing.T) {
+	dsn := newSchema(t)
+	keys := testKeys(t)
+	const replicas = 5
+	var wg sync.WaitGroup
+	errs := make([]error, replicas)
+	for i := range replicas {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			db, err := postgres.Open(context.Background(), postgres.Config{DSN: withSmallPool(dsn), Keys: keys})
+			if err == nil {
+				err = db.Close()
+			}
+			errs[i] = err
+		}()
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Errorf("replica %d: Open: %v", i, err)
+		}
+	}
+	openStore(t, dsn, keys, nil) // and once more, with nothing left to do
+
+	files, err := filepath.Glob("migrations/*.sql")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("migration files: %v, %v", files, err)
+	}
+	var want []int32
+	for _, f := range files {
+		v, err := strconv.Atoi(strings.SplitN(filepath.Base(f), "_", 2)[0])
+		if err != nil {
+			t.Fatalf("migration file %s: %v", f, err)
+		}
+		want = append(want, int32(v))
+	}
+	slices.Sort(want)
+	rows, err := connect(t, dsn).Query(context.Background(), `SELECT version FROM schema_migrations ORDER BY version`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := pgx.CollectRows(rows, pgx.RowTo[int32])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("schema_migrations holds versions %v, want each of %v once", got, want)
+	}
+}
+
+// TestDueUsesIndex checks that the query of Due reads the connections_due
+// index and does not scan the table.
+func TestDueUsesIndex(t *testing.T) {
+	dsn := newSchema(t)
+	ctx := context.Background()
+	now := time.Date(2026, 7, 1, 12, 0, 0, 0, time.UTC)
+	db := openStore(t, dsn, testKeys(t), func() time.Time { return now })
+	for _, id := range []string{"a", "b"} {
+		if err := db.CreateApp(ctx, &spotoken.App{ID: id, ClientID: "client-" + id}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	conn := connect(t, dsn)
+	// 5000 connections expiring a minute apart over three and a half days;
+	// some not active, some in backoff.
+	if _, err := conn.Exec(ctx, `INSERT INTO connections (app_id, id, state, version, access_expires_at,
+			next_attempt_at, created_at, updated_at)
+		SELECT CASE WHEN g % 2 = 0 THEN 'a' ELSE 'b' END, 'c' || g,
+			CASE WHEN g % 10 = 0 THEN 'needs_reauth' WHEN g % 10 = 1 THEN 'revoked' ELSE 'active' END, 1,
+			$1::timestamptz + g * interval '1 minute',
+			CASE WHEN g % 7 = 0 THEN $1::timestamptz + interval '1 hour' END, $1, $1
+		FROM generate_series(1, 5000) AS g`, now); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Exec(ctx, `ANALYZE connections`); err != nil {
+		t.Fatal(err)
+	}
+	rows, err := conn.Query(ctx, "EXPLAIN "+postgres.DueSQL, now.Add(30*time.Minute), now, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatal(err)
+	}
+	plan := strings.Join(lines, "\n")
+	if strings.Contains(plan, "Seq Scan") || !strings.Contains(plan, "connections_due") {
+		t.Errorf("Due does not read the connections_due index:\n%s", plan)
+	}
+	t.Logf("plan:\n%s", plan)
+
+	due, err := db.Due(ctx, now.Add(30*time.Minute), 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Minutes 1..29, less the inactive (g%10 in 0, 1) and those in backoff (g%7 == 0).
+	want := 0
+	for g := 1; g < 30; g++ {
+		if g%10 > 1 && g%7 != 0 {
+			want++
+		}
+	}
+	if len(due) != want {
+		t.Errorf("Due returned %d connections, want %d", len(due), want)
+	}
+}
+
+// TestResealKeepsVersions checks that Reseal re-seals under the primary key
+// without changing what the connections read or their versions.
+func TestResealKeepsVersions(t *testing.T) {
+	dsn := newSchema(t)
+	ctx := context.Background()
+	k1 := seal.Key{Version: 1, Material: [32]byte{1}}
+	k2 := seal.Key{Version: 2, Material: [32]byte{2}}
+	ring1, err := seal.NewKeyRing([]seal.Key{k1}, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ring12, err := seal.NewKeyRing([]seal.Key{k1, k2}, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ring2, err := seal.NewKeyRing([]seal.Key{k2}, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := openStore(t, dsn, ring1, nil)
+	if err := old.CreateApp(ctx, &spotoken.App{ID: "a", ClientID: "c", ClientSecret: "shh"}); err != nil {
+		t.Fatal(err)
+	}
+	var before []*spotoken.Connection
+	for i := range 5 {
+		c := &spotoken.Connection{AppID: "a", ID: fmt.Sprint("c", i), State: spotoken.StateActive,
+			Token: spotoken.Token{AccessToken: "at", RefreshToken: spotoken.Secret(fmt.Sprint("rt-", i)), Expiry: time.Now().Add(time.Hour)}}
+		if i == 3 {
+			c.Token = spotoken.Token{} // no secrets to re-seal
+		}
+		if err := old.CreateConnection(ctx, c); err != nil {
+			t.Fatal(err)
+		}
+		got, err := old.Connection(ctx, c.Key())
+		if err != nil {
+			t.Fatal(err)
+		}
+		before = append(before, got)
+	}
+	n, err := openStore(t, dsn, ring12, nil).Reseal(ctx, 2)
+	if err != nil || n != 1+4*2 {
+		t.Fatalf("Reseal = %d, %v; want %d", n, err, 1+4*2)
+	}
+	s2 := openStore(t, dsn, ring2, nil)
+	for _, b := range before {
+		got, err := s2.Connection(ctx, b.Key())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.Version != b.Version || got.Token != b.Token || !got.UpdatedAt.Equal(b.UpdatedAt) {
+			t.Errorf("%s after Reseal: version %d, updated %v; want %d, %v and the same tokens",
+				b.Key(), got.Version, got.UpdatedAt, b.Version, b.UpdatedAt)
+		}
+	}
+	if a, err := s2.App(ctx, "a"); err != nil || a.ClientSecret != "shh" {
+		t.Errorf("app after Reseal: %v", err)
+	}
+}
+
+// Environment of TestLeaseChild, set by TestLeaseAcrossProcesses.
+const (
+	envChildDSN   = "SPOTOKEN_LEASE_CHILD_DSN"
+	envChildOwner = "SPOTOKEN_LEASE_CHILD_OWNER"
+	envChildOut   = "SPOTOKEN_LEASE_CHILD_OUT"
+)
+
+// leaseKey is the connection the lease processes contend for.
+var leaseKey = spotoken.ConnectionKey{AppID: "a", ID: "c1"}
+
+// TestLeaseAcrossProcesses runs TestLeaseChild in three OS processes that
+// contend for one connection's lease and update the connection while they
+// hold it: no update is lost, and no process sees another owner's lease
+// while it holds its own.
+func TestLeaseAcrossProcesses(t *testing.T) {
+	dsn := newSchema(t)
+	ctx := context.Background()
+	db := openStore(t, dsn, testKeys(t), nil)
+	if err := db.CreateApp(ctx, &spotoken.App{ID: leaseKey.AppID, ClientID: "client"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.CreateConnection(ctx, &spotoken.Connection{AppID: leaseKey.AppID, ID: leaseKey.ID, State: spotoken.StateActive,
+		Token: spotoken.Token{AccessToken: "at", RefreshToken: "rt", Expiry: time.Now().Add(time.Hour)}}); err != nil {
+		t.Fatal(err)
+	}
+
+	const procs = 3
+	dir := t.TempDir()
+	type child struct {
+		cmd *exec.Cmd
+		out bytes.Buffer
+	}
+	children := make([]*child, procs)
+	for i := range children {
+		c := &child{cmd: exec.Command(os.Args[0], "-test.run=^TestLeaseChild$", "-test.count=1", "-test.v")}
+		c.cmd.Env = append(os.Environ(),
+			envChildDSN+"="+dsn,
+			envChildOwner+"="+fmt.Sprintf("process-%d", i),
+			envChildOut+"="+filepath.Join(dir, fmt.Sprint("child-", i)))
+		c.cmd.Stdout, c.cmd.Stderr = &c.out, &c.out
+		if err := c.cmd.Start(); err != nil {
+			t.Fatalf("start child %d: %v", i, err)
+		}
+		children[i] = c
+	}
+	total := 0
+	for i, c := range children {
+		if err := c.cmd.Wait(); err != nil {
+			t.Errorf("child %d: %v\n%s", i, err, c.out.String())
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(dir, fmt.Sprint("child-", i)))
+		if err != nil {
+			t.Errorf("child %d reported nothing: %v\n%s", i, err, c.out.String())
+			continue
+		}
+		n, err := strconv.Atoi(string(b))
+		if err != nil {
+			t.Errorf("child %d: %v", i, err)
+			continue
+		}
+		t.Logf("process-%d acquired the lease %d times", i, n)
+		total += n
+	}
+	if t.Failed() {
+		return
+	}
+	got, err := db.Connection(ctx, leaseKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if total == 0 || got.ConsecutiveFailures != total || got.Version != int64(total)+1 {
+		t.Errorf("%d acquisitions in all; connection has %d updates and version %d, want %d and %d",
+			total, got.ConsecutiveFailures, got.Version, total, total+1)
+	}
+	if got.Lease.Owner != "" {
+		t.Errorf("lease still held by %q after every release", got.Lease.Owner)
+	}
+}
+
+// TestLeaseChild is one process of TestLeaseAcrossProcesses; it skips
+// unless run by it.
+func TestLeaseChild(t *testing.T) {
+	dsn := os.Getenv(envChildDSN)
+	if dsn == "" {
+		t.Skip("runs as a child process of TestLeaseAcrossProcesses")
+	}
+	owner, out := os.Getenv(envChildOwner), os.Getenv(envChildOut)
+	ctx := context.Background()
+	db := openStore(t, dsn, testKeys(t), nil)
+	const rounds = 200
+	acquired := 0
+	for range rounds {
+		lease, err := db.AcquireLease(ctx, leaseKey, owner, time.Minute)
+		if errors.Is(err, spotoken.ErrLeaseHeld) {
+			continue
+		}
+		if err != nil {
+			t.Fatalf("%s: AcquireLease: %v", owner, err)
+		}
+		if lease.Owner != owner {
+			t.Fatalf("%s got a lease owned by %q", owner, lease.Owner)
+		}
+		acquired++
+		if _, err := db.UpdateConnection(ctx, leaseKey, func(c *spotoken.Connection) ([]spotoken.Event, error) {
+			if c.Lease.Owner != owner {
+				return nil, fmt.Errorf("%s holds the lease, but the row says %q does", owner, c.Lease.Owner)
+			}
+			c.ConsecutiveFailures++
+			return nil, nil
+		}); err != nil {
+			t.Fatalf("%s: update under lease: %v", owner, err)
+		}
+		if err := db.ReleaseLease(ctx, leaseKey, owner); err != nil {
+			t.Fatalf("%s: ReleaseLease: %v", owner, err)
+		}
+	}
+	if err := os.WriteFile(out, []byte(strconv.Itoa(acquired)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
