@@ -1,0 +1,372 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/spotoken/spotoken"
+	"github.com/spotoken/spotoken/internal/rowseal"
+)
+
+const connectionColumns = `app_id, id, spotify_user_id, display_name, scopes, state, access_token, refresh_token,
+	access_expires_at, version, lease_owner, lease_expires_at, last_refresh_at, consecutive_failures,
+	next_attempt_at, last_error_code, consented_at, grant_expires_at, created_at, updated_at`
+
+// sealedToken is a connection's two token ciphertexts as stored.
+type sealedToken struct{ access, refresh []byte }
+
+// CreateConnection stores a new connection with Version 1, no lease, and
+// CreatedAt and UpdatedAt from the store's clock, and its events, in one
+// transaction; ErrConflict if the key exists, ErrNotFound if the app does
+// not.
+func (db *DB) CreateConnection(ctx context.Context, c *spotoken.Connection, events ...spotoken.Event) error {
+	if !c.State.Valid() {
+		return fmt.Errorf("create connection: %w", spotoken.Errorf(spotoken.EInvalid, "invalid connection state %q", c.State))
+	}
+	now := db.now()
+	access, refresh, err := db.codec.SealToken(c.Key(), c.Token)
+	if err != nil {
+		return fmt.Errorf("create connection: %w", err)
+	}
+	err = db.write(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, `INSERT INTO connections (`+connectionColumns+`)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1, NULL, NULL, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			c.AppID, c.ID, c.SpotifyUserID, c.DisplayName, scopesArg(c.Scopes), string(c.State), blobArg(access), blobArg(refresh),
+			timeArg(c.Token.Expiry), timeArg(c.LastRefreshAt), c.ConsecutiveFailures,
+			timeArg(c.NextAttemptAt), c.LastErrorCode, timeArg(c.ConsentedAt), timeArg(c.GrantExpiresAt),
+			now.UnixMicro(), now.UnixMicro())
+		if err != nil {
+			return translate(err, fmt.Sprintf("connection %s already exists", c.Key()), fmt.Sprintf("app %q not found", c.AppID))
+		}
+		return db.insertEvents(ctx, tx, now, events)
+	})
+	if err != nil {
+		return fmt.Errorf("create connection: %w", err)
+	}
+	c.Version, c.Lease, c.CreatedAt, c.UpdatedAt = 1, spotoken.Lease{}, now, now
+	return nil
+}
+
+// Connection returns the connection with key; ErrNotFound if none.
+func (db *DB) Connection(ctx context.Context, key spotoken.ConnectionKey) (*spotoken.Connection, error) {
+	c, _, err := db.connection(ctx, db.r, key)
+	return c, err
+}
+
+// connection reads and opens one connection, returning its ciphertexts too.
+func (db *DB) connection(ctx context.Context, q queryer, key spotoken.ConnectionKey) (*spotoken.Connection, sealedToken, error) {
+	c, st, err := db.scanConnection(q.QueryRowContext(ctx,
+		`SELECT `+connectionColumns+` FROM connections WHERE app_id = ? AND id = ?`, key.AppID, key.ID))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, st, notFound(key)
+	}
+	return c, st, err
+}
+
+func notFound(key spotoken.ConnectionKey) error {
+	return spotoken.Errorf(spotoken.ENotFound, "connection %s not found", key)
+}
+
+// UpdateConnection reads the connection, calls fn with a copy and writes
+// fn's result with fn's events, in one write transaction, guarded by
+// compare-and-swap on Version, which it increments. fn cannot change the
+// key, Version, Lease or CreatedAt; UpdatedAt is set from the store's clock.
+// A token that fn leaves as it was keeps its ciphertext; an emptied one is
+// erased (NULL, and the log checkpointed: see DB.shred). An error from fn
+// aborts the update and is returned as is.
+//
+// The transaction holds SQLite's write lock from its first read, so no
+// other writer, in this process or another, can get in between: fn runs
+// once.
+func (db *DB) UpdateConnection(ctx context.Context, key spotoken.ConnectionKey, fn func(c *spotoken.Connection) ([]spotoken.Event, error)) (*spotoken.Connection, error) {
+	var out *spotoken.Connection
+	var erased bool // a stored token was emptied
+	err := db.write(ctx, func(tx *sql.Tx) error {
+		old, sealed, err := db.connection(ctx, tx, key)
+		if err != nil {
+			return fmt.Errorf("update connection: %w", err)
+		}
+		c := *old
+		c.Scopes = slices.Clone(old.Scopes)
+		events, err := fn(&c)
+		if err != nil {
+			return err
+		}
+		c.AppID, c.ID, c.Version, c.Lease, c.CreatedAt = old.AppID, old.ID, old.Version, old.Lease, old.CreatedAt
+		c.UpdatedAt = db.now()
+		if !c.State.Valid() {
+			return fmt.Errorf("update connection %s: %w", key, spotoken.Errorf(spotoken.EInvalid, "invalid connection state %q", c.State))
+		}
+		access, refresh, err := db.resealChanged(key, old.Token, c.Token, sealed)
+		if err != nil {
+			return fmt.Errorf("update connection: %w", err)
+		}
+		res, err := tx.ExecContext(ctx, `UPDATE connections SET spotify_user_id = ?, display_name = ?, scopes = ?, state = ?,
+				access_token = ?, refresh_token = ?, access_expires_at = ?, last_refresh_at = ?, consecutive_failures = ?,
+				next_attempt_at = ?, last_error_code = ?, consented_at = ?, grant_expires_at = ?, updated_at = ?,
+				version = version + 1
+			WHERE app_id = ? AND id = ? AND version = ?`,
+			c.SpotifyUserID, c.DisplayName, scopesArg(c.Scopes), string(c.State),
+			blobArg(access), blobArg(refresh), timeArg(c.Token.Expiry), timeArg(c.LastRefreshAt), c.ConsecutiveFailures,
+			timeArg(c.NextAttemptAt), c.LastErrorCode, timeArg(c.ConsentedAt), timeArg(c.GrantExpiresAt), c.UpdatedAt.UnixMicro(),
+			key.AppID, key.ID, old.Version)
+		if err != nil {
+			return fmt.Errorf("update connection %s: %w", key, err)
+		}
+		if n, err := affected(res); err != nil {
+			return fmt.Errorf("update connection %s: %w", key, err)
+		} else if n != 1 {
+			// Cannot happen while the transaction holds the write lock; if
+			// it does, refuse rather than overwrite another writer's work.
+			return fmt.Errorf("update connection %s: %w", key,
+				spotoken.Errorf(spotoken.EConflict, "connection %s changed during the update", key))
+		}
+		if err := db.insertEvents(ctx, tx, c.UpdatedAt, events); err != nil {
+			return fmt.Errorf("update connection %s: %w", key, err)
+		}
+		c.Version = old.Version + 1
+		// Return what is stored: times at the store's precision, in UTC.
+		for _, t := range []*time.Time{&c.Token.Expiry, &c.LastRefreshAt, &c.NextAttemptAt, &c.ConsentedAt, &c.GrantExpiresAt} {
+			*t = stored(*t)
+		}
+		out = &c
+		erased = (len(sealed.access) > 0 && len(access) == 0) || (len(sealed.refresh) > 0 && len(refresh) == 0)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if erased {
+		db.shred(ctx)
+	}
+	return out, nil
+}
+
+// resealChanged returns the ciphertexts for token next: the stored one for
+// a secret that did not change, a fresh one for a secret that did, nil for
+// an empty one.
+func (db *DB) resealChanged(key spotoken.ConnectionKey, prev, next spotoken.Token, kept sealedToken) (access, refresh []byte, err error) {
+	access, refresh = kept.access, kept.refresh
+	if next.AccessToken != prev.AccessToken {
+		if access, err = db.codec.Seal(rowseal.AccessToken(key), next.AccessToken); err != nil {
+			return nil, nil, err
+		}
+	}
+	if next.RefreshToken != prev.RefreshToken {
+		if refresh, err = db.codec.Seal(rowseal.RefreshToken(key), next.RefreshToken); err != nil {
+			return nil, nil, err
+		}
+	}
+	return access, refresh, nil
+}
+
+// DeleteConnection deletes the connection and stores events, in one
+// transaction; ErrNotFound if none. secure_delete overwrites the deleted
+// row, sealed tokens included, and the log is checkpointed (DB.shred).
+func (db *DB) DeleteConnection(ctx context.Context, key spotoken.ConnectionKey, events ...spotoken.Event) error {
+	now := db.now()
+	err := db.write(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `DELETE FROM connections WHERE app_id = ? AND id = ?`, key.AppID, key.ID)
+		if err != nil {
+			return err
+		}
+		if n, err := affected(res); err != nil {
+			return err
+		} else if n == 0 {
+			return notFound(key)
+		}
+		return db.insertEvents(ctx, tx, now, events)
+	})
+	if err != nil {
+		return fmt.Errorf("delete connection: %w", err)
+	}
+	db.shred(ctx)
+	return nil
+}
+
+// defaultLimit is the page size of Connections when the filter sets none.
+const defaultLimit = 100
+
+// Connections lists an app's connections by ID, after filter.After, at most
+// filter.Limit (100 if not positive); EInvalid without filter.AppID.
+func (db *DB) Connections(ctx context.Context, filter spotoken.ConnectionFilter) ([]*spotoken.Connection, error) {
+	if filter.AppID == "" {
+		return nil, fmt.Errorf("connections: %w", spotoken.Errorf(spotoken.EInvalid, "connection filter has no app id"))
+	}
+	limit := filter.Limit
+	if limit <= 0 {
+		limit = defaultLimit
+	}
+	rows, err := db.r.QueryContext(ctx, `SELECT `+connectionColumns+` FROM connections
+		WHERE app_id = ?1 AND id > ?2 AND (?3 = '' OR state = ?3) ORDER BY id LIMIT ?4`,
+		filter.AppID, filter.After, string(filter.State), limit)
+	if err != nil {
+		return nil, fmt.Errorf("connections: %w", err)
+	}
+	defer rows.Close()
+	var cs []*spotoken.Connection
+	for rows.Next() {
+		c, _, err := db.scanConnection(rows)
+		if err != nil {
+			return nil, fmt.Errorf("connections: %w", err)
+		}
+		cs = append(cs, c)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("connections: %w", err)
+	}
+	return cs, nil
+}
+
+// dueQuery selects Due's connections. It reads the partial, covering index
+// connections_due alone (state = 'active' must stay a literal for SQLite to
+// use a partial index) and no token column.
+const dueQuery = `SELECT app_id, id, access_expires_at, version FROM connections
+	WHERE state = 'active' AND access_expires_at < ?1 AND (next_attempt_at IS NULL OR next_attempt_at <= ?2)
+	ORDER BY access_expires_at, app_id, id LIMIT ?3`
+
+// Due returns up to limit active connections whose access token expires
+// before before and that are not in backoff (NextAttemptAt not after the
+// store's clock), soonest expiry first, and none if limit is not positive.
+// It reads the connections_due index, not the table, and opens no token.
+func (db *DB) Due(ctx context.Context, before time.Time, limit int) ([]spotoken.DueConnection, error) {
+	if limit <= 0 {
+		return nil, nil
+	}
+	rows, err := db.r.QueryContext(ctx, dueQuery, before.UnixMicro(), db.now().UnixMicro(), limit)
+	if err != nil {
+		return nil, fmt.Errorf("due: %w", err)
+	}
+	defer rows.Close()
+	var due []spotoken.DueConnection
+	for rows.Next() {
+		var d spotoken.DueConnection
+		if err := rows.Scan(&d.Key.AppID, &d.Key.ID, timeCol{&d.Expiry}, &d.Version); err != nil {
+			return nil, fmt.Errorf("due: %w", err)
+		}
+		due = append(due, d)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("due: %w", err)
+	}
+	return due, nil
+}
+
+// AcquireLease gives owner the connection's lease for ttl from the store's
+// clock if nobody holds it, the holder's lease expired, or owner holds it
+// already (which extends it); ErrLeaseHeld otherwise, ErrNotFound if there
+// is no such connection. One conditional UPDATE takes it; the version does
+// not change.
+func (db *DB) AcquireLease(ctx context.Context, key spotoken.ConnectionKey, owner string, ttl time.Duration) (spotoken.Lease, error) {
+	if owner == "" {
+		return spotoken.Lease{}, fmt.Errorf("acquire lease: %w", spotoken.Errorf(spotoken.EInvalid, "lease owner is empty"))
+	}
+	now := db.now()
+	lease := spotoken.Lease{Owner: owner, ExpiresAt: stored(now.Add(ttl))}
+	err := db.write(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `UPDATE connections SET lease_owner = ?1, lease_expires_at = ?2
+			WHERE app_id = ?3 AND id = ?4 AND (lease_owner IS NULL OR lease_owner = ?1 OR lease_expires_at <= ?5)`,
+			owner, lease.ExpiresAt.UnixMicro(), key.AppID, key.ID, now.UnixMicro())
+		if err != nil {
+			return err
+		}
+		if n, err := affected(res); err != nil || n == 1 {
+			return err
+		}
+		if err := db.exists(ctx, tx, key); err != nil {
+			return err
+		}
+		return spotoken.Errorf(spotoken.ELeaseHeld, "lease on connection %s held by another owner", key)
+	})
+	if err != nil {
+		return spotoken.Lease{}, fmt.Errorf("acquire lease: %w", err)
+	}
+	return lease, nil
+}
+
+// RenewLease extends owner's unexpired lease to ttl from the store's clock;
+// ErrLeaseLost if owner does not hold it, ErrNotFound if there is no such
+// connection.
+func (db *DB) RenewLease(ctx context.Context, key spotoken.ConnectionKey, owner string, ttl time.Duration) (spotoken.Lease, error) {
+	now := db.now()
+	lease := spotoken.Lease{Owner: owner, ExpiresAt: stored(now.Add(ttl))}
+	err := db.write(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `UPDATE connections SET lease_expires_at = ?1
+			WHERE app_id = ?2 AND id = ?3 AND lease_owner = ?4 AND lease_expires_at > ?5`,
+			lease.ExpiresAt.UnixMicro(), key.AppID, key.ID, owner, now.UnixMicro())
+		if err != nil {
+			return err
+		}
+		if n, err := affected(res); err != nil || n == 1 {
+			return err
+		}
+		if err := db.exists(ctx, tx, key); err != nil {
+			return err
+		}
+		return spotoken.Errorf(spotoken.ELeaseLost, "lease on connection %s not held by this owner", key)
+	})
+	if err != nil {
+		return spotoken.Lease{}, fmt.Errorf("renew lease: %w", err)
+	}
+	return lease, nil
+}
+
+// ReleaseLease gives up owner's unexpired lease; ErrLeaseLost if owner does
+// not hold it (an expired lease is no longer held), ErrNotFound if there is
+// no such connection.
+func (db *DB) ReleaseLease(ctx context.Context, key spotoken.ConnectionKey, owner string) error {
+	now := db.now()
+	err := db.write(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `UPDATE connections SET lease_owner = NULL, lease_expires_at = NULL
+			WHERE app_id = ?1 AND id = ?2 AND lease_owner = ?3 AND lease_expires_at > ?4`,
+			key.AppID, key.ID, owner, now.UnixMicro())
+		if err != nil {
+			return err
+		}
+		if n, err := affected(res); err != nil || n == 1 {
+			return err
+		}
+		if err := db.exists(ctx, tx, key); err != nil {
+			return err
+		}
+		return spotoken.Errorf(spotoken.ELeaseLost, "lease on connection %s not held by this owner", key)
+	})
+	if err != nil {
+		return fmt.Errorf("release lease: %w", err)
+	}
+	return nil
+}
+
+// exists returns ErrNotFound if there is no connection with key.
+func (db *DB) exists(ctx context.Context, q queryer, key spotoken.ConnectionKey) error {
+	var one int
+	err := q.QueryRowContext(ctx, `SELECT 1 FROM connections WHERE app_id = ? AND id = ?`, key.AppID, key.ID).Scan(&one)
+	if errors.Is(err, sql.ErrNoRows) {
+		return notFound(key)
+	}
+	return err
+}
+
+// scanConnection scans one row of connectionColumns and opens its tokens.
+func (db *DB) scanConnection(row interface{ Scan(...any) error }) (*spotoken.Connection, sealedToken, error) {
+	var c spotoken.Connection
+	var st sealedToken
+	var state string
+	if err := row.Scan(&c.AppID, &c.ID, &c.SpotifyUserID, &c.DisplayName, scopesCol{&c.Scopes}, &state,
+		&st.access, &st.refresh, timeCol{&c.Token.Expiry}, &c.Version,
+		nullString{&c.Lease.Owner}, timeCol{&c.Lease.ExpiresAt}, timeCol{&c.LastRefreshAt}, &c.ConsecutiveFailures,
+		timeCol{&c.NextAttemptAt}, &c.LastErrorCode, timeCol{&c.ConsentedAt}, timeCol{&c.GrantExpiresAt},
+		timeCol{&c.CreatedAt}, timeCol{&c.UpdatedAt}); err != nil {
+		return nil, st, err
+	}
+	c.State = spotoken.State(state)
+	var err error
+	if c.Token.AccessToken, c.Token.RefreshToken, err = db.codec.OpenToken(c.Key(), st.access, st.refresh); err != nil {
+		return nil, st, err
+	}
+	return &c, st, nil
+}

@@ -1,0 +1,4 @@
+package sqlite
+
+// DueQuery is Due's query, for the query-plan test.
+const DueQuery = dueQuery

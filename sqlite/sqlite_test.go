@@ -1,0 +1,438 @@
+package sqlite_test
+
+import (
+	"bytes"
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/spotoken/spotoken"
+	"github.com/spotoken/spotoken/seal"
+	"github.com/spotoken/spotoken/sqlite"
+	"github.com/spotoken/spotoken/storetest"
+)
+
+var ctx = context.Background()
+
+// backend is one database file for the conformance suite.
+type backend struct{ path string }
+
+func newBackend(t *testing.T) storetest.Backend {
+	return &backend{path: filepath.Join(t.TempDir(), "spotoken.db")}
+}
+
+func (b *backend) Open(t *testing.T, now func() time.Time, keys *seal.KeyRing) (spotoken.Store, error) {
+	return sqlite.Open(ctx, sqlite.Config{Path: b.path, Keys: keys, Now: now})
+}
+
+// Dump reads the database file and its write-ahead log and shared-memory
+// index, byte for byte.
+func (b *backend) Dump(t *testing.T) []byte {
+	return readFiles(t, b.path)
+}
+
+func (b *backend) CopyTokens(t *testing.T, from, to spotoken.ConnectionKey) {
+	t.Helper()
+	res, err := rawDB(t, b.path).ExecContext(ctx, `UPDATE connections SET (access_token, refresh_token) =
+		(SELECT access_token, refresh_token FROM connections WHERE app_id = ? AND id = ?) WHERE app_id = ? AND id = ?`,
+		from.AppID, from.ID, to.AppID, to.ID)
+	if n, _ := res.RowsAffected(); err != nil || n != 1 {
+		t.Fatalf("copy tokens: %d rows, %v", n, err)
+	}
+}
+
+func (b *backend) CorruptTokens(t *testing.T, key spotoken.ConnectionKey) {
+	t.Helper()
+	db := rawDB(t, b.path)
+	var rt []byte
+	if err := db.QueryRowContext(ctx, `SELECT refresh_token FROM connections WHERE app_id = ? AND id = ?`, key.AppID, key.ID).Scan(&rt); err != nil || len(rt) == 0 {
+		t.Fatalf("read refresh token: %d bytes, %v", len(rt), err)
+	}
+	rt[len(rt)-1] ^= 1 // a bit of the GCM tag
+	if _, err := db.ExecContext(ctx, `UPDATE connections SET refresh_token = ? WHERE app_id = ? AND id = ?`, rt, key.AppID, key.ID); err != nil {
+		t.Fatalf("corrupt refresh token: %v", err)
+	}
+}
+
+// rawDB opens the database file bypassing the store, closed at the test's end.
+func rawDB(t *testing.T, path string) *sql.DB {
+	t.Helper()
+	db, err := sql.Open("sqlite", "file:"+path+"?_pragma=busy_timeout(10000)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db
+}
+
+// readFiles returns the bytes of the database file, its -wal and its -shm.
+func readFiles(t *testing.T, path string) []byte {
+	t.Helper()
+	var all []byte
+	for _, suffix := range []string{"", "-wal", "-shm"} {
+		b, err := os.ReadFile(path + suffix)
+		if err != nil && !errors.Is(err, fs.ErrNotExist) {
+			t.Fatal(err)
+		}
+		all = append(all, b...)
+	}
+	return all
+}
+
+func TestConformance(t *testing.T) {
+	storetest.Run(t, newBackend)
+}
+
+func testRing(t testing.TB) *seal.KeyRing {
+	t.Helper()
+	r, err := seal.NewKeyRing([]seal.Key{{Version: 1, Material: [32]byte{0x5a, 0x11, 0x7e}}}, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+func openDB(t *testing.T, path string) *sqlite.DB {
+	t.Helper()
+	db, err := sqlite.Open(ctx, sqlite.Config{Path: path, Keys: testRing(t)})
+	if err != nil {
+		t.Fatalf("open: %v", err)
+	}
+	return db
+}
+
+// embeddedVersions returns the versions of the migration files.
+func embeddedVersions(t *testing.T) []int {
+	t.Helper()
+	files, err := filepath.Glob("migrations/*.sql")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("migration files: %v, %v", files, err)
+	}
+	var vs []int
+	for _, f := range files {
+		num, _, _ := strings.Cut(filepath.Base(f), "_")
+		v, err := strconv.Atoi(num)
+		if err != nil {
+			t.Fatalf("migration %s: %v", f, err)
+		}
+		vs = append(vs, v)
+	}
+	slices.Sort(vs)
+	return vs
+}
+
+// checkMigrations checks that schema_migrations holds each version once.
+func checkMigrations(t *testing.T, path string) {
+	t.Helper()
+	rows, err := rawDB(t, path).QueryContext(ctx, `SELECT version, count(*) FROM schema_migrations GROUP BY version ORDER BY version`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var got []int
+	for rows.Next() {
+		var v, n int
+		if err := rows.Scan(&v, &n); err != nil {
+			t.Fatal(err)
+		}
+		if n != 1 {
+			t.Errorf("version %d recorded %d times", v, n)
+		}
+		got = append(got, v)
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if d := cmp.Diff(got, embeddedVersions(t)); d != "" {
+		t.Errorf("schema_migrations versions (-got +want):\n%s", d)
+	}
+}
+
+func TestMigrations(t *testing.T) {
+	t.Run("reopen", func(t *testing.T) {
+		path := filepath.Join(t.TempDir(), "db")
+		for i := 0; i < 2; i++ {
+			if err := openDB(t, path).Close(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		checkMigrations(t, path)
+	})
+	// Each Open has its own connections, so to SQLite these openers are as
+	// separate as processes: they race to create the file, switch it to
+	// WAL and migrate it.
+	t.Run("concurrent", func(t *testing.T) {
+		for round := range 10 {
+			path := filepath.Join(t.TempDir(), "db")
+			const openers = 8
+			var wg sync.WaitGroup
+			errs := make([]error, openers)
+			for i := range openers {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					db, err := sqlite.Open(ctx, sqlite.Config{Path: path, Keys: testRing(t)})
+					if err == nil {
+						err = db.Close()
+					}
+					errs[i] = err
+				}()
+			}
+			wg.Wait()
+			for i, err := range errs {
+				if err != nil {
+					t.Errorf("round %d, opener %d: %v", round, i, err)
+				}
+			}
+			checkMigrations(t, path)
+		}
+	})
+	t.Run("newer schema", func(t *testing.T) {
+		path := filepath.Join(t.TempDir(), "db")
+		if err := openDB(t, path).Close(); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := rawDB(t, path).ExecContext(ctx, `INSERT INTO schema_migrations (version, applied_at) VALUES (999999, 0)`); err != nil {
+			t.Fatal(err)
+		}
+		if db, err := sqlite.Open(ctx, sqlite.Config{Path: path, Keys: testRing(t)}); err == nil {
+			db.Close()
+			t.Error("Open accepted a database migrated by a newer program")
+		}
+	})
+}
+
+func TestOpenConfig(t *testing.T) {
+	if _, err := sqlite.Open(ctx, sqlite.Config{Keys: testRing(t)}); err == nil {
+		t.Error("Open without a path succeeded")
+	}
+	if _, err := sqlite.Open(ctx, sqlite.Config{Path: filepath.Join(t.TempDir(), "db")}); err == nil {
+		t.Error("Open without keys succeeded")
+	}
+	// A file name with characters that mean something in a URI.
+	path := filepath.Join(t.TempDir(), "a dir?x=1#frag%20", "spotoken.db")
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	db := openDB(t, path)
+	defer db.Close()
+	if _, err := os.Stat(path); err != nil {
+		t.Errorf("database not created at its path: %v", err)
+	}
+}
+
+// TestPragmas checks the settings every connection relies on.
+func TestPragmas(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "db")
+	db := openDB(t, path)
+	defer db.Close()
+	var mode string
+	if err := rawDB(t, path).QueryRowContext(ctx, `PRAGMA journal_mode`).Scan(&mode); err != nil || mode != "wal" {
+		t.Errorf("journal_mode = %q, %v; want wal", mode, err)
+	}
+}
+
+func seedConnections(t *testing.T, db *sqlite.DB, n int) {
+	t.Helper()
+	if err := db.CreateApp(ctx, &spotoken.App{ID: "a", ClientID: "cid"}); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	for i := range n {
+		state := spotoken.StateActive
+		if i%3 == 0 {
+			state = spotoken.StateNeedsReauth
+		}
+		c := &spotoken.Connection{AppID: "a", ID: fmt.Sprint("c", i), State: state,
+			Token: spotoken.Token{AccessToken: "at", RefreshToken: "rt", Expiry: now.Add(time.Duration(i) * time.Minute)}}
+		if err := db.CreateConnection(ctx, c); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestDueQueryPlan checks that Due searches its partial, covering index: no
+// scan of the table, no sort, no token column read.
+func TestDueQueryPlan(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "db")
+	db := openDB(t, path)
+	defer db.Close()
+	seedConnections(t, db, 50)
+	raw := rawDB(t, path)
+	for _, analyzed := range []bool{false, true} {
+		if analyzed {
+			if _, err := raw.ExecContext(ctx, `ANALYZE`); err != nil {
+				t.Fatal(err)
+			}
+		}
+		now := time.Now().UnixMicro()
+		rows, err := raw.QueryContext(ctx, `EXPLAIN QUERY PLAN `+sqlite.DueQuery, now+int64(time.Hour/time.Microsecond), now, 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var plan []string
+		for rows.Next() {
+			var id, parent, notUsed int
+			var detail string
+			if err := rows.Scan(&id, &parent, &notUsed, &detail); err != nil {
+				t.Fatal(err)
+			}
+			plan = append(plan, detail)
+		}
+		rows.Close()
+		joined := strings.Join(plan, "\n")
+		if !strings.Contains(joined, "SEARCH connections USING COVERING INDEX connections_due") ||
+			strings.Contains(joined, "SCAN") || strings.Contains(joined, "TEMP B-TREE") {
+			t.Errorf("Due's plan (analyzed: %v):\n%s\nwant a search of the covering index connections_due, no scan, no sort", analyzed, joined)
+		}
+	}
+	due, err := db.Due(ctx, time.Now().Add(time.Hour), 100)
+	if err != nil || len(due) == 0 {
+		t.Fatalf("Due = %v, %v", due, err)
+	}
+}
+
+// sealed reads a connection's ciphertexts straight from the file.
+func sealed(t *testing.T, path string, key spotoken.ConnectionKey) (access, refresh []byte) {
+	t.Helper()
+	db, err := sql.Open("sqlite", "file:"+path+"?_pragma=busy_timeout(10000)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close() // now, so that the store's Close is the last and checkpoints
+	if err := db.QueryRowContext(ctx, `SELECT access_token, refresh_token FROM connections WHERE app_id = ? AND id = ?`,
+		key.AppID, key.ID).Scan(&access, &refresh); err != nil || len(access) == 0 || len(refresh) == 0 {
+		t.Fatalf("read ciphertexts of %s: %v", key, err)
+	}
+	return access, refresh
+}
+
+// TestSecureDelete checks crypto-shredding: the ciphertexts of a deleted
+// connection and of a revoked one's tokens are nowhere in the files right
+// after the call, while the store and another connection are still open; a
+// rotated token's old ciphertexts are gone once the store is closed.
+func TestSecureDelete(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "db")
+	db := openDB(t, path)
+	defer db.Close()
+	if err := db.CreateApp(ctx, &spotoken.App{ID: "a", ClientID: "cid"}); err != nil {
+		t.Fatal(err)
+	}
+	keys := map[string]spotoken.ConnectionKey{}
+	cts := map[string][][]byte{}
+	for _, id := range []string{"deleted", "revoked", "rotated", "kept"} {
+		c := &spotoken.Connection{AppID: "a", ID: id, State: spotoken.StateActive,
+			Token: spotoken.Token{AccessToken: spotoken.Secret("at-" + id), RefreshToken: spotoken.Secret("rt-" + id), Expiry: time.Now()}}
+		if err := db.CreateConnection(ctx, c); err != nil {
+			t.Fatal(err)
+		}
+		keys[id] = c.Key()
+		a, r := sealed(t, path, c.Key())
+		cts[id] = [][]byte{a, r}
+	}
+	other := rawDB(t, path) // another connection, idle
+	if err := other.PingContext(ctx); err != nil {
+		t.Fatal(err)
+	}
+	check := func(when string, gone ...string) {
+		t.Helper()
+		raw := readFiles(t, path)
+		for _, ct := range cts["kept"] {
+			if !bytes.Contains(raw, ct) {
+				t.Fatalf("%s: the kept connection's ciphertexts are not in the files: the search proves nothing", when)
+			}
+		}
+		for _, id := range gone {
+			for i, ct := range cts[id] {
+				if bytes.Contains(raw, ct) {
+					t.Errorf("%s: ciphertext %d of %s is still in the database files", when, i, id)
+				}
+			}
+		}
+	}
+
+	if err := db.DeleteConnection(ctx, keys["deleted"]); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.UpdateConnection(ctx, keys["revoked"], func(c *spotoken.Connection) ([]spotoken.Event, error) {
+		c.State, c.Token = spotoken.StateRevoked, spotoken.Token{}
+		return nil, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.UpdateConnection(ctx, keys["rotated"], func(c *spotoken.Connection) ([]spotoken.Event, error) {
+		c.Token.AccessToken, c.Token.RefreshToken = "at-rotated-2", "rt-rotated-2"
+		return nil, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	check("store open", "deleted", "revoked")
+	other.Close()
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	check("store closed", "deleted", "revoked", "rotated")
+}
+
+// TestUpdateKeepsUnchangedCiphertext: a token that fn leaves alone is not
+// re-sealed.
+func TestUpdateKeepsUnchangedCiphertext(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "db")
+	db := openDB(t, path)
+	defer db.Close()
+	seedConnections(t, db, 2)
+	key := spotoken.ConnectionKey{AppID: "a", ID: "c1"}
+	a1, r1 := sealed(t, path, key)
+	if _, err := db.UpdateConnection(ctx, key, func(c *spotoken.Connection) ([]spotoken.Event, error) {
+		c.Token.AccessToken = "at-2"
+		return nil, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	a2, r2 := sealed(t, path, key)
+	if bytes.Equal(a1, a2) || !bytes.Equal(r1, r2) {
+		t.Errorf("access changed: %v (want true), refresh changed: %v (want false)", !bytes.Equal(a1, a2), !bytes.Equal(r1, r2))
+	}
+}
+
+func TestErrors(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "db")
+	db := openDB(t, path)
+	defer db.Close()
+	seedConnections(t, db, 1)
+	err := db.CreateApp(ctx, &spotoken.App{ID: "a", ClientID: "x"})
+	if !errors.Is(err, spotoken.ErrConflict) || spotoken.ErrorMessage(err) != `app "a" already exists` {
+		t.Errorf("duplicate app: %v (message %q)", err, spotoken.ErrorMessage(err))
+	}
+	err = db.CreateConnection(ctx, &spotoken.Connection{AppID: "a", ID: "x", State: "bogus"})
+	if spotoken.ErrorCode(err) != spotoken.EInvalid {
+		t.Errorf("bogus state: %v", err)
+	}
+	_, err = db.Connections(ctx, spotoken.ConnectionFilter{})
+	if spotoken.ErrorCode(err) != spotoken.EInvalid {
+		t.Errorf("filter without app: %v", err)
+	}
+	err = db.CreatePending(ctx, &spotoken.PendingAuthorization{AppID: "a", ConnectionID: "c"})
+	if spotoken.ErrorCode(err) != spotoken.EInvalid {
+		t.Errorf("pending without expiry: %v", err)
+	}
+	_, err = db.RenewLease(ctx, spotoken.ConnectionKey{AppID: "a", ID: "nope"}, "o", time.Minute)
+	if !errors.Is(err, spotoken.ErrNotFound) {
+		t.Errorf("renew on unknown connection: %v", err)
+	}
+	if err := db.TouchAPIKey(ctx, "nope", time.Now()); !errors.Is(err, spotoken.ErrNotFound) {
+		t.Errorf("touch unknown key: %v", err)
+	}
+}
