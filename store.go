@@ -26,7 +26,8 @@ type AppStore interface {
 	// fn must not change the ID.
 	UpdateApp(ctx context.Context, id string, fn func(*App) error) (*App, error)
 	// DeleteApp deletes the app with its API keys, pending authorizations,
-	// connections (sealed tokens erased) and undelivered events.
+	// connections (sealed tokens erased) and undelivered events; delivered
+	// events stay as history. ErrNotFound if none.
 	DeleteApp(ctx context.Context, id string) error
 }
 
@@ -43,7 +44,8 @@ type APIKeyStore interface {
 	// RevokeAPIKey marks an app's key revoked at at; ErrNotFound if the app
 	// has no key with id. Revoking twice keeps the first time.
 	RevokeAPIKey(ctx context.Context, appID, id string, at time.Time) error
-	// TouchAPIKey records that the key was used at at.
+	// TouchAPIKey records that the key was used at at; the recorded time
+	// never moves backwards. ErrNotFound if no key has id.
 	TouchAPIKey(ctx context.Context, id string, at time.Time) error
 }
 
@@ -54,8 +56,9 @@ type PendingStore interface {
 	CreatePending(ctx context.Context, p *PendingAuthorization) error
 	// ConsumePending marks the pending authorization with stateHash used and
 	// returns it, atomically, so it can be consumed once: ErrNotFound if
-	// unknown, ErrAlreadyUsed if consumed before, ErrExpired if past its
-	// expiry (an expired one is consumed too).
+	// unknown, ErrAlreadyUsed if consumed before, ErrExpired (and no
+	// authorization) if now is at or past its expiry; an expired one is
+	// consumed too.
 	ConsumePending(ctx context.Context, stateHash [32]byte) (*PendingAuthorization, error)
 	// DeleteExpiredPending deletes pending authorizations that expired
 	// before before and returns how many.
@@ -93,7 +96,7 @@ type ConnectionStore interface {
 	DeleteConnection(ctx context.Context, key ConnectionKey, events ...Event) error
 	// Connections lists an app's connections by ID, after filter.After.
 	Connections(ctx context.Context, filter ConnectionFilter) ([]*Connection, error)
-	// Due returns up to limit active connections whose access token expires
+	// Due returns up to limit (nothing if limit <= 0) active connections whose access token expires
 	// before before and that are not in backoff (NextAttemptAt not after
 	// the store's clock), soonest expiry first. It reads an index, not the
 	// whole table, and opens no token.
@@ -101,12 +104,15 @@ type ConnectionStore interface {
 
 	// AcquireLease gives owner the connection's lease for ttl if nobody else
 	// holds it (or the holder's lease expired); ErrLeaseHeld otherwise. An
-	// owner that already holds it gets it extended.
+	// owner that already holds it gets it extended. ErrNotFound if the
+	// connection does not exist.
 	AcquireLease(ctx context.Context, key ConnectionKey, owner string, ttl time.Duration) (Lease, error)
 	// RenewLease extends owner's unexpired lease to ttl from now; ErrLeaseLost
-	// if owner does not hold it.
+	// if owner does not hold it, or its lease expired. ErrNotFound if the
+	// connection does not exist.
 	RenewLease(ctx context.Context, key ConnectionKey, owner string, ttl time.Duration) (Lease, error)
-	// ReleaseLease gives up owner's lease; ErrLeaseLost if owner does not hold it.
+	// ReleaseLease gives up owner's lease; ErrLeaseLost if owner does not
+	// hold it, or its lease expired. ErrNotFound if the connection does not exist.
 	ReleaseLease(ctx context.Context, key ConnectionKey, owner string) error
 }
 
@@ -114,12 +120,14 @@ type ConnectionStore interface {
 type EventStore interface {
 	// AppendEvents stores events outside a connection change.
 	AppendEvents(ctx context.Context, events ...Event) error
-	// PendingEvents returns up to limit undelivered events whose
+	// PendingEvents returns up to limit (nothing if limit <= 0) undelivered events whose
 	// NextAttemptAt is not after now, oldest first.
 	PendingEvents(ctx context.Context, now time.Time, limit int) ([]*Event, error)
-	// MarkEventDelivered records a successful delivery.
+	// MarkEventDelivered records a successful delivery (the first one's
+	// time is kept); ErrNotFound if no event has id.
 	MarkEventDelivered(ctx context.Context, id int64, at time.Time) error
-	// MarkEventFailed records a failed attempt and when to try again.
+	// MarkEventFailed records a failed attempt and when to try again;
+	// ErrNotFound if no event has id.
 	MarkEventFailed(ctx context.Context, id int64, next time.Time, lastError string) error
 }
 
@@ -127,7 +135,9 @@ type EventStore interface {
 type Resealer interface {
 	// Reseal re-seals, batch rows per transaction, every secret sealed under
 	// an older key, while the store stays in use, and returns how many
-	// secrets it re-sealed.
+	// secrets it re-sealed. It changes no plaintext, so it leaves versions
+	// and UpdatedAt as they were, and it never overwrites a secret that
+	// changed since it read it.
 	Reseal(ctx context.Context, batch int) (int, error)
 }
 

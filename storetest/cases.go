@@ -111,7 +111,7 @@ func testApps(t *testing.T, h *harness) {
 	if d := diff(ids, []string{"app0-public", "app1"}); d != "" {
 		t.Errorf("Apps order (-got +want):\n%s", d)
 	}
-	if apps[0].ClientSecret != "" || apps[0].RedirectURIs != nil && len(apps[0].RedirectURIs) != 0 {
+	if apps[0].ClientSecret != "" || len(apps[0].RedirectURIs) != 0 {
 		t.Errorf("public app round trip: %+v", apps[0])
 	}
 
@@ -152,8 +152,28 @@ func testApps(t *testing.T, h *harness) {
 		ConnectionID: "c2", Verifier: marker("verifier", "app1"), ExpiresAt: h.clock.Now().Add(time.Minute)}); err != nil {
 		t.Fatal(err)
 	}
+	if err := h.store.AppendEvents(ctx,
+		spotoken.Event{Type: spotoken.EventConnectionRefreshed, AppID: "app1", ConnectionID: "c1", Data: []byte(`{"n":1}`)},
+		spotoken.Event{Type: spotoken.EventConnectionRefreshed, AppID: "app1", ConnectionID: "c1", Data: []byte(`{"n":2}`)},
+	); err != nil {
+		t.Fatal(err)
+	}
+	evs, err := h.store.PendingEvents(ctx, h.clock.Now(), 10)
+	if err != nil || len(evs) != 2 {
+		t.Fatalf("PendingEvents before DeleteApp: %v, %v", evs, err)
+	}
+	if err := h.store.MarkEventDelivered(ctx, evs[0].ID, h.clock.Now()); err != nil {
+		t.Fatal(err)
+	}
 	if err := h.store.DeleteApp(ctx, "app1"); err != nil {
 		t.Fatal(err)
+	}
+	if left, _ := h.store.PendingEvents(ctx, h.clock.Now().Add(time.Hour), 10); len(left) != 0 {
+		t.Errorf("undelivered events survive DeleteApp: %v", left)
+	}
+	// The delivered one stays as history: marking it again still finds it.
+	if err := h.store.MarkEventDelivered(ctx, evs[0].ID, h.clock.Now()); err != nil {
+		t.Errorf("delivered event gone after DeleteApp: %v", err)
 	}
 	_, err = h.store.App(ctx, "app1")
 	wantErr(t, "App after DeleteApp", err, spotoken.ErrNotFound)
@@ -215,6 +235,13 @@ func testAPIKeys(t *testing.T, h *harness) {
 	got, _ = h.store.APIKeyByHash(ctx, k1.Hash)
 	if !got.LastUsedAt.Equal(used) || !got.RevokedAt.Equal(revoked) || !got.Revoked() {
 		t.Errorf("after touch and revoke: last used %v, revoked %v; want %v, %v", got.LastUsedAt, got.RevokedAt, used, revoked)
+	}
+	wantErr(t, "touch unknown key", h.store.TouchAPIKey(ctx, "k404", used), spotoken.ErrNotFound)
+	if err := h.store.TouchAPIKey(ctx, "k1", used.Add(-time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := h.store.APIKeyByHash(ctx, k1.Hash); !got.LastUsedAt.Equal(used) {
+		t.Errorf("TouchAPIKey moved last use backwards to %v", got.LastUsedAt)
 	}
 	wantErr(t, "revoke another app's key", h.store.RevokeAPIKey(ctx, "b", "k2", revoked), spotoken.ErrNotFound)
 	wantErr(t, "revoke unknown key", h.store.RevokeAPIKey(ctx, "a", "k404", revoked), spotoken.ErrNotFound)
@@ -577,8 +604,14 @@ func testLeaseExpiry(t *testing.T, h *harness) {
 	if l, err := h.store.AcquireLease(ctx, key, "A", ttl); err != nil || l.Owner != "A" {
 		t.Errorf("A after B released: %+v, %v", l, err)
 	}
-	_, err = h.store.AcquireLease(ctx, spotoken.ConnectionKey{AppID: "a", ID: "nope"}, "A", ttl)
-	wantErr(t, "lease on unknown connection", err, spotoken.ErrNotFound)
+	h.clock.Advance(ttl)
+	wantErr(t, "A releases its own expired lease", h.store.ReleaseLease(ctx, key, "A"), spotoken.ErrLeaseLost)
+	unknown := spotoken.ConnectionKey{AppID: "a", ID: "nope"}
+	_, err = h.store.AcquireLease(ctx, unknown, "A", ttl)
+	wantErr(t, "acquire on unknown connection", err, spotoken.ErrNotFound)
+	_, err = h.store.RenewLease(ctx, unknown, "A", ttl)
+	wantErr(t, "renew on unknown connection", err, spotoken.ErrNotFound)
+	wantErr(t, "release on unknown connection", h.store.ReleaseLease(ctx, unknown, "A"), spotoken.ErrNotFound)
 }
 
 func testDue(t *testing.T, h *harness) {
@@ -760,6 +793,15 @@ func testKeyRotation(t *testing.T, h *harness) {
 	}
 	if n, err := s12.Reseal(ctx, 3); n != 0 || err != nil {
 		t.Errorf("second Reseal = %d, %v; want 0", n, err)
+	}
+	for _, k := range keys {
+		c, err := s12.Connection(ctx, k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.Version != 1 || !c.UpdatedAt.Equal(c.CreatedAt) {
+			t.Errorf("%s after reseal: version %d, updated %v; Reseal must change neither", k, c.Version, c.UpdatedAt)
+		}
 	}
 	s2 := h.open(t, h.ring2) // v1 is gone
 	if err := readAll(s2, keys); err != nil {
