@@ -1,8 +1,10 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 
 	"github.com/spf13/cobra"
 
@@ -28,7 +30,7 @@ prints key material.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 	}
-	cmd.AddCommand(newKeysGenerateCmd(ios), newKeysAddCmd(ios))
+	cmd.AddCommand(newKeysGenerateCmd(ios), newKeysAddCmd(ios), newKeysRotateCmd(ios))
 	return cmd
 }
 
@@ -93,5 +95,49 @@ func keysAddRun(ios *IOStreams, opts *keysOptions) error {
 	}
 	fmt.Fprintf(ios.Out, "Added key version %d to %s; it is now the primary key (versions %v).\n", ring.Primary(), opts.KeyFile, ring.Versions())
 	fmt.Fprintln(ios.Out, "Restart the servers that use this file, then run `spotoken keys rotate` to re-seal stored rows under the new key.")
+	return nil
+}
+
+type keysRotateOptions struct {
+	store storeOptions
+	batch int
+}
+
+func newKeysRotateCmd(ios *IOStreams) *cobra.Command {
+	opts := &keysRotateOptions{}
+	cmd := &cobra.Command{
+		Use:   "rotate [--db DB] [--key-file PATH]",
+		Short: "Re-seal every stored secret under the primary key, online",
+		Long: `Re-seal every stored token, client secret and PKCE verifier that is sealed
+under an older key version with the key file's primary key, in batches, while
+servers keep running. Run it after 'spotoken keys add' once every server has
+restarted with the new key file; when it reports nothing left, the old key
+versions can be removed from the file.`,
+		Example: `  spotoken keys add --key-file keys.json
+  # restart every server with the new key file, then:
+  spotoken keys rotate --db postgres://spotoken@db/spotoken --key-file keys.json`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error { return keysRotateRun(cmd.Context(), ios, opts) },
+	}
+	opts.store.addFlags(cmd.Flags())
+	cmd.Flags().IntVar(&opts.batch, "batch", 500, "rows re-sealed per transaction")
+	return cmd
+}
+
+func keysRotateRun(ctx context.Context, ios *IOStreams, opts *keysRotateOptions) error {
+	if opts.batch <= 0 {
+		return usageError{errors.New("--batch must be positive")}
+	}
+	log := slog.New(slog.NewTextHandler(ios.Err, nil))
+	store, err := opts.store.openStore(ctx, log, false)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	n, err := store.Reseal(ctx, opts.batch)
+	if err != nil {
+		return fmt.Errorf("re-seal after %d secrets: %w", n, err)
+	}
+	fmt.Fprintf(ios.Out, "Re-sealed %d secrets under the primary key.\n", n)
 	return nil
 }

@@ -1,0 +1,106 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/spf13/pflag"
+
+	"github.com/spotoken/spotoken"
+	"github.com/spotoken/spotoken/postgres"
+	"github.com/spotoken/spotoken/seal"
+	"github.com/spotoken/spotoken/sqlite"
+)
+
+// storeOptions are the flags that choose the database and its keys, shared
+// by every command that opens the store.
+type storeOptions struct {
+	DB      string
+	KeyFile string
+}
+
+// addFlags registers --db and --key-file.
+func (o *storeOptions) addFlags(f *pflag.FlagSet) {
+	f.StringVar(&o.DB, "db", "", "database: a SQLite file path, or a postgres:// URL (default: "+defaultDBPath()+")")
+	f.StringVar(&o.KeyFile, "key-file", "", "key file sealing tokens at rest (default: beside a SQLite database; or set "+seal.EnvVar+" to the file's content)")
+}
+
+// defaultDBPath is the embedded database under the XDG data directory.
+func defaultDBPath() string {
+	dir := os.Getenv("XDG_DATA_HOME")
+	if dir == "" {
+		home, err := os.UserHomeDir()
+		if err != nil {
+			home = "."
+		}
+		dir = filepath.Join(home, ".local", "share")
+	}
+	return filepath.Join(dir, "spotoken", "spotoken.db")
+}
+
+func isPostgres(db string) bool {
+	return strings.HasPrefix(db, "postgres://") || strings.HasPrefix(db, "postgresql://")
+}
+
+// keyRing loads the keys: --key-file, else $SPOTOKEN_KEYS, else (SQLite
+// only) the key file beside the database, which create makes on first start.
+func (o *storeOptions) keyRing(log *slog.Logger, db string, create bool) (*seal.KeyRing, error) {
+	if o.KeyFile != "" {
+		return seal.LoadKeyFile(o.KeyFile)
+	}
+	if v, ok := os.LookupEnv(seal.EnvVar); ok {
+		ring, err := seal.FromEnv(v)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", seal.EnvVar, err)
+		}
+		return ring, nil
+	}
+	if isPostgres(db) {
+		return nil, usageError{fmt.Errorf("a PostgreSQL database needs --key-file or %s: every replica must share the same keys", seal.EnvVar)}
+	}
+	path := filepath.Join(filepath.Dir(db), "spotoken.keys")
+	ring, err := seal.LoadKeyFile(path)
+	if err == nil || !errors.Is(err, fs.ErrNotExist) || !create {
+		if err != nil && errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("no key file at %s: pass --key-file, or start 'spotoken serve' once to create one", path)
+		}
+		return ring, err
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("create key file directory: %w", err)
+	}
+	if ring, err = seal.GenerateKeyFile(path); err != nil {
+		return nil, err
+	}
+	log.Warn("created a new key file for sealing tokens at rest; back it up, as stored tokens cannot be opened without it", "path", path)
+	return ring, nil
+}
+
+// openStore opens the database named by o with its keys. create makes the
+// embedded database's directory and key file when they do not exist yet.
+func (o *storeOptions) openStore(ctx context.Context, log *slog.Logger, create bool) (spotoken.Store, error) {
+	db := o.DB
+	if db == "" {
+		db = defaultDBPath()
+	}
+	ring, err := o.keyRing(log, db, create)
+	if err != nil {
+		return nil, err
+	}
+	if isPostgres(db) {
+		return postgres.Open(ctx, postgres.Config{DSN: db, Keys: ring})
+	}
+	if _, err := os.Stat(db); errors.Is(err, fs.ErrNotExist) && !create {
+		return nil, fmt.Errorf("no database at %s: pass --db, or start 'spotoken serve' once to create it", db)
+	}
+	if err := os.MkdirAll(filepath.Dir(db), 0o700); err != nil {
+		return nil, fmt.Errorf("create database directory: %w", err)
+	}
+	return sqlite.Open(ctx, sqlite.Config{Path: db, Keys: ring})
+}
