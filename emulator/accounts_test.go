@@ -748,3 +748,43 @@ func TestTokenFaults(t *testing.T) {
 		t.Errorf("token_errors (-got +want):\n%s", diff)
 	}
 }
+
+// TestSweepRetention: the emulator forgets state only once it is unusable
+// and past its retention, and says so the way Spotify would then.
+func TestSweepRetention(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, func(c *emulator.Config) { c.Rotation = emulator.Rotation{Mode: emulator.RotateAlways} })
+	first := e.pkceGrant("")
+	second := e.refreshPublic(first.str("refresh_token")) // rotates first's refresh token out
+	if second.Status != 200 {
+		t.Fatalf("refresh: %d %s", second.Status, second.Raw)
+	}
+	sweep := func() { // any token request sweeps once per virtual minute
+		if r := e.postToken(url.Values{"grant_type": {"client_credentials"}}, confID, confSecret); r.Status != 200 {
+			t.Fatalf("client credentials: %d %s", r.Status, r.Raw)
+		}
+	}
+	me := func(tok string) string { return e.api("GET", "/v1/me", tok, "").Body["error"].(map[string]any)["message"].(string) }
+
+	e.emu.Advance(90 * time.Minute) // expired 30 minutes ago: still known
+	sweep()
+	if got := me(first.str("access_token")); got != "The access token expired" {
+		t.Errorf("30 min after expiry: %q", got)
+	}
+	e.emu.Advance(time.Hour) // 90 minutes after expiry: forgotten
+	sweep()
+	if got := me(first.str("access_token")); got != "Invalid access token" {
+		t.Errorf("90 min after expiry: %q", got)
+	}
+	if r := e.refreshPublic(first.str("refresh_token")); r.str("error_description") != "Refresh token revoked" {
+		t.Errorf("rotated out 2.5 h ago: %s", r.Raw)
+	}
+	e.emu.Advance(24 * time.Hour)
+	sweep()
+	if r := e.refreshPublic(first.str("refresh_token")); r.str("error_description") != "Invalid refresh token" {
+		t.Errorf("rotated out a day ago: %s", r.Raw)
+	}
+	if r := e.refreshPublic(second.str("refresh_token")); r.Status != 200 {
+		t.Errorf("the current refresh token was swept: %s", r.Raw)
+	}
+}

@@ -56,11 +56,7 @@ func (e *Emulator) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 	id := randomToken("", 18)
 	e.mu.Lock()
 	now := e.nowLocked()
-	for k, p := range e.pending { // drop abandoned pages
-		if now.After(p.expiresAt) {
-			delete(e.pending, k)
-		}
-	}
+	e.sweepLocked(now)
 	e.pending[id] = &pendingConsent{clientID: req.client.ID, redirectURI: req.redirectURI, state: req.state,
 		scopes: req.scopes, challenge: req.challenge, expiresAt: now.Add(consentTTL)}
 	e.mu.Unlock()
@@ -182,17 +178,13 @@ func isSubset(want, have []string) bool {
 
 // approve mints a code for userID and redirects back to the app.
 func (e *Emulator) approve(w http.ResponseWriter, r *http.Request, req authRequest, userID string, granted []string) {
+	code := randomToken("AQ", 64)
 	e.mu.Lock()
 	e.ensureUserLocked(userID)
 	now := e.nowLocked()
-	code := randomToken("AQ", 64)
+	e.sweepLocked(now)
 	e.codes[code] = &authCode{clientID: req.client.ID, userID: userID, redirectURI: req.redirectURI, scopes: granted,
 		challenge: req.challenge, consentedAt: now, expiresAt: now.Add(e.cfg.CodeTTL)}
-	for k, ac := range e.codes { // forget codes long past use
-		if now.Sub(ac.expiresAt) > time.Hour {
-			delete(e.codes, k)
-		}
-	}
 	e.mu.Unlock()
 	http.SetCookie(w, &http.Cookie{Name: consentCookie, Value: userID, Path: "/", HttpOnly: true, SameSite: http.SameSiteLaxMode})
 	redirectWith(w, r, req.redirectURI, url.Values{"code": {code}}, req.state)

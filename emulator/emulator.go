@@ -51,18 +51,19 @@ type Emulator struct {
 	log     *slog.Logger
 	mux     *http.ServeMux
 
-	mu       sync.Mutex
-	offset   time.Duration // virtual clock = cfg.Now() + offset
-	auto     string        // auto-approve user
-	users    map[string]*user
-	pending  map[string]*pendingConsent
-	codes    map[string]*authCode
-	refresh  map[string]*refreshToken
-	access   map[string]*accessToken
-	families map[string][]*family // by user id
-	rate     map[string][]time.Time
-	faults   faultState
-	stats    Stats
+	mu        sync.Mutex
+	offset    time.Duration // virtual clock = cfg.Now() + offset
+	lastSweep time.Time     // virtual time of the last sweepLocked
+	auto      string        // auto-approve user
+	users     map[string]*user
+	pending   map[string]*pendingConsent
+	codes     map[string]*authCode
+	refresh   map[string]*refreshToken
+	access    map[string]*accessToken
+	families  map[string][]*family // by user id
+	rate      map[string][]time.Time
+	faults    faultState
+	stats     Stats
 }
 
 // New returns an emulator for cfg, or an error naming the first invalid

@@ -23,6 +23,7 @@ const maxTokenForm = 16 << 10
 type family struct {
 	clientID, userID string
 	scopes           []string
+	scopeSet         map[string]bool // shared by every access token of the grant
 	consentedAt      time.Time
 	pkce             bool   // began with PKCE: may refresh with client_id alone
 	current          string // the refresh token that is not rotated out
@@ -233,9 +234,11 @@ func (e *Emulator) exchangeCode(form url.Values, c *Client, secretGiven bool) (*
 	if redirectURI == "" {
 		return nil, errInvalidRequest("redirect_uri must be supplied")
 	}
+	access, refresh := randomToken("BQ", 96), randomToken("AQ", 96) // minted outside the lock
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	now := e.nowLocked()
+	e.sweepLocked(now)
 	ac := e.codes[code]
 	if ac == nil || ac.clientID != c.ID {
 		return nil, errInvalidGrant("Invalid authorization code")
@@ -268,14 +271,15 @@ func (e *Emulator) exchangeCode(form url.Values, c *Client, secretGiven bool) (*
 		// The client believes it used PKCE but /authorize had no challenge.
 		return nil, errInvalidGrant("code_verifier was incorrect")
 	}
-	fam := &family{clientID: c.ID, userID: ac.userID, scopes: ac.scopes, consentedAt: ac.consentedAt, pkce: ac.challenge != ""}
+	fam := &family{clientID: c.ID, userID: ac.userID, scopes: ac.scopes, scopeSet: scopeSet(ac.scopes),
+		consentedAt: ac.consentedAt, pkce: ac.challenge != ""}
 	ac.fam = fam
 	e.families[ac.userID] = append(e.families[ac.userID], fam)
-	fam.current = randomToken("AQ", 96)
+	fam.current = refresh
 	e.refresh[fam.current] = &refreshToken{fam: fam}
 	scope := strings.Join(fam.scopes, " ")
 	return &tokenResponse{
-		AccessToken:  e.issueAccessLocked(c.ID, ac.userID, fam.scopes, now),
+		AccessToken:  e.issueAccessLocked(access, c.ID, ac.userID, fam.scopeSet, now),
 		TokenType:    "Bearer",
 		Scope:        &scope,
 		ExpiresIn:    int64(e.cfg.TokenTTL / time.Second),
@@ -288,9 +292,11 @@ func (e *Emulator) refreshGrant(form url.Values, c *Client, secretGiven bool) (*
 	if presented == "" {
 		return nil, errInvalidRequest("refresh_token must be supplied")
 	}
+	access, rotated := randomToken("BQ", 96), randomToken("AQ", 96) // minted outside the lock
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	now := e.nowLocked()
+	e.sweepLocked(now)
 	rt := e.refresh[presented]
 	if rt == nil || rt.fam.clientID != c.ID {
 		return nil, errInvalidGrant("Invalid refresh token")
@@ -318,14 +324,14 @@ func (e *Emulator) refreshGrant(form url.Values, c *Client, secretGiven bool) (*
 	}
 	scope := strings.Join(fam.scopes, " ")
 	resp := &tokenResponse{
-		AccessToken: e.issueAccessLocked(c.ID, fam.userID, fam.scopes, now),
+		AccessToken: e.issueAccessLocked(access, c.ID, fam.userID, fam.scopeSet, now),
 		TokenType:   "Bearer",
 		Scope:       &scope,
 		ExpiresIn:   int64(e.cfg.TokenTTL / time.Second),
 	}
 	if e.cfg.Rotation.Mode != RotateNever {
 		e.refresh[fam.current].rotatedAt = now
-		fam.current = randomToken("AQ", 96)
+		fam.current = rotated
 		e.refresh[fam.current] = &refreshToken{fam: fam}
 		resp.RefreshToken = fam.current
 	}
@@ -336,23 +342,73 @@ func (e *Emulator) clientCredentials(c *Client, secretGiven bool) (*tokenRespons
 	if !secretGiven {
 		return nil, errInvalidClient("Invalid client")
 	}
+	access := randomToken("BQ", 96)
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	now := e.nowLocked()
+	e.sweepLocked(now)
 	return &tokenResponse{
-		AccessToken: e.issueAccessLocked(c.ID, "", nil, e.nowLocked()),
+		AccessToken: e.issueAccessLocked(access, c.ID, "", nil, now),
 		TokenType:   "Bearer",
 		ExpiresIn:   int64(e.cfg.TokenTTL / time.Second),
 	}, nil
 }
 
-func (e *Emulator) issueAccessLocked(clientID, userID string, scopes []string, now time.Time) string {
+// issueAccessLocked records tok as an access token; scopes is shared and
+// never modified.
+func (e *Emulator) issueAccessLocked(tok, clientID, userID string, scopes map[string]bool, now time.Time) string {
+	e.access[tok] = &accessToken{clientID: clientID, userID: userID, scopes: scopes, expiresAt: now.Add(e.cfg.TokenTTL)}
+	return tok
+}
+
+func scopeSet(scopes []string) map[string]bool {
 	set := make(map[string]bool, len(scopes))
 	for _, s := range scopes {
 		set[s] = true
 	}
-	tok := randomToken("BQ", 96)
-	e.access[tok] = &accessToken{clientID: clientID, userID: userID, scopes: set, expiresAt: now.Add(e.cfg.TokenTTL)}
-	return tok
+	return set
+}
+
+// Retention after which the sweep forgets what can no longer be used: an
+// expired access token still answers "The access token expired" for
+// expiredRetention, a rotated-out refresh token "Refresh token revoked"
+// (and trips reuse detection) for rotatedRetention beyond any grace period.
+const (
+	sweepEvery       = time.Minute
+	expiredRetention = time.Hour
+	rotatedRetention = 24 * time.Hour
+	codeRetention    = time.Hour
+)
+
+// sweepLocked forgets expired state once per sweepEvery of virtual time, so
+// memory and per-request work stay bounded however long the emulator runs.
+// Nothing still usable is forgotten.
+func (e *Emulator) sweepLocked(now time.Time) {
+	if now.Sub(e.lastSweep) < sweepEvery {
+		return
+	}
+	e.lastSweep = now
+	for k, t := range e.access {
+		if now.Sub(t.expiresAt) > expiredRetention {
+			delete(e.access, k)
+		}
+	}
+	keepRotated := rotatedRetention + e.cfg.Rotation.Grace
+	for k, t := range e.refresh {
+		if !t.rotatedAt.IsZero() && now.Sub(t.rotatedAt) > keepRotated {
+			delete(e.refresh, k)
+		}
+	}
+	for k, ac := range e.codes {
+		if now.Sub(ac.expiresAt) > codeRetention {
+			delete(e.codes, k)
+		}
+	}
+	for k, p := range e.pending {
+		if now.After(p.expiresAt) {
+			delete(e.pending, k)
+		}
+	}
 }
 
 // s256 is the RFC 7636 S256 transform.
