@@ -87,7 +87,8 @@ func (db *DB) Reseal(ctx context.Context, batch int) (int, error) {
 			return total, fmt.Errorf("reseal %s: %w", t.name, err)
 		}
 	}
-	return total, nil
+	// Everything is under the primary key now: older keys can go.
+	return total, db.dropOldKeyChecks(ctx)
 }
 
 // resealTable re-seals the secrets of one table, batch rows per transaction.

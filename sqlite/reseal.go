@@ -97,7 +97,8 @@ func (db *DB) Reseal(ctx context.Context, batch int) (int, error) {
 			cursor = next
 		}
 	}
-	return total, nil
+	// Everything is under the primary key now: older keys can go.
+	return total, db.dropOldKeyChecks(ctx)
 }
 
 // resealBatch re-seals up to batch rows of t after cursor (the key of the

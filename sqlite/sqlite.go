@@ -136,6 +136,10 @@ func Open(ctx context.Context, cfg Config) (*DB, error) {
 		db.w.Close()
 		return nil, fmt.Errorf("sqlite: migrate %s: %w", cfg.Path, err)
 	}
+	if err := db.checkKeys(ctx); err != nil {
+		db.w.Close()
+		return nil, fmt.Errorf("sqlite: open %s: %w", cfg.Path, err)
+	}
 
 	// Readers open after the writer has made the file WAL and migrated it.
 	if db.r, err = sql.Open("sqlite", name+common+"&_pragma=query_only(1)"); err != nil {

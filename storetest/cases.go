@@ -815,19 +815,29 @@ func testKeyRotation(t *testing.T, h *harness) {
 func testWrongKey(t *testing.T, h *harness) {
 	h.newApp(t, "a")
 	c := h.newConn(t, "a", "c1", nil)
-	wrong := h.open(t, mustRing(t, []seal.Key{{Version: 1, Material: [32]byte{0xde, 0xad}}}, 1))
-	_, err := wrong.Connection(ctx, c.Key())
-	if !errors.Is(err, seal.ErrDecrypt) || !strings.Contains(err.Error(), "key version 1") || !strings.Contains(err.Error(), "a/c1") {
-		t.Errorf("wrong key: %v, want a decryption error naming key version 1 and a/c1", err)
+
+	// Opening with another key under the same version fails at once, naming it.
+	wrong := mustRing(t, []seal.Key{{Version: 1, Material: [32]byte{0xde, 0xad}}}, 1)
+	if s, err := h.backend.Open(t, h.clock.Now, wrong); err == nil {
+		s.Close()
+		t.Error("a store opened with the wrong key")
+	} else if !errors.Is(err, seal.ErrDecrypt) || !strings.Contains(err.Error(), "key version 1") {
+		t.Errorf("wrong key: %v, want a decryption error naming key version 1", err)
 	}
-	_, err = wrong.App(ctx, "a")
-	if !errors.Is(err, seal.ErrDecrypt) {
-		t.Errorf("wrong key, app: %v", err)
+
+	// So does a ring that lacks a version the data was sealed with.
+	if s, err := h.backend.Open(t, h.clock.Now, h.ring2); err == nil {
+		s.Close()
+		t.Error("a store opened without key version 1, which sealed its data")
+	} else if !errors.Is(err, seal.ErrUnknownKeyVersion) || !strings.Contains(err.Error(), "key version 1") {
+		t.Errorf("missing key: %v, want an unknown key version 1 error", err)
 	}
+
 	// Nothing was touched: the right key still reads everything.
 	if got := h.get(t, c.Key()); got.Token != c.Token {
-		t.Errorf("data changed after a wrong-key read")
+		t.Errorf("data changed after failed opens")
 	}
+	h.open(t, h.ring1).Close()
 }
 
 func testTampering(t *testing.T, h *harness) {

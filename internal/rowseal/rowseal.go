@@ -10,6 +10,8 @@ package rowseal
 import (
 	"encoding/hex"
 	"fmt"
+	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/spotoken/spotoken"
@@ -121,4 +123,50 @@ func (c *Codec) OpenToken(k spotoken.ConnectionKey, access, refresh []byte) (at,
 		return "", "", fmt.Errorf("connection %s: %w", k, err)
 	}
 	return at, rt, nil
+}
+
+// keyCheckText is the known plaintext of a key-check row.
+const keyCheckText = "spotoken key check"
+
+// KeyCheck is the key-check row of a key version: a known plaintext sealed
+// under that version, so a store can tell at open whether its key ring holds
+// the keys its data was sealed with.
+func KeyCheck(version uint32) Field {
+	return Field{Table: "key_checks", Column: "sealed", Row: []string{strconv.FormatUint(uint64(version), 10)}}
+}
+
+// Primary returns the version of the key that seals new values.
+func (c *Codec) Primary() uint32 { return c.keys.Primary() }
+
+// SealKeyCheck seals the key check of the primary key version.
+func (c *Codec) SealKeyCheck() (version uint32, sealed []byte, err error) {
+	version = c.keys.Primary()
+	sealed, err = c.Seal(KeyCheck(version), keyCheckText)
+	return version, sealed, err
+}
+
+// VerifyKeyChecks checks a store's key-check rows (version → sealed) against
+// the key ring: every version that sealed data must be in the ring, with
+// the same key. The error names the version and says what to do.
+func (c *Codec) VerifyKeyChecks(checks map[uint32][]byte) error {
+	versions := make([]uint32, 0, len(checks))
+	for v := range checks {
+		versions = append(versions, v)
+	}
+	slices.Sort(versions)
+	for _, v := range versions {
+		if !slices.Contains(c.keys.Versions(), v) {
+			return fmt.Errorf("the database holds data sealed with key version %d, which the key ring lacks: "+
+				"use the key file that has it, or keep it until 'spotoken keys rotate' has re-sealed everything: %w",
+				v, &seal.KeyError{Version: v, Err: seal.ErrUnknownKeyVersion})
+		}
+		got, err := c.Open(KeyCheck(v), checks[v])
+		if err != nil {
+			return fmt.Errorf("key version %d of the key ring is not the key this database was sealed with (wrong key file?): %w", v, err)
+		}
+		if got != keyCheckText {
+			return fmt.Errorf("key version %d: key check holds an unexpected value", v)
+		}
+	}
+	return nil
 }

@@ -1,0 +1,6 @@
+-- One known plaintext sealed under each key version that sealed data here,
+-- so Open can tell a wrong or missing key file before any token is read.
+CREATE TABLE key_checks (
+	version INTEGER PRIMARY KEY,
+	sealed  BLOB NOT NULL
+) STRICT;
