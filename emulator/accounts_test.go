@@ -764,7 +764,9 @@ func TestSweepRetention(t *testing.T) {
 			t.Fatalf("client credentials: %d %s", r.Status, r.Raw)
 		}
 	}
-	me := func(tok string) string { return e.api("GET", "/v1/me", tok, "").Body["error"].(map[string]any)["message"].(string) }
+	me := func(tok string) string {
+		return e.api("GET", "/v1/me", tok, "").Body["error"].(map[string]any)["message"].(string)
+	}
 
 	e.emu.Advance(90 * time.Minute) // expired 30 minutes ago: still known
 	sweep()
