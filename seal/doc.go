@@ -60,14 +60,24 @@
 //
 // # Rotating keys
 //
+// With one process, or when a short window of errors is acceptable:
+//
 //  1. Add a key with [AddKey] (spotoken keys add); it becomes the primary.
-//  2. Restart every process that uses the file. From then on new ciphertexts
-//     are sealed under the new key and old ones still open. A process still
-//     running with the old file cannot open what the others seal under the
-//     new key, so restart them all promptly.
-//  3. Re-seal stored ciphertexts (spotoken keys rotate): for each one for
-//     which [KeyRing.NeedsReseal] reports true, Open it and Seal it again.
+//  2. Restart every process that uses the file. A process still running with
+//     the old file cannot open what the others seal under the new key.
+//  3. Re-seal stored ciphertexts (spotoken keys rotate): each one for which
+//     [KeyRing.NeedsReseal] reports true is opened and sealed again.
 //  4. Only then may an old key be removed from the file.
+//
+// With several replicas and no window of errors, stage the key first:
+//
+//  1. [StageKey] (spotoken keys add --staged) adds the key without making it
+//     primary; roll the file out and restart every replica. Each can now open
+//     what the new key will seal, while all still seal with the old one.
+//  2. [PromoteKey] (spotoken keys promote --version N) makes it primary; roll
+//     the file out and restart again. During the rollout, replicas on either
+//     file open everything the others seal.
+//  3. and 4. as above.
 //
 // NIST SP 800-38D (§8.3) limits a key used with random 96-bit nonces to 2^32
 // encryptions; rotate long before any key seals that many secrets.

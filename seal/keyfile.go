@@ -129,6 +129,61 @@ func GenerateKeyFile(path string) (*KeyRing, error) {
 // concurrently with itself on the same file; it fails, rather than lose a
 // key, if it notices the file changed while it worked.
 func AddKey(path string) (*KeyRing, error) {
+	return updateKeyFile(path, func(kf *keyFile) error {
+		v, err := addFileKey(kf)
+		kf.Primary = v
+		return err
+	})
+}
+
+// StageKey adds a fresh random key to the key file at path, like [AddKey],
+// but leaves the primary key as it is: processes that load the file can
+// open what the new key will seal before any of them seals with it. Promote
+// it with [PromoteKey] once every process has loaded the file.
+func StageKey(path string) (*KeyRing, error) {
+	return updateKeyFile(path, func(kf *keyFile) error {
+		_, err := addFileKey(kf)
+		return err
+	})
+}
+
+// PromoteKey makes the key with version the primary key of the key file at
+// path, which must hold it.
+func PromoteKey(path string, version uint32) (*KeyRing, error) {
+	return updateKeyFile(path, func(kf *keyFile) error {
+		for _, k := range kf.Keys {
+			if k.Version == version {
+				kf.Primary = version
+				return nil
+			}
+		}
+		return &KeyError{Version: version, Err: ErrUnknownKeyVersion}
+	})
+}
+
+// addFileKey appends a fresh key one version above the highest and returns
+// its version.
+func addFileKey(kf *keyFile) (uint32, error) {
+	var highest uint32
+	for _, k := range kf.Keys {
+		highest = max(highest, k.Version)
+	}
+	if highest == math.MaxUint32 {
+		return 0, fmt.Errorf("key version %d is the highest possible; no version is left for a new key", highest)
+	}
+	k, err := newKey(highest + 1)
+	if err != nil {
+		return 0, err
+	}
+	kf.Keys = append(kf.Keys, fileKey{Version: k.Version, Key: base64.StdEncoding.EncodeToString(k.Material[:])})
+	return k.Version, nil
+}
+
+// updateKeyFile applies change to the key file at path and replaces the file
+// atomically (temporary file, sync, rename) with mode 0600, following a
+// symbolic link. It writes nothing if change fails or the file changed
+// meanwhile.
+func updateKeyFile(path string, change func(*keyFile) error) (*KeyRing, error) {
 	target, err := filepath.EvalSymlinks(path)
 	if err != nil {
 		return nil, fmt.Errorf("seal: key file: %w", err)
@@ -141,19 +196,9 @@ func AddKey(path string) (*KeyRing, error) {
 	if err != nil {
 		return nil, fmt.Errorf("seal: key file %s: %w", path, err)
 	}
-	var highest uint32
-	for _, k := range kf.Keys {
-		highest = max(highest, k.Version)
-	}
-	if highest == math.MaxUint32 {
-		return nil, fmt.Errorf("seal: key file %s: key version %d is the highest possible; no version is left for a new key", path, highest)
-	}
-	k, err := newKey(highest + 1)
-	if err != nil {
+	if err := change(&kf); err != nil {
 		return nil, fmt.Errorf("seal: key file %s: %w", path, err)
 	}
-	kf.Keys = append(kf.Keys, fileKey{Version: k.Version, Key: base64.StdEncoding.EncodeToString(k.Material[:])})
-	kf.Primary = k.Version
 	r, err := keyFileRing(kf)
 	if err != nil {
 		return nil, fmt.Errorf("seal: key file %s: %w", path, err)
@@ -163,9 +208,9 @@ func AddKey(path string) (*KeyRing, error) {
 		return nil, err
 	}
 	defer os.Remove(tmp)
-	// Narrow the window in which a concurrent writer's key could be lost.
+	// Narrow the window in which a concurrent writer's change could be lost.
 	if now, err := os.ReadFile(target); err != nil || !bytes.Equal(now, data) {
-		return nil, fmt.Errorf("seal: key file %s changed while a key was being added; nothing was written, try again", path)
+		return nil, fmt.Errorf("seal: key file %s changed while it was being updated; nothing was written, try again", path)
 	}
 	if err := os.Rename(tmp, target); err != nil {
 		return nil, fmt.Errorf("seal: key file %s: %w", path, err)

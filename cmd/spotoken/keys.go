@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 
 	"github.com/spf13/cobra"
 
@@ -13,6 +14,7 @@ import (
 
 type keysOptions struct {
 	KeyFile string
+	Staged  bool
 }
 
 func newKeysCmd(ios *IOStreams) *cobra.Command {
@@ -30,7 +32,7 @@ prints key material.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 	}
-	cmd.AddCommand(newKeysGenerateCmd(ios), newKeysAddCmd(ios), newKeysRotateCmd(ios))
+	cmd.AddCommand(newKeysGenerateCmd(ios), newKeysAddCmd(ios), newKeysPromoteCmd(ios), newKeysRotateCmd(ios))
 	return cmd
 }
 
@@ -67,27 +69,44 @@ func keysGenerateRun(ios *IOStreams, opts *keysOptions) error {
 func newKeysAddCmd(ios *IOStreams) *cobra.Command {
 	opts := &keysOptions{}
 	cmd := &cobra.Command{
-		Use:   "add --key-file PATH",
-		Short: "Add a new random key to a key file and make it the primary key",
+		Use:   "add --key-file PATH [--staged]",
+		Short: "Add a new random key to a key file",
 		Long: `Add a new random key to the key file at PATH, with the next version number,
 and make it the primary key. The file is replaced atomically and keeps mode
 0600.
 
-Then restart every spotoken server that uses the file, so that all of them
-seal with the new key and can open what the others seal, and run
-'spotoken keys rotate' to re-seal stored rows under it. Keep the old keys in
-the file until that is done.`,
-		Example: `  spotoken keys add --key-file ~/.config/spotoken/keys.json`,
-		Args:    noArgs,
-		RunE:    func(*cobra.Command, []string) error { return keysAddRun(ios, opts) },
+Then restart every spotoken server that uses the file and run
+'spotoken keys rotate' to re-seal stored rows under the new key. Keep the old
+keys in the file until that is done.
+
+With several replicas, a replica still running with the old file cannot open
+what the others seal under the new key. To rotate without that window, add
+the key with --staged (it opens, but does not seal yet), roll the file out to
+every replica, then make it primary with 'spotoken keys promote' and roll the
+file out again.`,
+		Example: `  spotoken keys add --key-file keys.json
+  spotoken keys add --key-file keys.json --staged && spotoken keys promote --key-file keys.json --version 2`,
+		Args: noArgs,
+		RunE: func(*cobra.Command, []string) error { return keysAddRun(ios, opts) },
 	}
 	cmd.Flags().StringVar(&opts.KeyFile, "key-file", "", "path of the key file to add a key to (required)")
+	cmd.Flags().BoolVar(&opts.Staged, "staged", false, "add the key without making it primary (promote it later)")
 	return cmd
 }
 
 func keysAddRun(ios *IOStreams, opts *keysOptions) error {
 	if opts.KeyFile == "" {
 		return usageError{errors.New("--key-file is required")}
+	}
+	if opts.Staged {
+		ring, err := seal.StageKey(opts.KeyFile)
+		if err != nil {
+			return err
+		}
+		added := slices.Max(ring.Versions())
+		fmt.Fprintf(ios.Out, "Added key version %d to %s, staged; key version %d stays primary (versions %v).\n", added, opts.KeyFile, ring.Primary(), ring.Versions())
+		fmt.Fprintf(ios.Out, "Restart every server with this file, then run `spotoken keys promote --key-file %s --version %d`.\n", opts.KeyFile, added)
+		return nil
 	}
 	ring, err := seal.AddKey(opts.KeyFile)
 	if err != nil {
@@ -96,6 +115,39 @@ func keysAddRun(ios *IOStreams, opts *keysOptions) error {
 	fmt.Fprintf(ios.Out, "Added key version %d to %s; it is now the primary key (versions %v).\n", ring.Primary(), opts.KeyFile, ring.Versions())
 	fmt.Fprintln(ios.Out, "Restart the servers that use this file, then run `spotoken keys rotate` to re-seal stored rows under the new key.")
 	return nil
+}
+
+type keysPromoteOptions struct {
+	KeyFile string
+	Version uint32
+}
+
+func newKeysPromoteCmd(ios *IOStreams) *cobra.Command {
+	opts := &keysPromoteOptions{}
+	cmd := &cobra.Command{
+		Use:   "promote --key-file PATH --version N",
+		Short: "Make a staged key the primary key",
+		Long: `Make key version N of the key file at PATH the primary key, which seals
+everything new. Do it after every server has restarted with the file that
+holds the staged key; then restart them again and run 'spotoken keys rotate'.`,
+		Example: `  spotoken keys promote --key-file keys.json --version 2`,
+		Args:    noArgs,
+		RunE: func(*cobra.Command, []string) error {
+			if opts.KeyFile == "" || opts.Version == 0 {
+				return usageError{errors.New("--key-file and --version are required")}
+			}
+			ring, err := seal.PromoteKey(opts.KeyFile, opts.Version)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(ios.Out, "Key version %d of %s is now the primary key (versions %v).\n", ring.Primary(), opts.KeyFile, ring.Versions())
+			fmt.Fprintln(ios.Out, "Restart the servers that use this file, then run `spotoken keys rotate`.")
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&opts.KeyFile, "key-file", "", "path of the key file (required)")
+	cmd.Flags().Uint32Var(&opts.Version, "version", 0, "key version to make primary (required)")
+	return cmd
 }
 
 type keysRotateOptions struct {

@@ -112,3 +112,33 @@ func TestKeysRotate(t *testing.T) {
 		t.Errorf("--batch 0: exit %d, %s", code, e)
 	}
 }
+
+func TestKeysStagedRotation(t *testing.T) {
+	keyFile := filepath.Join(t.TempDir(), "keys.json")
+	run := func(args ...string) (string, string, int) {
+		var out, errb bytes.Buffer
+		code := Run(context.Background(), args, strings.NewReader(""), &out, &errb)
+		return out.String(), errb.String(), code
+	}
+	if _, e, code := run("keys", "generate", "--key-file", keyFile); code != 0 {
+		t.Fatalf("generate: %s", e)
+	}
+	if out, e, code := run("keys", "add", "--key-file", keyFile, "--staged"); code != 0 || !strings.Contains(out, "version 2") || !strings.Contains(out, "version 1 stays primary") {
+		t.Fatalf("add --staged: %d %q %q", code, out, e)
+	}
+	if r, err := seal.LoadKeyFile(keyFile); err != nil || r.Primary() != 1 {
+		t.Fatalf("after staging: %v, %v", r, err)
+	}
+	if _, e, code := run("keys", "promote", "--key-file", keyFile); code != exitUsage {
+		t.Errorf("promote without --version: %d %s", code, e)
+	}
+	if _, e, code := run("keys", "promote", "--key-file", keyFile, "--version", "9"); code != exitFailure || !strings.Contains(e, "key version 9") {
+		t.Errorf("promote a missing version: %d %s", code, e)
+	}
+	if out, e, code := run("keys", "promote", "--key-file", keyFile, "--version", "2"); code != 0 || !strings.Contains(out, "Key version 2") {
+		t.Fatalf("promote: %d %q %q", code, out, e)
+	}
+	if r, err := seal.LoadKeyFile(keyFile); err != nil || r.Primary() != 2 {
+		t.Errorf("after promote: %v, %v", r, err)
+	}
+}
