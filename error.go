@@ -3,6 +3,7 @@ package spotoken
 import (
 	"errors"
 	"fmt"
+	"time"
 )
 
 // Error codes. Clients see them in API error bodies; callers branch on them
@@ -16,6 +17,16 @@ const (
 	EAlreadyUsed = "already_used"
 	ELeaseHeld   = "lease_held"
 	ELeaseLost   = "lease_lost"
+
+	// ENeedsReauth: the connection's grant is gone (revoked, expired, or
+	// refused by Spotify); the user must authorize again.
+	ENeedsReauth = "needs_reauth"
+	// ERateLimited: Spotify asked us to slow down; try again after RetryAfter.
+	ERateLimited = "rate_limited"
+	// EUnavailable: Spotify could not be reached or failed; try again after RetryAfter.
+	EUnavailable = "temporarily_unavailable"
+	// EAppMisconfigured: Spotify refused the app's credentials (invalid_client).
+	EAppMisconfigured = "app_misconfigured"
 )
 
 // Error is an error with a code and a message that is safe to show a client.
@@ -24,6 +35,9 @@ const (
 type Error struct {
 	Code    string
 	Message string
+	// RetryAfter, for rate_limited and temporarily_unavailable, is how long
+	// to wait before trying again; zero when unknown.
+	RetryAfter time.Duration
 }
 
 // Error implements error.
@@ -82,4 +96,12 @@ var (
 	ErrLeaseHeld = &Error{Code: ELeaseHeld, Message: "lease held by another owner"}
 	// ErrLeaseLost: the caller does not hold the lease it tried to renew or release.
 	ErrLeaseLost = &Error{Code: ELeaseLost, Message: "lease not held by this owner"}
+	// ErrNeedsReauth: the user must authorize the connection again.
+	ErrNeedsReauth = &Error{Code: ENeedsReauth, Message: "the user must authorize again"}
+	// ErrRateLimited: Spotify rate-limited the app; see Error.RetryAfter.
+	ErrRateLimited = &Error{Code: ERateLimited, Message: "rate limited by Spotify"}
+	// ErrUnavailable: Spotify failed or could not be reached; see Error.RetryAfter.
+	ErrUnavailable = &Error{Code: EUnavailable, Message: "Spotify is unavailable"}
+	// ErrAppMisconfigured: Spotify refused the app's client credentials.
+	ErrAppMisconfigured = &Error{Code: EAppMisconfigured, Message: "Spotify refused the app's client credentials"}
 )

@@ -1,0 +1,626 @@
+// Package refresh keeps connections' access tokens fresh: Engine hands out
+// a valid access token for a connection, refreshing it with Spotify when it
+// must, exactly once at a time per connection across every replica; Scheduler
+// refreshes tokens shortly before they expire.
+//
+// # One refresh at a time, everywhere
+//
+// Callers in one process share one refresh (singleflight). Across processes,
+// the store's per-connection lease, taken by compare-and-swap with an owner
+// and an expiry, lets one replica refresh while the others wait for its
+// result by re-reading the row; the lease is renewed while the call to
+// Spotify is in flight and released only by its owner. The refresh is
+// committed (new access token, rotated refresh token, expiry, scopes) in one
+// compare-and-swap update before any caller sees the new access token, so a
+// rotated refresh token is never lost to a crash after it was handed out.
+//
+// # Failures
+//
+// invalid_grant moves the connection to needs_reauth, with an event, and is
+// never retried on its own. invalid_client marks the app misconfigured, with
+// an event. 429, 5xx and timeouts back off exponentially with full jitter,
+// honouring Retry-After; a 429 also closes a per-app gate until Retry-After,
+// and while a refresh is held back the still-valid token keeps being served.
+// Callers never wait out a Retry-After: they get ErrRateLimited or
+// ErrUnavailable with the time to wait.
+package refresh
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	mathrand "math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sync/singleflight"
+	"golang.org/x/time/rate"
+
+	"github.com/spotoken/spotoken"
+	"github.com/spotoken/spotoken/accounts"
+)
+
+// Store is what the engine needs of a store.
+type Store interface {
+	App(ctx context.Context, id string) (*spotoken.App, error)
+	Connection(ctx context.Context, key spotoken.ConnectionKey) (*spotoken.Connection, error)
+	UpdateConnection(ctx context.Context, key spotoken.ConnectionKey, fn func(c *spotoken.Connection) ([]spotoken.Event, error)) (*spotoken.Connection, error)
+	AcquireLease(ctx context.Context, key spotoken.ConnectionKey, owner string, ttl time.Duration) (spotoken.Lease, error)
+	RenewLease(ctx context.Context, key spotoken.ConnectionKey, owner string, ttl time.Duration) (spotoken.Lease, error)
+	ReleaseLease(ctx context.Context, key spotoken.ConnectionKey, owner string) error
+	AppendEvents(ctx context.Context, events ...spotoken.Event) error
+}
+
+// Refresher redeems a refresh token at Spotify for an app.
+type Refresher interface {
+	Refresh(ctx context.Context, app *spotoken.App, refreshToken spotoken.Secret) (*accounts.Grant, error)
+}
+
+// Config configures an Engine. Store and Refresher are required.
+type Config struct {
+	Store     Store
+	Refresher Refresher
+	// Now is the clock; default time.Now. Give the store the same clock.
+	Now func() time.Time
+	// Owner names this replica in leases (each refresh adds a sequence
+	// number); default a random id.
+	Owner string
+	// LeaseTTL bounds how long a replica that died mid-refresh blocks the
+	// others; the holder renews it at a third of it. Default 30s.
+	LeaseTTL time.Duration
+	// MinBackoff and MaxBackoff bound the exponential backoff after a
+	// transient failure (full jitter). Defaults 1s and 5m.
+	MinBackoff, MaxBackoff time.Duration
+	// UpstreamRate limits token requests to Spotify from this replica (per
+	// second, across apps); burst UpstreamBurst. Default 20/s, burst 20.
+	UpstreamRate  rate.Limit
+	UpstreamBurst int
+	// WaitPoll is how often a caller waiting for another replica's refresh
+	// re-reads the row (real time). Default 50ms.
+	WaitPoll time.Duration
+	// Logger receives one line per refresh outcome; never a token. Default: discard.
+	Logger *slog.Logger
+	// Jitter returns a uniform value in [0, 1) for backoff; default math/rand.
+	Jitter func() float64
+}
+
+// AccessToken is what callers get: the access token, never the refresh token.
+type AccessToken struct {
+	Token  spotoken.Secret
+	Expiry time.Time
+	Scopes spotoken.Scopes
+}
+
+// Valid reports whether the token is valid for at least minTTL after now.
+func (a AccessToken) Valid(now time.Time, minTTL time.Duration) bool {
+	return a.Token != "" && now.Add(minTTL).Before(a.Expiry)
+}
+
+// Stats are the engine's counters since it started.
+type Stats struct {
+	// Vends counts Token answers by where the token came from: memory, store, refresh.
+	VendsMemory, VendsStore, VendsRefresh int64
+	// Refreshes counts calls to Spotify by outcome.
+	RefreshOK, RefreshInvalidGrant, RefreshInvalidClient, RefreshRateLimited, RefreshTransient int64
+	// Rotations counts refreshes that returned a new refresh token.
+	Rotations int64
+	// LeaseWaits counts flights that waited for another replica's refresh.
+	LeaseWaits int64
+	// Served counts answers that served a still-valid token while a refresh was held back.
+	ServedStale int64
+}
+
+type stats struct {
+	vendsMemory, vendsStore, vendsRefresh                                                      atomic.Int64
+	refreshOK, refreshInvalidGrant, refreshInvalidClient, refreshRateLimited, refreshTransient atomic.Int64
+	rotations, leaseWaits, servedStale                                                         atomic.Int64
+}
+
+// Engine hands out fresh access tokens. It is safe for concurrent use.
+type Engine struct {
+	cfg     Config
+	cache   sync.Map // ConnectionKey → *AccessToken, never modified once stored
+	flights singleflight.Group
+	limiter *rate.Limiter
+	log     *slog.Logger
+	stats   stats
+
+	flightSeq atomic.Int64 // makes each flight's lease owner unique
+
+	mu    sync.Mutex
+	gates map[string]time.Time // app id → no token request before this (429)
+}
+
+// New returns an engine for cfg.
+func New(cfg Config) (*Engine, error) {
+	if cfg.Store == nil || cfg.Refresher == nil {
+		return nil, errors.New("refresh: Config needs a Store and a Refresher")
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Owner == "" {
+		b := make([]byte, 8)
+		rand.Read(b)
+		cfg.Owner = "engine-" + hex.EncodeToString(b)
+	}
+	if cfg.LeaseTTL <= 0 {
+		cfg.LeaseTTL = 30 * time.Second
+	}
+	if cfg.MinBackoff <= 0 {
+		cfg.MinBackoff = time.Second
+	}
+	if cfg.MaxBackoff <= 0 {
+		cfg.MaxBackoff = 5 * time.Minute
+	}
+	if cfg.UpstreamRate == 0 {
+		cfg.UpstreamRate = 20
+	}
+	if cfg.UpstreamBurst <= 0 {
+		cfg.UpstreamBurst = 20
+	}
+	if cfg.WaitPoll <= 0 {
+		cfg.WaitPoll = 50 * time.Millisecond
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Jitter == nil {
+		cfg.Jitter = mathrand.Float64
+	}
+	return &Engine{cfg: cfg, limiter: rate.NewLimiter(cfg.UpstreamRate, cfg.UpstreamBurst), log: cfg.Logger,
+		gates: make(map[string]time.Time)}, nil
+}
+
+// Stats returns the engine's counters.
+func (e *Engine) Stats() Stats {
+	s := &e.stats
+	return Stats{
+		VendsMemory: s.vendsMemory.Load(), VendsStore: s.vendsStore.Load(), VendsRefresh: s.vendsRefresh.Load(),
+		RefreshOK: s.refreshOK.Load(), RefreshInvalidGrant: s.refreshInvalidGrant.Load(),
+		RefreshInvalidClient: s.refreshInvalidClient.Load(), RefreshRateLimited: s.refreshRateLimited.Load(),
+		RefreshTransient: s.refreshTransient.Load(), Rotations: s.rotations.Load(),
+		LeaseWaits: s.leaseWaits.Load(), ServedStale: s.servedStale.Load(),
+	}
+}
+
+// Owner is the name this engine uses in leases.
+func (e *Engine) Owner() string { return e.cfg.Owner }
+
+// request is what one flight must achieve.
+type request struct {
+	minTTL   time.Duration
+	force    bool            // refresh even if the stored token is valid
+	rejected spotoken.Secret // refresh only if this is still the current token
+	noWait   bool            // give up instead of waiting for another replica's refresh
+}
+
+// Token returns an access token for key valid for at least minTTL: from
+// memory when it can, else from the store (another replica may have
+// refreshed), else by refreshing under the connection's lease. While Spotify
+// rate-limits or fails, a token that is still valid (if for less than
+// minTTL) is served rather than an error.
+//
+// Errors wrap spotoken.ErrNotFound, ErrNeedsReauth, ErrRateLimited,
+// ErrUnavailable (both with RetryAfter) or ErrAppMisconfigured.
+func (e *Engine) Token(ctx context.Context, key spotoken.ConnectionKey, minTTL time.Duration) (AccessToken, error) {
+	if v, ok := e.cache.Load(key); ok {
+		if at := v.(*AccessToken); at.Valid(e.cfg.Now(), minTTL) {
+			e.stats.vendsMemory.Add(1)
+			return *at, nil
+		}
+	}
+	return e.fly(ctx, key, request{minTTL: minTTL})
+}
+
+// Refresh refreshes key's token now, whatever its expiry, and returns the
+// new one. Concurrent calls share one refresh.
+func (e *Engine) Refresh(ctx context.Context, key spotoken.ConnectionKey) (AccessToken, error) {
+	return e.fly(ctx, key, request{force: true})
+}
+
+// Invalidate tells the engine that Spotify rejected token for key (a 401
+// saying it expired or is invalid). It refreshes only if token is still the
+// connection's current access token, so a burst of 401s for one token causes
+// one refresh, and returns the token to use now.
+func (e *Engine) Invalidate(ctx context.Context, key spotoken.ConnectionKey, token spotoken.Secret) (AccessToken, error) {
+	if v, ok := e.cache.Load(key); ok && v.(*AccessToken).Token == token {
+		e.cache.CompareAndDelete(key, v)
+	}
+	return e.fly(ctx, key, request{rejected: token})
+}
+
+// Forget drops key's token from memory, for example after the connection
+// was deleted or re-authorized.
+func (e *Engine) Forget(key spotoken.ConnectionKey) { e.cache.Delete(key) }
+
+// fly runs req for key, sharing the work with concurrent callers of the same
+// kind. A caller whose minTTL the shared result does not meet flies again
+// once.
+func (e *Engine) fly(ctx context.Context, key spotoken.ConnectionKey, req request) (AccessToken, error) {
+	flight := key.String()
+	switch {
+	case req.force:
+		flight += "\x00force"
+	case req.rejected != "":
+		flight += "\x00rejected"
+	case req.noWait:
+		flight += "\x00nowait"
+	}
+	for attempt := 0; ; attempt++ {
+		v, err, _ := e.flights.Do(flight, func() (any, error) { return e.obtain(ctx, key, req) })
+		if err != nil {
+			return AccessToken{}, err
+		}
+		at := v.(AccessToken)
+		if req.force || req.rejected != "" || at.Valid(e.cfg.Now(), req.minTTL) || attempt == 1 {
+			return at, nil
+		}
+	}
+}
+
+// obtain is one flight: read the row, and refresh under the lease if needed.
+func (e *Engine) obtain(ctx context.Context, key spotoken.ConnectionKey, req request) (AccessToken, error) {
+	c, err := e.cfg.Store.Connection(ctx, key)
+	if err != nil {
+		return AccessToken{}, err
+	}
+	// Each flight is its own lease owner, so two flights of this process
+	// (a caller's and the scheduler's, say) exclude each other too.
+	owner := fmt.Sprintf("%s/%d", e.cfg.Owner, e.flightSeq.Add(1))
+	waited := false
+	for {
+		if at, done, err := e.fromRow(c, req); done {
+			if err == nil && !waited {
+				e.stats.vendsStore.Add(1)
+			}
+			return at, err
+		}
+		if at, held, err := e.heldBack(c); held {
+			return at, err
+		}
+		_, err := e.cfg.Store.AcquireLease(ctx, key, owner, e.cfg.LeaseTTL)
+		if err == nil {
+			return e.refreshLeased(ctx, key, owner, req)
+		}
+		if !errors.Is(err, spotoken.ErrLeaseHeld) {
+			return AccessToken{}, fmt.Errorf("refresh %s: lease: %w", key, err)
+		}
+		if req.noWait {
+			return AccessToken{}, errLeaseBusy
+		}
+		// Another replica is refreshing: wait for its result.
+		if !waited {
+			e.stats.leaseWaits.Add(1)
+			waited = true
+		}
+		if c, err = e.waitForOther(ctx, key, c.Version); err != nil {
+			return AccessToken{}, err
+		}
+		// After another replica's refresh, a forced or rejected-token request
+		// is satisfied by the new token.
+		req.force, req.rejected = false, ""
+	}
+}
+
+// errLeaseBusy: another replica holds the lease and the caller chose not to wait.
+var errLeaseBusy = errors.New("refresh: another replica is refreshing")
+
+// fromRow answers from the stored row when it can: a token that is good
+// enough, or the connection's final state.
+func (e *Engine) fromRow(c *spotoken.Connection, req request) (at AccessToken, done bool, err error) {
+	switch c.State {
+	case spotoken.StateNeedsReauth:
+		return AccessToken{}, true, needsReauth(c)
+	case spotoken.StateRevoked:
+		return AccessToken{}, true, &spotoken.Error{Code: spotoken.ENeedsReauth, Message: fmt.Sprintf("connection %s was revoked", c.Key())}
+	}
+	at = AccessToken{Token: c.Token.AccessToken, Expiry: c.Token.Expiry, Scopes: c.Scopes}
+	now := e.cfg.Now()
+	switch {
+	case req.force:
+		return AccessToken{}, false, nil
+	case req.rejected != "" && at.Token == req.rejected:
+		return AccessToken{}, false, nil
+	case req.rejected != "" && at.Valid(now, 0):
+		e.cache.Store(c.Key(), &at) // someone refreshed since that token
+		return at, true, nil
+	case at.Valid(now, req.minTTL):
+		e.cache.Store(c.Key(), &at)
+		return at, true, nil
+	}
+	return AccessToken{}, false, nil
+}
+
+func needsReauth(c *spotoken.Connection) error {
+	msg := fmt.Sprintf("connection %s needs the user to authorize again", c.Key())
+	if c.LastErrorCode != "" {
+		msg += " (" + c.LastErrorCode + ")"
+	}
+	return &spotoken.Error{Code: spotoken.ENeedsReauth, Message: msg}
+}
+
+// heldBack reports whether a refresh of c must wait (backoff, or the app's
+// 429 gate), and then answers with the still-valid token or an error saying
+// how long to wait.
+func (e *Engine) heldBack(c *spotoken.Connection) (AccessToken, bool, error) {
+	now := e.cfg.Now()
+	until := c.NextAttemptAt
+	e.mu.Lock()
+	gate := e.gates[c.AppID]
+	e.mu.Unlock()
+	limited := gate.After(now)
+	if limited && gate.After(until) {
+		until = gate
+	}
+	if !until.After(now) {
+		return AccessToken{}, false, nil
+	}
+	at := AccessToken{Token: c.Token.AccessToken, Expiry: c.Token.Expiry, Scopes: c.Scopes}
+	if at.Valid(now, 0) {
+		e.stats.servedStale.Add(1)
+		e.cache.Store(c.Key(), &at)
+		return at, true, nil
+	}
+	code, msg := spotoken.EUnavailable, "Spotify is unavailable; refreshing is backing off"
+	if limited || c.LastErrorCode == spotoken.ERateLimited {
+		code, msg = spotoken.ERateLimited, "Spotify rate-limited this app; refreshing is backing off"
+	}
+	if c.LastErrorCode == "invalid_client" {
+		code, msg = spotoken.EAppMisconfigured, "Spotify refused the app's client credentials (invalid_client)"
+	}
+	return AccessToken{}, true, &spotoken.Error{Code: code, Message: msg, RetryAfter: until.Sub(now)}
+}
+
+// waitForOther re-reads the row until the replica holding the lease has
+// committed (the version moved) or its lease is gone.
+func (e *Engine) waitForOther(ctx context.Context, key spotoken.ConnectionKey, version int64) (*spotoken.Connection, error) {
+	t := time.NewTicker(e.cfg.WaitPoll)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("refresh %s: waiting for another replica's refresh: %w", key, ctx.Err())
+		case <-t.C:
+		}
+		c, err := e.cfg.Store.Connection(ctx, key)
+		if err != nil {
+			return nil, err
+		}
+		if c.Version != version || !c.Lease.Held(e.cfg.Now()) {
+			return c, nil
+		}
+	}
+}
+
+// refreshLeased refreshes key while holding its lease, and releases it.
+func (e *Engine) refreshLeased(ctx context.Context, key spotoken.ConnectionKey, owner string, req request) (AccessToken, error) {
+	defer func() {
+		// Release even if ctx is done; a lease left behind would hold others back for its TTL.
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if err := e.cfg.Store.ReleaseLease(rctx, key, owner); err != nil && !errors.Is(err, spotoken.ErrLeaseLost) {
+			e.log.Warn("release lease", "connection", key.String(), "err", err)
+		}
+	}()
+	// Re-read under the lease: another replica may have refreshed between
+	// our read and our lease.
+	c, err := e.cfg.Store.Connection(ctx, key)
+	if err != nil {
+		return AccessToken{}, err
+	}
+	if at, done, err := e.fromRow(c, req); done {
+		return at, err
+	}
+	if at, held, err := e.heldBack(c); held {
+		return at, err
+	}
+	app, err := e.cfg.Store.App(ctx, key.AppID)
+	if err != nil {
+		return AccessToken{}, fmt.Errorf("refresh %s: app: %w", key, err)
+	}
+	if err := e.limiter.Wait(ctx); err != nil {
+		return AccessToken{}, fmt.Errorf("refresh %s: upstream rate limit: %w", key, err)
+	}
+	grant, err := e.callSpotify(ctx, key, owner, app, c.Token.RefreshToken)
+	if err != nil {
+		return e.failed(ctx, key, c, err)
+	}
+	return e.commit(ctx, key, c, grant)
+}
+
+// callSpotify redeems the refresh token, renewing the lease while the call
+// is in flight.
+func (e *Engine) callSpotify(ctx context.Context, key spotoken.ConnectionKey, owner string, app *spotoken.App, rt spotoken.Secret) (*accounts.Grant, error) {
+	callCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	renewed := make(chan struct{})
+	go func() {
+		defer close(renewed)
+		t := time.NewTicker(e.cfg.LeaseTTL / 3)
+		defer t.Stop()
+		for {
+			select {
+			case <-callCtx.Done():
+				return
+			case <-t.C:
+				if _, err := e.cfg.Store.RenewLease(callCtx, key, owner, e.cfg.LeaseTTL); err != nil && callCtx.Err() == nil {
+					e.log.Warn("renew lease", "connection", key.String(), "err", err)
+				}
+			}
+		}
+	}()
+	grant, err := e.cfg.Refresher.Refresh(callCtx, app, rt)
+	cancel()
+	<-renewed
+	return grant, err
+}
+
+// commit stores a successful refresh before anyone sees the new token.
+func (e *Engine) commit(ctx context.Context, key spotoken.ConnectionKey, read *spotoken.Connection, g *accounts.Grant) (AccessToken, error) {
+	e.stats.refreshOK.Add(1)
+	now := e.cfg.Now()
+	rotated := g.RefreshToken != "" && g.RefreshToken != read.Token.RefreshToken
+	if rotated {
+		e.stats.rotations.Add(1)
+	}
+	update := func(c *spotoken.Connection) ([]spotoken.Event, error) {
+		if c.Version != read.Version {
+			// Only a writer without the lease (a re-authorization, a
+			// deletion) can get here; its grant wins.
+			return nil, fmt.Errorf("refresh %s: %w: the connection changed during the refresh", key, spotoken.ErrConflict)
+		}
+		c.Token.AccessToken, c.Token.Expiry = g.AccessToken, g.Expiry
+		if g.RefreshToken != "" {
+			c.Token.RefreshToken = g.RefreshToken // an empty one keeps the old
+		}
+		if len(g.Scopes) > 0 {
+			c.Scopes = g.Scopes
+		}
+		c.LastRefreshAt, c.ConsecutiveFailures, c.NextAttemptAt, c.LastErrorCode = now, 0, time.Time{}, ""
+		events := []spotoken.Event{event(spotoken.EventConnectionRefreshed, key, map[string]any{"expires_at": g.Expiry.UTC()})}
+		if rotated {
+			events = append(events, event(spotoken.EventConnectionRotated, key, nil))
+		}
+		return events, nil
+	}
+	// The new refresh token exists only in this process until it is
+	// committed: retry a failing store briefly rather than drop it.
+	var c *spotoken.Connection
+	var err error
+	for attempt := 0; attempt < 5; attempt++ {
+		if c, err = e.cfg.Store.UpdateConnection(context.WithoutCancel(ctx), key, update); err == nil || errors.Is(err, spotoken.ErrConflict) || errors.Is(err, spotoken.ErrNotFound) {
+			break
+		}
+		time.Sleep(time.Duration(attempt+1) * 100 * time.Millisecond)
+	}
+	if err != nil {
+		e.log.Error("commit refresh", "connection", key.String(), "rotated", rotated, "err", err)
+		return AccessToken{}, fmt.Errorf("refresh %s: commit: %w", key, err)
+	}
+	at := AccessToken{Token: c.Token.AccessToken, Expiry: c.Token.Expiry, Scopes: c.Scopes}
+	e.cache.Store(key, &at)
+	e.stats.vendsRefresh.Add(1)
+	e.log.Info("refreshed", "connection", key.String(), "rotated", rotated, "expires_at", at.Expiry)
+	return at, nil
+}
+
+// failed records a failed refresh and answers the caller.
+func (e *Engine) failed(ctx context.Context, key spotoken.ConnectionKey, read *spotoken.Connection, cause error) (AccessToken, error) {
+	now := e.cfg.Now()
+	var ae *accounts.Error
+	isAccounts := errors.As(cause, &ae)
+	var retryAfter time.Duration
+	if isAccounts {
+		retryAfter = ae.RetryAfter
+	}
+	var update func(c *spotoken.Connection) ([]spotoken.Event, error)
+	var answer error
+	switch {
+	case isAccounts && ae.InvalidGrant():
+		e.stats.refreshInvalidGrant.Add(1)
+		reason := "revoked"
+		if ae.Description == "Refresh token expired" {
+			reason = "grant_expired"
+		}
+		update = func(c *spotoken.Connection) ([]spotoken.Event, error) {
+			c.State, c.LastErrorCode = spotoken.StateNeedsReauth, "invalid_grant"
+			c.ConsecutiveFailures++
+			return []spotoken.Event{event(spotoken.EventConnectionNeedsReauth, key, map[string]any{"reason": reason, "error": "invalid_grant"})}, nil
+		}
+		answer = &spotoken.Error{Code: spotoken.ENeedsReauth, Message: fmt.Sprintf("Spotify refused the refresh token of %s (%s); the user must authorize again", key, reason)}
+		e.log.Warn("refresh refused: needs re-authorization", "connection", key.String(), "reason", reason)
+	case isAccounts && ae.InvalidClient():
+		e.stats.refreshInvalidClient.Add(1)
+		next := now.Add(e.cfg.MaxBackoff)
+		update = func(c *spotoken.Connection) ([]spotoken.Event, error) {
+			c.LastErrorCode, c.NextAttemptAt = "invalid_client", next
+			c.ConsecutiveFailures++
+			return []spotoken.Event{{Type: spotoken.EventAppError, AppID: key.AppID, ConnectionID: key.ID, CreatedAt: now,
+				Data: mustJSON(map[string]any{"error": "invalid_client", "connection_id": key.ID})}}, nil
+		}
+		answer = &spotoken.Error{Code: spotoken.EAppMisconfigured, Message: fmt.Sprintf("Spotify refused the client credentials of app %s (invalid_client)", key.AppID), RetryAfter: e.cfg.MaxBackoff}
+		e.log.Error("refresh refused: app misconfigured", "app", key.AppID, "connection", key.ID)
+	case accounts.IsTransient(cause) || errors.Is(cause, accounts.ErrMalformedResponse):
+		// A garbled 200 (a captive portal, a broken proxy) is treated as
+		// an outage: back off, never hammer.
+		code := "server_error"
+		if isAccounts && ae.Status == 429 {
+			code = spotoken.ERateLimited
+			e.stats.refreshRateLimited.Add(1)
+			gate := now.Add(max(retryAfter, time.Second))
+			e.mu.Lock()
+			if gate.After(e.gates[key.AppID]) {
+				e.gates[key.AppID] = gate
+			}
+			e.mu.Unlock()
+		} else {
+			e.stats.refreshTransient.Add(1)
+		}
+		delay := e.backoff(read.ConsecutiveFailures+1, retryAfter)
+		next := now.Add(delay)
+		update = func(c *spotoken.Connection) ([]spotoken.Event, error) {
+			c.ConsecutiveFailures++
+			c.NextAttemptAt, c.LastErrorCode = next, code
+			return nil, nil
+		}
+		e.log.Warn("refresh failed, backing off", "connection", key.String(), "error", code, "retry_in", delay, "err", cause)
+		if at := (AccessToken{Token: read.Token.AccessToken, Expiry: read.Token.Expiry, Scopes: read.Scopes}); at.Valid(now, 0) {
+			answer = nil // serve the still-valid token
+		} else if code == spotoken.ERateLimited {
+			answer = &spotoken.Error{Code: spotoken.ERateLimited, Message: "Spotify rate-limited this app", RetryAfter: delay}
+		} else {
+			answer = &spotoken.Error{Code: spotoken.EUnavailable, Message: "Spotify is unavailable", RetryAfter: delay}
+		}
+	default:
+		// The caller's context ended, or something unexpected: record nothing.
+		return AccessToken{}, fmt.Errorf("refresh %s: %w", key, cause)
+	}
+	guarded := func(c *spotoken.Connection) ([]spotoken.Event, error) {
+		if c.Version != read.Version {
+			return nil, errStale
+		}
+		return update(c)
+	}
+	if _, err := e.cfg.Store.UpdateConnection(context.WithoutCancel(ctx), key, guarded); err != nil && !errors.Is(err, errStale) {
+		return AccessToken{}, fmt.Errorf("refresh %s: record failure: %w", key, err)
+	}
+	if answer != nil {
+		e.cache.Delete(key)
+		return AccessToken{}, answer
+	}
+	e.stats.servedStale.Add(1)
+	return AccessToken{Token: read.Token.AccessToken, Expiry: read.Token.Expiry, Scopes: read.Scopes}, nil
+}
+
+var errStale = errors.New("refresh: connection changed meanwhile")
+
+// backoff is exponential backoff with full jitter after failures, and at
+// least retryAfter.
+func (e *Engine) backoff(failures int, retryAfter time.Duration) time.Duration {
+	ceiling := e.cfg.MaxBackoff
+	if failures < 30 {
+		ceiling = min(e.cfg.MaxBackoff, e.cfg.MinBackoff<<failures)
+	}
+	d := time.Duration(e.cfg.Jitter() * float64(ceiling))
+	return max(d, retryAfter, e.cfg.MinBackoff)
+}
+
+func event(t spotoken.EventType, key spotoken.ConnectionKey, data map[string]any) spotoken.Event {
+	if data == nil {
+		data = map[string]any{}
+	}
+	data["connection_id"] = key.ID
+	return spotoken.Event{Type: t, AppID: key.AppID, ConnectionID: key.ID, Data: mustJSON(data)}
+}
+
+// mustJSON marshals event data, maps of strings and times that always marshal.
+func mustJSON(v any) []byte {
+	b, _ := json.Marshal(v)
+	return b
+}
