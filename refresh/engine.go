@@ -116,7 +116,8 @@ type Stats struct {
 }
 
 type stats struct {
-	vendsMemory, vendsStore, vendsRefresh                                                      atomic.Int64
+	vendsMemory                                                                                shardedCounter
+	vendsStore, vendsRefresh                                                                   atomic.Int64
 	refreshOK, refreshInvalidGrant, refreshInvalidClient, refreshRateLimited, refreshTransient atomic.Int64
 	rotations, leaseWaits, servedStale                                                         atomic.Int64
 }
@@ -181,7 +182,7 @@ func New(cfg Config) (*Engine, error) {
 func (e *Engine) Stats() Stats {
 	s := &e.stats
 	return Stats{
-		VendsMemory: s.vendsMemory.Load(), VendsStore: s.vendsStore.Load(), VendsRefresh: s.vendsRefresh.Load(),
+		VendsMemory: s.vendsMemory.load(), VendsStore: s.vendsStore.Load(), VendsRefresh: s.vendsRefresh.Load(),
 		RefreshOK: s.refreshOK.Load(), RefreshInvalidGrant: s.refreshInvalidGrant.Load(),
 		RefreshInvalidClient: s.refreshInvalidClient.Load(), RefreshRateLimited: s.refreshRateLimited.Load(),
 		RefreshTransient: s.refreshTransient.Load(), Rotations: s.rotations.Load(),
@@ -211,7 +212,7 @@ type request struct {
 func (e *Engine) Token(ctx context.Context, key spotoken.ConnectionKey, minTTL time.Duration) (AccessToken, error) {
 	if v, ok := e.cache.Load(key); ok {
 		if at := v.(*AccessToken); at.Valid(e.cfg.Now(), minTTL) {
-			e.stats.vendsMemory.Add(1)
+			e.stats.vendsMemory.add()
 			return *at, nil
 		}
 	}
@@ -623,4 +624,23 @@ func event(t spotoken.EventType, key spotoken.ConnectionKey, data map[string]any
 func mustJSON(v any) []byte {
 	b, _ := json.Marshal(v)
 	return b
+}
+
+// shardedCounter counts on the hot path without every core fighting over
+// one cache line: each add picks a padded shard at random.
+type shardedCounter struct {
+	shards [16]struct {
+		n atomic.Int64
+		_ [56]byte // one shard per 64-byte cache line
+	}
+}
+
+func (c *shardedCounter) add() { c.shards[mathrand.Uint32()%uint32(len(c.shards))].n.Add(1) }
+
+func (c *shardedCounter) load() int64 {
+	var sum int64
+	for i := range c.shards {
+		sum += c.shards[i].n.Load()
+	}
+	return sum
 }
