@@ -234,135 +234,155 @@ func TestFreshTokenNotRefreshed(t *testing.T) {
 // TestRevokedGrant: invalid_grant moves the connection to needs_reauth after
 // one attempt, with an event, and nothing retries it.
 func TestRevokedGrant(t *testing.T) {
-	w := newWorld(t, "never", nil)
-	key := w.connect("c1")
-	if err := w.emu.RevokeGrant("alice", clientID); err != nil {
-		t.Fatal(err)
-	}
-	w.emu.Advance(time.Hour)
-	for i := 0; i < 5; i++ {
-		_, err := w.engine.Token(ctx, key, 0)
-		if !errors.Is(err, spotoken.ErrNeedsReauth) {
-			t.Fatalf("attempt %d: %v, want needs_reauth", i, err)
-		}
-	}
-	if w.refreshes() != 1 {
-		t.Errorf("%d refresh requests, want exactly 1", w.refreshes())
-	}
-	c, _ := w.store.Connection(ctx, key)
-	if c.State != spotoken.StateNeedsReauth || c.LastErrorCode != "invalid_grant" || c.Token.RefreshToken == "" {
-		t.Errorf("connection: state %s, error %q, refresh token kept %v", c.State, c.LastErrorCode, c.Token.RefreshToken != "")
-	}
-	events, _ := w.store.PendingEvents(ctx, w.emu.Now(), 10)
-	if len(events) != 1 || events[0].Type != spotoken.EventConnectionNeedsReauth || !strings.Contains(string(events[0].Data), `"reason":"revoked"`) {
-		t.Errorf("events: %+v", events)
+	for _, mode := range modes {
+		t.Run(mode, func(t *testing.T) {
+			t.Parallel()
+			w := newWorld(t, mode, nil)
+			key := w.connect("c1")
+			if err := w.emu.RevokeGrant("alice", clientID); err != nil {
+				t.Fatal(err)
+			}
+			w.emu.Advance(time.Hour)
+			for i := 0; i < 5; i++ {
+				_, err := w.engine.Token(ctx, key, 0)
+				if !errors.Is(err, spotoken.ErrNeedsReauth) {
+					t.Fatalf("attempt %d: %v, want needs_reauth", i, err)
+				}
+			}
+			if w.refreshes() != 1 {
+				t.Errorf("%d refresh requests, want exactly 1", w.refreshes())
+			}
+			c, _ := w.store.Connection(ctx, key)
+			if c.State != spotoken.StateNeedsReauth || c.LastErrorCode != "invalid_grant" || c.Token.RefreshToken == "" {
+				t.Errorf("connection: state %s, error %q, refresh token kept %v", c.State, c.LastErrorCode, c.Token.RefreshToken != "")
+			}
+			events, _ := w.store.PendingEvents(ctx, w.emu.Now(), 10)
+			if len(events) != 1 || events[0].Type != spotoken.EventConnectionNeedsReauth || !strings.Contains(string(events[0].Data), `"reason":"revoked"`) {
+				t.Errorf("events: %+v", events)
+			}
+		})
 	}
 }
 
 // TestRateLimited: a 429 with Retry-After: 3 means no request before 3 s have
 // passed on the clock, and callers get a prompt answer saying when.
 func TestRateLimited(t *testing.T) {
-	w := newWorld(t, "never", nil)
-	key := w.connect("c1")
-	three := 3
-	if err := w.emu.SetFaults(emulator.Faults{TokenStatus: 429, RetryAfter: &three, Count: 1}); err != nil {
-		t.Fatal(err)
-	}
-	w.emu.Advance(time.Hour)
-	_, err := w.engine.Token(ctx, key, 0)
-	var se *spotoken.Error
-	if !errors.As(err, &se) || se.Code != spotoken.ERateLimited || se.RetryAfter < 3*time.Second {
-		t.Fatalf("first call: %v, want rate_limited with RetryAfter >= 3s", err)
-	}
-	for _, step := range []time.Duration{0, time.Second, time.Second, 999 * time.Millisecond} {
-		w.emu.Advance(step)
-		if _, err := w.engine.Token(ctx, key, 0); !errors.Is(err, spotoken.ErrRateLimited) {
-			t.Errorf("inside Retry-After: %v", err)
-		}
-	}
-	if w.refreshes() != 1 {
-		t.Fatalf("%d token requests inside Retry-After, want only the first", w.refreshes())
-	}
-	w.emu.Advance(time.Millisecond) // 3 s since the 429
-	if _, err := w.engine.Token(ctx, key, 0); err != nil {
-		t.Fatalf("after Retry-After: %v", err)
-	}
-	if w.refreshes() != 2 {
-		t.Errorf("%d token requests, want 2", w.refreshes())
+	for _, mode := range modes {
+		t.Run(mode, func(t *testing.T) {
+			t.Parallel()
+			w := newWorld(t, mode, nil)
+			key := w.connect("c1")
+			three := 3
+			if err := w.emu.SetFaults(emulator.Faults{TokenStatus: 429, RetryAfter: &three, Count: 1}); err != nil {
+				t.Fatal(err)
+			}
+			w.emu.Advance(time.Hour)
+			_, err := w.engine.Token(ctx, key, 0)
+			var se *spotoken.Error
+			if !errors.As(err, &se) || se.Code != spotoken.ERateLimited || se.RetryAfter < 3*time.Second {
+				t.Fatalf("first call: %v, want rate_limited with RetryAfter >= 3s", err)
+			}
+			for _, step := range []time.Duration{0, time.Second, time.Second, 999 * time.Millisecond} {
+				w.emu.Advance(step)
+				if _, err := w.engine.Token(ctx, key, 0); !errors.Is(err, spotoken.ErrRateLimited) {
+					t.Errorf("inside Retry-After: %v", err)
+				}
+			}
+			if w.refreshes() != 1 {
+				t.Fatalf("%d token requests inside Retry-After, want only the first", w.refreshes())
+			}
+			w.emu.Advance(time.Millisecond) // 3 s since the 429
+			if _, err := w.engine.Token(ctx, key, 0); err != nil {
+				t.Fatalf("after Retry-After: %v", err)
+			}
+			if w.refreshes() != 2 {
+				t.Errorf("%d token requests, want 2", w.refreshes())
+			}
+		})
 	}
 }
 
 // TestOutage: during a 5-minute outage the cached token is served until it
 // expires; after recovery, one refresh serves a crowd.
 func TestOutage(t *testing.T) {
-	w := newWorld(t, "always", nil)
-	key := w.connect("c1")
-	if _, err := w.engine.Token(ctx, key, 0); err != nil {
-		t.Fatal(err)
-	}
-	w.emu.Advance(57 * time.Minute) // 3 minutes left
-	if err := w.emu.SetFaults(emulator.Faults{TokenStatus: 503}); err != nil {
-		t.Fatal(err)
-	}
-	for minute := 0; minute < 5; minute++ {
-		at, err := w.engine.Token(ctx, key, 5*time.Minute) // wants a refresh, gets the cached token
-		valid := minute < 3
-		if valid && (err != nil || at.Token == "") {
-			t.Errorf("minute %d: %v, want the still-valid token", minute, err)
-		}
-		if !valid && !errors.Is(err, spotoken.ErrUnavailable) {
-			t.Errorf("minute %d, token expired: %v, want temporarily_unavailable", minute, err)
-		}
-		w.emu.Advance(time.Minute)
-	}
-	attempts := w.refreshes()
-	w.emu.ClearFaults()
-	w.emu.Advance(10 * time.Minute) // past any backoff
-	var wg sync.WaitGroup
-	for range 200 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+	for _, mode := range modes {
+		t.Run(mode, func(t *testing.T) {
+			t.Parallel()
+			w := newWorld(t, mode, nil)
+			key := w.connect("c1")
 			if _, err := w.engine.Token(ctx, key, 0); err != nil {
-				t.Errorf("after recovery: %v", err)
+				t.Fatal(err)
 			}
-		}()
-	}
-	wg.Wait()
-	if got := w.refreshes() - attempts; got != 1 {
-		t.Errorf("%d refreshes after recovery for 200 callers, want 1", got)
-	}
-	c, _ := w.store.Connection(ctx, key)
-	if c.State != spotoken.StateActive || c.ConsecutiveFailures != 0 || c.LastErrorCode != "" {
-		t.Errorf("after recovery: %+v", c)
+			w.emu.Advance(57 * time.Minute) // 3 minutes left
+			if err := w.emu.SetFaults(emulator.Faults{TokenStatus: 503}); err != nil {
+				t.Fatal(err)
+			}
+			for minute := 0; minute < 5; minute++ {
+				at, err := w.engine.Token(ctx, key, 5*time.Minute) // wants a refresh, gets the cached token
+				valid := minute < 3
+				if valid && (err != nil || at.Token == "") {
+					t.Errorf("minute %d: %v, want the still-valid token", minute, err)
+				}
+				if !valid && !errors.Is(err, spotoken.ErrUnavailable) {
+					t.Errorf("minute %d, token expired: %v, want temporarily_unavailable", minute, err)
+				}
+				w.emu.Advance(time.Minute)
+			}
+			attempts := w.refreshes()
+			w.emu.ClearFaults()
+			w.emu.Advance(10 * time.Minute) // past any backoff
+			var wg sync.WaitGroup
+			for range 200 {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					if _, err := w.engine.Token(ctx, key, 0); err != nil {
+						t.Errorf("after recovery: %v", err)
+					}
+				}()
+			}
+			wg.Wait()
+			if got := w.refreshes() - attempts; got != 1 {
+				t.Errorf("%d refreshes after recovery for 200 callers, want 1", got)
+			}
+			c, _ := w.store.Connection(ctx, key)
+			if c.State != spotoken.StateActive || c.ConsecutiveFailures != 0 || c.LastErrorCode != "" {
+				t.Errorf("after recovery: %+v", c)
+			}
+		})
 	}
 }
 
 // TestInvalidate: a burst of 401s for one token causes one refresh.
 func TestInvalidate(t *testing.T) {
-	w := newWorld(t, "always", nil)
-	key := w.connect("c1")
-	at, err := w.engine.Token(ctx, key, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	for range 100 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			got, err := w.engine.Invalidate(ctx, key, at.Token)
-			if err != nil || got.Token == at.Token {
-				t.Errorf("Invalidate: %v, same token %v", err, got.Token == at.Token)
+	for _, mode := range modes {
+		t.Run(mode, func(t *testing.T) {
+			t.Parallel()
+			w := newWorld(t, mode, nil)
+			key := w.connect("c1")
+			at, err := w.engine.Token(ctx, key, 0)
+			if err != nil {
+				t.Fatal(err)
 			}
-		}()
-	}
-	wg.Wait()
-	if w.refreshes() != 1 {
-		t.Errorf("%d refreshes for 100 invalidations of one token, want 1", w.refreshes())
-	}
-	if _, err := w.engine.Invalidate(ctx, key, at.Token); err != nil || w.refreshes() != 1 {
-		t.Errorf("a late 401 for the old token refreshed again: %v, %d", err, w.refreshes())
+			var wg sync.WaitGroup
+			for range 100 {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					got, err := w.engine.Invalidate(ctx, key, at.Token)
+					if err != nil || got.Token == at.Token {
+						t.Errorf("Invalidate: %v, same token %v", err, got.Token == at.Token)
+					}
+				}()
+			}
+			wg.Wait()
+			if w.refreshes() != 1 {
+				t.Errorf("%d refreshes for 100 invalidations of one token, want 1", w.refreshes())
+			}
+			if _, err := w.engine.Invalidate(ctx, key, at.Token); err != nil || w.refreshes() != 1 {
+				t.Errorf("a late 401 for the old token refreshed again: %v, %d", err, w.refreshes())
+			}
+		})
 	}
 }
 
