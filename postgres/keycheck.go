@@ -26,14 +26,8 @@ func (db *DB) checkKeys(ctx context.Context) error {
 	if err := rows.Err(); err != nil {
 		return fmt.Errorf("read key checks: %w", err)
 	}
-	if err := db.codec.VerifyKeyChecks(checks); err != nil {
-		return err
-	}
-	if _, ok := checks[db.codec.Primary()]; ok {
-		return nil
-	}
-	v, sealed, err := db.codec.SealKeyCheck()
-	if err != nil {
+	v, sealed, err := db.codec.VerifyKeyChecks(checks)
+	if err != nil || sealed == nil {
 		return err
 	}
 	if _, err := db.pool.Exec(ctx, `INSERT INTO key_checks (version, sealed) VALUES ($1, $2) ON CONFLICT DO NOTHING`, int64(v), sealed); err != nil {

@@ -3,8 +3,6 @@ package postgres_test
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"net/url"
@@ -18,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spotoken/spotoken/internal/pgtest"
+
 	"github.com/jackc/pgx/v5"
 
 	"github.com/spotoken/spotoken"
@@ -25,31 +25,6 @@ import (
 	"github.com/spotoken/spotoken/seal"
 	"github.com/spotoken/spotoken/storetest"
 )
-
-// envDSN names the environment variable holding the test database's DSN.
-const envDSN = "SPOTOKEN_TEST_POSTGRES"
-
-// testDSN returns the test database's DSN, or skips the test.
-func testDSN(t *testing.T) string {
-	t.Helper()
-	dsn := os.Getenv(envDSN)
-	if dsn == "" {
-		t.Skip(envDSN + " is not set; set it to a PostgreSQL DSN such as " +
-			"postgres://postgres@127.0.0.1:5432/test?sslmode=disable to run the PostgreSQL tests")
-	}
-	return dsn
-}
-
-// withSearchPath returns dsn with search_path set to schema.
-func withSearchPath(dsn, schema string) string {
-	if u, err := url.Parse(dsn); err == nil && (u.Scheme == "postgres" || u.Scheme == "postgresql") {
-		q := u.Query()
-		q.Set("search_path", schema)
-		u.RawQuery = q.Encode()
-		return u.String()
-	}
-	return dsn + " search_path=" + schema
-}
 
 // withSmallPool returns dsn with a small pool unless dsn sizes it, so that
 // many parallel tests stay under the server's connection limit. Only
@@ -78,38 +53,6 @@ func connect(t *testing.T, dsn string) *pgx.Conn {
 	}
 	t.Cleanup(func() { conn.Close(context.Background()) })
 	return conn
-}
-
-// newSchema creates an empty schema, dropped when the test ends, and returns
-// a DSN that selects it, for pgx.Connect; pass it through withSmallPool for
-// the stores.
-func newSchema(t *testing.T) string {
-	t.Helper()
-	base := testDSN(t)
-	var b [8]byte
-	rand.Read(b[:])
-	schema := "st_" + hex.EncodeToString(b[:])
-	ctx := context.Background()
-	admin, err := pgx.Connect(ctx, base)
-	if err != nil {
-		t.Fatalf("connect: %v", err)
-	}
-	defer admin.Close(ctx)
-	if _, err := admin.Exec(ctx, "CREATE SCHEMA "+schema); err != nil {
-		t.Fatalf("create schema: %v", err)
-	}
-	t.Cleanup(func() {
-		admin, err := pgx.Connect(ctx, base)
-		if err != nil {
-			t.Errorf("connect to drop schema %s: %v", schema, err)
-			return
-		}
-		defer admin.Close(ctx)
-		if _, err := admin.Exec(ctx, "DROP SCHEMA "+schema+" CASCADE"); err != nil {
-			t.Errorf("drop schema %s: %v", schema, err)
-		}
-	})
-	return withSearchPath(base, schema)
 }
 
 // testKeys is a key ring with fixed keys, the same in every process.
@@ -217,15 +160,15 @@ func (b *backend) CorruptTokens(t *testing.T, key spotoken.ConnectionKey) {
 }
 
 func TestConformance(t *testing.T) {
-	testDSN(t)
-	storetest.Run(t, func(t *testing.T) storetest.Backend { return &backend{dsn: newSchema(t)} })
+	pgtest.DSN(t)
+	storetest.Run(t, func(t *testing.T) storetest.Backend { return &backend{dsn: pgtest.FreshSchema(t, pgtest.DSN(t), "st")} })
 }
 
 // TestMigrateConcurrently opens one fresh schema from several goroutines at
 // once, as replicas starting together do: every Open succeeds and each
 // migration is applied once.
 func TestMigrateConcurrently(t *testing.T) {
-	dsn := newSchema(t)
+	dsn := pgtest.FreshSchema(t, pgtest.DSN(t), "st")
 	keys := testKeys(t)
 	const replicas = 5
 	var wg sync.WaitGroup
@@ -278,7 +221,7 @@ func TestMigrateConcurrently(t *testing.T) {
 // TestDueUsesIndex checks that the query of Due reads the connections_due
 // index and does not scan the table.
 func TestDueUsesIndex(t *testing.T) {
-	dsn := newSchema(t)
+	dsn := pgtest.FreshSchema(t, pgtest.DSN(t), "st")
 	ctx := context.Background()
 	now := time.Date(2026, 7, 1, 12, 0, 0, 0, time.UTC)
 	db := openStore(t, dsn, testKeys(t), func() time.Time { return now })
@@ -335,7 +278,7 @@ func TestDueUsesIndex(t *testing.T) {
 // TestResealKeepsVersions checks that Reseal re-seals under the primary key
 // without changing what the connections read or their versions.
 func TestResealKeepsVersions(t *testing.T) {
-	dsn := newSchema(t)
+	dsn := pgtest.FreshSchema(t, pgtest.DSN(t), "st")
 	ctx := context.Background()
 	k1 := seal.Key{Version: 1, Material: [32]byte{1}}
 	k2 := seal.Key{Version: 2, Material: [32]byte{2}}
@@ -406,7 +349,7 @@ var leaseKey = spotoken.ConnectionKey{AppID: "a", ID: "c1"}
 // hold it: no update is lost, and no process sees another owner's lease
 // while it holds its own.
 func TestLeaseAcrossProcesses(t *testing.T) {
-	dsn := newSchema(t)
+	dsn := pgtest.FreshSchema(t, pgtest.DSN(t), "st")
 	ctx := context.Background()
 	db := openStore(t, dsn, testKeys(t), nil)
 	if err := db.CreateApp(ctx, &spotoken.App{ID: leaseKey.AppID, ClientID: "client"}); err != nil {

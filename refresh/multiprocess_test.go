@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
-	"net/url"
 	"os"
 	"strconv"
 	"strings"
@@ -15,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
+	"github.com/spotoken/spotoken/internal/pgtest"
 
 	"github.com/spotoken/spotoken"
 	"github.com/spotoken/spotoken/accounts"
@@ -23,10 +22,6 @@ import (
 	"github.com/spotoken/spotoken/postgres"
 	"github.com/spotoken/spotoken/refresh"
 )
-
-// envTestPostgres names the variable holding the test database's DSN, as in
-// the postgres package's tests.
-const envTestPostgres = "SPOTOKEN_TEST_POSTGRES"
 
 // Environment of TestEngineChild, set by TestMultiProcessStampede.
 const (
@@ -59,11 +54,7 @@ const (
 // parent and the children talk over stdin and stdout, a line per step:
 // "round N" → "done N <sha256 of the token>" (or "done N ERROR …").
 func TestMultiProcessStampede(t *testing.T) {
-	base := os.Getenv(envTestPostgres)
-	if base == "" {
-		t.Skip(envTestPostgres + " is not set; set it to a PostgreSQL DSN such as " +
-			"postgres://postgres@127.0.0.1:5432/test?sslmode=disable to run the engines in three processes on PostgreSQL")
-	}
+	base := pgtest.DSN(t)
 	for _, mode := range []string{"always", "reuse-detection"} {
 		t.Run(mode, func(t *testing.T) { multiProcessStampede(t, base, mode) })
 	}
@@ -87,7 +78,7 @@ func multiProcessStampede(t *testing.T, base, mode string) {
 	srv := httptest.NewServer(emu)
 	t.Cleanup(srv.Close)
 
-	dsn := pgFreshSchema(t, base) // dropped last, after the children are gone
+	dsn := pgtest.FreshSchema(t, base, "refresh") // dropped last, after the children are gone
 	keyHex := newKeyMaterial(t)
 	keys, err := keyRingFromHex(keyHex)
 	if err != nil {
@@ -281,44 +272,6 @@ func stampede(engine *refresh.Engine, key spotoken.ConnectionKey) string {
 	return tokenSum(tokens[0])
 }
 
-// pgFreshSchema creates an empty schema, dropped when the test ends, and
-// returns base with search_path selecting it.
-func pgFreshSchema(t *testing.T, base string) string {
-	t.Helper()
-	schema := "refresh_" + newKeyMaterial(t)[:16]
-	admin, err := pgx.Connect(ctx, base)
-	if err != nil {
-		t.Fatalf("connect to %s: %v", envTestPostgres, err)
-	}
-	defer admin.Close(ctx)
-	if _, err := admin.Exec(ctx, "CREATE SCHEMA "+schema); err != nil {
-		t.Fatalf("create schema: %v", err)
-	}
-	t.Cleanup(func() {
-		admin, err := pgx.Connect(ctx, base)
-		if err != nil {
-			t.Errorf("connect to drop schema %s: %v", schema, err)
-			return
-		}
-		defer admin.Close(ctx)
-		if _, err := admin.Exec(ctx, "DROP SCHEMA "+schema+" CASCADE"); err != nil {
-			t.Errorf("drop schema %s: %v", schema, err)
-		}
-	})
-	return pgParam(base, "search_path", schema)
-}
-
 // pgSmallPool sizes a store's pool so that four stores stay well under the
 // server's connection limit: a process runs one flight per connection.
-func pgSmallPool(dsn string) string { return pgParam(dsn, "pool_max_conns", "4") }
-
-// pgParam sets a parameter in a URL or keyword/value DSN.
-func pgParam(dsn, name, value string) string {
-	if u, err := url.Parse(dsn); err == nil && (u.Scheme == "postgres" || u.Scheme == "postgresql") {
-		q := u.Query()
-		q.Set(name, value)
-		u.RawQuery = q.Encode()
-		return u.String()
-	}
-	return dsn + " " + name + "=" + value
-}
+func pgSmallPool(dsn string) string { return pgtest.WithParam(dsn, "pool_max_conns", "4") }

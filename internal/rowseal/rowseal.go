@@ -138,17 +138,24 @@ func KeyCheck(version uint32) Field {
 // Primary returns the version of the key that seals new values.
 func (c *Codec) Primary() uint32 { return c.keys.Primary() }
 
-// SealKeyCheck seals the key check of the primary key version.
-func (c *Codec) SealKeyCheck() (version uint32, sealed []byte, err error) {
+// VerifyKeyChecks checks a store's key-check rows (version → sealed) against
+// the key ring: every version that sealed data must be in the ring, with
+// the same key. The error names the version and says what to do. When the
+// primary key has no check yet, it returns the row to record (sealed is nil
+// when there is nothing to record).
+func (c *Codec) VerifyKeyChecks(checks map[uint32][]byte) (version uint32, sealed []byte, err error) {
+	if err := c.verifyKeyChecks(checks); err != nil {
+		return 0, nil, err
+	}
 	version = c.keys.Primary()
+	if _, ok := checks[version]; ok {
+		return version, nil, nil
+	}
 	sealed, err = c.Seal(KeyCheck(version), keyCheckText)
 	return version, sealed, err
 }
 
-// VerifyKeyChecks checks a store's key-check rows (version → sealed) against
-// the key ring: every version that sealed data must be in the ring, with
-// the same key. The error names the version and says what to do.
-func (c *Codec) VerifyKeyChecks(checks map[uint32][]byte) error {
+func (c *Codec) verifyKeyChecks(checks map[uint32][]byte) error {
 	versions := make([]uint32, 0, len(checks))
 	for v := range checks {
 		versions = append(versions, v)
