@@ -63,23 +63,10 @@ func (db *DB) app(ctx context.Context, q queryer, id string) (*spotoken.App, []b
 
 // Apps returns every app, ordered by ID.
 func (db *DB) Apps(ctx context.Context) ([]*spotoken.App, error) {
-	rows, err := db.r.QueryContext(ctx, `SELECT `+appColumns+` FROM apps ORDER BY id`)
-	if err != nil {
-		return nil, fmt.Errorf("apps: %w", err)
-	}
-	defer rows.Close()
-	var apps []*spotoken.App
-	for rows.Next() {
-		a, _, err := db.scanApp(rows)
-		if err != nil {
-			return nil, fmt.Errorf("apps: %w", err)
-		}
-		apps = append(apps, a)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("apps: %w", err)
-	}
-	return apps, nil
+	return queryAll(ctx, db.r, "apps", func(r *sql.Rows) (*spotoken.App, error) {
+		a, _, err := db.scanApp(r)
+		return a, err
+	}, `SELECT `+appColumns+` FROM apps ORDER BY id`)
 }
 
 // UpdateApp applies fn to the stored app and saves the result atomically,
@@ -203,23 +190,8 @@ func (db *DB) APIKeyByHash(ctx context.Context, hash [32]byte) (*spotoken.APIKey
 
 // APIKeys lists an app's keys, oldest first.
 func (db *DB) APIKeys(ctx context.Context, appID string) ([]*spotoken.APIKey, error) {
-	rows, err := db.r.QueryContext(ctx, `SELECT `+apiKeyColumns+` FROM api_keys WHERE app_id = ? ORDER BY created_at, rowid`, appID)
-	if err != nil {
-		return nil, fmt.Errorf("api keys: %w", err)
-	}
-	defer rows.Close()
-	var keys []*spotoken.APIKey
-	for rows.Next() {
-		k, err := scanAPIKey(rows)
-		if err != nil {
-			return nil, fmt.Errorf("api keys: %w", err)
-		}
-		keys = append(keys, k)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("api keys: %w", err)
-	}
-	return keys, nil
+	return queryAll(ctx, db.r, "api keys", func(r *sql.Rows) (*spotoken.APIKey, error) { return scanAPIKey(r) },
+		`SELECT `+apiKeyColumns+` FROM api_keys WHERE app_id = ? ORDER BY created_at, rowid`, appID)
 }
 
 // RevokeAPIKey marks an app's key revoked at at; ErrNotFound if the app has

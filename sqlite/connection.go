@@ -201,25 +201,12 @@ func (db *DB) Connections(ctx context.Context, filter spotoken.ConnectionFilter)
 	if limit <= 0 {
 		limit = defaultLimit
 	}
-	rows, err := db.r.QueryContext(ctx, `SELECT `+connectionColumns+` FROM connections
+	return queryAll(ctx, db.r, "connections", func(r *sql.Rows) (*spotoken.Connection, error) {
+		c, _, err := db.scanConnection(r)
+		return c, err
+	}, `SELECT `+connectionColumns+` FROM connections
 		WHERE app_id = ?1 AND id > ?2 AND (?3 = '' OR state = ?3) ORDER BY id LIMIT ?4`,
 		filter.AppID, filter.After, string(filter.State), limit)
-	if err != nil {
-		return nil, fmt.Errorf("connections: %w", err)
-	}
-	defer rows.Close()
-	var cs []*spotoken.Connection
-	for rows.Next() {
-		c, _, err := db.scanConnection(rows)
-		if err != nil {
-			return nil, fmt.Errorf("connections: %w", err)
-		}
-		cs = append(cs, c)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("connections: %w", err)
-	}
-	return cs, nil
 }
 
 // dueQuery selects Due's connections. It reads the partial, covering index
@@ -237,23 +224,10 @@ func (db *DB) Due(ctx context.Context, before time.Time, limit int) ([]spotoken.
 	if limit <= 0 {
 		return nil, nil
 	}
-	rows, err := db.r.QueryContext(ctx, dueQuery, before.UnixMicro(), db.now().UnixMicro(), limit)
-	if err != nil {
-		return nil, fmt.Errorf("due: %w", err)
-	}
-	defer rows.Close()
-	var due []spotoken.DueConnection
-	for rows.Next() {
-		var d spotoken.DueConnection
-		if err := rows.Scan(&d.Key.AppID, &d.Key.ID, timeCol{&d.Expiry}, &d.Version); err != nil {
-			return nil, fmt.Errorf("due: %w", err)
-		}
-		due = append(due, d)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("due: %w", err)
-	}
-	return due, nil
+	return queryAll(ctx, db.r, "due", func(r *sql.Rows) (d spotoken.DueConnection, err error) {
+		err = r.Scan(&d.Key.AppID, &d.Key.ID, timeCol{&d.Expiry}, &d.Version)
+		return d, err
+	}, dueQuery, before.UnixMicro(), db.now().UnixMicro(), limit)
 }
 
 // AcquireLease gives owner the connection's lease for ttl from the store's
@@ -267,21 +241,9 @@ func (db *DB) AcquireLease(ctx context.Context, key spotoken.ConnectionKey, owne
 	}
 	now := db.now()
 	lease := spotoken.Lease{Owner: owner, ExpiresAt: stored(now.Add(ttl))}
-	err := db.write(ctx, func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, `UPDATE connections SET lease_owner = ?1, lease_expires_at = ?2
+	err := db.updateLease(ctx, key, spotoken.ELeaseHeld, "held by another owner", `UPDATE connections SET lease_owner = ?1, lease_expires_at = ?2
 			WHERE app_id = ?3 AND id = ?4 AND (lease_owner IS NULL OR lease_owner = ?1 OR lease_expires_at <= ?5)`,
-			owner, lease.ExpiresAt.UnixMicro(), key.AppID, key.ID, now.UnixMicro())
-		if err != nil {
-			return err
-		}
-		if n, err := affected(res); err != nil || n == 1 {
-			return err
-		}
-		if err := db.exists(ctx, tx, key); err != nil {
-			return err
-		}
-		return spotoken.Errorf(spotoken.ELeaseHeld, "lease on connection %s held by another owner", key)
-	})
+		owner, lease.ExpiresAt.UnixMicro(), key.AppID, key.ID, now.UnixMicro())
 	if err != nil {
 		return spotoken.Lease{}, fmt.Errorf("acquire lease: %w", err)
 	}
@@ -294,21 +256,9 @@ func (db *DB) AcquireLease(ctx context.Context, key spotoken.ConnectionKey, owne
 func (db *DB) RenewLease(ctx context.Context, key spotoken.ConnectionKey, owner string, ttl time.Duration) (spotoken.Lease, error) {
 	now := db.now()
 	lease := spotoken.Lease{Owner: owner, ExpiresAt: stored(now.Add(ttl))}
-	err := db.write(ctx, func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, `UPDATE connections SET lease_expires_at = ?1
+	err := db.updateLease(ctx, key, spotoken.ELeaseLost, "not held by this owner", `UPDATE connections SET lease_expires_at = ?1
 			WHERE app_id = ?2 AND id = ?3 AND lease_owner = ?4 AND lease_expires_at > ?5`,
-			lease.ExpiresAt.UnixMicro(), key.AppID, key.ID, owner, now.UnixMicro())
-		if err != nil {
-			return err
-		}
-		if n, err := affected(res); err != nil || n == 1 {
-			return err
-		}
-		if err := db.exists(ctx, tx, key); err != nil {
-			return err
-		}
-		return spotoken.Errorf(spotoken.ELeaseLost, "lease on connection %s not held by this owner", key)
-	})
+		lease.ExpiresAt.UnixMicro(), key.AppID, key.ID, owner, now.UnixMicro())
 	if err != nil {
 		return spotoken.Lease{}, fmt.Errorf("renew lease: %w", err)
 	}
@@ -320,21 +270,9 @@ func (db *DB) RenewLease(ctx context.Context, key spotoken.ConnectionKey, owner 
 // no such connection.
 func (db *DB) ReleaseLease(ctx context.Context, key spotoken.ConnectionKey, owner string) error {
 	now := db.now()
-	err := db.write(ctx, func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, `UPDATE connections SET lease_owner = NULL, lease_expires_at = NULL
+	err := db.updateLease(ctx, key, spotoken.ELeaseLost, "not held by this owner", `UPDATE connections SET lease_owner = NULL, lease_expires_at = NULL
 			WHERE app_id = ?1 AND id = ?2 AND lease_owner = ?3 AND lease_expires_at > ?4`,
-			key.AppID, key.ID, owner, now.UnixMicro())
-		if err != nil {
-			return err
-		}
-		if n, err := affected(res); err != nil || n == 1 {
-			return err
-		}
-		if err := db.exists(ctx, tx, key); err != nil {
-			return err
-		}
-		return spotoken.Errorf(spotoken.ELeaseLost, "lease on connection %s not held by this owner", key)
-	})
+		key.AppID, key.ID, owner, now.UnixMicro())
 	if err != nil {
 		return fmt.Errorf("release lease: %w", err)
 	}

@@ -46,28 +46,15 @@ func (db *DB) PendingEvents(ctx context.Context, now time.Time, limit int) ([]*s
 	if limit <= 0 {
 		return nil, nil
 	}
-	rows, err := db.r.QueryContext(ctx, `SELECT `+eventColumns+` FROM events
-		WHERE delivered_at IS NULL AND (next_attempt_at IS NULL OR next_attempt_at <= ?) ORDER BY id LIMIT ?`,
-		now.UnixMicro(), limit)
-	if err != nil {
-		return nil, fmt.Errorf("pending events: %w", err)
-	}
-	defer rows.Close()
-	var events []*spotoken.Event
-	for rows.Next() {
+	return queryAll(ctx, db.r, "pending events", func(r *sql.Rows) (*spotoken.Event, error) {
 		var e spotoken.Event
 		var typ string
-		if err := rows.Scan(&e.ID, &typ, &e.AppID, &e.ConnectionID, &e.Data, timeCol{&e.CreatedAt}, &e.Attempts,
-			timeCol{&e.NextAttemptAt}, timeCol{&e.DeliveredAt}, &e.LastError); err != nil {
-			return nil, fmt.Errorf("pending events: %w", err)
-		}
+		err := r.Scan(&e.ID, &typ, &e.AppID, &e.ConnectionID, &e.Data, timeCol{&e.CreatedAt}, &e.Attempts,
+			timeCol{&e.NextAttemptAt}, timeCol{&e.DeliveredAt}, &e.LastError)
 		e.Type = spotoken.EventType(typ)
-		events = append(events, &e)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("pending events: %w", err)
-	}
-	return events, nil
+		return &e, err
+	}, `SELECT `+eventColumns+` FROM events
+		WHERE delivered_at IS NULL AND (next_attempt_at IS NULL OR next_attempt_at <= ?) ORDER BY id LIMIT ?`, now.UnixMicro(), limit)
 }
 
 // MarkEventDelivered records a successful delivery at at; ErrNotFound if
