@@ -87,6 +87,16 @@ type Config struct {
 	Logger *slog.Logger
 	// Jitter returns a uniform value in [0, 1) for backoff; default math/rand.
 	Jitter func() float64
+	// CacheTTL bounds how long a token is served from memory before the
+	// store is read again, so a connection deleted or re-authorized through
+	// another replica stops being served from this one within CacheTTL.
+	// Zero keeps a token in memory until it is no longer valid.
+	CacheTTL time.Duration
+	// FlightTimeout bounds one refresh flight (store reads, waiting for
+	// another replica, the call to Spotify, the commit). A flight does not
+	// end when the caller that started it gives up: abandoning a call to
+	// Spotify midway could lose a rotated refresh token. Default 60s.
+	FlightTimeout time.Duration
 }
 
 // AccessToken is what callers get: the access token, never the refresh token.
@@ -125,13 +135,14 @@ type stats struct {
 // Engine hands out fresh access tokens. It is safe for concurrent use.
 type Engine struct {
 	cfg     Config
-	cache   sync.Map // ConnectionKey → *AccessToken, never modified once stored
+	cache   sync.Map // ConnectionKey → *cached, never modified once stored
 	flights singleflight.Group
 	limiter *rate.Limiter
 	log     *slog.Logger
 	stats   stats
 
 	flightSeq atomic.Int64 // makes each flight's lease owner unique
+	inflight  inflight
 
 	mu    sync.Mutex
 	gates map[string]time.Time // app id → no token request before this (429)
@@ -164,6 +175,9 @@ func New(cfg Config) (*Engine, error) {
 	}
 	if cfg.UpstreamBurst <= 0 {
 		cfg.UpstreamBurst = 20
+	}
+	if cfg.FlightTimeout <= 0 {
+		cfg.FlightTimeout = 60 * time.Second
 	}
 	if cfg.WaitPoll <= 0 {
 		cfg.WaitPoll = 50 * time.Millisecond
@@ -211,9 +225,9 @@ type request struct {
 // ErrUnavailable (both with RetryAfter) or ErrAppMisconfigured.
 func (e *Engine) Token(ctx context.Context, key spotoken.ConnectionKey, minTTL time.Duration) (AccessToken, error) {
 	if v, ok := e.cache.Load(key); ok {
-		if at := v.(*AccessToken); at.Valid(e.cfg.Now(), minTTL) {
+		if c, now := v.(*cached), e.cfg.Now(); c.Valid(now, minTTL) && (c.until.IsZero() || now.Before(c.until)) {
 			e.stats.vendsMemory.add()
-			return *at, nil
+			return c.AccessToken, nil
 		}
 	}
 	return e.fly(ctx, key, request{minTTL: minTTL})
@@ -230,15 +244,79 @@ func (e *Engine) Refresh(ctx context.Context, key spotoken.ConnectionKey) (Acces
 // connection's current access token, so a burst of 401s for one token causes
 // one refresh, and returns the token to use now.
 func (e *Engine) Invalidate(ctx context.Context, key spotoken.ConnectionKey, token spotoken.Secret) (AccessToken, error) {
-	if v, ok := e.cache.Load(key); ok && v.(*AccessToken).Token == token {
+	if v, ok := e.cache.Load(key); ok && v.(*cached).Token == token {
 		e.cache.CompareAndDelete(key, v)
 	}
 	return e.fly(ctx, key, request{rejected: token})
 }
 
+// Drain waits until no refresh is in flight, or ctx is done. Call it when
+// shutting down, after the callers (HTTP server, Scheduler) have stopped,
+// so refreshes already sent to Spotify are committed and their leases
+// released before the process exits.
+func (e *Engine) Drain(ctx context.Context) error { return e.inflight.wait(ctx) }
+
+// inflight counts flights in progress; it can be waited on while flights
+// come and go, which a sync.WaitGroup does not allow.
+type inflight struct {
+	mu   sync.Mutex
+	n    int
+	zero chan struct{} // closed when n drops to zero
+}
+
+func (f *inflight) add() {
+	f.mu.Lock()
+	if f.n == 0 {
+		f.zero = make(chan struct{})
+	}
+	f.n++
+	f.mu.Unlock()
+}
+
+func (f *inflight) done() {
+	f.mu.Lock()
+	f.n--
+	if f.n == 0 {
+		close(f.zero)
+	}
+	f.mu.Unlock()
+}
+
+func (f *inflight) wait(ctx context.Context) error {
+	f.mu.Lock()
+	if f.n == 0 {
+		f.mu.Unlock()
+		return nil
+	}
+	zero := f.zero
+	f.mu.Unlock()
+	select {
+	case <-zero:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("refresh: waiting for refreshes in flight: %w", ctx.Err())
+	}
+}
+
 // Forget drops key's token from memory, for example after the connection
 // was deleted or re-authorized.
 func (e *Engine) Forget(key spotoken.ConnectionKey) { e.cache.Delete(key) }
+
+// cached is a token in memory, served until it is no longer valid or, with
+// a CacheTTL, until until.
+type cached struct {
+	AccessToken
+	until time.Time
+}
+
+// remember keeps at in memory for key.
+func (e *Engine) remember(key spotoken.ConnectionKey, at AccessToken) {
+	c := &cached{AccessToken: at}
+	if e.cfg.CacheTTL > 0 {
+		c.until = e.cfg.Now().Add(e.cfg.CacheTTL)
+	}
+	e.cache.Store(key, c)
+}
 
 // fly runs req for key, sharing the work with concurrent callers of the same
 // kind. A caller whose minTTL the shared result does not meet flies again
@@ -254,11 +332,24 @@ func (e *Engine) fly(ctx context.Context, key spotoken.ConnectionKey, req reques
 		flight += "\x00nowait"
 	}
 	for attempt := 0; ; attempt++ {
-		v, err, _ := e.flights.Do(flight, func() (any, error) { return e.obtain(ctx, key, req) })
-		if err != nil {
-			return AccessToken{}, err
+		ch := e.flights.DoChan(flight, func() (any, error) {
+			// The flight outlives the caller that started it: see FlightTimeout.
+			e.inflight.add()
+			defer e.inflight.done()
+			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), e.cfg.FlightTimeout)
+			defer cancel()
+			return e.obtain(fctx, key, req)
+		})
+		var res singleflight.Result
+		select {
+		case res = <-ch:
+		case <-ctx.Done():
+			return AccessToken{}, fmt.Errorf("refresh %s: %w", key, ctx.Err())
 		}
-		at := v.(AccessToken)
+		if res.Err != nil {
+			return AccessToken{}, res.Err
+		}
+		at := res.Val.(AccessToken)
 		if req.force || req.rejected != "" || at.Valid(e.cfg.Now(), req.minTTL) || attempt == 1 {
 			return at, nil
 		}
@@ -329,10 +420,10 @@ func (e *Engine) fromRow(c *spotoken.Connection, req request) (at AccessToken, d
 	case req.rejected != "" && at.Token == req.rejected:
 		return AccessToken{}, false, nil
 	case req.rejected != "" && at.Valid(now, 0):
-		e.cache.Store(c.Key(), &at) // someone refreshed since that token
+		e.remember(c.Key(), at) // someone refreshed since that token
 		return at, true, nil
 	case at.Valid(now, req.minTTL):
-		e.cache.Store(c.Key(), &at)
+		e.remember(c.Key(), at)
 		return at, true, nil
 	}
 	return AccessToken{}, false, nil
@@ -365,7 +456,7 @@ func (e *Engine) heldBack(c *spotoken.Connection) (AccessToken, bool, error) {
 	at := AccessToken{Token: c.Token.AccessToken, Expiry: c.Token.Expiry, Scopes: c.Scopes}
 	if at.Valid(now, 0) {
 		e.stats.servedStale.Add(1)
-		e.cache.Store(c.Key(), &at)
+		e.remember(c.Key(), at)
 		return at, true, nil
 	}
 	code, msg := spotoken.EUnavailable, "Spotify is unavailable; refreshing is backing off"
@@ -505,7 +596,7 @@ func (e *Engine) commit(ctx context.Context, key spotoken.ConnectionKey, read *s
 		return AccessToken{}, fmt.Errorf("refresh %s: commit: %w", key, err)
 	}
 	at := AccessToken{Token: c.Token.AccessToken, Expiry: c.Token.Expiry, Scopes: c.Scopes}
-	e.cache.Store(key, &at)
+	e.remember(key, at)
 	e.stats.vendsRefresh.Add(1)
 	e.log.Info("refreshed", "connection", key.String(), "rotated", rotated, "expires_at", at.Expiry)
 	return at, nil
