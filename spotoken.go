@@ -128,8 +128,11 @@ type App struct {
 	ReturnToOrigins []string
 	// WebhookURL receives the app's events; empty for none.
 	WebhookURL string
-	CreatedAt  time.Time
-	UpdatedAt  time.Time
+	// WebhookSecret signs webhook deliveries (Standard Webhooks: "whsec_"
+	// and the base64 of the key); sealed at rest.
+	WebhookSecret Secret
+	CreatedAt     time.Time
+	UpdatedAt     time.Time
 }
 
 // APIKey authenticates a service to spotoken's API on behalf of one app.
@@ -239,13 +242,16 @@ type EventType string
 
 // The event types.
 const (
-	EventConnectionCreated     EventType = "connection.created"
-	EventConnectionRefreshed   EventType = "connection.refreshed"
-	EventConnectionRotated     EventType = "connection.rotated"
-	EventConnectionNeedsReauth EventType = "connection.needs_reauth"
-	EventConnectionRevoked     EventType = "connection.revoked"
-	EventConnectionExpiring    EventType = "connection.expiring"
-	EventAppError              EventType = "app.error"
+	EventConnectionCreated EventType = "connection.created"
+	// EventConnectionReauthorized: the user authorized an existing
+	// connection again; its grant (and perhaps its scopes) was replaced.
+	EventConnectionReauthorized EventType = "connection.reauthorized"
+	EventConnectionRefreshed    EventType = "connection.refreshed"
+	EventConnectionRotated      EventType = "connection.rotated"
+	EventConnectionNeedsReauth  EventType = "connection.needs_reauth"
+	EventConnectionRevoked      EventType = "connection.revoked"
+	EventConnectionExpiring     EventType = "connection.expiring"
+	EventAppError               EventType = "app.error"
 )
 
 // Event is an entry in the outbox, delivered to the app's webhook at least once.
@@ -262,4 +268,11 @@ type Event struct {
 	NextAttemptAt time.Time
 	DeliveredAt   time.Time // zero: not delivered
 	LastError     string
+}
+
+// ConnectionCount is how many of an app's connections are in a state.
+type ConnectionCount struct {
+	AppID string
+	State State
+	Count int
 }

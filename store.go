@@ -96,6 +96,9 @@ type ConnectionStore interface {
 	DeleteConnection(ctx context.Context, key ConnectionKey, events ...Event) error
 	// Connections lists an app's connections by ID, after filter.After.
 	Connections(ctx context.Context, filter ConnectionFilter) ([]*Connection, error)
+	// CountConnections counts connections by app and state, ordered by app
+	// then state; pairs with no connection are left out. It opens no token.
+	CountConnections(ctx context.Context) ([]ConnectionCount, error)
 	// Due returns up to limit (nothing if limit <= 0) active connections whose access token expires
 	// before before and that are not in backoff (NextAttemptAt not after
 	// the store's clock), soonest expiry first. It reads an index, not the

@@ -14,36 +14,53 @@ import (
 	"github.com/spotoken/spotoken/internal/rowseal"
 )
 
-const appCols = `id, client_id, client_secret, redirect_uris, default_scopes, return_to_origins, webhook_url, created_at, updated_at`
+const appCols = `id, client_id, client_secret, redirect_uris, default_scopes, return_to_origins, webhook_url, webhook_secret,
+	created_at, updated_at`
 
-// scanApp reads an app row selected with appCols, returning the sealed
-// client secret unopened.
-func scanApp(row scanner) (*spotoken.App, []byte, error) {
+// sealedApp is an app's two secret ciphertexts as stored; nil for NULL.
+type sealedApp struct{ client, webhook []byte }
+
+// scanApp reads an app row selected with appCols, returning its secrets
+// unopened.
+func scanApp(row scanner) (*spotoken.App, sealedApp, error) {
 	var (
 		a                  spotoken.App
-		secret             []byte
+		sa                 sealedApp
 		redirects, origins []string
 		scopes             []string
 		created, updated   pgtype.Timestamptz
 	)
-	if err := row.Scan(&a.ID, &a.ClientID, &secret, &redirects, &scopes, &origins, &a.WebhookURL, &created, &updated); err != nil {
-		return nil, nil, err
+	if err := row.Scan(&a.ID, &a.ClientID, &sa.client, &redirects, &scopes, &origins, &a.WebhookURL, &sa.webhook,
+		&created, &updated); err != nil {
+		return nil, sealedApp{}, err
 	}
 	a.RedirectURIs = fromTextArray(redirects)
 	a.DefaultScopes = spotoken.Scopes(fromTextArray(scopes))
 	a.ReturnToOrigins = fromTextArray(origins)
 	a.CreatedAt, a.UpdatedAt = fromTstz(created), fromTstz(updated)
-	return &a, secret, nil
+	return &a, sa, nil
 }
 
-// openApp reads an app row and opens its client secret.
+// openAppSecrets opens the secrets of a, an app scanned with sa.
+func (db *DB) openAppSecrets(a *spotoken.App, sa sealedApp) error {
+	var err error
+	if a.ClientSecret, err = db.codec.Open(rowseal.AppSecret(a.ID), sa.client); err != nil {
+		return fmt.Errorf("app %s: %w", a.ID, err)
+	}
+	if a.WebhookSecret, err = db.codec.Open(rowseal.WebhookSecret(a.ID), sa.webhook); err != nil {
+		return fmt.Errorf("app %s: %w", a.ID, err)
+	}
+	return nil
+}
+
+// openApp reads an app row and opens its secrets.
 func (db *DB) openApp(row scanner) (*spotoken.App, error) {
-	a, secret, err := scanApp(row)
+	a, sa, err := scanApp(row)
 	if err != nil {
 		return nil, err
 	}
-	if a.ClientSecret, err = db.codec.Open(rowseal.AppSecret(a.ID), secret); err != nil {
-		return nil, fmt.Errorf("app %s: %w", a.ID, err)
+	if err := db.openAppSecrets(a, sa); err != nil {
+		return nil, err
 	}
 	return a, nil
 }
@@ -61,9 +78,13 @@ func (db *DB) CreateApp(ctx context.Context, app *spotoken.App) error {
 	if err != nil {
 		return fmt.Errorf("create app: %w", err)
 	}
-	_, err = db.pool.Exec(ctx, `INSERT INTO apps (`+appCols+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)`,
+	webhookSecret, err := db.codec.Seal(rowseal.WebhookSecret(app.ID), app.WebhookSecret)
+	if err != nil {
+		return fmt.Errorf("create app: %w", err)
+	}
+	_, err = db.pool.Exec(ctx, `INSERT INTO apps (`+appCols+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)`,
 		app.ID, app.ClientID, secret, textArray(app.RedirectURIs), textArray(app.DefaultScopes),
-		textArray(app.ReturnToOrigins), app.WebhookURL, now)
+		textArray(app.ReturnToOrigins), app.WebhookURL, webhookSecret, now)
 	if pgCode(err) == codeUniqueViolation {
 		return spotoken.Errorf(spotoken.EConflict, "app %q already exists", app.ID)
 	}
@@ -114,8 +135,8 @@ func (db *DB) UpdateApp(ctx context.Context, id string, fn func(*spotoken.App) e
 			if err != nil {
 				return err
 			}
-			if old.ClientSecret, err = db.codec.Open(rowseal.AppSecret(id), sealed); err != nil {
-				return fmt.Errorf("app %s: %w", id, err)
+			if err := db.openAppSecrets(old, sealed); err != nil {
+				return err
 			}
 			a := *old
 			a.RedirectURIs = slices.Clone(old.RedirectURIs)
@@ -125,19 +146,17 @@ func (db *DB) UpdateApp(ctx context.Context, id string, fn func(*spotoken.App) e
 				return fnErr
 			}
 			a.ID, a.CreatedAt, a.UpdatedAt = old.ID, old.CreatedAt, db.now()
-			field := rowseal.AppSecret(id)
-			if a.ClientSecret == old.ClientSecret {
-				sealed, _, err = db.codec.Reseal(field, sealed)
-			} else {
-				sealed, err = db.codec.Seal(field, a.ClientSecret)
+			if sealed.client, err = db.sealIfChanged(rowseal.AppSecret(id), old.ClientSecret, a.ClientSecret, sealed.client); err != nil {
+				return err
 			}
-			if err != nil {
+			if sealed.webhook, err = db.sealIfChanged(rowseal.WebhookSecret(id), old.WebhookSecret, a.WebhookSecret, sealed.webhook); err != nil {
 				return err
 			}
 			if _, err := tx.Exec(ctx, `UPDATE apps SET client_id = $2, client_secret = $3, redirect_uris = $4,
-				default_scopes = $5, return_to_origins = $6, webhook_url = $7, updated_at = $8 WHERE id = $1`,
-				id, a.ClientID, sealed, textArray(a.RedirectURIs), textArray(a.DefaultScopes),
-				textArray(a.ReturnToOrigins), a.WebhookURL, a.UpdatedAt); err != nil {
+				default_scopes = $5, return_to_origins = $6, webhook_url = $7, webhook_secret = $8, updated_at = $9
+				WHERE id = $1`,
+				id, a.ClientID, sealed.client, textArray(a.RedirectURIs), textArray(a.DefaultScopes),
+				textArray(a.ReturnToOrigins), a.WebhookURL, sealed.webhook, a.UpdatedAt); err != nil {
 				return err
 			}
 			a.RedirectURIs = fromTextArray(a.RedirectURIs)

@@ -291,6 +291,31 @@ func (db *DB) Connections(ctx context.Context, filter spotoken.ConnectionFilter)
 	return cs, nil
 }
 
+// countSQL counts connections by app and state, in the order of the
+// connections_app_state index.
+const countSQL = `SELECT app_id, state, count(*) FROM connections GROUP BY app_id, state ORDER BY app_id, state`
+
+// CountConnections counts connections by app and state, ordered by app then
+// state; pairs with no connection are left out. It reads no token column.
+func (db *DB) CountConnections(ctx context.Context) ([]spotoken.ConnectionCount, error) {
+	rows, err := db.pool.Query(ctx, countSQL)
+	if err != nil {
+		return nil, fmt.Errorf("count connections: %w", err)
+	}
+	counts, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (spotoken.ConnectionCount, error) {
+		var n spotoken.ConnectionCount
+		var state string
+		var count int64
+		err := row.Scan(&n.AppID, &state, &count)
+		n.State, n.Count = spotoken.State(state), int(count)
+		return n, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("count connections: %w", err)
+	}
+	return counts, nil
+}
+
 // dueSQL selects due connections from the connections_due index alone.
 const dueSQL = `SELECT app_id, id, access_expires_at, version FROM connections
 	WHERE state = 'active' AND access_expires_at < $1 AND (next_attempt_at IS NULL OR next_attempt_at <= $2)

@@ -1,11 +1,12 @@
 // Package postgres implements the spotoken stores on PostgreSQL with
 // github.com/jackc/pgx/v5, for several replicas sharing one database.
 //
-// Every secret (client secrets, access and refresh tokens, PKCE verifiers) is
-// sealed by internal/rowseal before it reaches the database. Updates to a
-// connection are compare-and-swap on its version inside one transaction;
-// leases are taken by one conditional UPDATE, timed by the store's clock, so
-// that replicas in different processes never refresh one connection at once.
+// Every secret (client and webhook secrets, access and refresh tokens, PKCE
+// verifiers) is sealed by internal/rowseal before it reaches the database.
+// Updates to a connection are compare-and-swap on its version inside one
+// transaction; leases are taken by one conditional UPDATE, timed by the
+// store's clock, so that replicas in different processes never refresh one
+// connection at once.
 //
 // The schema is created and migrated by Open, inside a transaction holding an
 // advisory lock, so replicas may start at the same time. All SQL uses

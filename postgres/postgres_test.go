@@ -2,6 +2,7 @@ package postgres_test
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -17,6 +18,7 @@ import (
 	"time"
 
 	"github.com/spotoken/spotoken/internal/pgtest"
+	"github.com/spotoken/spotoken/internal/rowseal"
 
 	"github.com/jackc/pgx/v5"
 
@@ -159,6 +161,36 @@ func (b *backend) CorruptTokens(t *testing.T, key spotoken.ConnectionKey) {
 	}
 }
 
+// appSecretColumn checks that column is a sealed column of apps.
+func appSecretColumn(t *testing.T, column string) string {
+	t.Helper()
+	if column != "client_secret" && column != "webhook_secret" {
+		t.Fatalf("apps has no sealed column %q", column)
+	}
+	return column
+}
+
+func (b *backend) AppCiphertext(t *testing.T, id, column string) []byte {
+	t.Helper()
+	var ct []byte
+	if err := connect(t, b.dsn).QueryRow(context.Background(), `SELECT `+appSecretColumn(t, column)+` FROM apps WHERE id = $1`,
+		id).Scan(&ct); err != nil {
+		t.Fatalf("read apps.%s of %s: %v", column, id, err)
+	}
+	return ct
+}
+
+func (b *backend) SetAppCiphertext(t *testing.T, id, column string, ct []byte) {
+	t.Helper()
+	if len(ct) == 0 {
+		ct = nil // NULL
+	}
+	tag, err := connect(t, b.dsn).Exec(context.Background(), `UPDATE apps SET `+appSecretColumn(t, column)+` = $2 WHERE id = $1`, id, ct)
+	if err != nil || tag.RowsAffected() != 1 {
+		t.Fatalf("write apps.%s of %s: %v, %d rows", column, id, err, tag.RowsAffected())
+	}
+}
+
 func TestConformance(t *testing.T) {
 	pgtest.DSN(t)
 	storetest.Run(t, func(t *testing.T) storetest.Backend { return &backend{dsn: pgtest.FreshSchema(t, pgtest.DSN(t), "st")} })
@@ -272,6 +304,144 @@ func TestDueUsesIndex(t *testing.T) {
 	}
 	if len(due) != want {
 		t.Errorf("Due returned %d connections, want %d", len(due), want)
+	}
+}
+
+// TestCountUsesIndex checks that, on a vacuumed table, CountConnections
+// reads the connections_app_state index alone, in GROUP BY order: no scan of
+// the table (whose rows carry the sealed tokens) and no sort.
+func TestCountUsesIndex(t *testing.T) {
+	dsn := pgtest.FreshSchema(t, pgtest.DSN(t), "st")
+	ctx := context.Background()
+	db := openStore(t, dsn, testKeys(t), nil)
+	for i := range 20 {
+		if err := db.CreateApp(ctx, &spotoken.App{ID: fmt.Sprintf("app%02d", i), ClientID: "client"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	conn := connect(t, dsn)
+	// 10000 connections with token-sized ciphertexts, spread over the apps
+	// and states; app19 has none.
+	if _, err := conn.Exec(ctx, `INSERT INTO connections (app_id, id, state, version, access_token, refresh_token,
+			created_at, updated_at)
+		SELECT 'app' || to_char(g % 19, 'FM00'), 'c' || g, (ARRAY['active', 'active', 'needs_reauth', 'revoked'])[g % 4 + 1], 1,
+			decode(repeat('ab', 350), 'hex'), decode(repeat('cd', 170), 'hex'), now(), now()
+		FROM generate_series(1, 10000) AS g`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Exec(ctx, `VACUUM ANALYZE connections`); err != nil {
+		t.Fatal(err)
+	}
+	rows, err := conn.Query(ctx, "EXPLAIN "+postgres.CountSQL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatal(err)
+	}
+	plan := strings.Join(lines, "\n")
+	if strings.Contains(plan, "Seq Scan") || strings.Contains(plan, "Sort") || !strings.Contains(plan, "Index Only Scan using connections_app_state") {
+		t.Errorf("CountConnections does not read the connections_app_state index alone:\n%s", plan)
+	}
+	t.Logf("plan:\n%s", plan)
+
+	counts, err := db.CountConnections(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The same counts, worked out here: apps then states in byte order.
+	n := map[spotoken.ConnectionCount]int{}
+	for g := 1; g <= 10000; g++ {
+		n[spotoken.ConnectionCount{AppID: fmt.Sprintf("app%02d", g%19), State: []spotoken.State{"active", "active", "needs_reauth", "revoked"}[g%4]}]++
+	}
+	var want []spotoken.ConnectionCount
+	for k, c := range n {
+		k.Count = c
+		want = append(want, k)
+	}
+	slices.SortFunc(want, func(a, b spotoken.ConnectionCount) int {
+		return cmp.Or(strings.Compare(a.AppID, b.AppID), strings.Compare(string(a.State), string(b.State)))
+	})
+	if !slices.Equal(counts, want) {
+		t.Errorf("CountConnections = %v\nwant %v", counts, want)
+	}
+}
+
+// TestUpgrade opens a schema that a spotoken without migration 0003 wrote
+// (made by the older migration files themselves, with data in it): Open
+// upgrades it, everything stored reads back, apps have no webhook secret
+// until one is set, and CountConnections counts the old rows.
+func TestUpgrade(t *testing.T) {
+	const before = 3 // the first migration the old schema lacks
+	dsn := pgtest.FreshSchema(t, pgtest.DSN(t), "st")
+	ctx := context.Background()
+	conn := connect(t, dsn)
+	exec := func(query string, args ...any) {
+		t.Helper()
+		if _, err := conn.Exec(ctx, query, args...); err != nil {
+			t.Fatalf("%.60s: %v", query, err)
+		}
+	}
+	exec(`CREATE TABLE schema_migrations (version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())`)
+	files, err := filepath.Glob("migrations/*.sql")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("migration files: %v, %v", files, err)
+	}
+	slices.Sort(files)
+	for _, f := range files {
+		name := filepath.Base(f)
+		v, err := strconv.Atoi(strings.SplitN(name, "_", 2)[0])
+		if err != nil {
+			t.Fatalf("migration file %s: %v", f, err)
+		}
+		if v >= before {
+			continue
+		}
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		exec(string(b))
+		exec(`INSERT INTO schema_migrations (version, name) VALUES ($1, $2)`, v, name)
+	}
+	secret, err := rowseal.New(testKeys(t)).Seal(rowseal.AppSecret("a"), "client-secret-a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	exec(`INSERT INTO apps (id, client_id, client_secret, created_at, updated_at) VALUES ('a', 'cid-a', $1, now(), now()),
+		('b', 'cid-b', NULL, now(), now())`, secret)
+	exec(`INSERT INTO connections (app_id, id, state, version, created_at, updated_at) VALUES
+		('a', 'c1', 'active', 1, now(), now()), ('a', 'c2', 'revoked', 1, now(), now()),
+		('a', 'c3', 'active', 1, now(), now()), ('b', 'c1', 'needs_reauth', 1, now(), now())`)
+
+	db := openStore(t, dsn, testKeys(t), nil)
+	rows, err := conn.Query(ctx, `SELECT version FROM schema_migrations ORDER BY version`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	versions, err := pgx.CollectRows(rows, pgx.RowTo[int32])
+	if err != nil || len(versions) != len(files) || int(versions[len(versions)-1]) < before {
+		t.Errorf("schema_migrations after the upgrade: %v, %v; want %d versions", versions, err, len(files))
+	}
+	apps, err := db.Apps(ctx)
+	if err != nil || len(apps) != 2 {
+		t.Fatalf("Apps after the upgrade: %v, %v", apps, err)
+	}
+	if apps[0].ClientSecret != "client-secret-a" || apps[0].WebhookSecret != "" || apps[1].ClientSecret != "" || apps[1].WebhookSecret != "" {
+		t.Errorf("apps after the upgrade: %+v, %+v", apps[0], apps[1])
+	}
+	counts, err := db.CountConnections(ctx)
+	want := []spotoken.ConnectionCount{{AppID: "a", State: spotoken.StateActive, Count: 2}, {AppID: "a", State: spotoken.StateRevoked, Count: 1},
+		{AppID: "b", State: spotoken.StateNeedsReauth, Count: 1}}
+	if err != nil || !slices.Equal(counts, want) {
+		t.Errorf("CountConnections after the upgrade = %v, %v; want %v", counts, err, want)
+	}
+	if _, err := db.UpdateApp(ctx, "a", func(a *spotoken.App) error { a.WebhookSecret = "whsec_upgraded"; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if a, err := db.App(ctx, "a"); err != nil || a.WebhookSecret != "whsec_upgraded" || a.ClientSecret != "client-secret-a" {
+		t.Errorf("app a with a webhook secret: %+v, %v", a, err)
 	}
 }
 

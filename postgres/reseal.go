@@ -28,13 +28,13 @@ type secretTable struct {
 // secretTables are every table holding a secret.
 var secretTables = []secretTable{
 	{
-		name: "apps", pk: []string{"id"}, secrets: []string{"client_secret"},
+		name: "apps", pk: []string{"id"}, secrets: []string{"client_secret", "webhook_secret"},
 		fields: func(v []any) ([]rowseal.Field, error) {
 			id, ok := v[0].(string)
 			if !ok {
 				return nil, fmt.Errorf("apps: id is %T", v[0])
 			}
-			return []rowseal.Field{rowseal.AppSecret(id)}, nil
+			return []rowseal.Field{rowseal.AppSecret(id), rowseal.WebhookSecret(id)}, nil
 		},
 	},
 	{

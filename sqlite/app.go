@@ -12,13 +12,30 @@ import (
 	"github.com/spotoken/spotoken/internal/rowseal"
 )
 
-const appColumns = `id, client_id, client_secret, redirect_uris, default_scopes, return_to_origins, webhook_url, created_at, updated_at`
+const appColumns = `id, client_id, client_secret, redirect_uris, default_scopes, return_to_origins, webhook_url, webhook_secret,
+	created_at, updated_at`
+
+// sealedApp is an app's two secret ciphertexts as stored.
+type sealedApp struct{ client, webhook []byte }
+
+// sealApp seals an app's two secrets.
+func (db *DB) sealApp(app *spotoken.App) (sealedApp, error) {
+	var sa sealedApp
+	var err error
+	if sa.client, err = db.codec.Seal(rowseal.AppSecret(app.ID), app.ClientSecret); err != nil {
+		return sealedApp{}, err
+	}
+	if sa.webhook, err = db.codec.Seal(rowseal.WebhookSecret(app.ID), app.WebhookSecret); err != nil {
+		return sealedApp{}, err
+	}
+	return sa, nil
+}
 
 // CreateApp stores a new app, setting its CreatedAt and UpdatedAt from the
 // store's clock; ErrConflict if its ID exists.
 func (db *DB) CreateApp(ctx context.Context, app *spotoken.App) error {
 	now := db.now()
-	secret, err := db.codec.Seal(rowseal.AppSecret(app.ID), app.ClientSecret)
+	sealed, err := db.sealApp(app)
 	if err != nil {
 		return fmt.Errorf("create app: %w", err)
 	}
@@ -31,9 +48,9 @@ func (db *DB) CreateApp(ctx context.Context, app *spotoken.App) error {
 		return fmt.Errorf("create app: %w", err)
 	}
 	err = db.write(ctx, func(tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, `INSERT INTO apps (`+appColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-			app.ID, app.ClientID, blobArg(secret), redirects, scopesArg(app.DefaultScopes), origins, app.WebhookURL,
-			now.UnixMicro(), now.UnixMicro())
+		_, err := tx.ExecContext(ctx, `INSERT INTO apps (`+appColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			app.ID, app.ClientID, blobArg(sealed.client), redirects, scopesArg(app.DefaultScopes), origins, app.WebhookURL,
+			blobArg(sealed.webhook), now.UnixMicro(), now.UnixMicro())
 		return translate(err, fmt.Sprintf("app %q already exists", app.ID), "")
 	})
 	if err != nil {
@@ -49,16 +66,16 @@ func (db *DB) App(ctx context.Context, id string) (*spotoken.App, error) {
 	return a, err
 }
 
-// app reads and opens one app, returning its client secret's ciphertext too.
-func (db *DB) app(ctx context.Context, q queryer, id string) (*spotoken.App, []byte, error) {
-	a, ct, err := db.scanApp(q.QueryRowContext(ctx, `SELECT `+appColumns+` FROM apps WHERE id = ?`, id))
+// app reads and opens one app, returning its secrets' ciphertexts too.
+func (db *DB) app(ctx context.Context, q queryer, id string) (*spotoken.App, sealedApp, error) {
+	a, sa, err := db.scanApp(q.QueryRowContext(ctx, `SELECT `+appColumns+` FROM apps WHERE id = ?`, id))
 	if errors.Is(err, sql.ErrNoRows) {
-		return nil, nil, spotoken.Errorf(spotoken.ENotFound, "app %q not found", id)
+		return nil, sa, spotoken.Errorf(spotoken.ENotFound, "app %q not found", id)
 	}
 	if err != nil {
-		return nil, nil, fmt.Errorf("app %s: %w", id, err)
+		return nil, sa, fmt.Errorf("app %s: %w", id, err)
 	}
-	return a, ct, nil
+	return a, sa, nil
 }
 
 // Apps returns every app, ordered by ID.
@@ -75,7 +92,7 @@ func (db *DB) Apps(ctx context.Context) ([]*spotoken.App, error) {
 func (db *DB) UpdateApp(ctx context.Context, id string, fn func(*spotoken.App) error) (*spotoken.App, error) {
 	var out *spotoken.App
 	err := db.write(ctx, func(tx *sql.Tx) error {
-		old, oldSecret, err := db.app(ctx, tx, id)
+		old, sealed, err := db.app(ctx, tx, id)
 		if err != nil {
 			return fmt.Errorf("update app: %w", err)
 		}
@@ -88,9 +105,14 @@ func (db *DB) UpdateApp(ctx context.Context, id string, fn func(*spotoken.App) e
 		}
 		a.ID, a.CreatedAt, a.UpdatedAt = old.ID, old.CreatedAt, db.now()
 
-		secret := oldSecret
+		// A secret fn left alone keeps its ciphertext.
 		if a.ClientSecret != old.ClientSecret {
-			if secret, err = db.codec.Seal(rowseal.AppSecret(id), a.ClientSecret); err != nil {
+			if sealed.client, err = db.codec.Seal(rowseal.AppSecret(id), a.ClientSecret); err != nil {
+				return fmt.Errorf("update app: %w", err)
+			}
+		}
+		if a.WebhookSecret != old.WebhookSecret {
+			if sealed.webhook, err = db.codec.Seal(rowseal.WebhookSecret(id), a.WebhookSecret); err != nil {
 				return fmt.Errorf("update app: %w", err)
 			}
 		}
@@ -103,9 +125,9 @@ func (db *DB) UpdateApp(ctx context.Context, id string, fn func(*spotoken.App) e
 			return fmt.Errorf("update app: %w", err)
 		}
 		_, err = tx.ExecContext(ctx, `UPDATE apps SET client_id = ?, client_secret = ?, redirect_uris = ?,
-			default_scopes = ?, return_to_origins = ?, webhook_url = ?, updated_at = ? WHERE id = ?`,
-			a.ClientID, blobArg(secret), redirects, scopesArg(a.DefaultScopes), origins, a.WebhookURL,
-			a.UpdatedAt.UnixMicro(), id)
+			default_scopes = ?, return_to_origins = ?, webhook_url = ?, webhook_secret = ?, updated_at = ? WHERE id = ?`,
+			a.ClientID, blobArg(sealed.client), redirects, scopesArg(a.DefaultScopes), origins, a.WebhookURL,
+			blobArg(sealed.webhook), a.UpdatedAt.UnixMicro(), id)
 		if err != nil {
 			return fmt.Errorf("update app: %w", err)
 		}
@@ -140,20 +162,23 @@ func (db *DB) DeleteApp(ctx context.Context, id string) error {
 	return nil
 }
 
-// scanApp scans one row of appColumns and opens the client secret.
-func (db *DB) scanApp(row interface{ Scan(...any) error }) (*spotoken.App, []byte, error) {
+// scanApp scans one row of appColumns and opens its secrets, returning
+// their ciphertexts too.
+func (db *DB) scanApp(row interface{ Scan(...any) error }) (*spotoken.App, sealedApp, error) {
 	var a spotoken.App
-	var secret []byte
-	if err := row.Scan(&a.ID, &a.ClientID, &secret, listCol{&a.RedirectURIs}, scopesCol{&a.DefaultScopes},
-		listCol{&a.ReturnToOrigins}, &a.WebhookURL, timeCol{&a.CreatedAt}, timeCol{&a.UpdatedAt}); err != nil {
-		return nil, nil, err
+	var sa sealedApp
+	if err := row.Scan(&a.ID, &a.ClientID, &sa.client, listCol{&a.RedirectURIs}, scopesCol{&a.DefaultScopes},
+		listCol{&a.ReturnToOrigins}, &a.WebhookURL, &sa.webhook, timeCol{&a.CreatedAt}, timeCol{&a.UpdatedAt}); err != nil {
+		return nil, sa, err
 	}
-	s, err := db.codec.Open(rowseal.AppSecret(a.ID), secret)
-	if err != nil {
-		return nil, nil, err
+	var err error
+	if a.ClientSecret, err = db.codec.Open(rowseal.AppSecret(a.ID), sa.client); err != nil {
+		return nil, sa, err
 	}
-	a.ClientSecret = s
-	return &a, secret, nil
+	if a.WebhookSecret, err = db.codec.Open(rowseal.WebhookSecret(a.ID), sa.webhook); err != nil {
+		return nil, sa, err
+	}
+	return &a, sa, nil
 }
 
 const apiKeyColumns = `id, app_id, name, prefix, hash, created_at, last_used_at, revoked_at`

@@ -209,6 +209,21 @@ func (db *DB) Connections(ctx context.Context, filter spotoken.ConnectionFilter)
 		filter.AppID, filter.After, string(filter.State), limit)
 }
 
+// countQuery counts connections by app and state. It scans the covering
+// index connections_app_state in GROUP BY order: no sort, no table read.
+const countQuery = `SELECT app_id, state, count(*) FROM connections GROUP BY app_id, state ORDER BY app_id, state`
+
+// CountConnections counts connections by app and state, ordered by app then
+// state; pairs with no connection are left out. It opens no token.
+func (db *DB) CountConnections(ctx context.Context) ([]spotoken.ConnectionCount, error) {
+	return queryAll(ctx, db.r, "count connections", func(r *sql.Rows) (n spotoken.ConnectionCount, err error) {
+		var state string
+		err = r.Scan(&n.AppID, &state, &n.Count)
+		n.State = spotoken.State(state)
+		return n, err
+	}, countQuery)
+}
+
 // dueQuery selects Due's connections. It reads the partial, covering index
 // connections_due alone (state = 'active' must stay a literal for SQLite to
 // use a partial index) and no token column.

@@ -2,3 +2,6 @@ package sqlite
 
 // DueQuery is Due's query, for the query-plan test.
 const DueQuery = dueQuery
+
+// CountQuery is CountConnections' query, for the query-plan test.
+const CountQuery = countQuery

@@ -24,11 +24,14 @@ type sealedTable struct {
 // sealedTables are every table with secret columns.
 var sealedTables = []sealedTable{
 	{
-		name: "apps", key: []string{"id"}, columns: []string{"client_secret"},
-		field: func(v []any, _ string) (rowseal.Field, error) {
+		name: "apps", key: []string{"id"}, columns: []string{"client_secret", "webhook_secret"},
+		field: func(v []any, column string) (rowseal.Field, error) {
 			id, ok := v[0].(string)
 			if !ok {
 				return rowseal.Field{}, fmt.Errorf("apps.id holds %T", v[0])
+			}
+			if column == "webhook_secret" {
+				return rowseal.WebhookSecret(id), nil
 			}
 			return rowseal.AppSecret(id), nil
 		},

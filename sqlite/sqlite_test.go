@@ -19,6 +19,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/spotoken/spotoken"
+	"github.com/spotoken/spotoken/internal/rowseal"
 	"github.com/spotoken/spotoken/seal"
 	"github.com/spotoken/spotoken/sqlite"
 	"github.com/spotoken/spotoken/storetest"
@@ -63,6 +64,39 @@ func (b *backend) CorruptTokens(t *testing.T, key spotoken.ConnectionKey) {
 	rt[len(rt)-1] ^= 1 // a bit of the GCM tag
 	if _, err := db.ExecContext(ctx, `UPDATE connections SET refresh_token = ? WHERE app_id = ? AND id = ?`, rt, key.AppID, key.ID); err != nil {
 		t.Fatalf("corrupt refresh token: %v", err)
+	}
+}
+
+// appSecretColumn checks that column is a sealed column of apps.
+func appSecretColumn(t *testing.T, column string) string {
+	t.Helper()
+	if column != "client_secret" && column != "webhook_secret" {
+		t.Fatalf("apps has no sealed column %q", column)
+	}
+	return column
+}
+
+func (b *backend) AppCiphertext(t *testing.T, id, column string) []byte {
+	t.Helper()
+	var ct []byte
+	if err := rawDB(t, b.path).QueryRowContext(ctx, `SELECT `+appSecretColumn(t, column)+` FROM apps WHERE id = ?`, id).Scan(&ct); err != nil {
+		t.Fatalf("read apps.%s of %s: %v", column, id, err)
+	}
+	return ct
+}
+
+func (b *backend) SetAppCiphertext(t *testing.T, id, column string, ct []byte) {
+	t.Helper()
+	var arg any
+	if len(ct) > 0 {
+		arg = ct
+	}
+	res, err := rawDB(t, b.path).ExecContext(ctx, `UPDATE apps SET `+appSecretColumn(t, column)+` = ? WHERE id = ?`, arg, id)
+	if err != nil {
+		t.Fatalf("write apps.%s of %s: %v", column, id, err)
+	}
+	if n, _ := res.RowsAffected(); n != 1 {
+		t.Fatalf("write apps.%s of %s: %d rows", column, id, n)
 	}
 }
 
@@ -214,6 +248,75 @@ func TestMigrations(t *testing.T) {
 	})
 }
 
+// TestUpgrade opens a database that a spotoken without migration 0003 wrote
+// (its schema made by the older migration files themselves, with data in
+// it): Open upgrades it, everything stored reads back, apps have no webhook
+// secret until one is set, and CountConnections counts the old rows.
+func TestUpgrade(t *testing.T) {
+	const before = 3 // the first migration the old database lacks
+	path := filepath.Join(t.TempDir(), "db")
+	old, err := sql.Open("sqlite", "file:"+path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer old.Close()
+	exec := func(query string, args ...any) {
+		t.Helper()
+		if _, err := old.ExecContext(ctx, query, args...); err != nil {
+			t.Fatalf("%.60s: %v", query, err)
+		}
+	}
+	exec(`CREATE TABLE schema_migrations (version INTEGER NOT NULL PRIMARY KEY, applied_at INTEGER NOT NULL) STRICT`)
+	for _, v := range embeddedVersions(t) {
+		if v >= before {
+			continue
+		}
+		files, err := filepath.Glob(fmt.Sprintf("migrations/%04d_*.sql", v))
+		if err != nil || len(files) != 1 {
+			t.Fatalf("migration %d: %v, %v", v, files, err)
+		}
+		b, err := os.ReadFile(files[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		exec(string(b))
+		exec(`INSERT INTO schema_migrations (version, applied_at) VALUES (?, 0)`, v)
+	}
+	secret, err := rowseal.New(testRing(t)).Seal(rowseal.AppSecret("a"), "client-secret-a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	exec(`INSERT INTO apps (id, client_id, client_secret, created_at, updated_at) VALUES ('a', 'cid-a', ?, 1, 1), ('b', 'cid-b', NULL, 1, 1)`, secret)
+	exec(`INSERT INTO connections (app_id, id, state, version, created_at, updated_at) VALUES
+		('a', 'c1', 'active', 1, 1, 1), ('a', 'c2', 'revoked', 1, 1, 1), ('a', 'c3', 'active', 1, 1, 1), ('b', 'c1', 'needs_reauth', 1, 1, 1)`)
+	if err := old.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	db := openDB(t, path)
+	defer db.Close()
+	checkMigrations(t, path)
+	apps, err := db.Apps(ctx)
+	if err != nil || len(apps) != 2 {
+		t.Fatalf("Apps after the upgrade: %v, %v", apps, err)
+	}
+	if apps[0].ClientSecret != "client-secret-a" || apps[0].WebhookSecret != "" || apps[1].ClientSecret != "" || apps[1].WebhookSecret != "" {
+		t.Errorf("apps after the upgrade: %+v, %+v", apps[0], apps[1])
+	}
+	counts, err := db.CountConnections(ctx)
+	want := []spotoken.ConnectionCount{{AppID: "a", State: spotoken.StateActive, Count: 2}, {AppID: "a", State: spotoken.StateRevoked, Count: 1},
+		{AppID: "b", State: spotoken.StateNeedsReauth, Count: 1}}
+	if d := cmp.Diff(counts, want); err != nil || d != "" {
+		t.Errorf("CountConnections after the upgrade: %v (-got +want):\n%s", err, d)
+	}
+	if _, err := db.UpdateApp(ctx, "a", func(a *spotoken.App) error { a.WebhookSecret = "whsec_upgraded"; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if a, err := db.App(ctx, "a"); err != nil || a.WebhookSecret != "whsec_upgraded" || a.ClientSecret != "client-secret-a" {
+		t.Errorf("app a with a webhook secret: %+v, %v", a, err)
+	}
+}
+
 func TestOpenConfig(t *testing.T) {
 	if _, err := sqlite.Open(ctx, sqlite.Config{Keys: testRing(t)}); err == nil {
 		t.Error("Open without a path succeeded")
@@ -263,6 +366,56 @@ func seedConnections(t *testing.T, db *sqlite.DB, n int) {
 	}
 }
 
+// queryPlan returns SQLite's plan for query, one step a line.
+func queryPlan(t *testing.T, db *sql.DB, query string, args ...any) string {
+	t.Helper()
+	rows, err := db.QueryContext(ctx, `EXPLAIN QUERY PLAN `+query, args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var plan []string
+	for rows.Next() {
+		var id, parent, notUsed int
+		var detail string
+		if err := rows.Scan(&id, &parent, &notUsed, &detail); err != nil {
+			t.Fatal(err)
+		}
+		plan = append(plan, detail)
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return strings.Join(plan, "\n")
+}
+
+// TestCountQueryPlan checks that CountConnections scans the covering index
+// connections_app_state, already in GROUP BY order: no table read (so no
+// token), no sort.
+func TestCountQueryPlan(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "db")
+	db := openDB(t, path)
+	defer db.Close()
+	seedConnections(t, db, 50)
+	raw := rawDB(t, path)
+	for _, analyzed := range []bool{false, true} {
+		if analyzed {
+			if _, err := raw.ExecContext(ctx, `ANALYZE`); err != nil {
+				t.Fatal(err)
+			}
+		}
+		plan := queryPlan(t, raw, sqlite.CountQuery)
+		if plan != "SCAN connections USING COVERING INDEX connections_app_state" {
+			t.Errorf("CountConnections' plan (analyzed: %v):\n%s\nwant only a scan of the covering index connections_app_state", analyzed, plan)
+		}
+	}
+	counts, err := db.CountConnections(ctx)
+	want := []spotoken.ConnectionCount{{AppID: "a", State: spotoken.StateActive, Count: 33}, {AppID: "a", State: spotoken.StateNeedsReauth, Count: 17}}
+	if d := cmp.Diff(counts, want); err != nil || d != "" {
+		t.Errorf("CountConnections: %v (-got +want):\n%s", err, d)
+	}
+}
+
 // TestDueQueryPlan checks that Due searches its partial, covering index: no
 // scan of the table, no sort, no token column read.
 func TestDueQueryPlan(t *testing.T) {
@@ -278,21 +431,7 @@ func TestDueQueryPlan(t *testing.T) {
 			}
 		}
 		now := time.Now().UnixMicro()
-		rows, err := raw.QueryContext(ctx, `EXPLAIN QUERY PLAN `+sqlite.DueQuery, now+int64(time.Hour/time.Microsecond), now, 10)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var plan []string
-		for rows.Next() {
-			var id, parent, notUsed int
-			var detail string
-			if err := rows.Scan(&id, &parent, &notUsed, &detail); err != nil {
-				t.Fatal(err)
-			}
-			plan = append(plan, detail)
-		}
-		rows.Close()
-		joined := strings.Join(plan, "\n")
+		joined := queryPlan(t, raw, sqlite.DueQuery, now+int64(time.Hour/time.Microsecond), now, 10)
 		if !strings.Contains(joined, "SEARCH connections USING COVERING INDEX connections_due") ||
 			strings.Contains(joined, "SCAN") || strings.Contains(joined, "TEMP B-TREE") {
 			t.Errorf("Due's plan (analyzed: %v):\n%s\nwant a search of the covering index connections_due, no scan, no sort", analyzed, joined)

@@ -45,6 +45,7 @@ func (h *harness) newApp(t *testing.T, id string) *spotoken.App {
 		DefaultScopes:   spotoken.Scopes{"user-read-email", "user-read-private"},
 		ReturnToOrigins: []string{"https://app.example"},
 		WebhookURL:      "https://app.example/hooks",
+		WebhookSecret:   marker("webhook-secret", id),
 	}
 	if err := h.store.CreateApp(ctx, a); err != nil {
 		t.Fatalf("CreateApp(%s): %v", id, err)
@@ -111,14 +112,42 @@ func testApps(t *testing.T, h *harness) {
 	if d := diff(ids, []string{"app0-public", "app1"}); d != "" {
 		t.Errorf("Apps order (-got +want):\n%s", d)
 	}
-	if apps[0].ClientSecret != "" || len(apps[0].RedirectURIs) != 0 {
+	if apps[0].ClientSecret != "" || apps[0].WebhookSecret != "" || len(apps[0].RedirectURIs) != 0 {
 		t.Errorf("public app round trip: %+v", apps[0])
+	}
+	if d := diff(apps[1], &want); d != "" {
+		t.Errorf("Apps[1] (-got +want):\n%s", d)
+	}
+	// An empty secret is stored as no ciphertext at all; a set one as a
+	// ciphertext that does not hold it.
+	for _, column := range []string{"client_secret", "webhook_secret"} {
+		if ct := h.backend.AppCiphertext(t, "app0-public", column); len(ct) != 0 {
+			t.Errorf("public app: %s holds %d bytes, want none", column, len(ct))
+		}
+	}
+	sealedClient := h.backend.AppCiphertext(t, "app1", "client_secret")
+	sealedWebhook := h.backend.AppCiphertext(t, "app1", "webhook_secret")
+	if len(sealedWebhook) == 0 || bytes.Contains(sealedWebhook, []byte(a.WebhookSecret.Reveal())) || bytes.Equal(sealedWebhook, sealedClient) {
+		t.Errorf("app1: webhook_secret holds %q, want a ciphertext of its own", sealedWebhook)
+	}
+
+	// An update that leaves the secrets alone keeps their ciphertexts.
+	if _, err := h.store.UpdateApp(ctx, "app1", func(a *spotoken.App) error {
+		a.ClientID = "client-app1-renamed"
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(h.backend.AppCiphertext(t, "app1", "client_secret"), sealedClient) ||
+		!bytes.Equal(h.backend.AppCiphertext(t, "app1", "webhook_secret"), sealedWebhook) {
+		t.Error("UpdateApp re-sealed secrets that fn did not change")
 	}
 
 	h.clock.Advance(time.Minute)
 	updated, err := h.store.UpdateApp(ctx, "app1", func(a *spotoken.App) error {
 		a.WebhookURL = "https://app.example/new-hooks"
 		a.ClientSecret = marker("client-secret-2", "app1")
+		a.WebhookSecret = marker("webhook-secret-2", "app1")
 		return nil
 	})
 	if err != nil {
@@ -129,8 +158,29 @@ func testApps(t *testing.T, h *harness) {
 		t.Errorf("UpdateApp result differs from stored (-got +want):\n%s", d)
 	}
 	if got.WebhookURL != "https://app.example/new-hooks" || got.ClientSecret != marker("client-secret-2", "app1") ||
+		got.WebhookSecret != marker("webhook-secret-2", "app1") || got.ClientID != "client-app1-renamed" ||
 		!got.UpdatedAt.Equal(h.clock.Now()) || !got.CreatedAt.Equal(now) {
 		t.Errorf("UpdateApp: %+v", got)
+	}
+	if bytes.Equal(h.backend.AppCiphertext(t, "app1", "webhook_secret"), sealedWebhook) {
+		t.Error("UpdateApp kept the old webhook secret's ciphertext")
+	}
+
+	// Clearing the webhook secret leaves no ciphertext; setting it again works.
+	if _, err := h.store.UpdateApp(ctx, "app1", func(a *spotoken.App) error { a.WebhookSecret = ""; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := h.store.App(ctx, "app1"); err != nil || got.WebhookSecret != "" || got.ClientSecret != marker("client-secret-2", "app1") {
+		t.Errorf("after clearing the webhook secret: %+v, %v", got, err)
+	}
+	if ct := h.backend.AppCiphertext(t, "app1", "webhook_secret"); len(ct) != 0 {
+		t.Errorf("cleared webhook secret: %d bytes stored, want none", len(ct))
+	}
+	if _, err := h.store.UpdateApp(ctx, "app1", func(a *spotoken.App) error { a.WebhookSecret = marker("webhook-secret-3", "app1"); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := h.store.App(ctx, "app1"); err != nil || got.WebhookSecret != marker("webhook-secret-3", "app1") {
+		t.Errorf("after setting the webhook secret again: %+v, %v", got, err)
 	}
 	boom := errors.New("boom")
 	if _, err := h.store.UpdateApp(ctx, "app1", func(a *spotoken.App) error { a.WebhookURL = "x"; return boom }); !errors.Is(err, boom) {
@@ -484,6 +534,95 @@ func testConnectionList(t *testing.T, h *harness) {
 	}
 }
 
+// testConnectionCounts: CountConnections groups by app and state, in order,
+// leaves out empty pairs and apps without connections, follows creates,
+// updates and deletes, and opens no token.
+func testConnectionCounts(t *testing.T, h *harness) {
+	counts := func() []spotoken.ConnectionCount {
+		t.Helper()
+		got, err := h.store.CountConnections(ctx)
+		if err != nil {
+			t.Fatalf("CountConnections: %v", err)
+		}
+		if got == nil {
+			got = []spotoken.ConnectionCount{}
+		}
+		return got
+	}
+	type cc = spotoken.ConnectionCount
+	const (
+		active  = spotoken.StateActive
+		reauth  = spotoken.StateNeedsReauth
+		revoked = spotoken.StateRevoked
+	)
+	if d := diff(counts(), []cc{}); d != "" {
+		t.Errorf("CountConnections of an empty store (-got +want):\n%s", d)
+	}
+	// Created out of order, so that the order must come from the query.
+	for _, id := range []string{"d", "b", "a", "c-empty"} {
+		h.newApp(t, id)
+	}
+	for _, c := range []struct {
+		app, id string
+		state   spotoken.State
+	}{
+		{"d", "x", revoked}, {"a", "r1", revoked}, {"a", "n1", reauth}, {"a", "a1", active},
+		{"b", "n1", reauth}, {"a", "r2", revoked}, {"d", "y", active}, {"a", "a2", active}, {"a", "r3", revoked},
+	} {
+		h.newConn(t, c.app, c.id, func(conn *spotoken.Connection) {
+			conn.State = c.state
+			if c.state == revoked {
+				conn.Token = spotoken.Token{}
+			}
+		})
+	}
+	want := []cc{
+		{AppID: "a", State: active, Count: 2}, {AppID: "a", State: reauth, Count: 1}, {AppID: "a", State: revoked, Count: 3},
+		{AppID: "b", State: reauth, Count: 1},
+		{AppID: "d", State: active, Count: 1}, {AppID: "d", State: revoked, Count: 1},
+	}
+	if d := diff(counts(), want); d != "" {
+		t.Errorf("CountConnections (-got +want):\n%s", d)
+	}
+
+	// It reads no token: a connection whose sealed token cannot be opened
+	// is counted all the same.
+	h.backend.CorruptTokens(t, spotoken.ConnectionKey{AppID: "a", ID: "a1"})
+	if _, err := h.store.Connection(ctx, spotoken.ConnectionKey{AppID: "a", ID: "a1"}); err == nil {
+		t.Fatal("a corrupted token opened: the next check proves nothing")
+	}
+	if d := diff(counts(), want); d != "" {
+		t.Errorf("CountConnections with a corrupted token (-got +want):\n%s", d)
+	}
+
+	// A state change moves a connection between counts; deleting the last
+	// connection of a pair, or of an app, removes it.
+	if _, err := h.store.UpdateConnection(ctx, spotoken.ConnectionKey{AppID: "a", ID: "a2"}, func(c *spotoken.Connection) ([]spotoken.Event, error) {
+		c.State = reauth
+		return nil, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []spotoken.ConnectionKey{{AppID: "a", ID: "r1"}, {AppID: "b", ID: "n1"}, {AppID: "d", ID: "y"}} {
+		if err := h.store.DeleteConnection(ctx, k); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want = []cc{
+		{AppID: "a", State: active, Count: 1}, {AppID: "a", State: reauth, Count: 2}, {AppID: "a", State: revoked, Count: 2},
+		{AppID: "d", State: revoked, Count: 1},
+	}
+	if d := diff(counts(), want); d != "" {
+		t.Errorf("CountConnections after an update and deletes (-got +want):\n%s", d)
+	}
+	if err := h.store.DeleteApp(ctx, "a"); err != nil {
+		t.Fatal(err)
+	}
+	if d := diff(counts(), []cc{{AppID: "d", State: revoked, Count: 1}}); d != "" {
+		t.Errorf("CountConnections after DeleteApp (-got +want):\n%s", d)
+	}
+}
+
 // testConcurrentUpdates: 100 goroutines update one connection; no update is lost.
 func testConcurrentUpdates(t *testing.T, h *harness) {
 	h.newApp(t, "a")
@@ -787,9 +926,9 @@ func testKeyRotation(t *testing.T, h *harness) {
 	if err != nil {
 		t.Fatalf("Reseal: %v", err)
 	}
-	// 1 client secret + 7×2 tokens + 1 verifier were under v1.
-	if n != 16 {
-		t.Errorf("Reseal re-sealed %d secrets, want 16", n)
+	// 1 client secret + 1 webhook secret + 7×2 tokens + 1 verifier were under v1.
+	if n != 17 {
+		t.Errorf("Reseal re-sealed %d secrets, want 17", n)
 	}
 	if n, err := s12.Reseal(ctx, 3); n != 0 || err != nil {
 		t.Errorf("second Reseal = %d, %v; want 0", n, err)
@@ -806,6 +945,9 @@ func testKeyRotation(t *testing.T, h *harness) {
 	s2 := h.open(t, h.ring2) // v1 is gone
 	if err := readAll(s2, keys); err != nil {
 		t.Errorf("after reseal, under a v2-only ring: %v", err)
+	}
+	if a, err := s2.App(ctx, "a"); err != nil || a.ClientSecret != marker("client-secret", "a") || a.WebhookSecret != marker("webhook-secret", "a") {
+		t.Errorf("app after reseal, under a v2-only ring: %+v, %v", a, err)
 	}
 	if p, err := s2.ConsumePending(ctx, sha256.Sum256([]byte("s"))); err != nil || p.Verifier != marker("verifier", "rot") {
 		t.Errorf("pending after reseal: %v", err)
@@ -859,6 +1001,68 @@ func testTampering(t *testing.T, h *harness) {
 	}
 }
 
+// testAppTampering: an app's sealed secrets are bound to their app and
+// their column. A ciphertext copied from another app, or from the app's
+// other secret column, or corrupted, fails to open with an error naming the
+// app and the column; every other app still opens.
+func testAppTampering(t *testing.T, h *harness) {
+	h.newApp(t, "a")
+	h.newApp(t, "b")
+	h.newApp(t, "c")
+	corrupt := func(ct []byte) []byte {
+		out := bytes.Clone(ct)
+		out[len(out)-1] ^= 1 // a bit of the GCM tag
+		return out
+	}
+	for _, tt := range []struct {
+		name, column string  // b's column that is overwritten
+		ct           []byte  // with this
+		want         []error // and then fails with one of these
+	}{
+		{"client secret of another app", "client_secret", h.backend.AppCiphertext(t, "a", "client_secret"), []error{seal.ErrDecrypt}},
+		{"webhook secret of another app", "webhook_secret", h.backend.AppCiphertext(t, "a", "webhook_secret"), []error{seal.ErrDecrypt}},
+		{"client secret as webhook secret", "webhook_secret", h.backend.AppCiphertext(t, "b", "client_secret"), []error{seal.ErrDecrypt}},
+		{"webhook secret as client secret", "client_secret", h.backend.AppCiphertext(t, "b", "webhook_secret"), []error{seal.ErrDecrypt}},
+		{"corrupted client secret", "client_secret", corrupt(h.backend.AppCiphertext(t, "b", "client_secret")), []error{seal.ErrDecrypt, seal.ErrCorrupt}},
+		{"corrupted webhook secret", "webhook_secret", corrupt(h.backend.AppCiphertext(t, "b", "webhook_secret")), []error{seal.ErrDecrypt, seal.ErrCorrupt}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			if len(tt.ct) == 0 {
+				t.Fatal("no ciphertext to tamper with")
+			}
+			orig := h.backend.AppCiphertext(t, "b", tt.column)
+			h.backend.SetAppCiphertext(t, "b", tt.column, tt.ct)
+			check := func(what string, err error) {
+				t.Helper()
+				known := false
+				for _, target := range tt.want {
+					known = known || errors.Is(err, target)
+				}
+				if !known || !strings.Contains(err.Error(), "apps."+tt.column+" of b") {
+					t.Errorf("%s: %v, want one of %v naming apps.%s of b", what, err, tt.want, tt.column)
+				}
+			}
+			_, err := h.store.App(ctx, "b")
+			check("App", err)
+			_, err = h.store.Apps(ctx)
+			check("Apps", err)
+			_, err = h.store.UpdateApp(ctx, "b", func(a *spotoken.App) error { a.WebhookURL = "https://evil.example"; return nil })
+			check("UpdateApp", err)
+			for _, id := range []string{"a", "c"} {
+				if got, err := h.store.App(ctx, id); err != nil || got.ClientSecret != marker("client-secret", id) ||
+					got.WebhookSecret != marker("webhook-secret", id) {
+					t.Errorf("app %s, untouched: %+v, %v", id, got, err)
+				}
+			}
+			h.backend.SetAppCiphertext(t, "b", tt.column, orig)
+			if got, err := h.store.App(ctx, "b"); err != nil || got.WebhookURL != "https://app.example/hooks" ||
+				got.ClientSecret != marker("client-secret", "b") || got.WebhookSecret != marker("webhook-secret", "b") {
+				t.Errorf("app b, restored: %+v, %v", got, err)
+			}
+		})
+	}
+}
+
 func testNoPlaintext(t *testing.T, h *harness) {
 	h.newApp(t, "plain-app")
 	c := h.newConn(t, "plain-app", "c1", nil)
@@ -873,6 +1077,13 @@ func testNoPlaintext(t *testing.T, h *harness) {
 	}); err != nil {
 		t.Fatal(err)
 	}
+	h.newApp(t, "plain-app-2")
+	if _, err := h.store.UpdateApp(ctx, "plain-app-2", func(a *spotoken.App) error {
+		a.WebhookSecret = marker("webhook-secret-rotated", "plain-app-2")
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
 	raw := h.backend.Dump(t)
 	// The dump must really hold the data, or the search below proves nothing.
 	for _, visible := range []string{"plain-app", "spotify-c1", "https://app.example/hooks"} {
@@ -882,7 +1093,9 @@ func testNoPlaintext(t *testing.T, h *harness) {
 	}
 	for name, s := range map[string]spotoken.Secret{
 		"client secret": marker("client-secret", "plain-app"), "verifier": marker("verifier", "plain"),
-		"access token": c.Token.AccessToken, "refresh token": c.Token.RefreshToken,
+		"webhook secret": marker("webhook-secret", "plain-app"), "replaced webhook secret": marker("webhook-secret", "plain-app-2"),
+		"rotated webhook secret": marker("webhook-secret-rotated", "plain-app-2"),
+		"access token":           c.Token.AccessToken, "refresh token": c.Token.RefreshToken,
 		"rotated access token": rotated.AccessToken, "rotated refresh token": rotated.RefreshToken,
 	} {
 		if bytes.Contains(raw, []byte(s.Reveal())) {

@@ -1,8 +1,8 @@
 // Package storetest is the one conformance suite that every spotoken store
 // passes: round trips of every type, not-found and conflict errors,
-// compare-and-swap under contention, leases, Due, deletion, key rotation,
-// tampering, and a raw read of the database that must find no plaintext
-// secret.
+// compare-and-swap under contention, leases, Due, counts, deletion, key
+// rotation, tampering, and a raw read of the database that must find no
+// plaintext secret.
 //
 // A store package runs it from its tests:
 //
@@ -34,6 +34,13 @@ type Backend interface {
 	// CorruptTokens flips one bit of the sealed refresh token of key,
 	// bypassing the store.
 	CorruptTokens(t *testing.T, key spotoken.ConnectionKey)
+	// AppCiphertext returns the bytes stored in the sealed column
+	// (client_secret or webhook_secret) of app id, nil for NULL, bypassing
+	// the store.
+	AppCiphertext(t *testing.T, id, column string) []byte
+	// SetAppCiphertext overwrites the sealed column of app id with ct,
+	// bypassing the store, as an attacker with database access might.
+	SetAppCiphertext(t *testing.T, id, column string, ct []byte)
 }
 
 // Clock is a settable clock for the stores under test.
@@ -75,6 +82,7 @@ func Run(t *testing.T, newBackend func(t *testing.T) Backend) {
 		{"ConnectionRoundTrip", testConnectionRoundTrip},
 		{"ConnectionUpdate", testConnectionUpdate},
 		{"ConnectionList", testConnectionList},
+		{"ConnectionCounts", testConnectionCounts},
 		{"ConcurrentUpdates", testConcurrentUpdates},
 		{"LeaseContention", testLeaseContention},
 		{"LeaseExpiry", testLeaseExpiry},
@@ -84,6 +92,7 @@ func Run(t *testing.T, newBackend func(t *testing.T) Backend) {
 		{"KeyRotation", testKeyRotation},
 		{"WrongKey", testWrongKey},
 		{"Tampering", testTampering},
+		{"AppTampering", testAppTampering},
 		{"NoPlaintextAtRest", testNoPlaintext},
 	}
 	for _, tt := range tests {

@@ -1,7 +1,8 @@
 // Package rowseal is the one place where the stores seal and open secrets:
-// client secrets, access and refresh tokens, PKCE verifiers. Each sealed
-// value is bound by associated data to its table, column and row, so a
-// ciphertext copied into another row, or another column, fails to open.
+// client secrets, webhook signing secrets, access and refresh tokens, PKCE
+// verifiers. Each sealed value is bound by associated data to its table,
+// column and row, so a ciphertext copied into another row, or another
+// column, fails to open.
 //
 // Both store packages use it, so a secret sealed by one opens in the other
 // and the binding is defined once.
@@ -39,6 +40,11 @@ func (f Field) ad() []byte {
 // AppSecret is an app's client secret.
 func AppSecret(appID string) Field {
 	return Field{Table: "apps", Column: "client_secret", Row: []string{appID}}
+}
+
+// WebhookSecret is the secret that signs an app's webhook deliveries.
+func WebhookSecret(appID string) Field {
+	return Field{Table: "apps", Column: "webhook_secret", Row: []string{appID}}
 }
 
 // AccessToken is a connection's access token.
