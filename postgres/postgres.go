@@ -315,3 +315,20 @@ func hash32(b []byte) ([32]byte, error) {
 	copy(h[:], b)
 	return h, nil
 }
+
+// Ready reports whether the database answers and has every migration this
+// build embeds applied: for a readiness probe.
+func (db *DB) Ready(ctx context.Context) error {
+	ms, err := loadMigrations()
+	if err != nil {
+		return err
+	}
+	var v *int32
+	if err := db.pool.QueryRow(ctx, "SELECT max(version) FROM schema_migrations").Scan(&v); err != nil {
+		return fmt.Errorf("postgres: ready: %w", err)
+	}
+	if want := ms[len(ms)-1].version; v == nil || int(*v) < want {
+		return fmt.Errorf("postgres: ready: schema behind this build (want version %d)", want)
+	}
+	return nil
+}

@@ -625,3 +625,23 @@ func TestLeaseChild(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestReady: ready once open; not when the schema is behind this build or
+// the pool is closed.
+func TestReady(t *testing.T) {
+	dsn := pgtest.FreshSchema(t, pgtest.DSN(t), "st")
+	db := openStore(t, dsn, testKeys(t), nil)
+	if err := db.Ready(context.Background()); err != nil {
+		t.Fatalf("Ready after Open: %v", err)
+	}
+	if _, err := connect(t, dsn).Exec(context.Background(), "DELETE FROM schema_migrations WHERE version = (SELECT max(version) FROM schema_migrations)"); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Ready(context.Background()); err == nil {
+		t.Fatal("Ready with the last migration missing = nil")
+	}
+	db.Close()
+	if err := db.Ready(context.Background()); err == nil {
+		t.Fatal("Ready after Close = nil")
+	}
+}

@@ -497,3 +497,20 @@ func (c hashCol) Scan(v any) error {
 	copy(c.h[:], b)
 	return nil
 }
+
+// Ready reports whether the database answers and has every migration this
+// build embeds applied: for a readiness probe.
+func (db *DB) Ready(ctx context.Context) error {
+	ms, err := migrations()
+	if err != nil {
+		return err
+	}
+	var v sql.NullInt64
+	if err := db.r.QueryRowContext(ctx, "SELECT max(version) FROM schema_migrations").Scan(&v); err != nil {
+		return fmt.Errorf("sqlite: ready: %w", err)
+	}
+	if want := ms[len(ms)-1].version; int(v.Int64) < want {
+		return fmt.Errorf("sqlite: ready: schema version %d, want %d", v.Int64, want)
+	}
+	return nil
+}

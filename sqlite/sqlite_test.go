@@ -575,3 +575,23 @@ func TestErrors(t *testing.T) {
 		t.Errorf("touch unknown key: %v", err)
 	}
 }
+
+// TestReady: ready once open; not when the schema is behind this build or
+// the database is closed.
+func TestReady(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "db")
+	db := openDB(t, path)
+	if err := db.Ready(ctx); err != nil {
+		t.Fatalf("Ready after Open: %v", err)
+	}
+	if _, err := rawDB(t, path).ExecContext(ctx, "DELETE FROM schema_migrations WHERE version = (SELECT max(version) FROM schema_migrations)"); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Ready(ctx); err == nil {
+		t.Fatal("Ready with the last migration missing = nil")
+	}
+	db.Close()
+	if err := db.Ready(ctx); err == nil {
+		t.Fatal("Ready after Close = nil")
+	}
+}
