@@ -1,0 +1,127 @@
+package server
+
+import (
+	"crypto/subtle"
+	"errors"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/spotoken/spotoken"
+)
+
+// maxAPIKeyLen bounds what is hashed and looked up as an API key.
+const maxAPIKeyLen = 128
+
+// touchEvery is how often a key's last-used time is written.
+const touchEvery = time.Minute
+
+// authCache remembers verified API keys for Config.AuthCacheTTL, so a busy
+// service does not cost a database read per request, and writes a key's
+// last-used time at most once a minute.
+type authCache struct {
+	s       *Server
+	mu      sync.Mutex
+	entries map[[32]byte]*authEntry
+}
+
+type authEntry struct {
+	key      *spotoken.APIKey
+	checked  time.Time // when the store was last read
+	touched  time.Time // last-used time last written
+	touching bool
+}
+
+func (a *authCache) init(s *Server) {
+	a.s = s
+	a.entries = make(map[[32]byte]*authEntry)
+}
+
+// errInvalidKey is every authentication failure: the client learns no more.
+var errInvalidKey = &spotoken.Error{Code: EInvalidToken, Message: "A valid API key is required: Authorization: Bearer sk_…"}
+
+// authenticate returns the active API key that r carries.
+func (a *authCache) authenticate(r *http.Request) (*spotoken.APIKey, error) {
+	scheme, raw, ok := strings.Cut(r.Header.Get("Authorization"), " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") || !strings.HasPrefix(raw, spotoken.APIKeyPrefix) || len(raw) > maxAPIKeyLen {
+		return nil, errInvalidKey
+	}
+	hash := spotoken.HashAPIKey(spotoken.Secret(raw))
+	now := a.s.cfg.Now()
+	a.mu.Lock()
+	e := a.entries[hash]
+	a.mu.Unlock()
+	ttl := a.s.cfg.AuthCacheTTL
+	if e == nil || ttl < 0 || now.Sub(e.checked) >= ttl || now.Before(e.checked) {
+		key, err := a.s.cfg.Store.APIKeyByHash(r.Context(), hash)
+		if errors.Is(err, spotoken.ErrNotFound) {
+			a.forget(hash)
+			return nil, errInvalidKey
+		}
+		if err != nil {
+			return nil, err
+		}
+		e = &authEntry{key: key, checked: now, touched: key.LastUsedAt}
+		if ttl >= 0 {
+			a.mu.Lock()
+			if old := a.entries[hash]; old != nil && old.touched.After(e.touched) {
+				e.touched = old.touched
+			}
+			a.entries[hash] = e
+			a.mu.Unlock()
+		}
+	}
+	// The store found the key by its hash; compare in constant time anyway.
+	if subtle.ConstantTimeCompare(e.key.Hash[:], hash[:]) != 1 || e.key.Revoked() {
+		return nil, errInvalidKey
+	}
+	a.touch(e, now)
+	return e.key, nil
+}
+
+func (a *authCache) forget(hash [32]byte) {
+	a.mu.Lock()
+	delete(a.entries, hash)
+	a.mu.Unlock()
+}
+
+// touch records the key's use, at most once per touchEvery, off the
+// request's path.
+func (a *authCache) touch(e *authEntry, now time.Time) {
+	a.mu.Lock()
+	if e.touching || now.Sub(e.touched) < touchEvery {
+		a.mu.Unlock()
+		return
+	}
+	e.touching = true
+	a.mu.Unlock()
+	go func() {
+		ctx, cancel := contextWithTimeout(5 * time.Second)
+		defer cancel()
+		err := a.s.cfg.Store.TouchAPIKey(ctx, e.key.ID, now)
+		a.mu.Lock()
+		e.touching = false
+		if err == nil {
+			e.touched = now
+		}
+		a.mu.Unlock()
+		if err != nil && !errors.Is(err, spotoken.ErrNotFound) {
+			a.s.log.Warn("record API key use", "key_id", e.key.ID, "err", err)
+		}
+	}()
+}
+
+// authenticated wraps an API handler: it authenticates the API key and
+// answers the handler's error as JSON.
+func (s *Server) authenticated(h func(w http.ResponseWriter, r *http.Request, key *spotoken.APIKey) error) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		key, err := s.auth.authenticate(r)
+		if err == nil {
+			err = h(w, r, key)
+		}
+		if err != nil {
+			s.writeError(w, r, err)
+		}
+	})
+}

@@ -1,0 +1,410 @@
+package server
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/spotoken/spotoken"
+	"github.com/spotoken/spotoken/accounts"
+)
+
+// validConnectionID: the app's own id for its user.
+var validConnectionID = regexp.MustCompile(`^[A-Za-z0-9._@:-]{1,128}$`)
+
+// validScope: a Spotify scope name's shape; Spotify itself refuses unknown ones.
+var validScope = regexp.MustCompile(`^[a-z][a-z0-9-]{0,63}$`)
+
+func checkConnectionID(id string) error {
+	if !validConnectionID.MatchString(id) {
+		return spotoken.Errorf(spotoken.EInvalid, "connection_id must be 1 to 128 letters, digits or . _ @ : -")
+	}
+	return nil
+}
+
+// accountsClient is the accounts-service client for app.
+func (s *Server) accountsClient(app *spotoken.App) *accounts.Client {
+	return accounts.New(accounts.Config{
+		ClientID: app.ClientID, ClientSecret: app.ClientSecret,
+		AuthURL: s.accounts.String() + "/authorize", TokenURL: s.accounts.String() + "/api/token",
+		HTTPClient: s.cfg.HTTPClient, Now: s.cfg.Now,
+	})
+}
+
+type createSessionRequest struct {
+	ConnectionID string   `json:"connection_id"`
+	Scopes       []string `json:"scopes"`
+	ReturnTo     string   `json:"return_to"`
+}
+
+func (s *Server) handleCreateSession(w http.ResponseWriter, r *http.Request, key *spotoken.APIKey) error {
+	var req createSessionRequest
+	if err := decodeJSON(w, r, &req, false); err != nil {
+		return err
+	}
+	if err := checkConnectionID(req.ConnectionID); err != nil {
+		return err
+	}
+	for _, sc := range req.Scopes {
+		if !validScope.MatchString(sc) {
+			return spotoken.Errorf(spotoken.EInvalid, "scopes: %q is not a Spotify scope name", truncate(sc, 64))
+		}
+	}
+	app, err := s.cfg.Store.App(r.Context(), key.AppID)
+	if err != nil {
+		return err
+	}
+	returnTo, err := checkReturnTo(app, req.ReturnTo)
+	if err != nil {
+		return err
+	}
+	scopes := spotoken.Scopes(req.Scopes).Normalize()
+	if req.Scopes == nil {
+		scopes = app.DefaultScopes.Normalize()
+	}
+	sess, err := s.mintSession(r.Context(), app, req.ConnectionID, scopes, returnTo)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusCreated, sess)
+	return nil
+}
+
+// checkReturnTo accepts an absolute http(s) URL whose origin the app
+// allowlisted, so the connect flow is no open redirect.
+func checkReturnTo(app *spotoken.App, raw string) (string, error) {
+	if raw == "" {
+		return "", nil
+	}
+	u, err := url.Parse(raw)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil || u.Fragment != "" || len(raw) > 2048 {
+		return "", spotoken.Errorf(spotoken.EInvalid, "return_to must be an absolute http(s) URL without credentials or fragment")
+	}
+	origin := strings.ToLower(u.Scheme + "://" + u.Host)
+	for _, o := range app.ReturnToOrigins {
+		if strings.EqualFold(strings.TrimSuffix(o, "/"), origin) {
+			return u.String(), nil
+		}
+	}
+	return "", spotoken.Errorf(spotoken.EInvalid, "return_to origin %s is not among the app's allowed origins", origin)
+}
+
+// mintSession stores a one-time connect link for the connection.
+func (s *Server) mintSession(ctx context.Context, app *spotoken.App, connectionID string, scopes spotoken.Scopes, returnTo string) (ConnectSession, error) {
+	if !slices.Contains(app.RedirectURIs, s.CallbackURL()) {
+		return ConnectSession{}, spotoken.Errorf(spotoken.EAppMisconfigured,
+			"app %s has no redirect URI %s; register it with Spotify and with 'spotoken apps' (the app has %s)",
+			app.ID, s.CallbackURL(), strings.Join(app.RedirectURIs, ", "))
+	}
+	token := randomToken("cs_")
+	now := s.cfg.Now()
+	p := &spotoken.PendingAuthorization{
+		StateHash: pendingHash(domainSession, token), AppID: app.ID, ConnectionID: connectionID,
+		Scopes: scopes, ReturnTo: returnTo, CreatedAt: now, ExpiresAt: now.Add(s.cfg.SessionTTL),
+	}
+	if err := s.cfg.Store.CreatePending(ctx, p); err != nil {
+		return ConnectSession{}, fmt.Errorf("store connect session: %w", err)
+	}
+	return ConnectSession{URL: s.public.String() + "/connect/" + token, ExpiresAt: p.ExpiresAt.UTC()}, nil
+}
+
+// reconsent is the error for a connection whose user must authorize again,
+// carrying a fresh connect link for scopes (the connection's own when nil).
+func (s *Server) reconsent(ctx context.Context, key spotoken.ConnectionKey, cause *spotoken.Error, body ErrorResponse, scopes spotoken.Scopes) error {
+	app, err := s.cfg.Store.App(ctx, key.AppID)
+	if err != nil {
+		return err
+	}
+	if scopes == nil {
+		if c, err := s.cfg.Store.Connection(ctx, key); err == nil {
+			scopes = c.Scopes
+		}
+	}
+	if sess, err := s.mintSession(ctx, app, key.ID, scopes, ""); err == nil {
+		body.ConnectURL, body.ConnectURLExpiresAt = sess.URL, &sess.ExpiresAt
+	} else {
+		s.log.Warn("mint re-consent link", "connection", key.String(), "err", err)
+	}
+	return &apiError{err: cause, body: body}
+}
+
+// Connect-flow outcomes shown to the user (and sent to return_to).
+const (
+	flowConnected      = "connected"
+	flowInvalidSession = "invalid_session"
+	flowSessionUsed    = "session_used"
+	flowSessionExpired = "session_expired"
+	flowAccessDenied   = "access_denied"
+	flowInvalidState   = "invalid_state"
+	flowStateUsed      = "state_used"
+	flowStateExpired   = "state_expired"
+	flowStateMismatch  = "state_mismatch"
+	flowExchangeFailed = "exchange_failed"
+	flowProfileFailed  = "profile_failed"
+	flowServerError    = "server_error"
+)
+
+var flowMessages = map[string]string{
+	flowInvalidSession: "This connect link is not valid. Ask the app for a new one.",
+	flowSessionUsed:    "This connect link was already used. Ask the app for a new one.",
+	flowSessionExpired: "This connect link has expired. Ask the app for a new one.",
+	flowAccessDenied:   "You declined to connect your Spotify account. Nothing was stored.",
+	flowInvalidState:   "This sign-in response is not one we started. Nothing was stored; start again from the app.",
+	flowStateUsed:      "This sign-in response was already used. Nothing more was stored; start again from the app if needed.",
+	flowStateExpired:   "The sign-in took too long and expired. Nothing was stored; start again from the app.",
+	flowStateMismatch:  "This sign-in was started in another browser or tab. Nothing was stored; start again from the app.",
+	flowExchangeFailed: "Spotify did not complete the sign-in. Nothing was stored; try again from the app.",
+	flowProfileFailed:  "Spotify did not let us read your profile (is your account allowed to use this app?). Nothing was stored.",
+	flowServerError:    "Something went wrong on our side. Nothing was stored; try again later.",
+}
+
+// stateCookie names the cookie that binds a state to the browser that
+// started the flow (RFC 6749 §10.12); several flows can run at once.
+func stateCookie(state string) string {
+	h := sha256.Sum256([]byte("spotoken cookie\x00" + state))
+	return "spotoken_state_" + hex.EncodeToString(h[:6])
+}
+
+func stateCookieValue(state string) string {
+	h := sha256.Sum256([]byte("spotoken browser\x00" + state))
+	return hex.EncodeToString(h[:])
+}
+
+func (s *Server) handleConnect(w http.ResponseWriter, r *http.Request) {
+	token := r.PathValue("session")
+	sess, err := s.cfg.Store.ConsumePending(r.Context(), pendingHash(domainSession, token))
+	switch {
+	case errors.Is(err, spotoken.ErrNotFound):
+		s.flowPage(w, r, http.StatusBadRequest, flowInvalidSession, "")
+		return
+	case errors.Is(err, spotoken.ErrAlreadyUsed):
+		s.flowPage(w, r, http.StatusBadRequest, flowSessionUsed, "")
+		return
+	case errors.Is(err, spotoken.ErrExpired):
+		s.flowPage(w, r, http.StatusBadRequest, flowSessionExpired, "")
+		return
+	case err != nil:
+		s.log.Error("consume connect session", "request_id", requestID(r), "err", err)
+		s.flowPage(w, r, http.StatusInternalServerError, flowServerError, "")
+		return
+	case sess.Verifier != "":
+		s.flowPage(w, r, http.StatusBadRequest, flowInvalidSession, "") // a state, not a session
+		return
+	}
+	app, err := s.cfg.Store.App(r.Context(), sess.AppID)
+	if err != nil {
+		s.log.Error("connect: load app", "request_id", requestID(r), "app", sess.AppID, "err", err)
+		s.flowPage(w, r, http.StatusInternalServerError, flowServerError, "")
+		return
+	}
+	state, verifier := randomToken(""), accounts.GenerateVerifier()
+	now := s.cfg.Now()
+	p := &spotoken.PendingAuthorization{
+		StateHash: pendingHash(domainState, state), AppID: sess.AppID, ConnectionID: sess.ConnectionID,
+		Verifier: spotoken.Secret(verifier), Scopes: sess.Scopes, RedirectURI: s.CallbackURL(),
+		ReturnTo: sess.ReturnTo, CreatedAt: now, ExpiresAt: now.Add(s.cfg.StateTTL),
+	}
+	if err := s.cfg.Store.CreatePending(r.Context(), p); err != nil {
+		s.log.Error("connect: store state", "request_id", requestID(r), "err", err)
+		s.flowPage(w, r, http.StatusInternalServerError, flowServerError, "")
+		return
+	}
+	http.SetCookie(w, &http.Cookie{
+		Name: stateCookie(state), Value: stateCookieValue(state), Path: "/callback",
+		MaxAge: int(s.cfg.StateTTL.Seconds()), HttpOnly: true, Secure: s.public.Scheme == "https", SameSite: http.SameSiteLaxMode,
+	})
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("Referrer-Policy", "no-referrer")
+	s.metrics.connectFlow("started")
+	http.Redirect(w, r, s.accountsClient(app).AuthCodeURL(state, s.CallbackURL(), sess.Scopes, verifier, false), http.StatusFound)
+}
+
+func (s *Server) handleCallback(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	state := q.Get("state")
+	if state == "" || len(state) > 256 {
+		s.flowPage(w, r, http.StatusBadRequest, flowInvalidState, "")
+		return
+	}
+	p, err := s.cfg.Store.ConsumePending(r.Context(), pendingHash(domainState, state))
+	switch {
+	case errors.Is(err, spotoken.ErrNotFound):
+		s.flowPage(w, r, http.StatusBadRequest, flowInvalidState, "")
+		return
+	case errors.Is(err, spotoken.ErrAlreadyUsed):
+		s.flowPage(w, r, http.StatusBadRequest, flowStateUsed, "")
+		return
+	case errors.Is(err, spotoken.ErrExpired):
+		s.flowPage(w, r, http.StatusBadRequest, flowStateExpired, "")
+		return
+	case err != nil:
+		s.log.Error("callback: consume state", "request_id", requestID(r), "err", err)
+		s.flowPage(w, r, http.StatusInternalServerError, flowServerError, "")
+		return
+	case p.Verifier == "":
+		s.flowPage(w, r, http.StatusBadRequest, flowInvalidState, "") // a session, not a state
+		return
+	}
+	http.SetCookie(w, &http.Cookie{Name: stateCookie(state), Value: "", Path: "/callback", MaxAge: -1, HttpOnly: true,
+		Secure: s.public.Scheme == "https", SameSite: http.SameSiteLaxMode})
+	if c, err := r.Cookie(stateCookie(state)); err != nil || subtle.ConstantTimeCompare([]byte(c.Value), []byte(stateCookieValue(state))) != 1 {
+		s.flowResult(w, r, p, flowStateMismatch, "")
+		return
+	}
+	if e := q.Get("error"); e != "" {
+		outcome := flowAccessDenied
+		if e != "access_denied" {
+			s.log.Warn("callback: Spotify answered an error", "request_id", requestID(r), "error", truncate(e, 64))
+			outcome = flowExchangeFailed
+		}
+		s.flowResult(w, r, p, outcome, "")
+		return
+	}
+	code := q.Get("code")
+	if code == "" || len(code) > 2048 {
+		s.flowResult(w, r, p, flowExchangeFailed, "")
+		return
+	}
+	key := spotoken.ConnectionKey{AppID: p.AppID, ID: p.ConnectionID}
+	outcome := s.completeConnection(r, key, p, code)
+	s.flowResult(w, r, p, outcome, key.ID)
+}
+
+// completeConnection exchanges the code, reads the user's profile and
+// stores the grant, creating the connection or replacing its grant.
+func (s *Server) completeConnection(r *http.Request, key spotoken.ConnectionKey, p *spotoken.PendingAuthorization, code string) string {
+	ctx := r.Context()
+	app, err := s.cfg.Store.App(ctx, key.AppID)
+	if err != nil {
+		s.log.Error("callback: load app", "request_id", requestID(r), "app", key.AppID, "err", err)
+		return flowServerError
+	}
+	grant, err := s.accountsClient(app).Exchange(ctx, code, p.RedirectURI, p.Verifier.Reveal())
+	if err == nil && grant.RefreshToken == "" {
+		err = errors.New("the token response has no refresh token")
+	}
+	if err != nil {
+		s.log.Warn("callback: code exchange failed", "request_id", requestID(r), "connection", key.String(), "err", err)
+		return flowExchangeFailed
+	}
+	me, err := s.profile(ctx, grant.AccessToken)
+	if err != nil {
+		s.log.Warn("callback: reading the Spotify profile failed", "request_id", requestID(r), "connection", key.String(), "err", err)
+		return flowProfileFailed
+	}
+	scopes := grant.Scopes
+	if scopes == nil {
+		scopes = p.Scopes
+	}
+	now := s.cfg.Now()
+	grantTo := func(c *spotoken.Connection) {
+		c.Token = grant.Token()
+		c.Scopes, c.State = scopes, spotoken.StateActive
+		c.SpotifyUserID, c.DisplayName = me.ID, me.DisplayName
+		c.ConsentedAt, c.GrantExpiresAt = now, now.Add(s.cfg.GrantLifetime)
+		c.LastErrorCode, c.ConsecutiveFailures, c.NextAttemptAt = "", 0, time.Time{}
+	}
+	data := map[string]any{"spotify_user_id": me.ID, "scopes": scopes, "grant_expires_at": now.Add(s.cfg.GrantLifetime).UTC()}
+	for range 3 {
+		c := &spotoken.Connection{AppID: key.AppID, ID: key.ID, CreatedAt: now}
+		grantTo(c)
+		err = s.cfg.Store.CreateConnection(ctx, c, spotoken.NewEvent(spotoken.EventConnectionCreated, key, now, data))
+		if !errors.Is(err, spotoken.ErrConflict) {
+			break
+		}
+		_, err = s.cfg.Store.UpdateConnection(ctx, key, func(c *spotoken.Connection) ([]spotoken.Event, error) {
+			grantTo(c)
+			return []spotoken.Event{spotoken.NewEvent(spotoken.EventConnectionReauthorized, key, now, data)}, nil
+		})
+		if !errors.Is(err, spotoken.ErrNotFound) { // deleted meanwhile: create it again
+			break
+		}
+	}
+	if err != nil {
+		s.log.Error("callback: store connection", "request_id", requestID(r), "connection", key.String(), "err", err)
+		return flowServerError
+	}
+	s.cfg.Tokens.Forget(key)
+	s.log.Info("connection authorized", "request_id", requestID(r), "connection", key.String(), "scopes", scopes.String())
+	return flowConnected
+}
+
+type spotifyUser struct {
+	ID          string `json:"id"`
+	DisplayName string `json:"display_name"`
+}
+
+// profile reads the user's Spotify id and display name from /v1/me.
+func (s *Server) profile(ctx context.Context, token spotoken.Secret) (*spotifyUser, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.api.String()+"/v1/me", nil)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Authorization", "Bearer "+token.Reveal())
+	resp, err := s.cfg.HTTPClient.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("GET /v1/me: %w", err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		return nil, fmt.Errorf("GET /v1/me: %w", err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("GET /v1/me: status %d", resp.StatusCode)
+	}
+	var me spotifyUser
+	if err := json.Unmarshal(body, &me); err != nil || me.ID == "" {
+		return nil, fmt.Errorf("GET /v1/me: the response has no user id")
+	}
+	return &me, nil
+}
+
+// flowResult ends the flow: a redirect to the app's return_to with the
+// outcome, or spotoken's own page.
+func (s *Server) flowResult(w http.ResponseWriter, r *http.Request, p *spotoken.PendingAuthorization, outcome, connectionID string) {
+	if p.ReturnTo == "" {
+		status := http.StatusOK
+		if outcome != flowConnected {
+			status = http.StatusBadRequest
+		}
+		s.flowPage(w, r, status, outcome, connectionID)
+		return
+	}
+	u, err := url.Parse(p.ReturnTo)
+	if err != nil { // checked when the session was made
+		s.flowPage(w, r, http.StatusInternalServerError, flowServerError, "")
+		return
+	}
+	s.metrics.connectFlow(outcome)
+	q := u.Query()
+	q.Set("connection_id", p.ConnectionID)
+	if outcome == flowConnected {
+		q.Set("status", flowConnected)
+	} else {
+		q.Set("error", outcome)
+		q.Set("error_description", flowMessages[outcome])
+	}
+	u.RawQuery = q.Encode()
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("Referrer-Policy", "no-referrer")
+	http.Redirect(w, r, u.String(), http.StatusFound)
+}
+
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n] + "…"
+	}
+	return s
+}

@@ -1,0 +1,196 @@
+package server
+
+import (
+	"errors"
+	"math"
+	"net/http"
+	"strconv"
+	"time"
+
+	"golang.org/x/time/rate"
+
+	"github.com/spotoken/spotoken"
+	"github.com/spotoken/spotoken/refresh"
+)
+
+// maxMinTTL is the longest min_ttl a token request may ask: Spotify's
+// access tokens live an hour, so more could never be met.
+const maxMinTTL = 3300
+
+func connectionKey(r *http.Request, key *spotoken.APIKey) (spotoken.ConnectionKey, error) {
+	id := r.PathValue("id")
+	if err := checkConnectionID(id); err != nil {
+		return spotoken.ConnectionKey{}, err
+	}
+	return spotoken.ConnectionKey{AppID: key.AppID, ID: id}, nil
+}
+
+// notFound is the answer for a connection the key's app does not have,
+// whether it exists for another app or not at all.
+func notFound(id string) error {
+	return spotoken.Errorf(spotoken.ENotFound, "no connection %q", id)
+}
+
+func (s *Server) handleListConnections(w http.ResponseWriter, r *http.Request, key *spotoken.APIKey) error {
+	q := r.URL.Query()
+	for name, v := range q {
+		if len(v) > 1 {
+			return spotoken.Errorf(spotoken.EInvalid, "parameter %s is repeated", name)
+		}
+		if name != "state" && name != "limit" && name != "cursor" {
+			return spotoken.Errorf(spotoken.EInvalid, "unknown parameter %q; use state, limit, cursor", truncate(name, 32))
+		}
+	}
+	filter := spotoken.ConnectionFilter{AppID: key.AppID, State: spotoken.State(q.Get("state")), After: q.Get("cursor"), Limit: 100}
+	if filter.State != "" && !filter.State.Valid() {
+		return spotoken.Errorf(spotoken.EInvalid, "state must be active, needs_reauth or revoked")
+	}
+	if filter.After != "" {
+		if err := checkConnectionID(filter.After); err != nil {
+			return spotoken.Errorf(spotoken.EInvalid, "cursor is not a cursor this API returned")
+		}
+	}
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 1000 {
+			return spotoken.Errorf(spotoken.EInvalid, "limit must be an integer from 1 to 1000")
+		}
+		filter.Limit = n
+	}
+	want := filter.Limit
+	filter.Limit++ // one more tells whether there is a next page
+	cs, err := s.cfg.Store.Connections(r.Context(), filter)
+	if err != nil {
+		return err
+	}
+	out := ConnectionList{Connections: make([]ConnectionView, 0, min(len(cs), want))}
+	for i, c := range cs {
+		if i == want {
+			out.NextCursor = cs[want-1].ID
+			break
+		}
+		out.Connections = append(out.Connections, NewConnectionView(c))
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+func (s *Server) handleGetConnection(w http.ResponseWriter, r *http.Request, key *spotoken.APIKey) error {
+	ck, err := connectionKey(r, key)
+	if err != nil {
+		return err
+	}
+	c, err := s.cfg.Store.Connection(r.Context(), ck)
+	if errors.Is(err, spotoken.ErrNotFound) {
+		return notFound(ck.ID)
+	}
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, NewConnectionView(c))
+	return nil
+}
+
+func (s *Server) handleDeleteConnection(w http.ResponseWriter, r *http.Request, key *spotoken.APIKey) error {
+	ck, err := connectionKey(r, key)
+	if err != nil {
+		return err
+	}
+	if err := s.deleteConnection(r, ck); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// deleteConnection deletes the connection, erasing its sealed tokens, with a
+// connection.revoked event; the API and the dashboard both delete through it.
+func (s *Server) deleteConnection(r *http.Request, ck spotoken.ConnectionKey) error {
+	err := s.cfg.Store.DeleteConnection(r.Context(), ck,
+		spotoken.NewEvent(spotoken.EventConnectionRevoked, ck, s.cfg.Now(), map[string]any{"reason": "deleted"}))
+	s.cfg.Tokens.Forget(ck)
+	if errors.Is(err, spotoken.ErrNotFound) {
+		return notFound(ck.ID)
+	}
+	if err != nil {
+		return err
+	}
+	s.log.Info("connection deleted", "request_id", requestID(r), "connection", ck.String())
+	return nil
+}
+
+type tokenRequest struct {
+	MinTTL       *int `json:"min_ttl"`
+	ForceRefresh bool `json:"force_refresh"`
+}
+
+func (s *Server) handleToken(w http.ResponseWriter, r *http.Request, key *spotoken.APIKey) error {
+	ck, err := connectionKey(r, key)
+	if err != nil {
+		return err
+	}
+	var req tokenRequest
+	if err := decodeJSON(w, r, &req, true); err != nil {
+		return err
+	}
+	minTTL := 0
+	if req.MinTTL != nil {
+		minTTL = *req.MinTTL
+		if minTTL < 0 || minTTL > maxMinTTL {
+			return spotoken.Errorf(spotoken.EInvalid, "min_ttl must be from 0 to %d seconds", maxMinTTL)
+		}
+	}
+	var at refresh.AccessToken
+	if req.ForceRefresh {
+		if wait := s.forceAllowed(ck); wait > 0 {
+			s.metrics.vend("force_limited")
+			return &spotoken.Error{Code: spotoken.ERateLimited, Message: "force_refresh is limited per connection; try again later", RetryAfter: wait}
+		}
+		at, err = s.cfg.Tokens.Refresh(r.Context(), ck)
+	} else {
+		at, err = s.cfg.Tokens.Token(r.Context(), ck, time.Duration(minTTL)*time.Second)
+	}
+	if err != nil {
+		s.metrics.vend(spotoken.ErrorCode(err))
+		return s.tokenError(r, ck, err)
+	}
+	s.metrics.vend("ok")
+	writeJSON(w, http.StatusOK, TokenResponse{
+		AccessToken: at.Token.Reveal(), TokenType: "Bearer", ExpiresAt: at.Expiry.UTC(), Scope: at.Scopes.String(),
+	})
+	return nil
+}
+
+// tokenError turns a Tokens error into the API's answer: not found stays
+// not found; needs_reauth carries a fresh connect link.
+func (s *Server) tokenError(r *http.Request, ck spotoken.ConnectionKey, err error) error {
+	switch {
+	case errors.Is(err, spotoken.ErrNotFound):
+		return notFound(ck.ID)
+	case errors.Is(err, spotoken.ErrNeedsReauth):
+		var se *spotoken.Error
+		errors.As(err, &se)
+		return s.reconsent(r.Context(), ck, se, ErrorResponse{}, nil)
+	}
+	return err
+}
+
+// forceAllowed takes a force_refresh allowance for the connection and
+// returns zero, or how long to wait for one.
+func (s *Server) forceAllowed(ck spotoken.ConnectionKey) time.Duration {
+	s.forceMu.Lock()
+	l := s.force[ck]
+	if l == nil {
+		l = rate.NewLimiter(rate.Every(s.cfg.ForceRefreshInterval), 3)
+		s.force[ck] = l
+	}
+	s.forceMu.Unlock()
+	now := s.cfg.Now()
+	if l.AllowN(now, 1) {
+		return 0
+	}
+	res := l.ReserveN(now, 1)
+	wait := res.DelayFrom(now)
+	res.CancelAt(now)
+	return time.Duration(math.Ceil(wait.Seconds())) * time.Second
+}

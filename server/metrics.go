@@ -1,0 +1,187 @@
+package server
+
+import (
+	"context"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/spotoken/spotoken"
+	"github.com/spotoken/spotoken/refresh"
+)
+
+// Metrics are spotoken's Prometheus metrics. Labels never carry a secret:
+// routes are patterns, apps are ids, statuses are numbers.
+type Metrics struct {
+	// Registry holds every metric, with the Go and process collectors.
+	Registry *prometheus.Registry
+
+	requests  *prometheus.CounterVec
+	duration  *prometheus.HistogramVec
+	vends     *prometheus.CounterVec
+	proxied   *prometheus.CounterVec
+	upstream  *prometheus.HistogramVec
+	webhooks  *prometheus.CounterVec
+	connects  *prometheus.CounterVec
+	storeOnce sync.Once
+}
+
+// NewMetrics returns the metrics on a new registry.
+func NewMetrics() *Metrics {
+	m := &Metrics{
+		Registry: prometheus.NewRegistry(),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "spotoken_http_requests_total", Help: "HTTP requests served, by route pattern and status.",
+		}, []string{"route", "status"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "spotoken_http_request_duration_seconds", Help: "Time to serve HTTP requests, by route pattern.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+		}, []string{"route"}),
+		vends: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "spotoken_token_vends_total", Help: "Token requests answered, by outcome (ok or an error code).",
+		}, []string{"outcome"}),
+		proxied: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "spotoken_proxy_requests_total", Help: "Proxied Web API requests, by upstream status (or an error code when Spotify was not called).",
+		}, []string{"upstream_status"}),
+		upstream: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "spotoken_upstream_request_duration_seconds", Help: "Latency of calls to Spotify, by service (accounts, api) and status.",
+			Buckets: prometheus.DefBuckets,
+		}, []string{"service", "status"}),
+		webhooks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "spotoken_webhook_deliveries_total", Help: "Webhook delivery attempts, by outcome (delivered, failed, gave_up, skipped).",
+		}, []string{"outcome"}),
+		connects: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "spotoken_connect_flows_total", Help: "Connect-flow steps, by outcome (started, connected, access_denied, ...).",
+		}, []string{"outcome"}),
+	}
+	m.Registry.MustRegister(m.requests, m.duration, m.vends, m.proxied, m.upstream, m.webhooks, m.connects,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// Handler serves the metrics in the Prometheus text format.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{})
+}
+
+func (m *Metrics) observeRequest(route string, status int, d time.Duration) {
+	m.requests.WithLabelValues(route, strconv.Itoa(status)).Inc()
+	m.duration.WithLabelValues(route).Observe(d.Seconds())
+}
+
+func (m *Metrics) vend(outcome string)        { m.vends.WithLabelValues(outcome).Inc() }
+func (m *Metrics) connectFlow(outcome string) { m.connects.WithLabelValues(outcome).Inc() }
+
+// proxy counts a proxied request by the upstream status, or by the error
+// code when spotoken answered without calling Spotify.
+func (m *Metrics) proxy(statusOrCode string) { m.proxied.WithLabelValues(statusOrCode).Inc() }
+
+// webhook counts a webhook delivery attempt by outcome.
+func (m *Metrics) webhook(outcome string) { m.webhooks.WithLabelValues(outcome).Inc() }
+
+// InstrumentTransport wraps rt so calls to Spotify's service ("accounts" or
+// "api") are timed, by status.
+func (m *Metrics) InstrumentTransport(service string, rt http.RoundTripper) http.RoundTripper {
+	if rt == nil {
+		rt = http.DefaultTransport
+	}
+	return roundTripFunc(func(r *http.Request) (*http.Response, error) {
+		start := time.Now()
+		resp, err := rt.RoundTrip(r)
+		status := "error"
+		if err == nil {
+			status = strconv.Itoa(resp.StatusCode)
+		}
+		m.upstream.WithLabelValues(service, status).Observe(time.Since(start).Seconds())
+		return resp, err
+	})
+}
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+// registerEngine exports the refresh engine's counters.
+func (m *Metrics) registerEngine(stats func() refresh.Stats) {
+	m.Registry.MustRegister(&engineCollector{stats: stats})
+}
+
+var (
+	refreshesDesc = prometheus.NewDesc("spotoken_refreshes_total", "Refresh-token requests to Spotify, by outcome.", []string{"outcome"}, nil)
+	rotationsDesc = prometheus.NewDesc("spotoken_rotations_total", "Refreshes that returned a new refresh token.", nil, nil)
+	leaseDesc     = prometheus.NewDesc("spotoken_lease_waits_total", "Refreshes that waited for another replica's refresh of the same connection.", nil, nil)
+	engineVends   = prometheus.NewDesc("spotoken_engine_tokens_total", "Tokens the refresh engine handed out, by source (memory, store, refresh, stale).", []string{"source"}, nil)
+	connsDesc     = prometheus.NewDesc("spotoken_connections", "Connections, by app and state.", []string{"app", "state"}, nil)
+)
+
+type engineCollector struct{ stats func() refresh.Stats }
+
+func (c *engineCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- refreshesDesc
+	ch <- rotationsDesc
+	ch <- leaseDesc
+	ch <- engineVends
+}
+
+func (c *engineCollector) Collect(ch chan<- prometheus.Metric) {
+	s := c.stats()
+	counter := func(d *prometheus.Desc, v int64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
+	}
+	counter(refreshesDesc, s.RefreshOK, "ok")
+	counter(refreshesDesc, s.RefreshInvalidGrant, "invalid_grant")
+	counter(refreshesDesc, s.RefreshInvalidClient, "invalid_client")
+	counter(refreshesDesc, s.RefreshRateLimited, "rate_limited")
+	counter(refreshesDesc, s.RefreshTransient, "transient")
+	counter(rotationsDesc, s.Rotations)
+	counter(leaseDesc, s.LeaseWaits)
+	counter(engineVends, s.VendsMemory, "memory")
+	counter(engineVends, s.VendsStore, "store")
+	counter(engineVends, s.VendsRefresh, "refresh")
+	counter(engineVends, s.ServedStale, "stale")
+}
+
+// connectionCounter is what the connections gauge reads.
+type connectionCounter interface {
+	CountConnections(ctx context.Context) ([]spotoken.ConnectionCount, error)
+}
+
+// registerStore exports connections by app and state, counted at most every
+// countEvery (a scrape must not scan a million rows each time).
+func (m *Metrics) registerStore(store connectionCounter) {
+	m.storeOnce.Do(func() { m.Registry.MustRegister(&connCollector{store: store}) })
+}
+
+const countEvery = 30 * time.Second
+
+type connCollector struct {
+	store  connectionCounter
+	mu     sync.Mutex
+	at     time.Time
+	counts []spotoken.ConnectionCount
+}
+
+func (c *connCollector) Describe(ch chan<- *prometheus.Desc) { ch <- connsDesc }
+
+func (c *connCollector) Collect(ch chan<- prometheus.Metric) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if time.Since(c.at) >= countEvery {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		counts, err := c.store.CountConnections(ctx)
+		cancel()
+		if err != nil {
+			ch <- prometheus.NewInvalidMetric(connsDesc, err)
+			return
+		}
+		c.counts, c.at = counts, time.Now()
+	}
+	for _, n := range c.counts {
+		ch <- prometheus.MustNewConstMetric(connsDesc, prometheus.GaugeValue, float64(n.Count), n.AppID, string(n.State))
+	}
+}

@@ -1,0 +1,307 @@
+// Package server is spotoken's HTTP face: the API that apps' services call
+// with an API key (connect sessions, connections, token vending, the Web API
+// proxy), the connect and callback pages that users' browsers go through,
+// webhooks, metrics, health checks and the dashboard.
+//
+// The API's contract is in openapi.json (served at /openapi.json) and
+// docs/api.md. Every handler answers malformed input with a JSON error
+// {"error": code, "error_description": text}, using RFC 6749 and RFC 6750
+// codes where they apply, and writes nothing to the store when it refuses a
+// request. No token, client secret, API key or connect link is ever logged.
+package server
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	_ "embed"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/time/rate"
+
+	"github.com/spotoken/spotoken"
+	"github.com/spotoken/spotoken/refresh"
+)
+
+// Store is what the server needs of a store.
+type Store interface {
+	App(ctx context.Context, id string) (*spotoken.App, error)
+	APIKeyByHash(ctx context.Context, hash [32]byte) (*spotoken.APIKey, error)
+	TouchAPIKey(ctx context.Context, id string, at time.Time) error
+	CreatePending(ctx context.Context, p *spotoken.PendingAuthorization) error
+	ConsumePending(ctx context.Context, stateHash [32]byte) (*spotoken.PendingAuthorization, error)
+	DeleteExpiredPending(ctx context.Context, before time.Time) (int, error)
+	CreateConnection(ctx context.Context, c *spotoken.Connection, events ...spotoken.Event) error
+	Connection(ctx context.Context, key spotoken.ConnectionKey) (*spotoken.Connection, error)
+	UpdateConnection(ctx context.Context, key spotoken.ConnectionKey, fn func(c *spotoken.Connection) ([]spotoken.Event, error)) (*spotoken.Connection, error)
+	DeleteConnection(ctx context.Context, key spotoken.ConnectionKey, events ...spotoken.Event) error
+	Connections(ctx context.Context, filter spotoken.ConnectionFilter) ([]*spotoken.Connection, error)
+	CountConnections(ctx context.Context) ([]spotoken.ConnectionCount, error)
+}
+
+// Tokens hands out fresh access tokens: a *refresh.Engine.
+type Tokens interface {
+	Token(ctx context.Context, key spotoken.ConnectionKey, minTTL time.Duration) (refresh.AccessToken, error)
+	Refresh(ctx context.Context, key spotoken.ConnectionKey) (refresh.AccessToken, error)
+	Invalidate(ctx context.Context, key spotoken.ConnectionKey, token spotoken.Secret) (refresh.AccessToken, error)
+	Forget(key spotoken.ConnectionKey)
+}
+
+// Spotify's hosts, the defaults of Config.AccountsURL and Config.APIURL.
+const (
+	SpotifyAccountsURL = "https://accounts.spotify.com"
+	SpotifyAPIURL      = "https://api.spotify.com"
+)
+
+// Defaults of the Config durations.
+const (
+	DefaultSessionTTL    = 15 * time.Minute
+	DefaultStateTTL      = 10 * time.Minute
+	DefaultGrantLifetime = 4380 * time.Hour // Spotify's six months from consent
+	DefaultAuthCacheTTL  = 2 * time.Second
+	DefaultForceInterval = 10 * time.Second
+)
+
+// Config configures a Server. Store, Tokens and PublicURL are required.
+type Config struct {
+	Store  Store
+	Tokens Tokens
+	// PublicURL is the base URL at which users' browsers reach this server;
+	// the redirect URI registered with Spotify is PublicURL + "/callback".
+	PublicURL string
+	// AccountsURL and APIURL are Spotify's accounts service and Web API
+	// (defaults: Spotify's real hosts); the emulator's base URL for both
+	// when testing.
+	AccountsURL, APIURL string
+	// HTTPClient makes the calls to Spotify (code exchange, /v1/me, the
+	// proxy); default a client with a 30s timeout.
+	HTTPClient *http.Client
+	// Now is the clock; default time.Now. Give the store and engine the same.
+	Now func() time.Time
+	// Logger gets one line per request and the details of errors whose
+	// clients see only a summary; never a secret. Default: discard.
+	Logger *slog.Logger
+	// Metrics collects the Prometheus metrics served at /metrics; default
+	// a new registry.
+	Metrics *Metrics
+	// EngineStats, when set, exports the refresh engine's counters.
+	EngineStats func() refresh.Stats
+	// Ready reports whether the server can serve (database reachable,
+	// migrations applied); /readyz answers 503 while it fails. Default: ready.
+	Ready func(ctx context.Context) error
+	// SessionTTL is how long a connect link can be opened; StateTTL how long
+	// the user has at Spotify's consent page. Defaults 15 and 10 minutes.
+	SessionTTL, StateTTL time.Duration
+	// GrantLifetime is how long Spotify keeps a grant's refresh token valid
+	// after the user's consent (default six months); it sets
+	// Connection.GrantExpiresAt.
+	GrantLifetime time.Duration
+	// AuthCacheTTL is how long a verified API key is trusted before it is
+	// looked up again, so a revoked key stops working within it. Default 2s;
+	// negative looks every key up on every request.
+	AuthCacheTTL time.Duration
+	// ForceRefreshInterval is the rate at which each connection may ask for
+	// force_refresh (a burst of 3, then one per interval). Default 10s.
+	ForceRefreshInterval time.Duration
+}
+
+// Server is spotoken's HTTP server. Create it with New; it is safe for
+// concurrent use.
+type Server struct {
+	cfg      Config
+	log      *slog.Logger
+	metrics  *Metrics
+	public   *url.URL
+	accounts *url.URL
+	api      *url.URL
+	handler  http.Handler
+	auth     authCache
+	dash     *dashboard
+
+	forceMu sync.Mutex
+	force   map[spotoken.ConnectionKey]*rate.Limiter
+}
+
+// New returns a server for cfg.
+func New(cfg Config) (*Server, error) {
+	if cfg.Store == nil || cfg.Tokens == nil {
+		return nil, errors.New("server: Config needs a Store and Tokens")
+	}
+	public, err := parseBaseURL("public URL", cfg.PublicURL)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.AccountsURL == "" {
+		cfg.AccountsURL = SpotifyAccountsURL
+	}
+	if cfg.APIURL == "" {
+		cfg.APIURL = SpotifyAPIURL
+	}
+	accountsURL, err := parseBaseURL("accounts URL", cfg.AccountsURL)
+	if err != nil {
+		return nil, err
+	}
+	api, err := parseBaseURL("API URL", cfg.APIURL)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.HTTPClient == nil {
+		cfg.HTTPClient = &http.Client{Timeout: 30 * time.Second}
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Metrics == nil {
+		cfg.Metrics = NewMetrics()
+	}
+	if cfg.Ready == nil {
+		cfg.Ready = func(context.Context) error { return nil }
+	}
+	cfg.SessionTTL = orDefault(cfg.SessionTTL, DefaultSessionTTL)
+	cfg.StateTTL = orDefault(cfg.StateTTL, DefaultStateTTL)
+	cfg.GrantLifetime = orDefault(cfg.GrantLifetime, DefaultGrantLifetime)
+	cfg.ForceRefreshInterval = orDefault(cfg.ForceRefreshInterval, DefaultForceInterval)
+	if cfg.AuthCacheTTL == 0 {
+		cfg.AuthCacheTTL = DefaultAuthCacheTTL
+	}
+	s := &Server{
+		cfg: cfg, log: cfg.Logger, metrics: cfg.Metrics, public: public, accounts: accountsURL, api: api,
+		force: make(map[spotoken.ConnectionKey]*rate.Limiter),
+	}
+	s.auth.init(s)
+	s.metrics.registerStore(cfg.Store)
+	if cfg.EngineStats != nil {
+		s.metrics.registerEngine(cfg.EngineStats)
+	}
+	s.dash = newDashboard(s)
+	s.handler = s.routes()
+	return s, nil
+}
+
+func orDefault(d, def time.Duration) time.Duration {
+	if d <= 0 {
+		return def
+	}
+	return d
+}
+
+// parseBaseURL checks that raw is an absolute http(s) URL with no query or
+// fragment, and drops a trailing slash.
+func parseBaseURL(what, raw string) (*url.URL, error) {
+	u, err := url.Parse(strings.TrimSuffix(raw, "/"))
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" || u.User != nil {
+		return nil, fmt.Errorf("server: the %s must be an absolute http(s) URL without query or credentials, got %q", what, raw)
+	}
+	return u, nil
+}
+
+// Handler returns the server's HTTP handler.
+func (s *Server) Handler() http.Handler { return s.handler }
+
+// ServeHTTP implements http.Handler.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.handler.ServeHTTP(w, r) }
+
+// CallbackURL is the redirect URI to register with Spotify for every app.
+func (s *Server) CallbackURL() string { return s.public.String() + "/callback" }
+
+//go:embed openapi.json
+var openAPI []byte
+
+func (s *Server) routes() http.Handler {
+	m := http.NewServeMux()
+	api := func(pattern string, h func(w http.ResponseWriter, r *http.Request, key *spotoken.APIKey) error) {
+		m.Handle(pattern, s.authenticated(h))
+	}
+	api("POST /v1/connect-sessions", s.handleCreateSession)
+	api("GET /v1/connections", s.handleListConnections)
+	api("GET /v1/connections/{id}", s.handleGetConnection)
+	api("DELETE /v1/connections/{id}", s.handleDeleteConnection)
+	api("POST /v1/connections/{id}/token", s.handleToken)
+	api("/v1/proxy/{id}/{path...}", s.handleProxy)
+	m.HandleFunc("GET /connect/{session}", s.handleConnect)
+	m.HandleFunc("GET /callback", s.handleCallback)
+	m.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	m.HandleFunc("GET /readyz", s.handleReady)
+	m.Handle("GET /metrics", s.metrics.Handler())
+	m.HandleFunc("GET /openapi.json", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Write(openAPI)
+	})
+	s.dash.routes(m)
+	return s.logRequests(withJSONFallback(m))
+}
+
+func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	if err := s.cfg.Ready(ctx); err != nil {
+		s.log.Warn("not ready", "err", err)
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unavailable", "error": "the database is not reachable or not migrated"})
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+}
+
+// Run deletes expired pending authorizations and idle per-connection rate
+// limiters every interval until ctx is done.
+func (s *Server) Run(ctx context.Context, interval time.Duration) error {
+	if interval <= 0 {
+		interval = time.Minute
+	}
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		if n, err := s.cfg.Store.DeleteExpiredPending(ctx, s.cfg.Now()); err != nil {
+			s.log.Warn("delete expired pending authorizations", "err", err)
+		} else if n > 0 {
+			s.log.Debug("deleted expired pending authorizations", "count", n)
+		}
+		s.forceMu.Lock()
+		for k, l := range s.force {
+			if l.Tokens() >= float64(l.Burst()) {
+				delete(s.force, k)
+			}
+		}
+		s.forceMu.Unlock()
+		s.dash.sweep()
+	}
+}
+
+// randomToken returns prefix and 32 random bytes in URL-safe base64.
+func randomToken(prefix string) string {
+	b := make([]byte, 32)
+	rand.Read(b)
+	return prefix + base64.RawURLEncoding.EncodeToString(b)
+}
+
+// The hash domains of pending authorizations: a connect session and an
+// OAuth state are both stored as pending authorizations, found by a hash
+// that also names which of the two it is, so neither can be used as the other.
+const (
+	domainSession = "spotoken connect-session\x00"
+	domainState   = "spotoken state\x00"
+)
+
+func pendingHash(domain, token string) [32]byte { return sha256.Sum256([]byte(domain + token)) }
+
+func contextWithTimeout(d time.Duration) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), d)
+}
