@@ -136,6 +136,7 @@ type stats struct {
 type Engine struct {
 	cfg     Config
 	cache   sync.Map // ConnectionKey → *cached, never modified once stored
+	gens    sync.Map // ConnectionKey → *atomic.Uint64, counting Forget calls
 	flights singleflight.Group
 	limiter *rate.Limiter
 	log     *slog.Logger
@@ -213,6 +214,7 @@ type request struct {
 	force    bool            // refresh even if the stored token is valid
 	rejected spotoken.Secret // refresh only if this is still the current token
 	noWait   bool            // give up instead of waiting for another replica's refresh
+	gen      uint64          // the key's generation when the flight started; see remember
 }
 
 // Token returns an access token for key valid for at least minTTL: from
@@ -300,7 +302,10 @@ func (f *inflight) wait(ctx context.Context) error {
 
 // Forget drops key's token from memory, for example after the connection
 // was deleted or re-authorized.
-func (e *Engine) Forget(key spotoken.ConnectionKey) { e.cache.Delete(key) }
+func (e *Engine) Forget(key spotoken.ConnectionKey) {
+	e.generation(key).Add(1)
+	e.cache.Delete(key)
+}
 
 // cached is a token in memory, served until it is no longer valid or, with
 // a CacheTTL, until until.
@@ -309,13 +314,31 @@ type cached struct {
 	until time.Time
 }
 
-// remember keeps at in memory for key.
-func (e *Engine) remember(key spotoken.ConnectionKey, at AccessToken) {
+// remember keeps at in memory for key, unless Forget(key) was called
+// since the flight that read at started (gen): a token read just before a
+// deletion or re-authorization must not outlive it in memory.
+func (e *Engine) remember(key spotoken.ConnectionKey, at AccessToken, gen uint64) {
+	g := e.generation(key)
+	if g.Load() != gen {
+		return
+	}
 	c := &cached{AccessToken: at}
 	if e.cfg.CacheTTL > 0 {
 		c.until = e.cfg.Now().Add(e.cfg.CacheTTL)
 	}
 	e.cache.Store(key, c)
+	if g.Load() != gen { // Forget ran meanwhile
+		e.cache.CompareAndDelete(key, c)
+	}
+}
+
+// generation is key's Forget counter.
+func (e *Engine) generation(key spotoken.ConnectionKey) *atomic.Uint64 {
+	if g, ok := e.gens.Load(key); ok {
+		return g.(*atomic.Uint64)
+	}
+	g, _ := e.gens.LoadOrStore(key, new(atomic.Uint64))
+	return g.(*atomic.Uint64)
 }
 
 // fly runs req for key, sharing the work with concurrent callers of the same
@@ -358,6 +381,7 @@ func (e *Engine) fly(ctx context.Context, key spotoken.ConnectionKey, req reques
 
 // obtain is one flight: read the row, and refresh under the lease if needed.
 func (e *Engine) obtain(ctx context.Context, key spotoken.ConnectionKey, req request) (AccessToken, error) {
+	req.gen = e.generation(key).Load()
 	c, err := e.cfg.Store.Connection(ctx, key)
 	if err != nil {
 		return AccessToken{}, err
@@ -373,7 +397,7 @@ func (e *Engine) obtain(ctx context.Context, key spotoken.ConnectionKey, req req
 			}
 			return at, err
 		}
-		if at, held, err := e.heldBack(c); held {
+		if at, held, err := e.heldBack(c, req); held {
 			return at, err
 		}
 		_, err := e.cfg.Store.AcquireLease(ctx, key, owner, e.cfg.LeaseTTL)
@@ -420,10 +444,10 @@ func (e *Engine) fromRow(c *spotoken.Connection, req request) (at AccessToken, d
 	case req.rejected != "" && at.Token == req.rejected:
 		return AccessToken{}, false, nil
 	case req.rejected != "" && at.Valid(now, 0):
-		e.remember(c.Key(), at) // someone refreshed since that token
+		e.remember(c.Key(), at, req.gen) // someone refreshed since that token
 		return at, true, nil
 	case at.Valid(now, req.minTTL):
-		e.remember(c.Key(), at)
+		e.remember(c.Key(), at, req.gen)
 		return at, true, nil
 	}
 	return AccessToken{}, false, nil
@@ -440,7 +464,7 @@ func needsReauth(c *spotoken.Connection) error {
 // heldBack reports whether a refresh of c must wait (backoff, or the app's
 // 429 gate), and then answers with the still-valid token or an error saying
 // how long to wait.
-func (e *Engine) heldBack(c *spotoken.Connection) (AccessToken, bool, error) {
+func (e *Engine) heldBack(c *spotoken.Connection, req request) (AccessToken, bool, error) {
 	now := e.cfg.Now()
 	until := c.NextAttemptAt
 	e.mu.Lock()
@@ -456,7 +480,7 @@ func (e *Engine) heldBack(c *spotoken.Connection) (AccessToken, bool, error) {
 	at := AccessToken{Token: c.Token.AccessToken, Expiry: c.Token.Expiry, Scopes: c.Scopes}
 	if at.Valid(now, 0) {
 		e.stats.servedStale.Add(1)
-		e.remember(c.Key(), at)
+		e.remember(c.Key(), at, req.gen)
 		return at, true, nil
 	}
 	code, msg := spotoken.EUnavailable, "Spotify is unavailable; refreshing is backing off"
@@ -509,7 +533,7 @@ func (e *Engine) refreshLeased(ctx context.Context, key spotoken.ConnectionKey, 
 	if at, done, err := e.fromRow(c, req); done {
 		return at, err
 	}
-	if at, held, err := e.heldBack(c); held {
+	if at, held, err := e.heldBack(c, req); held {
 		return at, err
 	}
 	app, err := e.cfg.Store.App(ctx, key.AppID)
@@ -523,7 +547,7 @@ func (e *Engine) refreshLeased(ctx context.Context, key spotoken.ConnectionKey, 
 	if err != nil {
 		return e.failed(ctx, key, c, err)
 	}
-	return e.commit(ctx, key, c, grant)
+	return e.commit(ctx, key, c, grant, req.gen)
 }
 
 // callSpotify redeems the refresh token, renewing the lease while the call
@@ -554,7 +578,7 @@ func (e *Engine) callSpotify(ctx context.Context, key spotoken.ConnectionKey, ow
 }
 
 // commit stores a successful refresh before anyone sees the new token.
-func (e *Engine) commit(ctx context.Context, key spotoken.ConnectionKey, read *spotoken.Connection, g *accounts.Grant) (AccessToken, error) {
+func (e *Engine) commit(ctx context.Context, key spotoken.ConnectionKey, read *spotoken.Connection, g *accounts.Grant, gen uint64) (AccessToken, error) {
 	e.stats.refreshOK.Add(1)
 	now := e.cfg.Now()
 	rotated := g.RefreshToken != "" && g.RefreshToken != read.Token.RefreshToken
@@ -596,7 +620,7 @@ func (e *Engine) commit(ctx context.Context, key spotoken.ConnectionKey, read *s
 		return AccessToken{}, fmt.Errorf("refresh %s: commit: %w", key, err)
 	}
 	at := AccessToken{Token: c.Token.AccessToken, Expiry: c.Token.Expiry, Scopes: c.Scopes}
-	e.remember(key, at)
+	e.remember(key, at, gen)
 	e.stats.vendsRefresh.Add(1)
 	e.log.Info("refreshed", "connection", key.String(), "rotated", rotated, "expires_at", at.Expiry)
 	return at, nil
