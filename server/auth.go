@@ -38,13 +38,21 @@ func (a *authCache) init(s *Server) {
 	a.entries = make(map[[32]byte]*authEntry)
 }
 
-// errInvalidKey is every authentication failure: the client learns no more.
+// errInvalidKey is every failure of a key that was presented: the client
+// learns no more.
 var errInvalidKey = &spotoken.Error{Code: EInvalidToken, Message: "A valid API key is required: Authorization: Bearer sk_…"}
+
+// errNoKey: the request carries no Bearer credentials at all, so the
+// challenge names no error (RFC 6750 §3.1).
+var errNoKey = &spotoken.Error{Code: EInvalidToken, Message: "An API key is required: Authorization: Bearer sk_…"}
 
 // authenticate returns the active API key that r carries.
 func (a *authCache) authenticate(r *http.Request) (*spotoken.APIKey, error) {
 	scheme, raw, ok := strings.Cut(r.Header.Get("Authorization"), " ")
-	if !ok || !strings.EqualFold(scheme, "Bearer") || !strings.HasPrefix(raw, spotoken.APIKeyPrefix) || len(raw) > maxAPIKeyLen {
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return nil, errNoKey
+	}
+	if !strings.HasPrefix(raw, spotoken.APIKeyPrefix) || len(raw) > maxAPIKeyLen {
 		return nil, errInvalidKey
 	}
 	hash := spotoken.HashAPIKey(spotoken.Secret(raw))

@@ -27,8 +27,10 @@ var validConnectionID = regexp.MustCompile(`^[A-Za-z0-9._@:-]{1,128}$`)
 var validScope = regexp.MustCompile(`^[a-z][a-z0-9-]{0,63}$`)
 
 func checkConnectionID(id string) error {
-	if !validConnectionID.MatchString(id) {
-		return spotoken.Errorf(spotoken.EInvalid, "connection_id must be 1 to 128 letters, digits or . _ @ : -")
+	// "." and ".." would be path segments that HTTP clients and the router
+	// resolve away: such a connection could never be read or deleted.
+	if !validConnectionID.MatchString(id) || id == "." || id == ".." {
+		return spotoken.Errorf(spotoken.EInvalid, "connection_id must be 1 to 128 letters, digits or . _ @ : -, and not . or ..")
 	}
 	return nil
 }
@@ -181,7 +183,29 @@ func stateCookieValue(state string) string {
 	return hex.EncodeToString(h[:])
 }
 
+// callbackPath is the path at which browsers reach /callback: under the
+// public URL's path when a proxy publishes spotoken under one.
+func (s *Server) callbackPath() string { return s.public.Path + "/callback" }
+
+// headOnly answers a HEAD request (a link checker, a chat app's preview)
+// without touching the one-time session or state: HEAD is safe (RFC 9110
+// §9.2.1), and consuming on it would leave the user a dead link.
+func headOnly(w http.ResponseWriter, r *http.Request) bool {
+	if r.Method != http.MethodHead {
+		return false
+	}
+	h := w.Header()
+	h.Set("Content-Type", "text/html; charset=utf-8")
+	h.Set("Cache-Control", "no-store")
+	h.Set("Referrer-Policy", "no-referrer")
+	w.WriteHeader(http.StatusOK)
+	return true
+}
+
 func (s *Server) handleConnect(w http.ResponseWriter, r *http.Request) {
+	if headOnly(w, r) {
+		return
+	}
 	token := r.PathValue("session")
 	sess, err := s.cfg.Store.ConsumePending(r.Context(), pendingHash(domainSession, token))
 	switch {
@@ -221,7 +245,7 @@ func (s *Server) handleConnect(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	http.SetCookie(w, &http.Cookie{
-		Name: stateCookie(state), Value: stateCookieValue(state), Path: "/callback",
+		Name: stateCookie(state), Value: stateCookieValue(state), Path: s.callbackPath(),
 		MaxAge: int(s.cfg.StateTTL.Seconds()), HttpOnly: true, Secure: s.public.Scheme == "https", SameSite: http.SameSiteLaxMode,
 	})
 	w.Header().Set("Cache-Control", "no-store")
@@ -231,6 +255,9 @@ func (s *Server) handleConnect(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) handleCallback(w http.ResponseWriter, r *http.Request) {
+	if headOnly(w, r) {
+		return
+	}
 	q := r.URL.Query()
 	state := q.Get("state")
 	if state == "" || len(state) > 256 {
@@ -256,7 +283,7 @@ func (s *Server) handleCallback(w http.ResponseWriter, r *http.Request) {
 		s.flowPage(w, r, http.StatusBadRequest, flowInvalidState, "") // a session, not a state
 		return
 	}
-	http.SetCookie(w, &http.Cookie{Name: stateCookie(state), Value: "", Path: "/callback", MaxAge: -1, HttpOnly: true,
+	http.SetCookie(w, &http.Cookie{Name: stateCookie(state), Value: "", Path: s.callbackPath(), MaxAge: -1, HttpOnly: true,
 		Secure: s.public.Scheme == "https", SameSite: http.SameSiteLaxMode})
 	if c, err := r.Cookie(stateCookie(state)); err != nil || subtle.ConstantTimeCompare([]byte(c.Value), []byte(stateCookieValue(state))) != 1 {
 		s.flowResult(w, r, p, flowStateMismatch, "")

@@ -120,8 +120,23 @@ func (s *Server) deleteConnection(r *http.Request, ck spotoken.ConnectionKey) er
 }
 
 type tokenRequest struct {
-	MinTTL       *int `json:"min_ttl"`
-	ForceRefresh bool `json:"force_refresh"`
+	MinTTL       *ttlSeconds `json:"min_ttl"`
+	ForceRefresh bool        `json:"force_refresh"`
+}
+
+// ttlSeconds is min_ttl: whole seconds from 0 to maxMinTTL.
+type ttlSeconds int
+
+var errMinTTL = spotoken.Errorf(spotoken.EInvalid, "min_ttl must be an integer number of seconds from 0 to %d", maxMinTTL)
+
+// UnmarshalJSON accepts a JSON integer literal in range: not 1.5, 1e3 or "60".
+func (s *ttlSeconds) UnmarshalJSON(b []byte) error {
+	n, err := strconv.Atoi(string(b))
+	if err != nil || n < 0 || n > maxMinTTL {
+		return errMinTTL
+	}
+	*s = ttlSeconds(n)
+	return nil
 }
 
 func (s *Server) handleToken(w http.ResponseWriter, r *http.Request, key *spotoken.APIKey) error {
@@ -135,10 +150,7 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request, key *spotok
 	}
 	minTTL := 0
 	if req.MinTTL != nil {
-		minTTL = *req.MinTTL
-		if minTTL < 0 || minTTL > maxMinTTL {
-			return spotoken.Errorf(spotoken.EInvalid, "min_ttl must be from 0 to %d seconds", maxMinTTL)
-		}
+		minTTL = int(*req.MinTTL)
 	}
 	var at refresh.AccessToken
 	if req.ForceRefresh {

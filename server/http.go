@@ -11,6 +11,8 @@ import (
 	"math"
 	"net/http"
 	"net/http/httptest"
+	"path"
+	"reflect"
 	"strconv"
 	"strings"
 	"time"
@@ -80,7 +82,11 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		status = http.StatusBadRequest
 	}
 	if status == http.StatusUnauthorized {
-		w.Header().Set("WWW-Authenticate", `Bearer realm="spotoken", error="invalid_token"`)
+		challenge := `Bearer realm="spotoken", error="invalid_token"`
+		if se != nil && se == errNoKey {
+			challenge = `Bearer realm="spotoken"`
+		}
+		w.Header().Set("WWW-Authenticate", challenge)
 	}
 	writeJSON(w, status, body)
 }
@@ -103,12 +109,17 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 // maxBody bounds JSON request bodies.
 const maxBody = 64 << 10
 
-// decodeJSON reads r's JSON body into v, refusing unknown fields, trailing
-// data and bodies over maxBody. An empty body leaves v as it is when
-// emptyOK.
+// decodeJSON reads r's JSON body into v, a pointer to a struct. The body
+// must be one JSON object whose keys are v's JSON field names exactly
+// (encoding/json alone would take "MIN_TTL" for "min_ttl" and the last of
+// repeated keys, so a proxy in front could read another request than this
+// server does), with nothing after it, within maxBody. An empty body leaves
+// v as it is when emptyOK. Errors are client-safe and never echo the body.
 func decodeJSON(w http.ResponseWriter, r *http.Request, v any, emptyOK bool) error {
-	if ct := r.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(ct, "application/json") {
-		return spotoken.Errorf(spotoken.EInvalid, "the body must be JSON (Content-Type: application/json), got %q", ct)
+	if ct := r.Header.Get("Content-Type"); ct != "" {
+		if mt, _, _ := strings.Cut(ct, ";"); !strings.EqualFold(strings.TrimSpace(mt), "application/json") {
+			return spotoken.Errorf(spotoken.EInvalid, "the body must be JSON (Content-Type: application/json), got %q", truncate(ct, 64))
+		}
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
 	var tooLarge *http.MaxBytesError
@@ -116,36 +127,139 @@ func decodeJSON(w http.ResponseWriter, r *http.Request, v any, emptyOK bool) err
 		return spotoken.Errorf(ETooLarge, "the body is over %d bytes", maxBody)
 	}
 	if err != nil {
-		return spotoken.Errorf(spotoken.EInvalid, "reading the body: %v", err)
+		return spotoken.Errorf(spotoken.EInvalid, "reading the body failed")
 	}
 	if len(bytes.TrimSpace(body)) == 0 {
 		if emptyOK {
 			return nil
 		}
-		return spotoken.Errorf(spotoken.EInvalid, "the body must be a JSON object")
+		return errNotObject
+	}
+	fields := jsonFields(reflect.TypeOf(v).Elem())
+	if err := checkObject(body, fields); err != nil {
+		return err
 	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
+		var se *spotoken.Error // from a field's UnmarshalJSON
+		if errors.As(err, &se) {
+			return se
+		}
+		var typ *json.UnmarshalTypeError
+		if errors.As(err, &typ) {
+			if t, ok := fields[typ.Field]; ok {
+				return spotoken.Errorf(spotoken.EInvalid, "%s must be %s", typ.Field, jsonKind(t))
+			}
+		}
 		return spotoken.Errorf(spotoken.EInvalid, "the body is not valid: %s", jsonErrorText(err))
 	}
-	if dec.More() {
+	return nil
+}
+
+var errNotObject = spotoken.Errorf(spotoken.EInvalid, "the body must be a JSON object")
+
+// checkObject checks that body is one JSON object, with keys among fields,
+// none repeated, and nothing after it.
+func checkObject(body []byte, fields map[string]reflect.Type) error {
+	invalid := func(err error) error {
+		if errors.Is(err, io.EOF) {
+			err = io.ErrUnexpectedEOF
+		}
+		return spotoken.Errorf(spotoken.EInvalid, "the body is not valid: %s", jsonErrorText(err))
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	tok, err := dec.Token()
+	if err != nil {
+		return invalid(err)
+	}
+	if tok != json.Delim('{') {
+		return errNotObject
+	}
+	seen := make(map[string]bool, len(fields))
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return invalid(err)
+		}
+		key, _ := tok.(string)
+		if _, ok := fields[key]; !ok {
+			return spotoken.Errorf(spotoken.EInvalid, "the body is not valid: unknown field %q", truncate(key, 64))
+		}
+		if seen[key] {
+			return spotoken.Errorf(spotoken.EInvalid, "the body is not valid: field %q is repeated", key)
+		}
+		seen[key] = true
+		var value json.RawMessage
+		if err := dec.Decode(&value); err != nil {
+			return invalid(err)
+		}
+	}
+	if _, err := dec.Token(); err != nil { // the closing brace
+		return invalid(err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
 		return spotoken.Errorf(spotoken.EInvalid, "the body has data after its JSON object")
 	}
 	return nil
 }
 
+// jsonFields maps the JSON names of struct type t's fields to their types,
+// with the fields of untagged embedded structs, as encoding/json sees them.
+func jsonFields(t reflect.Type) map[string]reflect.Type {
+	out := make(map[string]reflect.Type, t.NumField())
+	for f := range t.Fields() {
+		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		ft := f.Type
+		if ft.Kind() == reflect.Pointer {
+			ft = ft.Elem()
+		}
+		if f.Anonymous && name == "" && ft.Kind() == reflect.Struct {
+			for n, typ := range jsonFields(ft) {
+				if _, ok := out[n]; !ok {
+					out[n] = typ
+				}
+			}
+			continue
+		}
+		if !f.IsExported() || name == "-" {
+			continue
+		}
+		if name == "" {
+			name = f.Name
+		}
+		out[name] = f.Type
+	}
+	return out
+}
+
+// jsonKind names what a JSON value for a field of type t must be.
+func jsonKind(t reflect.Type) string {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	switch t.Kind() {
+	case reflect.Bool:
+		return "true or false"
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		return "an integer"
+	case reflect.Float32, reflect.Float64:
+		return "a number"
+	case reflect.String:
+		return "a string"
+	case reflect.Slice, reflect.Array:
+		return "an array of " + strings.TrimPrefix(strings.TrimPrefix(jsonKind(t.Elem()), "a "), "an ") + "s"
+	}
+	return "an object"
+}
+
 // jsonErrorText describes a JSON decoding error without echoing the input.
 func jsonErrorText(err error) string {
 	var syntax *json.SyntaxError
-	var typ *json.UnmarshalTypeError
 	switch {
 	case errors.As(err, &syntax):
 		return fmt.Sprintf("malformed JSON at byte %d", syntax.Offset)
-	case errors.As(err, &typ):
-		return fmt.Sprintf("field %q must be %s, not %s", typ.Field, typ.Type, typ.Value)
-	case strings.HasPrefix(err.Error(), "json: unknown field "):
-		return "unknown field " + strings.TrimPrefix(err.Error(), "json: unknown field ")
 	case errors.Is(err, io.ErrUnexpectedEOF):
 		return "truncated JSON"
 	}
@@ -262,7 +376,9 @@ func (s *Server) logRequests(next http.Handler) http.Handler {
 // logPath is a request path safe to log: a connect link's session is a
 // bearer credential until used.
 func logPath(p string) string {
-	if strings.HasPrefix(p, "/connect/") {
+	// Any spelling the router would clean to /connect/… ("//connect/x",
+	// "/./connect/x") and any path with the token in a segment cleaned away.
+	if strings.Contains(p, "/connect/") || strings.HasPrefix(path.Clean("/"+p), "/connect/") {
 		return "/connect/[REDACTED]"
 	}
 	if len(p) > 256 {

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"log/slog"
 	"net/http"
 	"strconv"
 	"sync"
@@ -64,9 +65,18 @@ func NewMetrics() *Metrics {
 	return m
 }
 
-// Handler serves the metrics in the Prometheus text format.
-func (m *Metrics) Handler() http.Handler {
-	return promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{})
+// Handler serves the metrics in the Prometheus text format. A metric that
+// fails to collect (the connections gauge while the database is down) is
+// left out; the rest are served.
+func (m *Metrics) Handler() http.Handler { return m.handler(nil) }
+
+// handler is Handler, logging collection errors to log when not nil.
+func (m *Metrics) handler(log *slog.Logger) http.Handler {
+	opts := promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError}
+	if log != nil {
+		opts.ErrorLog = slog.NewLogLogger(log.Handler(), slog.LevelWarn)
+	}
+	return promhttp.HandlerFor(m.Registry, opts)
 }
 
 func (m *Metrics) observeRequest(route string, status int, d time.Duration) {

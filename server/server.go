@@ -197,9 +197,10 @@ func orDefault(d, def time.Duration) time.Duration {
 }
 
 // parseBaseURL checks that raw is an absolute http(s) URL with no query or
-// fragment, and drops a trailing slash.
+// fragment, and drops trailing slashes (links made from "https://host//"
+// would start with "//connect/").
 func parseBaseURL(what, raw string) (*url.URL, error) {
-	u, err := url.Parse(strings.TrimSuffix(raw, "/"))
+	u, err := url.Parse(strings.TrimRight(raw, "/"))
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" || u.User != nil {
 		return nil, fmt.Errorf("server: the %s must be an absolute http(s) URL without query or credentials, got %q", what, raw)
 	}
@@ -235,7 +236,7 @@ func (s *Server) routes() http.Handler {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
 	m.HandleFunc("GET /readyz", s.handleReady)
-	m.Handle("GET /metrics", s.metrics.Handler())
+	m.Handle("GET /metrics", s.metrics.handler(s.log))
 	m.HandleFunc("GET /openapi.json", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		w.Write(openAPI)
@@ -275,8 +276,9 @@ func (s *Server) Run(ctx context.Context, interval time.Duration) error {
 			s.log.Debug("deleted expired pending authorizations", "count", n)
 		}
 		s.forceMu.Lock()
+		now := s.cfg.Now()
 		for k, l := range s.force {
-			if l.Tokens() >= float64(l.Burst()) {
+			if l.TokensAt(now) >= float64(l.Burst()) {
 				delete(s.force, k)
 			}
 		}
