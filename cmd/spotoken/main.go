@@ -90,7 +90,8 @@ example SPOTOKEN_ADDR=127.0.0.1:9000; a flag given on the command line wins.`,
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error { return flagsFromEnv(cmd) },
 	}
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
-	root.AddCommand(newEmulatorCmd(ios), newKeysCmd(ios))
+	root.PersistentFlags().Bool("json", false, "machine-readable output: JSON on standard output, with stable snake_case field names")
+	root.AddCommand(newEmulatorCmd(ios), newKeysCmd(ios), newServeCmd(ios), newDemoCmd(ios), newAppsCmd(ios), newAPIKeysCmd(ios), newConnectionsCmd(ios))
 	return root
 }
 

@@ -1,0 +1,365 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/spotoken/spotoken"
+	"github.com/spotoken/spotoken/emulator"
+	"github.com/spotoken/spotoken/refresh"
+	"github.com/spotoken/spotoken/server"
+)
+
+type serveOptions struct {
+	store           storeOptions
+	Addr            string
+	PublicURL       string
+	AccountsURL     string
+	APIURL          string
+	Emulator        bool
+	EmulatorUser    string
+	EmulatorAddr    string
+	EmulatorRotate  string
+	TLSCert, TLSKey string
+	LogLevel        string
+	RefreshWindow   time.Duration
+	GrantLifetime   time.Duration
+	CacheTTL        time.Duration
+	AuthCacheTTL    time.Duration
+	ShutdownTimeout time.Duration
+	NoScheduler     bool
+}
+
+func newServeCmd(ios *IOStreams) *cobra.Command {
+	opts := &serveOptions{}
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Run the broker: the HTTP API that vends fresh Spotify tokens to your services",
+		Long: `Run the spotoken broker. Apps' services call its HTTP API with an API key
+(see 'spotoken apps' and 'spotoken apikeys') to connect Spotify users, get
+fresh access tokens and call the Web API through its proxy; it refreshes
+tokens before they expire and delivers webhooks. The API is described at
+/openapi.json and in docs/api.md.
+
+The first line on standard output is the server's base URL; JSON logs go to
+standard error, one line per request, never with a token or key.
+
+With --emulator everything runs offline: a Spotify emulator starts in the same
+process, a demo app is registered with it, and a new API key is printed with
+curl lines that work as printed. Its data goes to a separate database
+(emulator.db beside the default one) unless --db is given.
+
+The redirect URI to register with Spotify for every app is <public-url>/callback.`,
+		Example: `  spotoken serve --emulator
+  spotoken serve --addr 0.0.0.0:8080 --public-url https://tokens.example.com --db postgres://... --key-file /etc/spotoken/keys`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error { return serveRun(cmd.Context(), ios, opts) },
+	}
+	f := cmd.Flags()
+	opts.store.addFlags(f)
+	f.StringVar(&opts.Addr, "addr", "127.0.0.1:8080", "listen address (port 0 picks a free port)")
+	f.StringVar(&opts.PublicURL, "public-url", "", "base URL users' browsers reach this server at (default: http(s)://<addr>)")
+	f.StringVar(&opts.AccountsURL, "accounts-url", server.SpotifyAccountsURL, "Spotify accounts service")
+	f.StringVar(&opts.APIURL, "api-url", server.SpotifyAPIURL, "Spotify Web API")
+	f.BoolVar(&opts.Emulator, "emulator", false, "run the Spotify emulator in-process and use it (offline quick start)")
+	f.StringVar(&opts.EmulatorUser, "emulator-user", "alice", "with --emulator: approve consent as this user (empty: show the emulator's consent page)")
+	f.StringVar(&opts.EmulatorAddr, "emulator-addr", "127.0.0.1:0", "with --emulator: the emulator's listen address")
+	f.StringVar(&opts.EmulatorRotate, "emulator-rotation", "never", "with --emulator: refresh-token rotation (never, always, grace=DURATION, reuse-detection)")
+	f.StringVar(&opts.TLSCert, "tls-cert", "", "serve HTTPS with this certificate (PEM); needs --tls-key")
+	f.StringVar(&opts.TLSKey, "tls-key", "", "the private key (PEM) of --tls-cert")
+	f.StringVar(&opts.LogLevel, "log-level", "info", "log level: debug, info, warn, error")
+	f.DurationVar(&opts.RefreshWindow, "refresh-window", 5*time.Minute, "refresh tokens this long before they expire")
+	f.DurationVar(&opts.GrantLifetime, "grant-lifetime", server.DefaultGrantLifetime, "how long Spotify keeps a grant valid after consent (six months)")
+	f.DurationVar(&opts.CacheTTL, "cache-ttl", 2*time.Second, "serve a token from memory this long before re-reading the store (bounds staleness across replicas)")
+	f.DurationVar(&opts.AuthCacheTTL, "auth-cache-ttl", server.DefaultAuthCacheTTL, "trust a verified API key this long (a revoked key stops working within it; negative: check every request)")
+	f.DurationVar(&opts.ShutdownTimeout, "shutdown-timeout", 30*time.Second, "on SIGINT/SIGTERM, wait this long for requests and refreshes in flight")
+	f.BoolVar(&opts.NoScheduler, "no-scheduler", false, "do not refresh tokens ahead of expiry (refresh only on demand)")
+	f.MarkHidden("no-scheduler")
+	return cmd
+}
+
+func (o *serveOptions) validate() error {
+	if (o.TLSCert == "") != (o.TLSKey == "") {
+		return usageError{errors.New("--tls-cert and --tls-key go together")}
+	}
+	if _, err := emulator.ParseRotation(o.EmulatorRotate); err != nil {
+		return usageError{fmt.Errorf("--emulator-rotation: %w", err)}
+	}
+	if o.RefreshWindow <= 0 || o.RefreshWindow > 50*time.Minute {
+		return usageError{errors.New("--refresh-window must be between 0 and 50m (tokens live an hour)")}
+	}
+	if o.GrantLifetime <= 0 {
+		return usageError{errors.New("--grant-lifetime must be positive")}
+	}
+	if o.ShutdownTimeout <= 0 {
+		return usageError{errors.New("--shutdown-timeout must be positive")}
+	}
+	if o.Emulator && o.store.DB == "" {
+		o.store.DB = filepath.Join(filepath.Dir(defaultDBPath()), "emulator.db")
+	}
+	return nil
+}
+
+func parseLevel(s string) (slog.Level, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(s)); err != nil {
+		return 0, usageError{fmt.Errorf("--log-level: %q is not debug, info, warn or error", s)}
+	}
+	return l, nil
+}
+
+func serveRun(ctx context.Context, ios *IOStreams, opts *serveOptions) error {
+	if err := opts.validate(); err != nil {
+		return err
+	}
+	level, err := parseLevel(opts.LogLevel)
+	if err != nil {
+		return err
+	}
+	log := slog.New(slog.NewJSONHandler(ios.Err, &slog.HandlerOptions{Level: level}))
+
+	ln, err := net.Listen("tcp", opts.Addr)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", opts.Addr, err)
+	}
+	defer ln.Close()
+	scheme := "http"
+	if opts.TLSCert != "" {
+		scheme = "https"
+	}
+	publicURL := strings.TrimSuffix(opts.PublicURL, "/")
+	if publicURL == "" {
+		publicURL = scheme + "://" + displayAddr(ln.Addr())
+	}
+
+	// The background work (scheduler, webhooks, janitor) stops on ctx;
+	// refreshes it started are drained before exit.
+	bg, stopBG := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopBG()
+	now := time.Now
+	accountsURL, apiURL := opts.AccountsURL, opts.APIURL
+	var emuURL string
+	if opts.Emulator {
+		var emu *emulator.Emulator
+		emu, emuURL, err = startBuiltinEmulator(bg, log, opts, publicURL)
+		if err != nil {
+			return err
+		}
+		accountsURL, apiURL, now = emuURL, emuURL, emu.Now
+	}
+
+	store, err := opts.store.openStore(ctx, log, true)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+
+	metrics := server.NewMetrics()
+	upstream := func(service string) *http.Client {
+		return &http.Client{Timeout: 30 * time.Second, Transport: metrics.InstrumentTransport(service, http.DefaultTransport)}
+	}
+	engine, err := refresh.New(refresh.Config{
+		Store:     store,
+		Refresher: &refresh.SpotifyRefresher{TokenURL: strings.TrimSuffix(accountsURL, "/") + "/api/token", HTTPClient: upstream("accounts"), Now: now},
+		Now:       now,
+		Logger:    log,
+		CacheTTL:  opts.CacheTTL,
+	})
+	if err != nil {
+		return err
+	}
+	srv, err := server.New(server.Config{
+		Store: store, Tokens: engine, PublicURL: publicURL, AccountsURL: accountsURL, APIURL: apiURL,
+		HTTPClient: upstream("api"), Now: now, Logger: log, Metrics: metrics, EngineStats: engine.Stats,
+		Ready: readiness(store), GrantLifetime: opts.GrantLifetime, AuthCacheTTL: opts.AuthCacheTTL,
+	})
+	if err != nil {
+		return usageError{err}
+	}
+
+	var banner string
+	if opts.Emulator {
+		if banner, err = setUpDemoApp(ctx, store, srv, now(), publicURL, emuURL, opts); err != nil {
+			return err
+		}
+	}
+
+	var wg sync.WaitGroup
+	background := func(name string, run func(context.Context) error) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := run(bg); err != nil && !errors.Is(err, context.Canceled) {
+				log.Error(name+" stopped", "err", err)
+			}
+		}()
+	}
+	if !opts.NoScheduler {
+		sched := &refresh.Scheduler{Engine: engine, Store: store, Now: now, Window: opts.RefreshWindow, Logger: log}
+		background("scheduler", sched.Run)
+	}
+	hooks := &server.Webhooks{Store: store, Now: now, Logger: log, Metrics: metrics}
+	background("webhooks", hooks.Run)
+	background("janitor", func(ctx context.Context) error { return srv.Run(ctx, time.Minute) })
+
+	hs := &http.Server{
+		Handler: srv, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	if opts.TLSCert != "" {
+		cert, err := tls.LoadX509KeyPair(opts.TLSCert, opts.TLSKey)
+		if err != nil {
+			return usageError{fmt.Errorf("--tls-cert/--tls-key: %w", err)}
+		}
+		hs.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+		ln = tls.NewListener(ln, hs.TLSConfig)
+	}
+	fmt.Fprintln(ios.Out, publicURL)
+	if banner != "" {
+		fmt.Fprint(ios.Out, banner)
+	}
+	log.Info("spotoken serving", "url", publicURL, "callback", srv.CallbackURL(), "accounts_url", accountsURL, "api_url", apiURL)
+
+	errc := make(chan error, 1)
+	go func() { errc <- hs.Serve(ln) }()
+	var serveErr error
+	select {
+	case err := <-errc:
+		serveErr = fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+	log.Info("shutting down: finishing requests and refreshes in flight")
+	sctx, cancel := context.WithTimeout(context.Background(), opts.ShutdownTimeout)
+	defer cancel()
+	if err := hs.Shutdown(sctx); err != nil {
+		log.Warn("shutdown: requests still in flight", "err", err)
+	}
+	stopBG()
+	wg.Wait()
+	if err := engine.Drain(sctx); err != nil {
+		log.Warn("shutdown: refreshes still in flight", "err", err)
+	}
+	log.Info("stopped")
+	return serveErr
+}
+
+// readiness reports whether the store answers and is fully migrated.
+func readiness(store spotoken.Store) func(context.Context) error {
+	if r, ok := store.(interface{ Ready(context.Context) error }); ok {
+		return r.Ready
+	}
+	return nil
+}
+
+// The demo app that serve --emulator registers.
+const (
+	demoAppID    = "demo"
+	demoKeyLabel = "quickstart"
+)
+
+var demoScopes = spotoken.Scopes{"playlist-read-private", "user-read-currently-playing", "user-read-email", "user-read-private", "user-top-read"}
+
+// startBuiltinEmulator runs the emulator in-process for serve --emulator, with the
+// demo client registered for this server's callback.
+func startBuiltinEmulator(ctx context.Context, log *slog.Logger, opts *serveOptions, publicURL string) (*emulator.Emulator, string, error) {
+	rot, _ := emulator.ParseRotation(opts.EmulatorRotate)
+	emu, err := emulator.New(emulator.Config{
+		Clients:     []emulator.Client{{ID: emulator.DefaultClientID, RedirectURIs: []string{publicURL + "/callback"}}},
+		AutoApprove: opts.EmulatorUser,
+		Rotation:    rot,
+		Logger:      log.With("component", "emulator"),
+	})
+	if err != nil {
+		return nil, "", usageError{fmt.Errorf("emulator: %w", err)}
+	}
+	eln, err := net.Listen("tcp", opts.EmulatorAddr)
+	if err != nil {
+		return nil, "", fmt.Errorf("listen on %s: %w", opts.EmulatorAddr, err)
+	}
+	emuURL := "http://" + displayAddr(eln.Addr())
+	go func() {
+		if err := serveUntilDone(ctx, log, eln, emu); err != nil {
+			log.Error("emulator stopped", "err", err)
+		}
+	}()
+	return emu, emuURL, nil
+}
+
+// setUpDemoApp registers (or updates) the demo app for the emulator, replaces
+// the quick start's API key, and returns the banner that shows how to use it.
+func setUpDemoApp(ctx context.Context, store spotoken.Store, srv *server.Server, now time.Time, publicURL, emuURL string, opts *serveOptions) (string, error) {
+	app := &spotoken.App{ID: demoAppID, ClientID: emulator.DefaultClientID, RedirectURIs: []string{srv.CallbackURL()},
+		DefaultScopes: demoScopes, CreatedAt: now}
+	err := store.CreateApp(ctx, app)
+	if errors.Is(err, spotoken.ErrConflict) {
+		_, err = store.UpdateApp(ctx, demoAppID, func(a *spotoken.App) error {
+			a.ClientID, a.ClientSecret, a.RedirectURIs, a.DefaultScopes = app.ClientID, "", app.RedirectURIs, app.DefaultScopes
+			return nil
+		})
+	}
+	if err != nil {
+		return "", fmt.Errorf("register the demo app: %w", err)
+	}
+	keys, err := store.APIKeys(ctx, demoAppID)
+	if err != nil {
+		return "", err
+	}
+	for _, k := range keys {
+		if k.Name == demoKeyLabel && !k.Revoked() {
+			if err := store.RevokeAPIKey(ctx, demoAppID, k.ID, now); err != nil {
+				return "", err
+			}
+		}
+	}
+	key, rec := spotoken.NewAPIKey(demoAppID, demoKeyLabel, now)
+	if err := store.CreateAPIKey(ctx, rec); err != nil {
+		return "", err
+	}
+	return demoBanner(publicURL, emuURL, key, opts), nil
+}
+
+func demoBanner(publicURL, emuURL string, key spotoken.Secret, opts *serveOptions) string {
+	var b strings.Builder
+	p := func(format string, args ...any) { fmt.Fprintf(&b, format+"\n", args...) }
+	p("")
+	p("spotoken is running offline against its built-in Spotify emulator; data: %s", opts.store.DB)
+	p("The demo app %q has a new API key (shown once; earlier quick-start keys were revoked):", demoAppID)
+	p("")
+	p("  export SPOTOKEN_API_KEY=%s", key.Reveal())
+	p("")
+	who := "the emulator approves as " + opts.EmulatorUser
+	if opts.EmulatorUser == "" {
+		who = "open the link in a browser and pick a user on the emulator's consent page"
+	}
+	p("Connect a Spotify user (%s):", who)
+	p("")
+	p(`  URL=$(curl -s -X POST %s/v1/connect-sessions -H "Authorization: Bearer $SPOTOKEN_API_KEY" -H "Content-Type: application/json" -d '{"connection_id":"u1"}' | sed -n 's/.*"url":"\([^"]*\)".*/\1/p')`, publicURL)
+	if opts.EmulatorUser != "" {
+		p(`  curl -sL -b /dev/null "$URL" | grep -o 'Your Spotify account is connected'`)
+	} else {
+		p(`  echo "$URL"   # open it in a browser`)
+	}
+	p("")
+	p("Get a fresh access token, and call the Web API through the proxy:")
+	p("")
+	p(`  curl -s -X POST %s/v1/connections/u1/token -H "Authorization: Bearer $SPOTOKEN_API_KEY"`, publicURL)
+	p(`  curl -s %s/v1/proxy/u1/v1/me -H "Authorization: Bearer $SPOTOKEN_API_KEY"`, publicURL)
+	p("")
+	p("Move the emulator's clock two hours on; the next token request refreshes silently:")
+	p("")
+	p(`  curl -s -X POST %s/_emulator/clock -d '{"advance":"2h"}'`, emuURL)
+	p("")
+	p("API: %s/openapi.json · metrics: %s/metrics · dashboard: %s/ · Ctrl-C stops.", publicURL, publicURL, publicURL)
+	return b.String()
+}
