@@ -207,23 +207,8 @@ func (s *Server) handleConnect(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	token := r.PathValue("session")
-	sess, err := s.cfg.Store.ConsumePending(r.Context(), pendingHash(domainSession, token))
-	switch {
-	case errors.Is(err, spotoken.ErrNotFound):
-		s.flowPage(w, r, http.StatusBadRequest, flowInvalidSession, "")
-		return
-	case errors.Is(err, spotoken.ErrAlreadyUsed):
-		s.flowPage(w, r, http.StatusBadRequest, flowSessionUsed, "")
-		return
-	case errors.Is(err, spotoken.ErrExpired):
-		s.flowPage(w, r, http.StatusBadRequest, flowSessionExpired, "")
-		return
-	case err != nil:
-		s.log.Error("consume connect session", "request_id", requestID(r), "err", err)
-		s.flowPage(w, r, http.StatusInternalServerError, flowServerError, "")
-		return
-	case sess.Verifier != "":
-		s.flowPage(w, r, http.StatusBadRequest, flowInvalidSession, "") // a state, not a session
+	sess, ok := s.consume(w, r, domainSession, token, [3]string{flowInvalidSession, flowSessionUsed, flowSessionExpired})
+	if !ok {
 		return
 	}
 	app, err := s.cfg.Store.App(r.Context(), sess.AppID)
@@ -254,6 +239,34 @@ func (s *Server) handleConnect(w http.ResponseWriter, r *http.Request) {
 	http.Redirect(w, r, s.accountsClient(app).AuthCodeURL(state, s.CallbackURL(), sess.Scopes, verifier, false), http.StatusFound)
 }
 
+// consume uses up the pending authorization that token names in domain (a
+// connect session or a state), or shows the user why it cannot: outcomes
+// are the flow outcomes for unknown, used and expired. A session has no
+// verifier and a state has one, a second check that neither passes for the
+// other.
+func (s *Server) consume(w http.ResponseWriter, r *http.Request, domain, token string, outcomes [3]string) (*spotoken.PendingAuthorization, bool) {
+	p, err := s.cfg.Store.ConsumePending(r.Context(), pendingHash(domain, token))
+	outcome := ""
+	switch {
+	case errors.Is(err, spotoken.ErrNotFound):
+		outcome = outcomes[0]
+	case errors.Is(err, spotoken.ErrAlreadyUsed):
+		outcome = outcomes[1]
+	case errors.Is(err, spotoken.ErrExpired):
+		outcome = outcomes[2]
+	case err != nil:
+		s.log.Error("consume pending authorization", "request_id", requestID(r), "err", err)
+		s.flowPage(w, r, http.StatusInternalServerError, flowServerError, "")
+		return nil, false
+	case (p.Verifier != "") != (domain == domainState):
+		outcome = outcomes[0]
+	default:
+		return p, true
+	}
+	s.flowPage(w, r, http.StatusBadRequest, outcome, "")
+	return nil, false
+}
+
 func (s *Server) handleCallback(w http.ResponseWriter, r *http.Request) {
 	if headOnly(w, r) {
 		return
@@ -264,23 +277,8 @@ func (s *Server) handleCallback(w http.ResponseWriter, r *http.Request) {
 		s.flowPage(w, r, http.StatusBadRequest, flowInvalidState, "")
 		return
 	}
-	p, err := s.cfg.Store.ConsumePending(r.Context(), pendingHash(domainState, state))
-	switch {
-	case errors.Is(err, spotoken.ErrNotFound):
-		s.flowPage(w, r, http.StatusBadRequest, flowInvalidState, "")
-		return
-	case errors.Is(err, spotoken.ErrAlreadyUsed):
-		s.flowPage(w, r, http.StatusBadRequest, flowStateUsed, "")
-		return
-	case errors.Is(err, spotoken.ErrExpired):
-		s.flowPage(w, r, http.StatusBadRequest, flowStateExpired, "")
-		return
-	case err != nil:
-		s.log.Error("callback: consume state", "request_id", requestID(r), "err", err)
-		s.flowPage(w, r, http.StatusInternalServerError, flowServerError, "")
-		return
-	case p.Verifier == "":
-		s.flowPage(w, r, http.StatusBadRequest, flowInvalidState, "") // a session, not a state
+	p, ok := s.consume(w, r, domainState, state, [3]string{flowInvalidState, flowStateUsed, flowStateExpired})
+	if !ok {
 		return
 	}
 	http.SetCookie(w, &http.Cookie{Name: stateCookie(state), Value: "", Path: s.callbackPath(), MaxAge: -1, HttpOnly: true,
