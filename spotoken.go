@@ -222,6 +222,10 @@ type Connection struct {
 	// Spotify's refresh token will expire regardless of use.
 	ConsentedAt    time.Time
 	GrantExpiresAt time.Time
+	// ExpiryWarnedAt is when the connection.expiring event of the current
+	// grant was recorded; zero until then. A new consent clears it, so each
+	// grant is warned about once.
+	ExpiryWarnedAt time.Time
 	CreatedAt      time.Time
 	UpdatedAt      time.Time
 }
@@ -250,8 +254,11 @@ const (
 	EventConnectionRotated      EventType = "connection.rotated"
 	EventConnectionNeedsReauth  EventType = "connection.needs_reauth"
 	EventConnectionRevoked      EventType = "connection.revoked"
-	EventConnectionExpiring     EventType = "connection.expiring"
-	EventAppError               EventType = "app.error"
+	// EventConnectionExpiring: the grant expires soon (Spotify's
+	// six-month limit); the user must authorize again before
+	// GrantExpiresAt. Sent once per grant.
+	EventConnectionExpiring EventType = "connection.expiring"
+	EventAppError           EventType = "app.error"
 )
 
 // Event is an entry in the outbox, delivered to the app's webhook at least once.

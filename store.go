@@ -105,6 +105,16 @@ type ConnectionStore interface {
 	// whole table, and opens no token.
 	Due(ctx context.Context, before time.Time, limit int) ([]DueConnection, error)
 
+	// ExpiringGrants returns up to limit (nothing if limit <= 0) active
+	// connections whose grant expires before before and whose
+	// ExpiryWarnedAt is zero, soonest GrantExpiresAt first, with Expiry set
+	// to GrantExpiresAt. It reads an index and opens no token.
+	ExpiringGrants(ctx context.Context, before time.Time, limit int) ([]DueConnection, error)
+	// CountExpiringGrants counts, by app, the active connections whose
+	// grant expires before before (warned or not), ordered by app, with
+	// State StateActive; apps with none are left out. It opens no token.
+	CountExpiringGrants(ctx context.Context, before time.Time) ([]ConnectionCount, error)
+
 	// AcquireLease gives owner the connection's lease for ttl if nobody else
 	// holds it (or the holder's lease expired); ErrLeaseHeld otherwise. An
 	// owner that already holds it gets it extended. ErrNotFound if the

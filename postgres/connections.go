@@ -16,7 +16,7 @@ import (
 
 const connCols = `app_id, id, spotify_user_id, display_name, scopes, state, access_token, refresh_token,
 	access_expires_at, version, lease_owner, lease_expires_at, last_refresh_at, consecutive_failures,
-	next_attempt_at, last_error_code, consented_at, grant_expires_at, created_at, updated_at`
+	next_attempt_at, last_error_code, consented_at, grant_expires_at, expiry_warned_at, created_at, updated_at`
 
 // sealedConnection is a connection row with its tokens still sealed.
 type sealedConnection struct {
@@ -33,12 +33,13 @@ func scanConnection(row scanner) (sealedConnection, error) {
 		access, refresh                      []byte
 		leaseOwner                           pgtype.Text
 		expiry, leaseExp, lastRefresh, next  pgtype.Timestamptz
-		consented, grantExp, created, update pgtype.Timestamptz
+		consented, grantExp, warned, created pgtype.Timestamptz
+		update                               pgtype.Timestamptz
 		failures                             int32
 	)
 	if err := row.Scan(&c.AppID, &c.ID, &c.SpotifyUserID, &c.DisplayName, &scopes, &state, &access, &refresh,
 		&expiry, &c.Version, &leaseOwner, &leaseExp, &lastRefresh, &failures,
-		&next, &c.LastErrorCode, &consented, &grantExp, &created, &update); err != nil {
+		&next, &c.LastErrorCode, &consented, &grantExp, &warned, &created, &update); err != nil {
 		return sealedConnection{}, err
 	}
 	c.Scopes = spotoken.Scopes(fromTextArray(scopes))
@@ -50,7 +51,7 @@ func scanConnection(row scanner) (sealedConnection, error) {
 	c.LastRefreshAt = fromTstz(lastRefresh)
 	c.ConsecutiveFailures = int(failures)
 	c.NextAttemptAt = fromTstz(next)
-	c.ConsentedAt, c.GrantExpiresAt = fromTstz(consented), fromTstz(grantExp)
+	c.ConsentedAt, c.GrantExpiresAt, c.ExpiryWarnedAt = fromTstz(consented), fromTstz(grantExp), fromTstz(warned)
 	c.CreatedAt, c.UpdatedAt = fromTstz(created), fromTstz(update)
 	return sealedConnection{c: &c, access: access, refresh: refresh}, nil
 }
@@ -88,6 +89,7 @@ func normConnection(c *spotoken.Connection) {
 	c.NextAttemptAt = norm(c.NextAttemptAt)
 	c.ConsentedAt = norm(c.ConsentedAt)
 	c.GrantExpiresAt = norm(c.GrantExpiresAt)
+	c.ExpiryWarnedAt = norm(c.ExpiryWarnedAt)
 	c.CreatedAt = norm(c.CreatedAt)
 	c.UpdatedAt = norm(c.UpdatedAt)
 }
@@ -110,10 +112,10 @@ func (db *DB) CreateConnection(ctx context.Context, c *spotoken.Connection, even
 	}
 	err = db.withTx(ctx, func(tx pgx.Tx) error {
 		_, err := tx.Exec(ctx, `INSERT INTO connections (`+connCols+`)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 1, NULL, NULL, $10, $11, $12, $13, $14, $15, $16, $16)`,
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 1, NULL, NULL, $10, $11, $12, $13, $14, $15, $16, $17, $17)`,
 			c.AppID, c.ID, c.SpotifyUserID, c.DisplayName, textArray(c.Scopes), string(c.State), access, refresh,
 			tstz(c.Token.Expiry), tstz(c.LastRefreshAt), int32(c.ConsecutiveFailures),
-			tstz(c.NextAttemptAt), c.LastErrorCode, tstz(c.ConsentedAt), tstz(c.GrantExpiresAt), now)
+			tstz(c.NextAttemptAt), c.LastErrorCode, tstz(c.ConsentedAt), tstz(c.GrantExpiresAt), tstz(c.ExpiryWarnedAt), now)
 		switch pgCode(err) {
 		case codeUniqueViolation:
 			return spotoken.Errorf(spotoken.EConflict, "connection %s already exists", c.Key())
@@ -195,11 +197,11 @@ func (db *DB) UpdateConnection(ctx context.Context, key spotoken.ConnectionKey, 
 			tag, err := tx.Exec(ctx, `UPDATE connections SET spotify_user_id = $3, display_name = $4, scopes = $5,
 				state = $6, access_token = $7, refresh_token = $8, access_expires_at = $9, version = version + 1,
 				last_refresh_at = $10, consecutive_failures = $11, next_attempt_at = $12, last_error_code = $13,
-				consented_at = $14, grant_expires_at = $15, updated_at = $16
+				consented_at = $14, grant_expires_at = $15, updated_at = $16, expiry_warned_at = $18
 				WHERE app_id = $1 AND id = $2 AND version = $17`,
 				key.AppID, key.ID, c.SpotifyUserID, c.DisplayName, textArray(c.Scopes), string(c.State), access, refresh,
 				tstz(c.Token.Expiry), tstz(c.LastRefreshAt), int32(c.ConsecutiveFailures), tstz(c.NextAttemptAt),
-				c.LastErrorCode, tstz(c.ConsentedAt), tstz(c.GrantExpiresAt), c.UpdatedAt, old.Version)
+				c.LastErrorCode, tstz(c.ConsentedAt), tstz(c.GrantExpiresAt), c.UpdatedAt, old.Version, tstz(c.ExpiryWarnedAt))
 			if err != nil {
 				return err
 			}
@@ -344,6 +346,58 @@ func (db *DB) Due(ctx context.Context, before time.Time, limit int) ([]spotoken.
 		return nil, fmt.Errorf("due connections: %w", err)
 	}
 	return due, nil
+}
+
+// expiringSQL selects ExpiringGrants' connections from the partial index
+// connections_unwarned.
+const expiringSQL = `SELECT app_id, id, grant_expires_at, version FROM connections
+	WHERE state = 'active' AND expiry_warned_at IS NULL AND grant_expires_at < $1
+	ORDER BY grant_expires_at, app_id, id LIMIT $2`
+
+// ExpiringGrants returns up to limit active connections whose grant
+// expires before before and that were not warned about yet, soonest first,
+// with Expiry set to GrantExpiresAt; none if limit is not positive. It
+// reads the connections_unwarned index and opens no token.
+func (db *DB) ExpiringGrants(ctx context.Context, before time.Time, limit int) ([]spotoken.DueConnection, error) {
+	if limit <= 0 {
+		return nil, nil
+	}
+	rows, err := db.pool.Query(ctx, expiringSQL, tstz(before), limit)
+	if err != nil {
+		return nil, fmt.Errorf("expiring grants: %w", err)
+	}
+	due, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (spotoken.DueConnection, error) {
+		var d spotoken.DueConnection
+		var expiry pgtype.Timestamptz
+		err := row.Scan(&d.Key.AppID, &d.Key.ID, &expiry, &d.Version)
+		d.Expiry = fromTstz(expiry)
+		return d, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("expiring grants: %w", err)
+	}
+	return due, nil
+}
+
+// CountExpiringGrants counts, by app, the active connections whose grant
+// expires before before, from the connections_grant_expiry index.
+func (db *DB) CountExpiringGrants(ctx context.Context, before time.Time) ([]spotoken.ConnectionCount, error) {
+	rows, err := db.pool.Query(ctx, `SELECT app_id, count(*) FROM connections
+		WHERE state = 'active' AND grant_expires_at < $1 GROUP BY app_id ORDER BY app_id`, tstz(before))
+	if err != nil {
+		return nil, fmt.Errorf("count expiring grants: %w", err)
+	}
+	counts, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (spotoken.ConnectionCount, error) {
+		n := spotoken.ConnectionCount{State: spotoken.StateActive}
+		var count int64
+		err := row.Scan(&n.AppID, &count)
+		n.Count = int(count)
+		return n, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("count expiring grants: %w", err)
+	}
+	return counts, nil
 }
 
 // leaseMiss explains why a lease statement changed no row: errIfExists if

@@ -14,7 +14,7 @@ import (
 
 const connectionColumns = `app_id, id, spotify_user_id, display_name, scopes, state, access_token, refresh_token,
 	access_expires_at, version, lease_owner, lease_expires_at, last_refresh_at, consecutive_failures,
-	next_attempt_at, last_error_code, consented_at, grant_expires_at, created_at, updated_at`
+	next_attempt_at, last_error_code, consented_at, grant_expires_at, expiry_warned_at, created_at, updated_at`
 
 // sealedToken is a connection's two token ciphertexts as stored.
 type sealedToken struct{ access, refresh []byte }
@@ -34,10 +34,10 @@ func (db *DB) CreateConnection(ctx context.Context, c *spotoken.Connection, even
 	}
 	err = db.write(ctx, func(tx *sql.Tx) error {
 		_, err := tx.ExecContext(ctx, `INSERT INTO connections (`+connectionColumns+`)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1, NULL, NULL, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1, NULL, NULL, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 			c.AppID, c.ID, c.SpotifyUserID, c.DisplayName, scopesArg(c.Scopes), string(c.State), blobArg(access), blobArg(refresh),
 			timeArg(c.Token.Expiry), timeArg(c.LastRefreshAt), c.ConsecutiveFailures,
-			timeArg(c.NextAttemptAt), c.LastErrorCode, timeArg(c.ConsentedAt), timeArg(c.GrantExpiresAt),
+			timeArg(c.NextAttemptAt), c.LastErrorCode, timeArg(c.ConsentedAt), timeArg(c.GrantExpiresAt), timeArg(c.ExpiryWarnedAt),
 			now.UnixMicro(), now.UnixMicro())
 		if err != nil {
 			return translate(err, fmt.Sprintf("connection %s already exists", c.Key()), fmt.Sprintf("app %q not found", c.AppID))
@@ -107,12 +107,12 @@ func (db *DB) UpdateConnection(ctx context.Context, key spotoken.ConnectionKey, 
 		}
 		res, err := tx.ExecContext(ctx, `UPDATE connections SET spotify_user_id = ?, display_name = ?, scopes = ?, state = ?,
 				access_token = ?, refresh_token = ?, access_expires_at = ?, last_refresh_at = ?, consecutive_failures = ?,
-				next_attempt_at = ?, last_error_code = ?, consented_at = ?, grant_expires_at = ?, updated_at = ?,
+				next_attempt_at = ?, last_error_code = ?, consented_at = ?, grant_expires_at = ?, expiry_warned_at = ?, updated_at = ?,
 				version = version + 1
 			WHERE app_id = ? AND id = ? AND version = ?`,
 			c.SpotifyUserID, c.DisplayName, scopesArg(c.Scopes), string(c.State),
 			blobArg(access), blobArg(refresh), timeArg(c.Token.Expiry), timeArg(c.LastRefreshAt), c.ConsecutiveFailures,
-			timeArg(c.NextAttemptAt), c.LastErrorCode, timeArg(c.ConsentedAt), timeArg(c.GrantExpiresAt), c.UpdatedAt.UnixMicro(),
+			timeArg(c.NextAttemptAt), c.LastErrorCode, timeArg(c.ConsentedAt), timeArg(c.GrantExpiresAt), timeArg(c.ExpiryWarnedAt), c.UpdatedAt.UnixMicro(),
 			key.AppID, key.ID, old.Version)
 		if err != nil {
 			return fmt.Errorf("update connection %s: %w", key, err)
@@ -130,7 +130,7 @@ func (db *DB) UpdateConnection(ctx context.Context, key spotoken.ConnectionKey, 
 		}
 		c.Version = old.Version + 1
 		// Return what is stored: times at the store's precision, in UTC.
-		for _, t := range []*time.Time{&c.Token.Expiry, &c.LastRefreshAt, &c.NextAttemptAt, &c.ConsentedAt, &c.GrantExpiresAt} {
+		for _, t := range []*time.Time{&c.Token.Expiry, &c.LastRefreshAt, &c.NextAttemptAt, &c.ConsentedAt, &c.GrantExpiresAt, &c.ExpiryWarnedAt} {
 			*t = stored(*t)
 		}
 		out = &c
@@ -245,6 +245,37 @@ func (db *DB) Due(ctx context.Context, before time.Time, limit int) ([]spotoken.
 	}, dueQuery, before.UnixMicro(), db.now().UnixMicro(), limit)
 }
 
+// expiringQuery selects ExpiringGrants' connections from the partial index
+// connections_unwarned alone (its WHERE repeats the index's, literally).
+const expiringQuery = `SELECT app_id, id, grant_expires_at, version FROM connections
+	WHERE state = 'active' AND expiry_warned_at IS NULL AND grant_expires_at < ?1
+	ORDER BY grant_expires_at, app_id, id LIMIT ?2`
+
+// ExpiringGrants returns up to limit active connections whose grant
+// expires before before and that were not warned about yet, soonest first,
+// with Expiry set to GrantExpiresAt; none if limit is not positive. It
+// reads the connections_unwarned index and opens no token.
+func (db *DB) ExpiringGrants(ctx context.Context, before time.Time, limit int) ([]spotoken.DueConnection, error) {
+	if limit <= 0 {
+		return nil, nil
+	}
+	return queryAll(ctx, db.r, "expiring grants", func(r *sql.Rows) (d spotoken.DueConnection, err error) {
+		err = r.Scan(&d.Key.AppID, &d.Key.ID, timeCol{&d.Expiry}, &d.Version)
+		return d, err
+	}, expiringQuery, before.UnixMicro(), limit)
+}
+
+// CountExpiringGrants counts, by app, the active connections whose grant
+// expires before before, from the connections_grant_expiry index.
+func (db *DB) CountExpiringGrants(ctx context.Context, before time.Time) ([]spotoken.ConnectionCount, error) {
+	return queryAll(ctx, db.r, "count expiring grants", func(r *sql.Rows) (n spotoken.ConnectionCount, err error) {
+		err = r.Scan(&n.AppID, &n.Count)
+		n.State = spotoken.StateActive
+		return n, err
+	}, `SELECT app_id, count(*) FROM connections WHERE state = 'active' AND grant_expires_at < ?1
+		GROUP BY app_id ORDER BY app_id`, before.UnixMicro())
+}
+
 // AcquireLease gives owner the connection's lease for ttl from the store's
 // clock if nobody holds it, the holder's lease expired, or owner holds it
 // already (which extends it); ErrLeaseHeld otherwise, ErrNotFound if there
@@ -312,7 +343,7 @@ func (db *DB) scanConnection(row interface{ Scan(...any) error }) (*spotoken.Con
 	if err := row.Scan(&c.AppID, &c.ID, &c.SpotifyUserID, &c.DisplayName, scopesCol{&c.Scopes}, &state,
 		&st.access, &st.refresh, timeCol{&c.Token.Expiry}, &c.Version,
 		nullString{&c.Lease.Owner}, timeCol{&c.Lease.ExpiresAt}, timeCol{&c.LastRefreshAt}, &c.ConsecutiveFailures,
-		timeCol{&c.NextAttemptAt}, &c.LastErrorCode, timeCol{&c.ConsentedAt}, timeCol{&c.GrantExpiresAt},
+		timeCol{&c.NextAttemptAt}, &c.LastErrorCode, timeCol{&c.ConsentedAt}, timeCol{&c.GrantExpiresAt}, timeCol{&c.ExpiryWarnedAt},
 		timeCol{&c.CreatedAt}, timeCol{&c.UpdatedAt}); err != nil {
 		return nil, st, err
 	}

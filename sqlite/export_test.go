@@ -5,3 +5,6 @@ const DueQuery = dueQuery
 
 // CountQuery is CountConnections' query, for the query-plan test.
 const CountQuery = countQuery
+
+// ExpiringQuery is ExpiringGrants' query, for the query-plan test.
+const ExpiringQuery = expiringQuery

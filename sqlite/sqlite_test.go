@@ -443,6 +443,27 @@ func TestDueQueryPlan(t *testing.T) {
 	}
 }
 
+func TestExpiringQueryPlan(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "db")
+	db := openDB(t, path)
+	defer db.Close()
+	seedConnections(t, db, 50)
+	raw := rawDB(t, path)
+	for _, analyzed := range []bool{false, true} {
+		if analyzed {
+			if _, err := raw.ExecContext(ctx, `ANALYZE`); err != nil {
+				t.Fatal(err)
+			}
+		}
+		before := time.Now().Add(200 * 24 * time.Hour).UnixMicro()
+		joined := queryPlan(t, raw, sqlite.ExpiringQuery, before, 10)
+		if !strings.Contains(joined, "SEARCH connections USING COVERING INDEX connections_unwarned") ||
+			strings.Contains(joined, "SCAN") || strings.Contains(joined, "TEMP B-TREE") {
+			t.Errorf("ExpiringGrants' plan (analyzed: %v):\n%s\nwant a search of the covering index connections_unwarned, no scan, no sort", analyzed, joined)
+		}
+	}
+}
+
 // sealed reads a connection's ciphertexts straight from the file.
 func sealed(t *testing.T, path string, key spotoken.ConnectionKey) (access, refresh []byte) {
 	t.Helper()

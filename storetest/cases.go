@@ -389,6 +389,7 @@ func testConnectionRoundTrip(t *testing.T, h *harness) {
 		c.ConsecutiveFailures = 2
 		c.NextAttemptAt = now.Add(time.Minute)
 		c.LastErrorCode = "server_error"
+		c.ExpiryWarnedAt = now.Add(-time.Second)
 		c.Version = 42                                                      // ignored
 		c.Lease = spotoken.Lease{Owner: "x", ExpiresAt: now.Add(time.Hour)} // ignored
 	})
@@ -801,6 +802,100 @@ func testDue(t *testing.T, h *harness) {
 	h.clock.Advance(90 * time.Second) // backoff over
 	if d := diff(due(now.Add(150*time.Second), 10), []string{"a/expired", "a/soon", "a/backoff"}); d != "" {
 		t.Errorf("Due after the backoff (-got +want):\n%s", d)
+	}
+}
+
+func testExpiringGrants(t *testing.T, h *harness) {
+	h.newApp(t, "a")
+	h.newApp(t, "b")
+	now := h.clock.Now()
+	day := 24 * time.Hour
+	mk := func(app, id string, expiresIn time.Duration, mutate func(*spotoken.Connection)) {
+		h.newConn(t, app, id, func(c *spotoken.Connection) {
+			c.GrantExpiresAt = now.Add(expiresIn)
+			if mutate != nil {
+				mutate(c)
+			}
+		})
+	}
+	mk("a", "soon", 3*day, nil)
+	mk("b", "later", 10*day, nil)
+	mk("a", "warned", 2*day, func(c *spotoken.Connection) { c.ExpiryWarnedAt = now })
+	mk("a", "reauth", day, func(c *spotoken.Connection) { c.State = spotoken.StateNeedsReauth })
+	mk("a", "far", 100*day, nil)
+	mk("a", "past", -day, nil)
+	mk("a", "unknown", 0, func(c *spotoken.Connection) { c.GrantExpiresAt = time.Time{} })
+
+	expiring := func(before time.Time, limit int) []string {
+		t.Helper()
+		ds, err := h.store.ExpiringGrants(ctx, before, limit)
+		if err != nil {
+			t.Fatalf("ExpiringGrants: %v", err)
+		}
+		out := []string{}
+		for _, d := range ds {
+			out = append(out, d.Key.String())
+			c := h.get(t, d.Key)
+			if d.Version != c.Version || !d.Expiry.Equal(c.GrantExpiresAt) {
+				t.Errorf("ExpiringGrants entry %+v, connection has version %d, grant expiry %v", d, c.Version, c.GrantExpiresAt)
+			}
+		}
+		return out
+	}
+	if d := diff(expiring(now.Add(14*day), 10), []string{"a/past", "a/soon", "b/later"}); d != "" {
+		t.Errorf("ExpiringGrants (-got +want):\n%s", d)
+	}
+	if d := diff(expiring(now.Add(14*day), 1), []string{"a/past"}); d != "" {
+		t.Errorf("ExpiringGrants with limit (-got +want):\n%s", d)
+	}
+	if d := diff(expiring(now.Add(14*day), 0), []string{}); d != "" {
+		t.Errorf("ExpiringGrants with limit 0 (-got +want):\n%s", d)
+	}
+	// Marking one warned takes it out; clearing the mark (a new consent)
+	// brings it back.
+	key := spotoken.ConnectionKey{AppID: "a", ID: "soon"}
+	warn := func(at time.Time) {
+		t.Helper()
+		if _, err := h.store.UpdateConnection(ctx, key, func(c *spotoken.Connection) ([]spotoken.Event, error) {
+			c.ExpiryWarnedAt = at
+			return nil, nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	warn(now)
+	if got := h.get(t, key); !got.ExpiryWarnedAt.Equal(now) {
+		t.Errorf("ExpiryWarnedAt after update = %v, want %v", got.ExpiryWarnedAt, now)
+	}
+	if d := diff(expiring(now.Add(14*day), 10), []string{"a/past", "b/later"}); d != "" {
+		t.Errorf("ExpiringGrants after a warning (-got +want):\n%s", d)
+	}
+	warn(time.Time{})
+	if d := diff(expiring(now.Add(14*day), 10), []string{"a/past", "a/soon", "b/later"}); d != "" {
+		t.Errorf("ExpiringGrants after the warning was cleared (-got +want):\n%s", d)
+	}
+
+	count := func(before time.Time) []spotoken.ConnectionCount {
+		t.Helper()
+		n, err := h.store.CountExpiringGrants(ctx, before)
+		if err != nil {
+			t.Fatalf("CountExpiringGrants: %v", err)
+		}
+		if n == nil {
+			n = []spotoken.ConnectionCount{}
+		}
+		return n
+	}
+	active := spotoken.StateActive
+	// Warned grants count too; needs_reauth and unknown expiries do not.
+	if d := diff(count(now.Add(7*day)), []spotoken.ConnectionCount{{AppID: "a", State: active, Count: 3}}); d != "" {
+		t.Errorf("CountExpiringGrants within 7 days (-got +want):\n%s", d)
+	}
+	if d := diff(count(now.Add(30*day)), []spotoken.ConnectionCount{{AppID: "a", State: active, Count: 3}, {AppID: "b", State: active, Count: 1}}); d != "" {
+		t.Errorf("CountExpiringGrants within 30 days (-got +want):\n%s", d)
+	}
+	if d := diff(count(now.Add(-2*day)), []spotoken.ConnectionCount{}); d != "" {
+		t.Errorf("CountExpiringGrants before everything (-got +want):\n%s", d)
 	}
 }
 

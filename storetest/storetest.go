@@ -87,6 +87,7 @@ func Run(t *testing.T, newBackend func(t *testing.T) Backend) {
 		{"LeaseContention", testLeaseContention},
 		{"LeaseExpiry", testLeaseExpiry},
 		{"Due", testDue},
+		{"ExpiringGrants", testExpiringGrants},
 		{"Delete", testDelete},
 		{"Events", testEvents},
 		{"KeyRotation", testKeyRotation},
