@@ -75,7 +75,7 @@ func (s *Server) handleCreateSession(w http.ResponseWriter, r *http.Request, key
 	if req.Scopes == nil {
 		scopes = app.DefaultScopes.Normalize()
 	}
-	sess, err := s.mintSession(r.Context(), app, req.ConnectionID, scopes, returnTo)
+	sess, err := s.mintSession(r.Context(), app, req.ConnectionID, scopes, returnTo, s.cfg.SessionTTL)
 	if err != nil {
 		return err
 	}
@@ -102,8 +102,8 @@ func checkReturnTo(app *spotoken.App, raw string) (string, error) {
 	return "", spotoken.Errorf(spotoken.EInvalid, "return_to origin %s is not among the app's allowed origins", origin)
 }
 
-// mintSession stores a one-time connect link for the connection.
-func (s *Server) mintSession(ctx context.Context, app *spotoken.App, connectionID string, scopes spotoken.Scopes, returnTo string) (ConnectSession, error) {
+// mintSession stores a one-time connect link for the connection, valid for ttl.
+func (s *Server) mintSession(ctx context.Context, app *spotoken.App, connectionID string, scopes spotoken.Scopes, returnTo string, ttl time.Duration) (ConnectSession, error) {
 	if !slices.Contains(app.RedirectURIs, s.CallbackURL()) {
 		return ConnectSession{}, spotoken.Errorf(spotoken.EAppMisconfigured,
 			"app %s has no redirect URI %s; register it with Spotify and with 'spotoken apps' (the app has %s)",
@@ -113,7 +113,7 @@ func (s *Server) mintSession(ctx context.Context, app *spotoken.App, connectionI
 	now := s.cfg.Now()
 	p := &spotoken.PendingAuthorization{
 		StateHash: pendingHash(domainSession, token), AppID: app.ID, ConnectionID: connectionID,
-		Scopes: scopes, ReturnTo: returnTo, CreatedAt: now, ExpiresAt: now.Add(s.cfg.SessionTTL),
+		Scopes: scopes, ReturnTo: returnTo, CreatedAt: now, ExpiresAt: now.Add(ttl),
 	}
 	if err := s.cfg.Store.CreatePending(ctx, p); err != nil {
 		return ConnectSession{}, fmt.Errorf("store connect session: %w", err)
@@ -133,7 +133,7 @@ func (s *Server) reconsent(ctx context.Context, key spotoken.ConnectionKey, caus
 			scopes = c.Scopes
 		}
 	}
-	if sess, err := s.mintSession(ctx, app, key.ID, scopes, ""); err == nil {
+	if sess, err := s.mintSession(ctx, app, key.ID, scopes, "", s.cfg.SessionTTL); err == nil {
 		body.ConnectURL, body.ConnectURLExpiresAt = sess.URL, &sess.ExpiresAt
 	} else {
 		s.log.Warn("mint re-consent link", "connection", key.String(), "err", err)
@@ -337,7 +337,7 @@ func (s *Server) completeConnection(r *http.Request, key spotoken.ConnectionKey,
 		c.Token = grant.Token()
 		c.Scopes, c.State = scopes, spotoken.StateActive
 		c.SpotifyUserID, c.DisplayName = me.ID, me.DisplayName
-		c.ConsentedAt, c.GrantExpiresAt = now, now.Add(s.cfg.GrantLifetime)
+		c.ConsentedAt, c.GrantExpiresAt, c.ExpiryWarnedAt = now, now.Add(s.cfg.GrantLifetime), time.Time{}
 		c.LastErrorCode, c.ConsecutiveFailures, c.NextAttemptAt = "", 0, time.Time{}
 	}
 	data := map[string]any{"spotify_user_id": me.ID, "scopes": scopes, "grant_expires_at": now.Add(s.cfg.GrantLifetime).UTC()}

@@ -502,7 +502,7 @@ func (d *dashboard) handleConnectLink(w http.ResponseWriter, r *http.Request, se
 	app, err := d.s.cfg.Store.App(r.Context(), sess.appID)
 	if err == nil {
 		var cs ConnectSession
-		cs, err = d.s.mintSession(r.Context(), app, id, app.DefaultScopes.Normalize(), "")
+		cs, err = d.s.mintSession(r.Context(), app, id, app.DefaultScopes.Normalize(), "", d.s.cfg.SessionTTL)
 		if err == nil {
 			d.s.log.Info("dashboard: connect link created", "request_id", requestID(r), "connection", spotoken.ConnectionKey{AppID: app.ID, ID: id}.String())
 			d.setFlash(sess, &dashFlash{Link: &dashLink{ConnectionID: id, URL: cs.URL, Expires: cs.ExpiresAt.UTC().Format(dashTimeFormat)}})

@@ -127,6 +127,8 @@ var (
 	leaseDesc     = prometheus.NewDesc("spotoken_lease_waits_total", "Refreshes that waited for another replica's refresh of the same connection.", nil, nil)
 	engineVends   = prometheus.NewDesc("spotoken_engine_tokens_total", "Tokens the refresh engine handed out, by source (memory, store, refresh, stale).", []string{"source"}, nil)
 	connsDesc     = prometheus.NewDesc("spotoken_connections", "Connections, by app and state.", []string{"app", "state"}, nil)
+	expiringDesc  = prometheus.NewDesc("spotoken_connections_grant_expiring",
+		"Active connections whose grant (Spotify's six months from consent) expires within the window (7d, 30d), by app.", []string{"app", "within"}, nil)
 )
 
 type engineCollector struct{ stats func() refresh.Stats }
@@ -159,39 +161,82 @@ func (c *engineCollector) Collect(ch chan<- prometheus.Metric) {
 // connectionCounter is what the connections gauge reads.
 type connectionCounter interface {
 	CountConnections(ctx context.Context) ([]spotoken.ConnectionCount, error)
+	CountExpiringGrants(ctx context.Context, before time.Time) ([]spotoken.ConnectionCount, error)
 }
+
+// expiringWindows are the windows of spotoken_connections_grant_expiring.
+var expiringWindows = []struct {
+	label string
+	d     time.Duration
+}{{"7d", 7 * 24 * time.Hour}, {"30d", 30 * 24 * time.Hour}}
 
 // registerStore exports connections by app and state, counted at most every
 // countEvery (a scrape must not scan a million rows each time).
-func (m *Metrics) registerStore(store connectionCounter) {
-	m.storeOnce.Do(func() { m.Registry.MustRegister(&connCollector{store: store}) })
+func (m *Metrics) registerStore(store connectionCounter, now func() time.Time) {
+	m.storeOnce.Do(func() { m.Registry.MustRegister(&connCollector{store: store, now: now}) })
 }
 
 const countEvery = 30 * time.Second
 
 type connCollector struct {
-	store  connectionCounter
-	mu     sync.Mutex
-	at     time.Time
-	counts []spotoken.ConnectionCount
+	store    connectionCounter
+	now      func() time.Time // the server's clock, for the expiry windows
+	mu       sync.Mutex
+	at       time.Time // wall-clock time of the last count
+	counts   []spotoken.ConnectionCount
+	expiring [][]spotoken.ConnectionCount // by expiringWindows
 }
 
-func (c *connCollector) Describe(ch chan<- *prometheus.Desc) { ch <- connsDesc }
+func (c *connCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- connsDesc
+	ch <- expiringDesc
+}
+
+// count reads the counts from the store.
+func (c *connCollector) count() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	counts, err := c.store.CountConnections(ctx)
+	if err != nil {
+		return err
+	}
+	now := c.now()
+	expiring := make([][]spotoken.ConnectionCount, len(expiringWindows))
+	for i, w := range expiringWindows {
+		if expiring[i], err = c.store.CountExpiringGrants(ctx, now.Add(w.d)); err != nil {
+			return err
+		}
+	}
+	c.counts, c.expiring, c.at = counts, expiring, time.Now()
+	return nil
+}
 
 func (c *connCollector) Collect(ch chan<- prometheus.Metric) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if time.Since(c.at) >= countEvery {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		counts, err := c.store.CountConnections(ctx)
-		cancel()
-		if err != nil {
+		if err := c.count(); err != nil {
 			ch <- prometheus.NewInvalidMetric(connsDesc, err)
 			return
 		}
-		c.counts, c.at = counts, time.Now()
 	}
 	for _, n := range c.counts {
 		ch <- prometheus.MustNewConstMetric(connsDesc, prometheus.GaugeValue, float64(n.Count), n.AppID, string(n.State))
+	}
+	// Every app with active connections gets a value, zero included, so
+	// that an alert on the 7-day count sees it drop back.
+	for i, w := range expiringWindows {
+		byApp := map[string]int{}
+		for _, n := range c.counts {
+			if n.State == spotoken.StateActive {
+				byApp[n.AppID] = 0
+			}
+		}
+		for _, n := range c.expiring[i] {
+			byApp[n.AppID] = n.Count
+		}
+		for app, n := range byApp {
+			ch <- prometheus.MustNewConstMetric(expiringDesc, prometheus.GaugeValue, float64(n), app, w.label)
+		}
 	}
 }

@@ -45,6 +45,8 @@ type Store interface {
 	DeleteConnection(ctx context.Context, key spotoken.ConnectionKey, events ...spotoken.Event) error
 	Connections(ctx context.Context, filter spotoken.ConnectionFilter) ([]*spotoken.Connection, error)
 	CountConnections(ctx context.Context) ([]spotoken.ConnectionCount, error)
+	ExpiringGrants(ctx context.Context, before time.Time, limit int) ([]spotoken.DueConnection, error)
+	CountExpiringGrants(ctx context.Context, before time.Time) ([]spotoken.ConnectionCount, error)
 }
 
 // Tokens hands out fresh access tokens: a *refresh.Engine.
@@ -108,6 +110,13 @@ type Config struct {
 	// looked up again, so a revoked key stops working within it. Default 2s;
 	// negative looks every key up on every request.
 	AuthCacheTTL time.Duration
+	// ExpiryWarning is how long before a grant expires that the app gets a
+	// connection.expiring event (see WarnExpiring). Default 14 days;
+	// negative sends none.
+	ExpiryWarning time.Duration
+	// LinkTTL is how long the connect link in a webhook (see ConnectLink)
+	// stays valid. Default 72 hours.
+	LinkTTL time.Duration
 	// ForceRefreshInterval is the rate at which each connection may ask for
 	// force_refresh (a burst of 3, then one per interval). Default 10s.
 	ForceRefreshInterval time.Duration
@@ -172,6 +181,10 @@ func New(cfg Config) (*Server, error) {
 	cfg.StateTTL = orDefault(cfg.StateTTL, DefaultStateTTL)
 	cfg.GrantLifetime = orDefault(cfg.GrantLifetime, DefaultGrantLifetime)
 	cfg.ForceRefreshInterval = orDefault(cfg.ForceRefreshInterval, DefaultForceInterval)
+	if cfg.ExpiryWarning == 0 {
+		cfg.ExpiryWarning = DefaultExpiryWarning
+	}
+	cfg.LinkTTL = orDefault(cfg.LinkTTL, DefaultLinkTTL)
 	if cfg.AuthCacheTTL == 0 {
 		cfg.AuthCacheTTL = DefaultAuthCacheTTL
 	}
@@ -180,7 +193,7 @@ func New(cfg Config) (*Server, error) {
 		force: make(map[spotoken.ConnectionKey]*rate.Limiter),
 	}
 	s.auth.init(s)
-	s.metrics.registerStore(cfg.Store)
+	s.metrics.registerStore(cfg.Store, cfg.Now)
 	if cfg.EngineStats != nil {
 		s.metrics.registerEngine(cfg.EngineStats)
 	}
@@ -284,6 +297,9 @@ func (s *Server) Run(ctx context.Context, interval time.Duration) error {
 		}
 		s.forceMu.Unlock()
 		s.dash.sweep()
+		if _, err := s.WarnExpiring(ctx); err != nil && ctx.Err() == nil {
+			s.log.Warn("warn of expiring grants", "err", err)
+		}
 	}
 }
 

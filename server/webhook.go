@@ -146,6 +146,11 @@ type Webhooks struct {
 	// MaxAttempts is how many attempts an event gets before it is given
 	// up; default 20.
 	MaxAttempts int
+	// ConnectLink, when set, mints the connect link that
+	// connection.expiring and connection.needs_reauth deliveries carry
+	// (data.connect_url and data.connect_url_expires_at): Server.ConnectLink.
+	// Each attempt gets a fresh link, so none is stored in plaintext.
+	ConnectLink func(ctx context.Context, key spotoken.ConnectionKey) (ConnectSession, error)
 	// Jitter returns a random number in [0, 1); default math/rand/v2's
 	// Float64. Tests make backoff deterministic with a constant.
 	Jitter func() float64
@@ -405,7 +410,7 @@ func (w *Webhooks) deliverApp(ctx context.Context, s *webhookSettings, appID str
 			pass.Deferred++
 			continue
 		}
-		body, err := webhookBody(e)
+		body, err := webhookBody(w.withConnectLink(ctx, s, e))
 		if err != nil {
 			// Never happens to data the broker wrote; give up at once
 			// rather than hold the app's other events back.

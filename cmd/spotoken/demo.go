@@ -125,7 +125,7 @@ func demoRun(ctx context.Context, ios *IOStreams, verbose bool) error {
 		return err
 	}
 	d.base = base
-	d.hooks = &server.Webhooks{Store: store, Now: emu.Now, Logger: log}
+	d.hooks = &server.Webhooks{Store: store, Now: emu.Now, Logger: log, ConnectLink: srv.ConnectLink}
 	jar, _ := cookiejar.New(nil)
 	d.browser = &http.Client{Jar: jar, Timeout: 30 * time.Second}
 

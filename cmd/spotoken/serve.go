@@ -35,6 +35,8 @@ type serveOptions struct {
 	LogLevel        string
 	RefreshWindow   time.Duration
 	GrantLifetime   time.Duration
+	ExpiryWarning   time.Duration
+	LinkTTL         time.Duration
 	CacheTTL        time.Duration
 	AuthCacheTTL    time.Duration
 	ShutdownTimeout time.Duration
@@ -81,6 +83,8 @@ The redirect URI to register with Spotify for every app is <public-url>/callback
 	f.StringVar(&opts.LogLevel, "log-level", "info", "log level: debug, info, warn, error")
 	f.DurationVar(&opts.RefreshWindow, "refresh-window", 5*time.Minute, "refresh tokens this long before they expire")
 	f.DurationVar(&opts.GrantLifetime, "grant-lifetime", server.DefaultGrantLifetime, "how long Spotify keeps a grant valid after consent (six months)")
+	f.DurationVar(&opts.ExpiryWarning, "expiry-warning", server.DefaultExpiryWarning, "send connection.expiring this long before a grant expires (0: never)")
+	f.DurationVar(&opts.LinkTTL, "link-ttl", server.DefaultLinkTTL, "how long the connect link in a connection.expiring or needs_reauth webhook stays valid")
 	f.DurationVar(&opts.CacheTTL, "cache-ttl", 2*time.Second, "serve a token from memory this long before re-reading the store (bounds staleness across replicas)")
 	f.DurationVar(&opts.AuthCacheTTL, "auth-cache-ttl", server.DefaultAuthCacheTTL, "trust a verified API key this long (a revoked key stops working within it; negative: check every request)")
 	f.DurationVar(&opts.ShutdownTimeout, "shutdown-timeout", 30*time.Second, "on SIGINT/SIGTERM, wait this long for requests and refreshes in flight")
@@ -101,6 +105,12 @@ func (o *serveOptions) validate() error {
 	}
 	if o.GrantLifetime <= 0 {
 		return usageError{errors.New("--grant-lifetime must be positive")}
+	}
+	if o.ExpiryWarning < 0 || o.ExpiryWarning >= o.GrantLifetime {
+		return usageError{errors.New("--expiry-warning must be 0 (never) or positive and shorter than --grant-lifetime")}
+	}
+	if o.LinkTTL <= 0 {
+		return usageError{errors.New("--link-ttl must be positive")}
 	}
 	if o.ShutdownTimeout <= 0 {
 		return usageError{errors.New("--shutdown-timeout must be positive")}
@@ -183,6 +193,7 @@ func serveRun(ctx context.Context, ios *IOStreams, opts *serveOptions) error {
 		Store: store, Tokens: engine, PublicURL: publicURL, AccountsURL: accountsURL, APIURL: apiURL,
 		HTTPClient: upstream("api"), Now: now, Logger: log, Metrics: metrics, EngineStats: engine.Stats,
 		Ready: readiness(store), GrantLifetime: opts.GrantLifetime, AuthCacheTTL: opts.AuthCacheTTL,
+		ExpiryWarning: expiryWarning(opts.ExpiryWarning), LinkTTL: opts.LinkTTL,
 	})
 	if err != nil {
 		return usageError{err}
@@ -209,7 +220,7 @@ func serveRun(ctx context.Context, ios *IOStreams, opts *serveOptions) error {
 		sched := &refresh.Scheduler{Engine: engine, Store: store, Now: now, Window: opts.RefreshWindow, Logger: log}
 		background("scheduler", sched.Run)
 	}
-	hooks := &server.Webhooks{Store: store, Now: now, Logger: log, Metrics: metrics}
+	hooks := &server.Webhooks{Store: store, Now: now, Logger: log, Metrics: metrics, ConnectLink: srv.ConnectLink}
 	background("webhooks", hooks.Run)
 	background("janitor", func(ctx context.Context) error { return srv.Run(ctx, time.Minute) })
 
@@ -252,6 +263,14 @@ func serveRun(ctx context.Context, ios *IOStreams, opts *serveOptions) error {
 	}
 	log.Info("stopped")
 	return serveErr
+}
+
+// expiryWarning maps the flag's 0 (never) to the server's negative.
+func expiryWarning(d time.Duration) time.Duration {
+	if d == 0 {
+		return -1
+	}
+	return d
 }
 
 // readiness reports whether the store answers and is fully migrated.
