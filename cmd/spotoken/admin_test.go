@@ -795,3 +795,46 @@ func TestAdminBackends(t *testing.T) {
 		})
 	}
 }
+
+// TestConnectionsSortByGrantExpiry: --sort grant_expires_at lists the
+// grants that expire soonest first, across pages of the store, and shows
+// the expiry in the table.
+func TestConnectionsSortByGrantExpiry(t *testing.T) {
+	e := newAdminEnv(t, "sqlite")
+	e.createApp("app")
+	store := e.open()
+	ctx := context.Background()
+	seedConnections(t, store, "app", map[string]spotoken.State{
+		"c01": spotoken.StateActive, "c02": spotoken.StateActive, "c03": spotoken.StateNeedsReauth,
+		"c04": spotoken.StateActive, "c05": spotoken.StateActive,
+	})
+	base := time.Date(2027, 3, 1, 0, 0, 0, 0, time.UTC)
+	for id, days := range map[string]int{"c01": 30, "c02": 3, "c03": 1, "c04": 90, "c05": -1} {
+		_, err := store.UpdateConnection(ctx, spotoken.ConnectionKey{AppID: "app", ID: id}, func(c *spotoken.Connection) ([]spotoken.Event, error) {
+			if days < 0 {
+				c.GrantExpiresAt = time.Time{} // unknown: listed last
+			} else {
+				c.GrantExpiresAt = base.Add(time.Duration(days) * 24 * time.Hour)
+			}
+			return nil, nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	var l server.ConnectionList
+	e.okJSON(&l, "", "connections", "list", "--app", "app", "--sort", "grant_expires_at")
+	if diff := cmp.Diff(connectionIDs(l), []string{"c03", "c02", "c01", "c04", "c05"}); diff != "" {
+		t.Errorf("sorted by grant expiry (-got +want):\n%s", diff)
+	}
+	e.okJSON(&l, "", "connections", "list", "--app", "app", "--sort", "grant_expires_at", "--state", "active", "--limit", "2")
+	if diff := cmp.Diff(connectionIDs(l), []string{"c02", "c01"}); diff != "" || l.NextCursor != "" {
+		t.Errorf("two soonest active (-got +want):\n%s; next cursor %q", diff, l.NextCursor)
+	}
+	out, _ := e.ok("", "connections", "list", "--app", "app", "--sort", "grant_expires_at", "--limit", "1")
+	if !strings.Contains(out, "GRANT EXPIRES") || !strings.Contains(out, "c03") || !strings.Contains(out, "2027-03-02") {
+		t.Errorf("table lacks the grant expiry:\n%s", out)
+	}
+	e.fails(exitUsage, `--sort "expiry"`, "", "connections", "list", "--app", "app", "--sort", "expiry")
+	e.fails(exitUsage, "does not go with --sort grant_expires_at", "", "connections", "list", "--app", "app", "--sort", "grant_expires_at", "--cursor", "c01")
+}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -37,20 +38,33 @@ type connectionsListOptions struct {
 	State  string
 	Limit  int
 	Cursor string
+	Sort   string
 }
 
 const maxConnectionsLimit = 1000
 
+// The orders of connections list --sort.
+const (
+	sortByID          = "id"
+	sortByGrantExpiry = "grant_expires_at"
+)
+
 func newConnectionsListCmd(ios *IOStreams) *cobra.Command {
 	opts := &connectionsListOptions{}
 	cmd := &cobra.Command{
-		Use:   "list --app NAME [--state STATE] [--limit N] [--cursor C]",
+		Use:   "list --app NAME [--state STATE] [--limit N] [--cursor C] [--sort id|grant_expires_at]",
 		Short: "List an app's connections, a page at a time",
 		Long: `List the connections of the app NAME by id, a page of --limit at a time. When
 there are more, the next page's cursor is printed (on standard error, or as
-next_cursor with --json); pass it as --cursor.`,
+next_cursor with --json); pass it as --cursor.
+
+--sort grant_expires_at lists the --limit connections whose grants expire
+soonest instead (Spotify's grants die six months after the user's consent;
+these users must authorize again first). It reads every connection of the
+app, so it takes no --cursor.`,
 		Example: `  spotoken connections list --app playlist-sync --state needs_reauth
-  spotoken connections list --app playlist-sync --json --limit 500 --cursor user-0500`,
+  spotoken connections list --app playlist-sync --json --limit 500 --cursor user-0500
+  spotoken connections list --app playlist-sync --state active --sort grant_expires_at --limit 20`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return connectionsListRun(cmd.Context(), ios, opts, jsonOutput(cmd))
@@ -62,6 +76,7 @@ next_cursor with --json); pass it as --cursor.`,
 	f.StringVar(&opts.State, "state", "", "only connections in this state: active, needs_reauth or revoked")
 	f.IntVar(&opts.Limit, "limit", 100, fmt.Sprintf("connections per page, 1 to %d", maxConnectionsLimit))
 	f.StringVar(&opts.Cursor, "cursor", "", "the cursor of the page to show, from the previous page")
+	f.StringVar(&opts.Sort, "sort", sortByID, "order: id (pages with --cursor) or grant_expires_at (soonest first)")
 	return cmd
 }
 
@@ -76,12 +91,27 @@ func connectionsListRun(ctx context.Context, ios *IOStreams, opts *connectionsLi
 	if opts.Limit < 1 || opts.Limit > maxConnectionsLimit {
 		return usageError{fmt.Errorf("--limit %d: want 1 to %d", opts.Limit, maxConnectionsLimit)}
 	}
+	switch opts.Sort {
+	case sortByID:
+	case sortByGrantExpiry:
+		if opts.Cursor != "" {
+			return usageError{errors.New("--cursor pages the list by id; it does not go with --sort grant_expires_at")}
+		}
+	default:
+		return usageError{fmt.Errorf("--sort %q: want id or grant_expires_at", opts.Sort)}
+	}
 	return withStore(ctx, ios, &opts.store, false, func(store spotoken.Store) error {
 		if _, err := findApp(ctx, store, opts.App); err != nil {
 			return err
 		}
-		// One more than a page tells whether there is a next one.
-		conns, err := store.Connections(ctx, spotoken.ConnectionFilter{AppID: opts.App, State: state, After: opts.Cursor, Limit: opts.Limit + 1})
+		var conns []*spotoken.Connection
+		var err error
+		if opts.Sort == sortByGrantExpiry {
+			conns, err = soonestGrants(ctx, store, opts.App, state, opts.Limit)
+		} else {
+			// One more than a page tells whether there is a next one.
+			conns, err = store.Connections(ctx, spotoken.ConnectionFilter{AppID: opts.App, State: state, After: opts.Cursor, Limit: opts.Limit + 1})
+		}
 		if err != nil {
 			return fmt.Errorf("list the connections of app %q: %w", opts.App, err)
 		}
@@ -100,6 +130,35 @@ func connectionsListRun(ctx context.Context, ios *IOStreams, opts *connectionsLi
 	})
 }
 
+// soonestGrants returns the limit connections of app (in state, if set)
+// whose grants expire soonest, unknown expiries last, reading every page.
+func soonestGrants(ctx context.Context, store spotoken.Store, app string, state spotoken.State, limit int) ([]*spotoken.Connection, error) {
+	var all []*spotoken.Connection
+	after := ""
+	for {
+		page, err := store.Connections(ctx, spotoken.ConnectionFilter{AppID: app, State: state, After: after, Limit: maxConnectionsLimit})
+		if err != nil {
+			return nil, err
+		}
+		all = append(all, page...)
+		if len(page) < maxConnectionsLimit {
+			break
+		}
+		after = page[len(page)-1].ID
+	}
+	slices.SortStableFunc(all, func(a, b *spotoken.Connection) int {
+		switch {
+		case a.GrantExpiresAt.IsZero() != b.GrantExpiresAt.IsZero():
+			if a.GrantExpiresAt.IsZero() {
+				return 1
+			}
+			return -1
+		}
+		return a.GrantExpiresAt.Compare(b.GrantExpiresAt)
+	})
+	return all[:min(len(all), limit)], nil
+}
+
 func printConnections(ios *IOStreams, opts *connectionsListOptions, list server.ConnectionList) error {
 	if len(list.Connections) == 0 {
 		what := "no connections"
@@ -113,10 +172,10 @@ func printConnections(ios *IOStreams, opts *connectionsListOptions, list server.
 		return err
 	}
 	tw := newTable(ios.Out)
-	fmt.Fprintln(tw, "ID\tSTATE\tSPOTIFY USER\tSCOPES\tTOKEN EXPIRES\tLAST REFRESH\tLAST ERROR")
+	fmt.Fprintln(tw, "ID\tSTATE\tSPOTIFY USER\tSCOPES\tTOKEN EXPIRES\tGRANT EXPIRES\tLAST REFRESH\tLAST ERROR")
 	for _, c := range list.Connections {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", c.ID, c.State, orDash(c.SpotifyUserID), orDash(c.Scopes.String()),
-			fmtOptTime(c.ExpiresAt), fmtOptTime(c.LastRefreshAt), orDash(c.LastErrorCode))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", c.ID, c.State, orDash(c.SpotifyUserID), orDash(c.Scopes.String()),
+			fmtOptTime(c.ExpiresAt), fmtOptTime(c.GrantExpiresAt), fmtOptTime(c.LastRefreshAt), orDash(c.LastErrorCode))
 	}
 	if err := tw.Flush(); err != nil {
 		return err
