@@ -356,20 +356,44 @@ func (s *Server) logRequests(next http.Handler) http.Handler {
 		w.Header().Set("X-Request-Id", id)
 		r = r.WithContext(context.WithValue(r.Context(), requestIDKey{}, id))
 		sw := &statusWriter{ResponseWriter: w}
+		aborted := false
+		defer func() {
+			// A handler that panics still gets its log line. The proxy
+			// aborts a response it cannot finish with http.ErrAbortHandler,
+			// which goes on up so net/http cuts the connection; any other
+			// panic is answered 500 here, its value never logged (it
+			// might hold a secret).
+			if v := recover(); v != nil {
+				if v == http.ErrAbortHandler {
+					aborted = true
+					defer panic(v)
+				} else {
+					s.log.LogAttrs(r.Context(), slog.LevelError, "handler panicked",
+						slog.String("request_id", id), slog.String("route", r.Pattern), slog.String("panic_type", fmt.Sprintf("%T", v)))
+					if sw.status == 0 {
+						s.writeError(sw, r, errors.New("internal error"))
+					}
+					sw.status = http.StatusInternalServerError
+				}
+			}
+			if sw.status == 0 {
+				sw.status = http.StatusOK
+			}
+			route := r.Pattern
+			if route == "" {
+				route = "unmatched"
+			}
+			elapsed := time.Since(start)
+			s.metrics.observeRequest(route, sw.status, elapsed)
+			attrs := []slog.Attr{slog.String("request_id", id), slog.String("method", r.Method), slog.String("route", route),
+				slog.String("path", logPath(r.URL.Path)), slog.Int("status", sw.status),
+				slog.Int64("bytes", sw.bytes), slog.Duration("duration", elapsed)}
+			if aborted {
+				attrs = append(attrs, slog.Bool("aborted", true))
+			}
+			s.log.LogAttrs(r.Context(), slog.LevelInfo, "request", attrs...)
+		}()
 		next.ServeHTTP(sw, r)
-		if sw.status == 0 {
-			sw.status = http.StatusOK
-		}
-		route := r.Pattern
-		if route == "" {
-			route = "unmatched"
-		}
-		elapsed := time.Since(start)
-		s.metrics.observeRequest(route, sw.status, elapsed)
-		s.log.LogAttrs(r.Context(), slog.LevelInfo, "request",
-			slog.String("request_id", id), slog.String("method", r.Method), slog.String("route", route),
-			slog.String("path", logPath(r.URL.Path)), slog.Int("status", sw.status),
-			slog.Int64("bytes", sw.bytes), slog.Duration("duration", elapsed))
 	})
 }
 

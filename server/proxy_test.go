@@ -1086,3 +1086,53 @@ func FuzzProxyPath(f *testing.F) {
 		}
 	})
 }
+
+// TestProxyAbortedStreamIsLogged: when Spotify's answer breaks off after
+// its headers, the proxy aborts the response (the client sees a cut
+// connection, not a truncated 200 it could trust) and the request still
+// gets its one log line, marked aborted.
+func TestProxyAbortedStreamIsLogged(t *testing.T) {
+	h, up := newProxyHarness(t, harnessOptions{})
+	h.connect("u1", "user-read-email")
+	up.setFake(func(w http.ResponseWriter, r *http.Request, _ int) bool {
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Content-Length", "1000")
+		w.WriteHeader(http.StatusOK)
+		io.WriteString(w, `{"partial":`)
+		w.(http.Flusher).Flush()
+		conn, _, err := http.NewResponseController(w).Hijack()
+		if err == nil {
+			conn.Close()
+		}
+		return true
+	})
+	req, _ := http.NewRequest("GET", h.ts.URL+"/v1/proxy/u1/v1/me", nil)
+	req.Header.Set("Authorization", "Bearer "+h.apiKey)
+	req.Header.Set("X-Request-Id", "req-aborted")
+	resp, err := http.DefaultClient.Do(req)
+	if err == nil {
+		_, err = io.ReadAll(resp.Body)
+		resp.Body.Close()
+	}
+	if err == nil {
+		t.Fatal("reading the aborted answer succeeded; want an error (a cut connection)")
+	}
+	var line map[string]any
+	deadline := time.Now().Add(10 * time.Second)
+	for line == nil && time.Now().Before(deadline) {
+		for _, l := range strings.Split(h.logs.String(), "\n") {
+			if strings.Contains(l, `"msg":"request"`) && strings.Contains(l, "req-aborted") {
+				json.Unmarshal([]byte(l), &line)
+			}
+		}
+		if line == nil {
+			time.Sleep(10 * time.Millisecond) // the handler finishes after the client sees the cut
+		}
+	}
+	if line == nil {
+		t.Fatalf("no request line for the aborted request in:\n%s", h.logs)
+	}
+	if line["aborted"] != true || line["route"] != "/v1/proxy/{id}/{path...}" {
+		t.Errorf("request line %v, want aborted=true on the proxy route", line)
+	}
+}
