@@ -8,6 +8,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
@@ -198,4 +199,40 @@ func httpGet(url string) (int, error) {
 	io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
 	return resp.StatusCode, nil
+}
+
+// TestBinaryServeJSON: with --json, serve's first stdout line is one JSON
+// object with the URLs and, with --emulator, the new API key, which works.
+func TestBinaryServeJSON(t *testing.T) {
+	dir := t.TempDir()
+	p := startSpotoken(t, []string{"XDG_DATA_HOME=" + dir}, "serve", "--emulator", "--json", "--addr", "127.0.0.1:0",
+		"--db", filepath.Join(dir, "spotoken.db"))
+	var info struct {
+		URL, CallbackURL, EmulatorURL, App, APIKey string
+	}
+	var raw map[string]string
+	if err := json.Unmarshal([]byte(p.URL), &raw); err != nil {
+		t.Fatalf("first line %q is not a JSON object: %v", p.URL, err)
+	}
+	info.URL, info.CallbackURL, info.EmulatorURL, info.App, info.APIKey = raw["url"], raw["callback_url"], raw["emulator_url"], raw["app"], raw["api_key"]
+	if !strings.HasPrefix(info.URL, "http://127.0.0.1:") || info.CallbackURL != info.URL+"/callback" ||
+		!strings.HasPrefix(info.EmulatorURL, "http://127.0.0.1:") || info.App != "demo" || !strings.HasPrefix(info.APIKey, "sk_") || len(raw) != 5 {
+		t.Fatalf("serve --json printed %s", p.URL)
+	}
+	req, _ := http.NewRequest("GET", info.URL+"/v1/connections", nil)
+	req.Header.Set("Authorization", "Bearer "+info.APIKey)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("GET /v1/connections with the printed key: %d", resp.StatusCode)
+	}
+	if code := p.Stop(); code != 0 {
+		t.Errorf("exit %d", code)
+	}
+	if out := p.Stdout.String(); out != "" {
+		t.Errorf("serve --json printed more than its JSON line:\n%s", out)
+	}
 }

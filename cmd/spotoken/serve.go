@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -41,6 +42,18 @@ type serveOptions struct {
 	AuthCacheTTL    time.Duration
 	ShutdownTimeout time.Duration
 	NoScheduler     bool
+	JSON            bool // --json: the start-up facts as one JSON line instead of the URL and banner
+}
+
+// serveInfo is what serve --json prints when it is ready, on one line.
+type serveInfo struct {
+	URL         string `json:"url"`
+	CallbackURL string `json:"callback_url"`
+	// With --emulator: the emulator's base URL, the demo app and its new
+	// API key (shown once, as in the banner).
+	EmulatorURL string `json:"emulator_url,omitempty"`
+	App         string `json:"app,omitempty"`
+	APIKey      string `json:"api_key,omitempty"`
 }
 
 func newServeCmd(ios *IOStreams) *cobra.Command {
@@ -54,8 +67,10 @@ fresh access tokens and call the Web API through its proxy; it refreshes
 tokens before they expire and delivers webhooks. The API is described at
 /openapi.json and in docs/api.md.
 
-The first line on standard output is the server's base URL; JSON logs go to
-standard error, one line per request, never with a token or key.
+The first line on standard output is the server's base URL (with --json, a
+JSON object with url, callback_url and, with --emulator, emulator_url, app
+and api_key); JSON logs go to standard error, one line per request, never
+with a token or key.
 
 With --emulator everything runs offline: a Spotify emulator starts in the same
 process, a demo app is registered with it, and a new API key is printed with
@@ -66,7 +81,10 @@ The redirect URI to register with Spotify for every app is <public-url>/callback
 		Example: `  spotoken serve --emulator
   spotoken serve --addr 0.0.0.0:8080 --public-url https://tokens.example.com --db postgres://... --key-file /etc/spotoken/keys`,
 		Args: noArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error { return serveRun(cmd.Context(), ios, opts) },
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			opts.JSON = jsonOutput(cmd)
+			return serveRun(cmd.Context(), ios, opts)
+		},
 	}
 	f := cmd.Flags()
 	opts.store.addFlags(f)
@@ -199,11 +217,15 @@ func serveRun(ctx context.Context, ios *IOStreams, opts *serveOptions) error {
 		return usageError{err}
 	}
 
+	info := serveInfo{URL: publicURL, CallbackURL: srv.CallbackURL()}
 	var banner string
 	if opts.Emulator {
-		if banner, err = setUpDemoApp(ctx, store, srv, now(), publicURL, emuURL, opts); err != nil {
+		key, err := setUpDemoApp(ctx, store, srv, now())
+		if err != nil {
 			return err
 		}
+		banner = demoBanner(publicURL, emuURL, key, opts)
+		info.EmulatorURL, info.App, info.APIKey = emuURL, demoAppID, key.Reveal()
 	}
 
 	var wg sync.WaitGroup
@@ -236,8 +258,11 @@ func serveRun(ctx context.Context, ios *IOStreams, opts *serveOptions) error {
 		hs.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 		ln = tls.NewListener(ln, hs.TLSConfig)
 	}
-	fmt.Fprintln(ios.Out, publicURL)
-	if banner != "" {
+	if opts.JSON {
+		line, _ := json.Marshal(info)
+		fmt.Fprintf(ios.Out, "%s\n", line)
+	} else {
+		fmt.Fprintln(ios.Out, publicURL)
 		fmt.Fprint(ios.Out, banner)
 	}
 	log.Info("spotoken serving", "url", publicURL, "callback", srv.CallbackURL(), "accounts_url", accountsURL, "api_url", apiURL)
@@ -316,8 +341,8 @@ func startBuiltinEmulator(ctx context.Context, log *slog.Logger, opts *serveOpti
 }
 
 // setUpDemoApp registers (or updates) the demo app for the emulator, replaces
-// the quick start's API key, and returns the banner that shows how to use it.
-func setUpDemoApp(ctx context.Context, store spotoken.Store, srv *server.Server, now time.Time, publicURL, emuURL string, opts *serveOptions) (string, error) {
+// the quick start's API key, and returns the new key.
+func setUpDemoApp(ctx context.Context, store spotoken.Store, srv *server.Server, now time.Time) (spotoken.Secret, error) {
 	app := &spotoken.App{ID: demoAppID, ClientID: emulator.DefaultClientID, RedirectURIs: []string{srv.CallbackURL()},
 		DefaultScopes: demoScopes, CreatedAt: now}
 	err := store.CreateApp(ctx, app)
@@ -345,7 +370,7 @@ func setUpDemoApp(ctx context.Context, store spotoken.Store, srv *server.Server,
 	if err := store.CreateAPIKey(ctx, rec); err != nil {
 		return "", err
 	}
-	return demoBanner(publicURL, emuURL, key, opts), nil
+	return key, nil
 }
 
 func demoBanner(publicURL, emuURL string, key spotoken.Secret, opts *serveOptions) string {
