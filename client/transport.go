@@ -1,20 +1,15 @@
 package client
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
-	"regexp"
 	"strconv"
 	"time"
-)
 
-// maxRejectionBody bounds how much of a 401's body is read to tell whether
-// the token was refused, and how much of a retried answer is drained.
-const maxRejectionBody = 64 << 10
+	"github.com/spotoken/spotoken/internal/webapi"
+)
 
 // Transport returns an http.RoundTripper that sends each request through
 // base (http.DefaultTransport if nil) with "Authorization: Bearer" and
@@ -71,7 +66,7 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	refreshed, retries := false, 0
 	for err == nil && replayable {
 		switch {
-		case resp.StatusCode == http.StatusUnauthorized && !refreshed && tokenRejected(resp):
+		case resp.StatusCode == http.StatusUnauthorized && !refreshed && webapi.TokenRejected(resp):
 			refreshed = true
 			fresh, ferr := t.s.token(ctx, tok.AccessToken)
 			if ferr != nil {
@@ -176,47 +171,10 @@ func retryAfter(resp *http.Response, now time.Time) (time.Duration, bool) {
 	return 0, false
 }
 
-// bearerInvalidToken matches error="invalid_token" in a WWW-Authenticate
-// challenge (RFC 6750 §3).
-var bearerInvalidToken = regexp.MustCompile(`(?i)(^|[\s,])error\s*=\s*"?invalid_token\b`)
-
-// tokenRejected reports whether a 401 from the Web API says that the
-// access token expired or is invalid, the one failure a new token cures.
-// Spotify's error body decides when there is one: "The access token
-// expired" and "Invalid access token" do, any other message ("Permissions
-// missing", "No token provided") does not. Without such a body,
-// error="invalid_token" in WWW-Authenticate does. It leaves resp's body as
-// it was.
-func tokenRejected(resp *http.Response) bool {
-	head, _ := io.ReadAll(io.LimitReader(resp.Body, maxRejectionBody))
-	resp.Body = struct {
-		io.Reader
-		io.Closer
-	}{io.MultiReader(bytes.NewReader(head), resp.Body), resp.Body}
-	var e struct {
-		Error struct {
-			Message string `json:"message"`
-		} `json:"error"`
-	}
-	if json.Unmarshal(head, &e) == nil && e.Error.Message != "" {
-		switch e.Error.Message {
-		case "The access token expired", "Invalid access token":
-			return true
-		}
-		return false
-	}
-	for _, v := range resp.Header.Values("WWW-Authenticate") {
-		if bearerInvalidToken.MatchString(v) {
-			return true
-		}
-	}
-	return false
-}
-
 // discard drains a little of resp's body, so the connection can be reused,
 // and closes it.
 func discard(resp *http.Response) {
-	io.Copy(io.Discard, io.LimitReader(resp.Body, maxRejectionBody))
+	io.Copy(io.Discard, io.LimitReader(resp.Body, webapi.MaxRejectionBody))
 	resp.Body.Close()
 }
 

@@ -331,9 +331,14 @@ func (db *DB) Due(ctx context.Context, before time.Time, limit int) ([]spotoken.
 	if limit <= 0 {
 		return nil, nil
 	}
-	rows, err := db.pool.Query(ctx, dueSQL, tstz(before), db.now(), limit)
+	return db.queryDue(ctx, "due connections", dueSQL, tstz(before), db.now(), limit)
+}
+
+// queryDue runs a query selecting app_id, id, an expiry and version.
+func (db *DB) queryDue(ctx context.Context, what, sql string, args ...any) ([]spotoken.DueConnection, error) {
+	rows, err := db.pool.Query(ctx, sql, args...)
 	if err != nil {
-		return nil, fmt.Errorf("due connections: %w", err)
+		return nil, fmt.Errorf("%s: %w", what, err)
 	}
 	due, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (spotoken.DueConnection, error) {
 		var d spotoken.DueConnection
@@ -343,7 +348,7 @@ func (db *DB) Due(ctx context.Context, before time.Time, limit int) ([]spotoken.
 		return d, err
 	})
 	if err != nil {
-		return nil, fmt.Errorf("due connections: %w", err)
+		return nil, fmt.Errorf("%s: %w", what, err)
 	}
 	return due, nil
 }
@@ -362,21 +367,7 @@ func (db *DB) ExpiringGrants(ctx context.Context, before time.Time, limit int) (
 	if limit <= 0 {
 		return nil, nil
 	}
-	rows, err := db.pool.Query(ctx, expiringSQL, tstz(before), limit)
-	if err != nil {
-		return nil, fmt.Errorf("expiring grants: %w", err)
-	}
-	due, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (spotoken.DueConnection, error) {
-		var d spotoken.DueConnection
-		var expiry pgtype.Timestamptz
-		err := row.Scan(&d.Key.AppID, &d.Key.ID, &expiry, &d.Version)
-		d.Expiry = fromTstz(expiry)
-		return d, err
-	})
-	if err != nil {
-		return nil, fmt.Errorf("expiring grants: %w", err)
-	}
-	return due, nil
+	return db.queryDue(ctx, "expiring grants", expiringSQL, tstz(before), limit)
 }
 
 // CountExpiringGrants counts, by app, the active connections whose grant

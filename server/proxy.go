@@ -3,20 +3,19 @@ package server
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httputil"
 	"net/url"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/spotoken/spotoken"
+	"github.com/spotoken/spotoken/internal/webapi"
 )
 
 // The Web API proxy: ANY /v1/proxy/{id}/{path...} calls Spotify's Web API
@@ -39,9 +38,6 @@ const (
 	proxyMinTTL = 30 * time.Second
 	// maxProxyPath bounds the Web API path, escaped.
 	maxProxyPath = 2048
-	// maxRejectionBody bounds how much of a 401's body is read to tell
-	// whether the token was refused.
-	maxRejectionBody = 64 << 10
 )
 
 // proxyMethods are the methods the proxy forwards.
@@ -309,7 +305,7 @@ type retryTransport struct {
 
 func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	resp, err := t.next.RoundTrip(req)
-	if err != nil || resp.StatusCode != http.StatusUnauthorized || !tokenRejected(resp) {
+	if err != nil || resp.StatusCode != http.StatusUnauthorized || !webapi.TokenRejected(resp) {
 		return resp, err
 	}
 	at, err := t.s.cfg.Tokens.Invalidate(req.Context(), t.key, t.token)
@@ -327,44 +323,9 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 			return resp, nil
 		}
 	}
-	io.Copy(io.Discard, io.LimitReader(resp.Body, maxRejectionBody))
+	io.Copy(io.Discard, io.LimitReader(resp.Body, webapi.MaxRejectionBody))
 	resp.Body.Close()
 	t.s.log.Debug("proxy: Spotify refused the access token; retrying once with a new one",
 		"request_id", requestID(req), "connection", t.key.String())
 	return t.next.RoundTrip(retry)
-}
-
-// bearerInvalidToken matches error="invalid_token" in a WWW-Authenticate
-// challenge (RFC 6750 §3).
-var bearerInvalidToken = regexp.MustCompile(`(?i)(^|[\s,])error\s*=\s*"?invalid_token\b`)
-
-// tokenRejected reports whether a 401 from the Web API says that the
-// access token expired or is invalid, the one failure a new token cures:
-// error="invalid_token" in WWW-Authenticate, or Spotify's messages for it
-// in the body. Other 401s ("Permissions missing", "No token provided") are
-// not. It leaves resp's body as it was.
-func tokenRejected(resp *http.Response) bool {
-	for _, v := range resp.Header.Values("WWW-Authenticate") {
-		if bearerInvalidToken.MatchString(v) {
-			return true
-		}
-	}
-	head, _ := io.ReadAll(io.LimitReader(resp.Body, maxRejectionBody))
-	resp.Body = struct {
-		io.Reader
-		io.Closer
-	}{io.MultiReader(bytes.NewReader(head), resp.Body), resp.Body}
-	var e struct {
-		Error struct {
-			Message string `json:"message"`
-		} `json:"error"`
-	}
-	if json.Unmarshal(head, &e) != nil {
-		return false
-	}
-	switch e.Error.Message {
-	case "The access token expired", "Invalid access token":
-		return true
-	}
-	return false
 }

@@ -418,49 +418,38 @@ func TestCountQueryPlan(t *testing.T) {
 
 // TestDueQueryPlan checks that Due searches its partial, covering index: no
 // scan of the table, no sort, no token column read.
-func TestDueQueryPlan(t *testing.T) {
+// TestQueryPlans: the scheduler's and the janitor's queries read their
+// covering index alone, with no scan and no sort, before and after ANALYZE.
+func TestQueryPlans(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "db")
 	db := openDB(t, path)
 	defer db.Close()
 	seedConnections(t, db, 50)
 	raw := rawDB(t, path)
+	now := time.Now()
 	for _, analyzed := range []bool{false, true} {
 		if analyzed {
 			if _, err := raw.ExecContext(ctx, `ANALYZE`); err != nil {
 				t.Fatal(err)
 			}
 		}
-		now := time.Now().UnixMicro()
-		joined := queryPlan(t, raw, sqlite.DueQuery, now+int64(time.Hour/time.Microsecond), now, 10)
-		if !strings.Contains(joined, "SEARCH connections USING COVERING INDEX connections_due") ||
-			strings.Contains(joined, "SCAN") || strings.Contains(joined, "TEMP B-TREE") {
-			t.Errorf("Due's plan (analyzed: %v):\n%s\nwant a search of the covering index connections_due, no scan, no sort", analyzed, joined)
+		for _, q := range []struct {
+			name, query, index string
+			args               []any
+		}{
+			{"Due", sqlite.DueQuery, "connections_due", []any{now.Add(time.Hour).UnixMicro(), now.UnixMicro(), 10}},
+			{"ExpiringGrants", sqlite.ExpiringQuery, "connections_unwarned", []any{now.Add(200 * 24 * time.Hour).UnixMicro(), 10}},
+		} {
+			joined := queryPlan(t, raw, q.query, q.args...)
+			if !strings.Contains(joined, "SEARCH connections USING COVERING INDEX "+q.index) ||
+				strings.Contains(joined, "SCAN") || strings.Contains(joined, "TEMP B-TREE") {
+				t.Errorf("%s's plan (analyzed: %v):\n%s\nwant a search of the covering index %s, no scan, no sort", q.name, analyzed, joined, q.index)
+			}
 		}
 	}
 	due, err := db.Due(ctx, time.Now().Add(time.Hour), 100)
 	if err != nil || len(due) == 0 {
 		t.Fatalf("Due = %v, %v", due, err)
-	}
-}
-
-func TestExpiringQueryPlan(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "db")
-	db := openDB(t, path)
-	defer db.Close()
-	seedConnections(t, db, 50)
-	raw := rawDB(t, path)
-	for _, analyzed := range []bool{false, true} {
-		if analyzed {
-			if _, err := raw.ExecContext(ctx, `ANALYZE`); err != nil {
-				t.Fatal(err)
-			}
-		}
-		before := time.Now().Add(200 * 24 * time.Hour).UnixMicro()
-		joined := queryPlan(t, raw, sqlite.ExpiringQuery, before, 10)
-		if !strings.Contains(joined, "SEARCH connections USING COVERING INDEX connections_unwarned") ||
-			strings.Contains(joined, "SCAN") || strings.Contains(joined, "TEMP B-TREE") {
-			t.Errorf("ExpiringGrants' plan (analyzed: %v):\n%s\nwant a search of the covering index connections_unwarned, no scan, no sort", analyzed, joined)
-		}
 	}
 }
 
