@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/spotoken/spotoken"
@@ -39,6 +40,15 @@ const (
 	// maxProxyPath bounds the Web API path, escaped.
 	maxProxyPath = 2048
 )
+
+// proxyBuffers lends the proxy its 32 KiB copy buffers, which it would
+// otherwise allocate for every response.
+var proxyBuffers httputil.BufferPool = &bufferPool{pool: sync.Pool{New: func() any { return new([32 << 10]byte) }}}
+
+type bufferPool struct{ pool sync.Pool }
+
+func (p *bufferPool) Get() []byte  { return p.pool.Get().(*[32 << 10]byte)[:] }
+func (p *bufferPool) Put(b []byte) { p.pool.Put((*[32 << 10]byte)(b)) }
 
 // proxyMethods are the methods the proxy forwards.
 const proxyMethods = "GET, HEAD, POST, PUT, DELETE, PATCH"
@@ -222,7 +232,8 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request, ck spotoken.Con
 			pr.Out.TransferEncoding = nil
 			setBody(pr.Out, body)
 		},
-		Transport: &retryTransport{s: s, key: ck, token: token, next: s.metrics.InstrumentTransport("api", upstream)},
+		Transport:  &retryTransport{s: s, key: ck, token: token, next: s.metrics.InstrumentTransport("api", upstream)},
+		BufferPool: proxyBuffers,
 		ModifyResponse: func(resp *http.Response) error {
 			resp.Header.Del("Set-Cookie")
 			resp.Header.Del("Set-Cookie2")

@@ -122,6 +122,18 @@ type Config struct {
 	ForceRefreshInterval time.Duration
 }
 
+// UpstreamTransport returns the transport spotoken serve uses for its calls
+// to Spotify: http.DefaultTransport's settings, but keeping up to 128 idle
+// connections per host rather than 2, so that concurrent proxied calls and
+// refreshes reuse connections (and TLS sessions) instead of opening and
+// closing one each.
+func UpstreamTransport() *http.Transport {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.MaxIdleConns = 256
+	t.MaxIdleConnsPerHost = 128
+	return t
+}
+
 // Server is spotoken's HTTP server. Create it with New; it is safe for
 // concurrent use.
 type Server struct {

@@ -194,8 +194,9 @@ func serveRun(ctx context.Context, ios *IOStreams, opts *serveOptions) error {
 	defer store.Close()
 
 	metrics := server.NewMetrics()
+	transport := server.UpstreamTransport()
 	upstream := func(service string) *http.Client {
-		return &http.Client{Timeout: 30 * time.Second, Transport: metrics.InstrumentTransport(service, http.DefaultTransport)}
+		return &http.Client{Timeout: 30 * time.Second, Transport: metrics.InstrumentTransport(service, transport)}
 	}
 	engine, err := refresh.New(refresh.Config{
 		Store:     store,
