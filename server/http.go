@@ -94,7 +94,13 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 // writeJSON answers v as JSON with status; responses are never cached, as
 // some carry tokens.
 func writeJSON(w http.ResponseWriter, status int, v any) {
-	b, err := json.Marshal(v)
+	var b []byte
+	var err error
+	if t, ok := v.(TokenResponse); ok { // the hot path: no reflection, no re-scan
+		b = t.appendJSON(make([]byte, 0, 160+len(t.AccessToken)+len(t.Scope)))
+	} else {
+		b, err = json.Marshal(v)
+	}
 	if err != nil {
 		status, b = http.StatusInternalServerError, []byte(`{"error":"internal","error_description":"Internal error."}`)
 	}

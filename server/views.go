@@ -1,6 +1,7 @@
 package server
 
 import (
+	"encoding/json"
 	"time"
 
 	"github.com/spotoken/spotoken"
@@ -49,6 +50,39 @@ type TokenResponse struct {
 	TokenType   string    `json:"token_type"`
 	ExpiresAt   time.Time `json:"expires_at"`
 	Scope       string    `json:"scope"`
+}
+
+// MarshalJSON encodes t as encoding/json would encode its fields, byte for
+// byte, without reflection: this is the answer the broker gives most.
+func (t TokenResponse) MarshalJSON() ([]byte, error) {
+	return t.appendJSON(make([]byte, 0, 128+len(t.AccessToken)+len(t.Scope))), nil
+}
+
+func (t TokenResponse) appendJSON(b []byte) []byte {
+	b = append(b, `{"access_token":`...)
+	b = appendJSONString(b, t.AccessToken)
+	b = append(b, `,"token_type":`...)
+	b = appendJSONString(b, t.TokenType)
+	b = append(b, `,"expires_at":"`...)
+	b = t.ExpiresAt.AppendFormat(b, time.RFC3339Nano)
+	b = append(b, `","scope":`...)
+	b = appendJSONString(b, t.Scope)
+	return append(b, '}')
+}
+
+// appendJSONString appends s as encoding/json would: quoted, with the
+// characters it escapes (quotes, backslash, control characters, <, >, &,
+// invalid UTF-8, U+2028 and U+2029) left to it.
+func appendJSONString(b []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+			q, _ := json.Marshal(s)
+			return append(b, q...)
+		}
+	}
+	b = append(b, '"')
+	b = append(b, s...)
+	return append(b, '"')
 }
 
 // ConnectSession is the answer of POST /v1/connect-sessions: a one-time
