@@ -122,10 +122,13 @@ func requireApp(name string) error {
 const maxAppName = 64
 
 // validateAppName checks an app's name (its spotoken.App.ID): 1 to 64
-// ASCII letters, digits, '-', '_' and '.'.
+// ASCII letters, digits, '-', '_' and '.', not starting with '_' (reserved).
 func validateAppName(name string) error {
 	if name == "" {
 		return errors.New("--name is required: the app's name in spotoken (letters, digits, '-', '_', '.')")
+	}
+	if reservedAppName(name) {
+		return fmt.Errorf("--name %q: names starting with '_' are reserved for spotoken's own apps (the profiles of 'spotoken login')", name)
 	}
 	if len(name) > maxAppName {
 		return fmt.Errorf("--name: an app name has at most %d characters, got %d", maxAppName, len(name))

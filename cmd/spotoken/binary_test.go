@@ -20,6 +20,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/rogpeppe/go-internal/testscript"
 )
 
 var (
@@ -160,11 +162,15 @@ func runSpotoken(t testing.TB, env []string, stdin string, args ...string) (stdo
 }
 
 func TestMain(m *testing.M) {
-	code := m.Run()
-	if binaryPath != "" {
-		os.RemoveAll(filepath.Dir(binaryPath))
-	}
-	os.Exit(code)
+	// Started under the name of a script's program (cli_test.go), the test
+	// binary runs that program; else it runs the tests.
+	testscript.Main(runFunc(func() int {
+		code := m.Run()
+		if binaryPath != "" {
+			os.RemoveAll(filepath.Dir(binaryPath))
+		}
+		return code
+	}), scriptCommands())
 }
 
 // TestBinaryServeEmulatorStartsAndStops is the smallest end-to-end check:

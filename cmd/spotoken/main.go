@@ -24,6 +24,9 @@ const (
 	exitOK      = 0
 	exitFailure = 1
 	exitUsage   = 2
+	// exitNeedsLogin: the command needs a login first (no such profile, or
+	// Spotify refused its grant); the message says what to run.
+	exitNeedsLogin = 4
 )
 
 func main() {
@@ -38,6 +41,13 @@ type usageError struct{ err error }
 
 func (u usageError) Error() string { return u.err.Error() }
 func (u usageError) Unwrap() error { return u.err }
+
+// needsLoginError marks an error that a (new) login cures (exit 4): no such
+// profile or connection, or Spotify refused the grant.
+type needsLoginError struct{ err error }
+
+func (e needsLoginError) Error() string { return e.err.Error() }
+func (e needsLoginError) Unwrap() error { return e.err }
 
 // IOStreams are the standard streams a command reads and writes, so tests can
 // run the real program in-process.
@@ -60,6 +70,10 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return exitOK
 	}
 	fmt.Fprintln(stderr, "spotoken:", err)
+	var nl needsLoginError
+	if errors.As(err, &nl) {
+		return exitNeedsLogin
+	}
 	var ue usageError
 	if errors.As(err, &ue) || isCobraUsageError(err) {
 		fmt.Fprintln(stderr, "Run 'spotoken --help' for usage.")
@@ -84,14 +98,20 @@ with PKCE for public clients), stores their tokens sealed at rest, refreshes
 them before they expire, and vends fresh access tokens to your services.
 
 Every flag can also be set with an environment variable SPOTOKEN_<FLAG>, for
-example SPOTOKEN_ADDR=127.0.0.1:9000; a flag given on the command line wins.`,
+example SPOTOKEN_ADDR=127.0.0.1:9000; a flag given on the command line wins.
+
+Exit status: 0 success, 1 failure, 2 usage error, 4 a login is needed (token,
+status --profile: the message says which 'spotoken login' to run).
+
+Shell completion: see 'spotoken completion --help'.`,
 		SilenceUsage:      true,
 		SilenceErrors:     true,
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error { return flagsFromEnv(cmd) },
 	}
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	root.PersistentFlags().Bool("json", false, "machine-readable output: JSON on standard output, with stable snake_case field names")
-	root.AddCommand(newEmulatorCmd(ios), newKeysCmd(ios), newServeCmd(ios), newDemoCmd(ios), newAppsCmd(ios), newAPIKeysCmd(ios), newConnectionsCmd(ios))
+	root.AddCommand(newEmulatorCmd(ios), newKeysCmd(ios), newServeCmd(ios), newDemoCmd(ios), newAppsCmd(ios), newAPIKeysCmd(ios), newConnectionsCmd(ios),
+		newLoginCmd(ios), newTokenCmd(ios), newStatusCmd(ios), newLogoutCmd(ios))
 	return root
 }
 

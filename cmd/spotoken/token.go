@@ -1,0 +1,163 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/spotoken/spotoken"
+	"github.com/spotoken/spotoken/client"
+)
+
+// envAPIKey holds the API key of 'token --server': never a flag, so it
+// stays out of shell history and process lists.
+const envAPIKey = "SPOTOKEN_API_KEY"
+
+// maxMinTTL is the longest --min-ttl: Spotify's access tokens live an hour,
+// and the broker accepts up to 55 minutes.
+const maxMinTTL = 55 * time.Minute
+
+type tokenOptions struct {
+	local       localOptions
+	MinTTL      time.Duration
+	AccountsURL string
+	Server      string
+	Connection  string
+}
+
+func newTokenCmd(ios *IOStreams) *cobra.Command {
+	opts := &tokenOptions{}
+	cmd := &cobra.Command{
+		Use:   "token [--profile P] [--min-ttl D]",
+		Short: "Print a valid access token of a profile (or of a broker's connection)",
+		Long: `Print a Spotify access token valid for at least --min-ttl, alone on standard
+output, for scripts:
+
+  curl -H "Authorization: Bearer $(spotoken token)" https://api.spotify.com/v1/me
+
+The token is the profile's from 'spotoken login'. When it is about to expire,
+token refreshes it silently with Spotify first and stores the result
+(including a rotated refresh token) before printing anything. --accounts-url
+must name the accounts service the profile logged in at.
+
+With --json it prints {"access_token", "expires_at", "scope"} instead.
+
+With --server, token asks a spotoken broker for the token of its connection
+--connection instead, authenticating with the app's API key from
+$` + envAPIKey + ` (never a flag).
+
+Exit status 4 means a login is needed: there is no such profile (or the
+broker has no such connection), or Spotify refused the grant (revoked,
+expired after six months); the message says what to run.`,
+		Example: `  spotoken token
+  spotoken token --profile work --min-ttl 10m --json
+  SPOTOKEN_API_KEY=sk_... spotoken token --server https://broker.example --connection user-42`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return tokenRun(cmd.Context(), ios, opts, jsonOutput(cmd))
+		},
+	}
+	f := cmd.Flags()
+	opts.local.addFlags(f)
+	f.DurationVar(&opts.MinTTL, "min-ttl", 5*time.Minute, "the token stays valid at least this long (up to 55m)")
+	f.StringVar(&opts.AccountsURL, "accounts-url", defaultAccountsURL, "Spotify's accounts service, where the token is refreshed")
+	f.StringVar(&opts.Server, "server", "", "ask the spotoken broker at this URL instead of a local profile (API key in $"+envAPIKey+")")
+	f.StringVar(&opts.Connection, "connection", "", "with --server: the id of the broker's connection")
+	return cmd
+}
+
+// tokenView is token's JSON output.
+type tokenView struct {
+	AccessToken string    `json:"access_token"`
+	ExpiresAt   time.Time `json:"expires_at"`
+	Scope       string    `json:"scope"`
+}
+
+func tokenRun(ctx context.Context, ios *IOStreams, opts *tokenOptions, asJSON bool) error {
+	if opts.MinTTL < 0 || opts.MinTTL > maxMinTTL {
+		return usageError{fmt.Errorf("--min-ttl %v: want 0 to %v", opts.MinTTL, maxMinTTL)}
+	}
+	var tv tokenView
+	var err error
+	if opts.Server != "" {
+		tv, err = brokerToken(ctx, opts)
+	} else {
+		if opts.Connection != "" {
+			return usageError{errors.New("--connection goes with --server: a local profile is chosen with --profile")}
+		}
+		tv, err = localToken(ctx, ios, opts)
+	}
+	if err != nil {
+		return err
+	}
+	if asJSON {
+		return writeJSON(ios.Out, tv)
+	}
+	_, err = fmt.Fprintln(ios.Out, tv.AccessToken)
+	return err
+}
+
+func localToken(ctx context.Context, ios *IOStreams, opts *tokenOptions) (tokenView, error) {
+	name := opts.local.Profile
+	if err := validateProfile(name); err != nil {
+		return tokenView{}, err
+	}
+	if _, err := parseHTTPURL("--accounts-url", opts.AccountsURL); err != nil {
+		return tokenView{}, usageError{err}
+	}
+	store, err := opts.local.openLocal(ctx, ios)
+	if err != nil {
+		return tokenView{}, err
+	}
+	if store == nil {
+		return tokenView{}, noProfile(name)
+	}
+	defer store.Close()
+	engine, err := newLocalEngine(store, opts.AccountsURL)
+	if err != nil {
+		return tokenView{}, err
+	}
+	at, err := engine.Token(ctx, profileKey(name), opts.MinTTL)
+	switch {
+	case errors.Is(err, spotoken.ErrNotFound):
+		return tokenView{}, noProfile(name)
+	case errors.Is(err, spotoken.ErrNeedsReauth):
+		return tokenView{}, needsLoginError{fmt.Errorf("profile %q needs a new login: Spotify refused its grant (revoked on the account page, or expired); %s", name, loginHint(name))}
+	case err != nil:
+		return tokenView{}, fmt.Errorf("get a token for profile %q: %w", name, err)
+	}
+	return tokenView{AccessToken: at.Token.Reveal(), ExpiresAt: at.Expiry.UTC(), Scope: at.Scopes.String()}, nil
+}
+
+func brokerToken(ctx context.Context, opts *tokenOptions) (tokenView, error) {
+	if opts.Connection == "" {
+		return tokenView{}, usageError{errors.New("--server needs --connection: the id of the broker's connection")}
+	}
+	key := os.Getenv(envAPIKey)
+	if key == "" {
+		return tokenView{}, usageError{errors.New("--server needs the app's API key in $" + envAPIKey)}
+	}
+	c, err := client.New(opts.Server, key)
+	if err != nil {
+		return tokenView{}, usageError{fmt.Errorf("--server %q: %w", opts.Server, err)}
+	}
+	tok, err := c.Token(ctx, opts.Connection, client.MinTTL(opts.MinTTL))
+	var ce *client.Error
+	switch {
+	case errors.Is(err, client.ErrNeedsReauth):
+		msg := fmt.Sprintf("connection %q needs the user to authorize again", opts.Connection)
+		if errors.As(err, &ce) && ce.ConnectURL != "" {
+			msg += " at " + ce.ConnectURL
+		}
+		return tokenView{}, needsLoginError{errors.New(msg)}
+	case errors.Is(err, client.ErrNotFound):
+		return tokenView{}, needsLoginError{fmt.Errorf("the broker has no connection %q: connect the user first", opts.Connection)}
+	case err != nil:
+		return tokenView{}, fmt.Errorf("ask the broker for a token: %w", err)
+	}
+	return tokenView{AccessToken: tok.AccessToken, ExpiresAt: tok.Expiry.UTC(), Scope: spotoken.Scopes(client.Scopes(tok)).String()}, nil
+}
