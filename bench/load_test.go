@@ -297,9 +297,15 @@ func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond)
 // lgMeasure runs floor and system at c workers for b.N requests each and
 // reports the metrics, the floor's under prefix (floor- or direct-).
 func (w *lgWorld) lgMeasure(b *testing.B, c int, floor, system lgTarget, prefix string, added bool) {
+	w.lgMeasureAt(b, c, 0, floor, system, prefix, added)
+}
+
+// lgMeasureAt is lgMeasure, open-loop at rate requests per second when
+// rate > 0.
+func (w *lgWorld) lgMeasureAt(b *testing.B, c int, rate float64, floor, system lgTarget, prefix string, added bool) {
 	before := w.refreshes()
 	b.ResetTimer()
-	f, s, err := lgCompare(floor, system, c, b.N)
+	f, s, err := lgCompare(floor, system, c, b.N, rate)
 	b.StopTimer()
 	if err != nil {
 		b.Fatal(err)
@@ -367,6 +373,14 @@ func BenchmarkLoadProxy(b *testing.B) {
 	for _, c := range lgConcurrencies(b) {
 		b.Run(fmt.Sprintf("c=%d", c), func(b *testing.B) {
 			w.lgMeasure(b, c, direct, proxy, "direct-", true)
+		})
+	}
+	// Open-loop at fixed rates below what this machine can serve: many
+	// requests in flight at once, but the CPU not saturated, so the added
+	// latency is the proxy's own cost rather than queueing.
+	for _, rate := range []int{200, 500} {
+		b.Run(fmt.Sprintf("rate=%d", rate), func(b *testing.B) {
+			w.lgMeasureAt(b, 64, float64(rate), direct, proxy, "direct-", true)
 		})
 	}
 }

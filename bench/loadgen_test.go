@@ -99,7 +99,12 @@ func newLoadClient(workers int) *http.Client {
 // lgRun sends total requests of t over c from workers workers, back to
 // back, and returns what it measured. It stops at the first error (a
 // transport error, an unexpected status or body) and returns it.
-func lgRun(c *http.Client, t lgTarget, workers, total int) (lgResult, error) {
+//
+// With rate > 0 the load is open-loop instead: request i is due at
+// start + i/rate, whoever is free sends it then, and its latency counts
+// from when it was due, so that time spent waiting for a free worker is
+// measured too (no coordinated omission).
+func lgRun(c *http.Client, t lgTarget, workers, total int, rate float64) (lgResult, error) {
 	workers = max(1, min(workers, total))
 	var (
 		next atomic.Int64 // requests handed out so far
@@ -121,13 +126,21 @@ func lgRun(c *http.Client, t lgTarget, workers, total int) (lgResult, error) {
 			defer wg.Done()
 			lat := make([]time.Duration, 0, total/workers+1)
 			var buf bytes.Buffer
-			for next.Add(1) <= int64(total) && !fail.Load() {
+			for !fail.Load() {
+				i := next.Add(1)
+				if i > int64(total) {
+					break
+				}
 				req, e := t.newReq()
 				if e != nil {
 					setErr(e)
 					return
 				}
 				t0 := time.Now()
+				if rate > 0 {
+					t0 = start.Add(time.Duration(float64(i-1) / rate * float64(time.Second)))
+					time.Sleep(time.Until(t0))
+				}
 				resp, e := c.Do(req)
 				if e != nil {
 					setErr(fmt.Errorf("%s: %w", t.name, e))
@@ -175,7 +188,8 @@ func lgRun(c *http.Client, t lgTarget, workers, total int) (lgResult, error) {
 // ... so that a slow stretch of a shared machine falls on both alike),
 // after a warm-up of each that opens the connections. Each target gets a
 // client of its own, closed at the end.
-func lgCompare(floor, system lgTarget, workers, total int) (f, s lgResult, err error) {
+// With rate > 0 both are driven open-loop at that rate (see lgRun).
+func lgCompare(floor, system lgTarget, workers, total int, rate float64) (f, s lgResult, err error) {
 	fc, sc := newLoadClient(workers), newLoadClient(workers)
 	defer fc.CloseIdleConnections()
 	defer sc.CloseIdleConnections()
@@ -184,7 +198,7 @@ func lgCompare(floor, system lgTarget, workers, total int) (f, s lgResult, err e
 		c *http.Client
 		t lgTarget
 	}{{fc, floor}, {sc, system}} {
-		if _, err := lgRun(x.c, x.t, workers, warm); err != nil {
+		if _, err := lgRun(x.c, x.t, workers, warm, 0); err != nil {
 			return f, s, fmt.Errorf("warm-up: %w", err)
 		}
 	}
@@ -206,7 +220,7 @@ func lgCompare(floor, system lgTarget, workers, total int) (f, s lgResult, err e
 			order[0], order[1] = order[1], order[0]
 		}
 		for _, x := range order {
-			r, err := lgRun(x.c, x.t, workers, n)
+			r, err := lgRun(x.c, x.t, workers, n, rate)
 			if err != nil {
 				return f, s, err
 			}
