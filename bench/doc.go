@@ -147,6 +147,20 @@
 //	benchstat -col /op -filter .name:StoreCAS /tmp/store.txt     # update vs raw
 //	benchstat -col /rows -filter .name:StoreDue /tmp/store.txt   # Due at N rows vs 10,000
 //
+// # Load benchmarks
+//
+// BenchmarkLoadVend and BenchmarkLoadProxy (load_test.go, with the load
+// generator in loadgen_test.go) put the whole broker, built as spotoken
+// serve builds it, under wrk-style load over loopback TCP, beside a floor in
+// the same run: for vending (POST /v1/connections/{id}/token) a minimal
+// net/http handler answering the same bytes, for the proxy (GET
+// /v1/proxy/{id}/v1/me) direct calls to the emulator. Closed-loop at
+// concurrencies 1, 16 and 64 (SPOTOKEN_BENCH_LOAD_C), and for the proxy also
+// open-loop at 200 and 500 requests per second (rate=N, latency counted from
+// when each request was due). They report req/s, p50/p99, the ratio to the
+// floor, the added latency and CPU per request. docs/BENCHMARKS.md has the
+// method, the commands and the results.
+//
 // The package has no non-test code. CI runs every benchmark once
 // (-benchtime 1x) so that they keep compiling and their status checks keep
 // passing; there are no timing thresholds anywhere.
