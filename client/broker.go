@@ -82,6 +82,12 @@ func (b *broker) FetchToken(ctx context.Context, connectionID string, req TokenR
 	if len(data) > maxResponse {
 		return nil, fmt.Errorf("client: connection %q: the broker's answer is larger than %d bytes", connectionID, maxResponse)
 	}
+	return decodeTokenAnswer(connectionID, resp, data)
+}
+
+// decodeTokenAnswer reads the broker's answer to a token request: a token
+// on 200, an *Error otherwise. No error it returns holds the token.
+func decodeTokenAnswer(connectionID string, resp *http.Response, data []byte) (*oauth2.Token, error) {
 	if resp.StatusCode != http.StatusOK {
 		return nil, brokerError(connectionID, resp, data)
 	}

@@ -1,0 +1,69 @@
+package main
+
+import (
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"strings"
+	"testing"
+)
+
+// FuzzParseScopes: --scopes accepts only Spotify's scope names, returns
+// them normalized, and names the valid ones when it refuses.
+func FuzzParseScopes(f *testing.F) {
+	for _, s := range []string{"", "user-read-email", "user-read-email,user-top-read", " user-read-email  user-read-email\t", "user-read-email bogus", "USER-READ-EMAIL", "playlist-read-private,,", "\x00", "user-read-email\nstreaming"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		scopes, err := parseScopes(s)
+		if err != nil {
+			if !strings.Contains(err.Error(), "valid scopes are: "+strings.Join(spotifyScopes, " ")) {
+				t.Errorf("parseScopes(%q) error does not list the valid scopes: %v", s, err)
+			}
+			return
+		}
+		if !slices.IsSorted(scopes) || len(slices.Compact(slices.Clone(scopes))) != len(scopes) {
+			t.Errorf("parseScopes(%q) = %q: not normalized", s, scopes)
+		}
+		for _, sc := range scopes {
+			if _, ok := slices.BinarySearch(spotifyScopes, string(sc)); !ok {
+				t.Errorf("parseScopes(%q) accepted %q", s, sc)
+			}
+		}
+	})
+}
+
+// FuzzLoginCallback sends arbitrary queries to login's redirect URI: only
+// one with the right state and a code or an error reaches the login, and
+// nothing panics.
+func FuzzLoginCallback(f *testing.F) {
+	const state = "st-123"
+	for _, q := range []string{"state=st-123&code=abc", "state=st-123&error=access_denied", "state=st-12&code=abc", "code=abc", "state=st-123", "state=st-123&state=x&code=a", "%zz", "state=st-123&code=" + strings.Repeat("a", 300)} {
+		f.Add(q)
+	}
+	f.Fuzz(func(t *testing.T, query string) {
+		results := make(chan callback, 1)
+		quit := make(chan struct{})
+		close(quit) // the login has ended: an accepted answer is told so
+		h := callbackHandler(state, results, quit)
+		req := httptest.NewRequest("GET", "/callback", nil)
+		req.URL.RawQuery = query
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		q := req.URL.Query()
+		valid := q.Get("state") == state && (q.Get("code") != "" || q.Get("error") != "")
+		select {
+		case cb := <-results:
+			if !valid || cb.code != q.Get("code") || cb.errCode != q.Get("error") {
+				t.Errorf("query %q reached the login as %+v", query, cb)
+			}
+		default:
+			if valid {
+				t.Errorf("query %q with the right state did not reach the login (status %d)", query, rec.Code)
+			}
+			if rec.Code != http.StatusBadRequest {
+				t.Errorf("query %q: status %d, want 400", query, rec.Code)
+			}
+		}
+	})
+}
