@@ -756,7 +756,17 @@ func TestE2ELifecycle(t *testing.T) {
 		t.Errorf("the delivery does not verify again: %v", err)
 	}
 
-	// 8. SIGTERM.
+	// 8. SIGTERM, and no secret in the clear.
+	e.stopAndSearch(t, secrets, []string{`"route":"POST /v1/connections/{id}/token"`, "e2e/u1"},
+		[]string{e.hooks.srv.URL + "/hooks", "spotoken-demo"})
+}
+
+// stopAndSearch stops serve with SIGTERM, checks that it exits 0 after
+// logging that it stopped, and searches its log and its database files
+// (while it ran and after it stopped) for secrets, with control values
+// that must be found in each.
+func (e *e2eEnv) stopAndSearch(t *testing.T, secrets map[string]string, logControls, dbControls []string) {
+	t.Helper()
 	running := e2eDBFiles(t, e.db)
 	if code := e.p.Stop(); code != 0 {
 		t.Errorf("exit status after SIGTERM = %d, want 0; stderr:\n%s", code, e.p.Stderr)
@@ -765,10 +775,9 @@ func TestE2ELifecycle(t *testing.T) {
 	if !strings.Contains(logs, `"msg":"stopped"`) {
 		t.Errorf("stderr lacks the stopped line:\n%s", logs)
 	}
-	e2eNoSecrets(t, "serve's log", map[string][]byte{"stderr": []byte(logs)}, secrets, []string{`"route":"POST /v1/connections/{id}/token"`, "e2e/u1"})
-	controls := []string{e.hooks.srv.URL + "/hooks", "spotoken-demo"}
-	e2eNoSecrets(t, "the running server's database", running, secrets, controls)
-	e2eNoSecrets(t, "the stopped server's database", e2eDBFiles(t, e.db), secrets, controls)
+	e2eNoSecrets(t, "serve's log", map[string][]byte{"stderr": []byte(logs)}, secrets, logControls)
+	e2eNoSecrets(t, "the running server's database", running, secrets, dbControls)
+	e2eNoSecrets(t, "the stopped server's database", e2eDBFiles(t, e.db), secrets, dbControls)
 }
 
 // TestE2ESecurity checks, against the real binary, that API keys are
@@ -966,16 +975,6 @@ func TestE2ESecurity(t *testing.T) {
 
 	// No secret in the clear: not in the log, not in the database files,
 	// while the server runs and after it stopped.
-	controls := []string{e.hooks.srv.URL + "/hooks", "spotoken-demo", "alice"}
-	running := e2eDBFiles(t, e.db)
-	if code := e.p.Stop(); code != 0 {
-		t.Errorf("exit status after SIGTERM = %d, want 0; stderr:\n%s", code, e.p.Stderr)
-	}
-	logs := e.p.Stderr.String()
-	if !strings.Contains(logs, `"msg":"stopped"`) {
-		t.Errorf("stderr lacks the stopped line:\n%s", logs)
-	}
-	e2eNoSecrets(t, "serve's log", map[string][]byte{"stderr": []byte(logs)}, secrets, []string{`"path":"/callback"`, "e2e/u1"})
-	e2eNoSecrets(t, "the running server's database", running, secrets, controls)
-	e2eNoSecrets(t, "the stopped server's database", e2eDBFiles(t, e.db), secrets, controls)
+	e.stopAndSearch(t, secrets, []string{`"path":"/callback"`, "e2e/u1"},
+		[]string{e.hooks.srv.URL + "/hooks", "spotoken-demo", "alice"})
 }
