@@ -55,9 +55,14 @@ func WebhookKey(secret Secret) ([]byte, error) {
 
 // NewEvent returns an event of type t about the connection key, at at, with
 // data (which must not hold a secret) and the connection id as its payload.
+// Times in data are written in UTC to the microsecond, as the stores and the
+// API give them, so that a receiver can compare them as strings.
 func NewEvent(t EventType, key ConnectionKey, at time.Time, data map[string]any) Event {
 	payload := map[string]any{"connection_id": key.ID}
 	for k, v := range data {
+		if tv, ok := v.(time.Time); ok {
+			v = tv.UTC().Truncate(time.Microsecond)
+		}
 		payload[k] = v
 	}
 	b, err := json.Marshal(payload)

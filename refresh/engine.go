@@ -29,7 +29,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -657,8 +656,7 @@ func (e *Engine) failed(ctx context.Context, key spotoken.ConnectionKey, read *s
 		update = func(c *spotoken.Connection) ([]spotoken.Event, error) {
 			c.LastErrorCode, c.NextAttemptAt = "invalid_client", next
 			c.ConsecutiveFailures++
-			return []spotoken.Event{{Type: spotoken.EventAppError, AppID: key.AppID, ConnectionID: key.ID, CreatedAt: now,
-				Data: mustJSON(map[string]any{"error": "invalid_client", "connection_id": key.ID})}}, nil
+			return []spotoken.Event{spotoken.NewEvent(spotoken.EventAppError, key, now, map[string]any{"error": "invalid_client"})}, nil
 		}
 		answer = &spotoken.Error{Code: spotoken.EAppMisconfigured, Message: fmt.Sprintf("Spotify refused the client credentials of app %s (invalid_client)", key.AppID), RetryAfter: e.cfg.MaxBackoff}
 		e.log.Error("refresh refused: app misconfigured", "app", key.AppID, "connection", key.ID)
@@ -727,18 +725,9 @@ func (e *Engine) backoff(failures int, retryAfter time.Duration) time.Duration {
 	return max(d, retryAfter, e.cfg.MinBackoff)
 }
 
+// event is an event about key; the store stamps its time.
 func event(t spotoken.EventType, key spotoken.ConnectionKey, data map[string]any) spotoken.Event {
-	if data == nil {
-		data = map[string]any{}
-	}
-	data["connection_id"] = key.ID
-	return spotoken.Event{Type: t, AppID: key.AppID, ConnectionID: key.ID, Data: mustJSON(data)}
-}
-
-// mustJSON marshals event data, maps of strings and times that always marshal.
-func mustJSON(v any) []byte {
-	b, _ := json.Marshal(v)
-	return b
+	return spotoken.NewEvent(t, key, time.Time{}, data)
 }
 
 // shardedCounter counts on the hot path without every core fighting over
