@@ -38,6 +38,8 @@ type serveOptions struct {
 	GrantLifetime   time.Duration
 	ExpiryWarning   time.Duration
 	LinkTTL         time.Duration
+	HookAttempts    int
+	HookMaxBackoff  time.Duration
 	CacheTTL        time.Duration
 	AuthCacheTTL    time.Duration
 	ShutdownTimeout time.Duration
@@ -103,6 +105,8 @@ The redirect URI to register with Spotify for every app is <public-url>/callback
 	f.DurationVar(&opts.GrantLifetime, "grant-lifetime", server.DefaultGrantLifetime, "how long Spotify keeps a grant valid after consent (six months)")
 	f.DurationVar(&opts.ExpiryWarning, "expiry-warning", server.DefaultExpiryWarning, "send connection.expiring this long before a grant expires (0: never)")
 	f.DurationVar(&opts.LinkTTL, "link-ttl", server.DefaultLinkTTL, "how long the connect link in a connection.expiring or needs_reauth webhook stays valid")
+	f.IntVar(&opts.HookAttempts, "webhook-attempts", server.DefaultWebhookMaxAttempts, "attempts to deliver a webhook before giving up on it")
+	f.DurationVar(&opts.HookMaxBackoff, "webhook-max-backoff", server.DefaultWebhookMaxBackoff, "the longest wait between two attempts to deliver a webhook (from 5s, doubling, with jitter)")
 	f.DurationVar(&opts.CacheTTL, "cache-ttl", 2*time.Second, "serve a token from memory this long before re-reading the store (bounds staleness across replicas)")
 	f.DurationVar(&opts.AuthCacheTTL, "auth-cache-ttl", server.DefaultAuthCacheTTL, "trust a verified API key this long (a revoked key stops working within it; negative: check every request)")
 	f.DurationVar(&opts.ShutdownTimeout, "shutdown-timeout", 30*time.Second, "on SIGINT/SIGTERM, wait this long for requests and refreshes in flight")
@@ -126,6 +130,12 @@ func (o *serveOptions) validate() error {
 	}
 	if o.ExpiryWarning < 0 || o.ExpiryWarning >= o.GrantLifetime {
 		return usageError{errors.New("--expiry-warning must be 0 (never) or positive and shorter than --grant-lifetime")}
+	}
+	if o.HookAttempts < 1 {
+		return usageError{errors.New("--webhook-attempts must be at least 1")}
+	}
+	if o.HookMaxBackoff < server.DefaultWebhookMinBackoff {
+		return usageError{fmt.Errorf("--webhook-max-backoff must be at least %v", server.DefaultWebhookMinBackoff)}
 	}
 	if o.LinkTTL <= 0 {
 		return usageError{errors.New("--link-ttl must be positive")}
@@ -243,7 +253,8 @@ func serveRun(ctx context.Context, ios *IOStreams, opts *serveOptions) error {
 		sched := &refresh.Scheduler{Engine: engine, Store: store, Now: now, Window: opts.RefreshWindow, Logger: log}
 		background("scheduler", sched.Run)
 	}
-	hooks := &server.Webhooks{Store: store, Now: now, Logger: log, Metrics: metrics, ConnectLink: srv.ConnectLink}
+	hooks := &server.Webhooks{Store: store, Now: now, Logger: log, Metrics: metrics, ConnectLink: srv.ConnectLink,
+		MaxAttempts: opts.HookAttempts, MaxBackoff: opts.HookMaxBackoff}
 	background("webhooks", hooks.Run)
 	background("janitor", func(ctx context.Context) error { return srv.Run(ctx, time.Minute) })
 

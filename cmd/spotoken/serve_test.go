@@ -1,0 +1,52 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestServeUsageErrors: every malformed serve flag is refused with exit 2,
+// a message naming the flag, and nothing created.
+func TestServeUsageErrors(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"tls cert alone", []string{"--tls-cert", "c.pem"}, "--tls-cert and --tls-key go together"},
+		{"bad emulator rotation", []string{"--emulator-rotation", "sometimes"}, "--emulator-rotation"},
+		{"zero refresh window", []string{"--refresh-window", "0s"}, "--refresh-window"},
+		{"refresh window over 50m", []string{"--refresh-window", "55m"}, "--refresh-window"},
+		{"zero grant lifetime", []string{"--grant-lifetime", "0s"}, "--grant-lifetime"},
+		{"negative expiry warning", []string{"--expiry-warning", "-1h"}, "--expiry-warning"},
+		{"warning longer than the grant", []string{"--expiry-warning", "5000h"}, "--expiry-warning"},
+		{"zero link ttl", []string{"--link-ttl", "0s"}, "--link-ttl"},
+		{"zero webhook attempts", []string{"--webhook-attempts", "0"}, "--webhook-attempts"},
+		{"tiny webhook backoff", []string{"--webhook-max-backoff", "1s"}, "--webhook-max-backoff"},
+		{"zero shutdown timeout", []string{"--shutdown-timeout", "0s"}, "--shutdown-timeout"},
+		{"bad log level", []string{"--log-level", "loud"}, "--log-level"},
+		{"not a duration", []string{"--cache-ttl", "soon"}, "invalid argument"},
+		{"extra argument", []string{"extra"}, "takes no arguments"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			db := filepath.Join(dir, "spotoken.db")
+			var stdout, stderr bytes.Buffer
+			args := append([]string{"serve", "--addr", "127.0.0.1:0", "--db", db}, tt.args...)
+			code := Run(context.Background(), args, strings.NewReader(""), &stdout, &stderr)
+			if code != exitUsage || !strings.Contains(stderr.String(), tt.want) {
+				t.Errorf("exit %d, stderr %q; want exit %d naming %q", code, stderr.String(), exitUsage, tt.want)
+			}
+			if stdout.Len() != 0 {
+				t.Errorf("printed %q", stdout.String())
+			}
+			if _, err := os.Stat(db); err == nil {
+				t.Errorf("a refused serve created the database")
+			}
+		})
+	}
+}
