@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"reflect"
 	"regexp"
 	"slices"
@@ -412,4 +413,19 @@ func mustMap(t *testing.T, v any) map[string]any {
 		t.Fatalf("%T is not a JSON object", v)
 	}
 	return m
+}
+
+// TestOpenAPIDocsCopy: docs/openapi.json is the document the server serves.
+func TestOpenAPIDocsCopy(t *testing.T) {
+	served, err := os.ReadFile("openapi.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	docs, err := os.ReadFile(filepath.Join("..", "docs", "openapi.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(served, docs) {
+		t.Error("docs/openapi.json differs from server/openapi.json; run: cp server/openapi.json docs/openapi.json")
+	}
 }
