@@ -37,7 +37,8 @@ func newDemoCmd(ios *IOStreams) *cobra.Command {
 SQLite database, and walk a connection through its whole life: connect, vend a
 token, call the Web API through the proxy, expire, refresh silently, rotate the
 refresh token, back off from a 429, lose the grant on Spotify's side, get a
-re-consent link, reconnect, and delete. Every step is checked; the exit status
+re-consent link, reconnect, get warned six months on that Spotify's grant is
+ending and renew it with no gap, and delete. Every step is checked; the exit status
 is 0 only if all of them behaved as described. Nothing leaves the machine.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return demoRun(cmd.Context(), ios, verbose) },
@@ -53,6 +54,7 @@ type demo struct {
 	store   *sqlite.DB
 	engine  *refresh.Engine
 	hooks   *server.Webhooks
+	srv     *server.Server
 	base    string // the broker's URL
 	apiKey  string
 	browser *http.Client
@@ -65,6 +67,7 @@ type receivedEvents struct {
 	secret spotoken.Secret
 	types  []string
 	bad    int
+	links  map[string]string // the last connect_url received, by event type
 }
 
 func demoRun(ctx context.Context, ios *IOStreams, verbose bool) error {
@@ -124,7 +127,7 @@ func demoRun(ctx context.Context, ios *IOStreams, verbose bool) error {
 	if err != nil {
 		return err
 	}
-	d.base = base
+	d.base, d.srv = base, srv
 	d.hooks = &server.Webhooks{Store: store, Now: emu.Now, Logger: log, ConnectLink: srv.ConnectLink}
 	jar, _ := cookiejar.New(nil)
 	d.browser = &http.Client{Jar: jar, Timeout: 30 * time.Second}
@@ -175,9 +178,20 @@ func (d *demo) receiver() http.Handler {
 			http.Error(w, "bad signature", http.StatusUnauthorized)
 			return
 		}
-		var e struct{ Type string }
+		var e struct {
+			Type string
+			Data struct {
+				ConnectURL string `json:"connect_url"`
+			}
+		}
 		json.Unmarshal(body, &e)
 		ev.types = append(ev.types, e.Type)
+		if e.Data.ConnectURL != "" {
+			if ev.links == nil {
+				ev.links = map[string]string{}
+			}
+			ev.links[e.Type] = e.Data.ConnectURL
+		}
 	})
 }
 
@@ -370,6 +384,38 @@ func (d *demo) tour(ctx context.Context) error {
 	}
 	d.ok("the connection is active again with a new grant")
 
+	d.say("Six months on: Spotify's grant nears its end (refresh tokens die six months after consent)")
+	c, err = d.store.Connection(ctx, key)
+	if err != nil {
+		return err
+	}
+	firstEnd := c.GrantExpiresAt
+	d.emu.Advance(firstEnd.Sub(d.emu.Now()) - 13*24*time.Hour)
+	if n, err := d.srv.WarnExpiring(ctx); err != nil || n != 1 {
+		return fmt.Errorf("expiry warning: %d connections warned, %v", n, err)
+	}
+	if n, _ := d.srv.WarnExpiring(ctx); n != 0 {
+		return errors.New("the expiry warning was recorded twice")
+	}
+	if _, err := d.hooks.RunOnce(ctx); err != nil {
+		return err
+	}
+	d.events.mu.Lock()
+	link = d.events.links[string(spotoken.EventConnectionExpiring)]
+	d.events.mu.Unlock()
+	if link == "" {
+		return errors.New("no connection.expiring webhook with a connect link")
+	}
+	d.ok("13 days before %s the app got connection.expiring, once, with a connect link for the user", firstEnd.Format("2006-01-02"))
+	if err := d.openLink(link); err != nil {
+		return err
+	}
+	d.emu.Advance(firstEnd.Sub(d.emu.Now()) + time.Hour)
+	if status, _, _, _ = d.token(); status != http.StatusOK {
+		return fmt.Errorf("past the first grant's end: status %d", status)
+	}
+	d.ok("the user renewed the grant from that link; past the old grant's end tokens keep coming, no gap")
+
 	d.say("Delete: the app disconnects the user")
 	if status, _, _ = d.api("DELETE", "/v1/connections/u1", nil, nil); status != http.StatusNoContent {
 		return fmt.Errorf("delete: status %d", status)
@@ -387,7 +433,7 @@ func (d *demo) tour(ctx context.Context) error {
 	d.events.mu.Lock()
 	types, bad := slices.Clone(d.events.types), d.events.bad
 	d.events.mu.Unlock()
-	for _, t := range []string{"connection.created", "connection.refreshed", "connection.rotated", "connection.needs_reauth", "connection.reauthorized", "connection.revoked"} {
+	for _, t := range []string{"connection.created", "connection.refreshed", "connection.rotated", "connection.needs_reauth", "connection.reauthorized", "connection.expiring", "connection.revoked"} {
 		if !slices.Contains(types, t) {
 			return fmt.Errorf("no %s webhook among %v", t, types)
 		}

@@ -16,7 +16,7 @@ func TestDemo(t *testing.T) {
 	}
 	report := out.String()
 	for _, want := range []string{
-		"1. Connect", "Vend", "Proxy", "Expire", "Rotation", "429", "Revoke", "Re-consent", "Delete", "Webhooks",
+		"1. Connect", "Vend", "Proxy", "Expire", "Rotation", "429", "Revoke", "Re-consent", "Six months on", "connection.expiring", "Delete", "Webhooks",
 		"1 refresh at Spotify", "409 needs_reauth", "every signature verified", "every step behaved as described",
 	} {
 		if !strings.Contains(report, want) {
