@@ -12,23 +12,31 @@ import (
 )
 
 type statusOptions struct {
-	store   storeOptions
-	Profile string
+	store      storeOptions
+	Profile    string
+	Server     string
+	Connection string
 }
 
 func newStatusCmd(ios *IOStreams) *cobra.Command {
 	opts := &statusOptions{}
 	cmd := &cobra.Command{
-		Use:   "status [--profile P]",
-		Short: "Show the profiles logged in with 'spotoken login'",
+		Use:   "status [--profile P] | --server URL [--connection ID]",
+		Short: "Show the profiles logged in with 'spotoken login' (or a broker's connections)",
 		Long: `Show the local profiles: for each, its state (active, or needs_reauth once
 Spotify refused its grant), the Spotify user, the granted scopes, when the
 access token expires (token refreshes it) and when the grant itself expires
 (six months after consent: log in again before then). Tokens are never shown.
 
-With --profile, only that profile, and exit status 4 if it does not exist.`,
+With --profile, only that profile, and exit status 4 if it does not exist.
+
+With --server, the connections of a spotoken broker instead (those of the app
+whose API key is in $` + envAPIKey + `, never a flag): state, Spotify user,
+scopes, token and grant expiry, last error. With --connection, only that one,
+and exit status 4 if the broker has no such connection.`,
 		Example: `  spotoken status
-  spotoken status --profile work --json`,
+  spotoken status --profile work --json
+  SPOTOKEN_API_KEY=sk_... spotoken status --server https://broker.example --connection user-42`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return statusRun(cmd.Context(), ios, opts, jsonOutput(cmd))
@@ -36,10 +44,20 @@ With --profile, only that profile, and exit status 4 if it does not exist.`,
 	}
 	opts.store.addFlags(cmd.Flags())
 	cmd.Flags().StringVar(&opts.Profile, "profile", "", "show only this profile")
+	cmd.Flags().StringVar(&opts.Server, "server", "", "show the connections at the spotoken broker at this URL instead (API key in $"+envAPIKey+")")
+	cmd.Flags().StringVar(&opts.Connection, "connection", "", "with --server: show only this connection")
 	return cmd
 }
 
 func statusRun(ctx context.Context, ios *IOStreams, opts *statusOptions, asJSON bool) error {
+	switch {
+	case opts.Server != "" && opts.Profile != "":
+		return usageError{errors.New("--profile is a local profile; --server shows a broker's connections: give one of them")}
+	case opts.Server != "":
+		return brokerStatus(ctx, ios, opts, asJSON)
+	case opts.Connection != "":
+		return usageError{errors.New("--connection goes with --server: a local profile is chosen with --profile")}
+	}
 	if opts.Profile != "" {
 		if err := validateProfile(opts.Profile); err != nil {
 			return err
