@@ -77,6 +77,7 @@ func TestScripts(t *testing.T) {
 			"emulator":   cmdEmulator,
 			"emuctl":     cmdEmuctl,
 			"broker":     cmdBroker,
+			"brokerctl":  cmdBrokerctl,
 			"envstdout":  cmdEnvStdout,
 			"nosecretin": cmdNoSecretIn,
 			"exitcode":   cmdExitCode,
@@ -160,6 +161,22 @@ func cmdBroker(ts *testscript.TestScript, neg bool, args []string) {
 	b.Connect(t, "user-42")
 	ts.Setenv("BROKER_URL", b.URL)
 	ts.Setenv("SPOTOKEN_API_KEY", b.APIKey)
+	brokers.Store(ts, b)
+}
+
+var brokers sync.Map // *testscript.TestScript → *clienttest.Broker
+
+// cmdBrokerctl acts on the script's broker: "brokerctl revoke" withdraws
+// the user's grant at its emulator and lets two hours pass, so the next
+// token request finds the grant refused.
+func cmdBrokerctl(ts *testscript.TestScript, neg bool, args []string) {
+	v, ok := brokers.Load(ts)
+	if neg || !ok || len(args) != 1 || args[0] != "revoke" {
+		ts.Fatalf("usage: brokerctl revoke (after broker)")
+	}
+	b := v.(*clienttest.Broker)
+	b.RevokeGrant(ts.Value("t").(testing.TB))
+	b.Advance(2 * time.Hour)
 }
 
 // cmdExitCode runs a program, like exec, and fails unless it exits with

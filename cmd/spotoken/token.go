@@ -146,14 +146,11 @@ func brokerToken(ctx context.Context, opts *tokenOptions) (tokenView, error) {
 		return tokenView{}, usageError{fmt.Errorf("--server %q: %w", opts.Server, err)}
 	}
 	tok, err := c.Token(ctx, opts.Connection, client.MinTTL(opts.MinTTL))
-	var ce *client.Error
 	switch {
 	case errors.Is(err, client.ErrNeedsReauth):
-		msg := fmt.Sprintf("connection %q needs the user to authorize again", opts.Connection)
-		if errors.As(err, &ce) && ce.ConnectURL != "" {
-			msg += " at " + ce.ConnectURL
-		}
-		return tokenView{}, needsLoginError{errors.New(msg)}
+		// Not the connect link the broker sent: it is a bearer credential
+		// for the user's authorization, and error output ends up in logs.
+		return tokenView{}, needsLoginError{fmt.Errorf("connection %q needs the user to authorize again: mint a link for them with POST /v1/connect-sessions", opts.Connection)}
 	case errors.Is(err, client.ErrNotFound):
 		return tokenView{}, needsLoginError{fmt.Errorf("the broker has no connection %q: connect the user first", opts.Connection)}
 	case err != nil:
