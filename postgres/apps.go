@@ -15,10 +15,27 @@ import (
 )
 
 const appCols = `id, client_id, client_secret, redirect_uris, default_scopes, return_to_origins, webhook_url, webhook_secret,
-	created_at, updated_at`
+	created_at, updated_at, previous_client_secret, previous_webhook_secret`
 
-// sealedApp is an app's two secret ciphertexts as stored; nil for NULL.
-type sealedApp struct{ client, webhook []byte }
+// sealedApp is an app's secret ciphertexts as stored; nil for NULL.
+type sealedApp struct{ client, webhook, prevClient, prevWebhook []byte }
+
+// appSecret is one of an app's secrets and its ciphertext.
+type appSecret struct {
+	field  rowseal.Field
+	secret *spotoken.Secret
+	sealed *[]byte
+}
+
+// appSecrets pairs each of app's secrets with its ciphertext in sa.
+func appSecrets(app *spotoken.App, sa *sealedApp) []appSecret {
+	return []appSecret{
+		{rowseal.AppSecret(app.ID), &app.ClientSecret, &sa.client},
+		{rowseal.WebhookSecret(app.ID), &app.WebhookSecret, &sa.webhook},
+		{rowseal.PreviousAppSecret(app.ID), &app.PreviousClientSecret, &sa.prevClient},
+		{rowseal.PreviousWebhookSecret(app.ID), &app.PreviousWebhookSecret, &sa.prevWebhook},
+	}
+}
 
 // scanApp reads an app row selected with appCols, returning its secrets
 // unopened.
@@ -31,7 +48,7 @@ func scanApp(row scanner) (*spotoken.App, sealedApp, error) {
 		created, updated   pgtype.Timestamptz
 	)
 	if err := row.Scan(&a.ID, &a.ClientID, &sa.client, &redirects, &scopes, &origins, &a.WebhookURL, &sa.webhook,
-		&created, &updated); err != nil {
+		&created, &updated, &sa.prevClient, &sa.prevWebhook); err != nil {
 		return nil, sealedApp{}, err
 	}
 	a.RedirectURIs = fromTextArray(redirects)
@@ -43,12 +60,11 @@ func scanApp(row scanner) (*spotoken.App, sealedApp, error) {
 
 // openAppSecrets opens the secrets of a, an app scanned with sa.
 func (db *DB) openAppSecrets(a *spotoken.App, sa sealedApp) error {
-	var err error
-	if a.ClientSecret, err = db.codec.Open(rowseal.AppSecret(a.ID), sa.client); err != nil {
-		return fmt.Errorf("app %s: %w", a.ID, err)
-	}
-	if a.WebhookSecret, err = db.codec.Open(rowseal.WebhookSecret(a.ID), sa.webhook); err != nil {
-		return fmt.Errorf("app %s: %w", a.ID, err)
+	for _, s := range appSecrets(a, &sa) {
+		var err error
+		if *s.secret, err = db.codec.Open(s.field, *s.sealed); err != nil {
+			return fmt.Errorf("app %s: %w", a.ID, err)
+		}
 	}
 	return nil
 }
@@ -74,17 +90,16 @@ func (db *DB) CreateApp(ctx context.Context, app *spotoken.App) error {
 		return spotoken.Errorf(spotoken.EInvalid, "app id is required")
 	}
 	now := db.now()
-	secret, err := db.codec.Seal(rowseal.AppSecret(app.ID), app.ClientSecret)
-	if err != nil {
-		return fmt.Errorf("create app: %w", err)
+	var sa sealedApp
+	for _, s := range appSecrets(app, &sa) {
+		var err error
+		if *s.sealed, err = db.codec.Seal(s.field, *s.secret); err != nil {
+			return fmt.Errorf("create app: %w", err)
+		}
 	}
-	webhookSecret, err := db.codec.Seal(rowseal.WebhookSecret(app.ID), app.WebhookSecret)
-	if err != nil {
-		return fmt.Errorf("create app: %w", err)
-	}
-	_, err = db.pool.Exec(ctx, `INSERT INTO apps (`+appCols+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)`,
-		app.ID, app.ClientID, secret, textArray(app.RedirectURIs), textArray(app.DefaultScopes),
-		textArray(app.ReturnToOrigins), app.WebhookURL, webhookSecret, now)
+	_, err := db.pool.Exec(ctx, `INSERT INTO apps (`+appCols+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, $10, $11)`,
+		app.ID, app.ClientID, sa.client, textArray(app.RedirectURIs), textArray(app.DefaultScopes),
+		textArray(app.ReturnToOrigins), app.WebhookURL, sa.webhook, now, sa.prevClient, sa.prevWebhook)
 	if pgCode(err) == codeUniqueViolation {
 		return spotoken.Errorf(spotoken.EConflict, "app %q already exists", app.ID)
 	}
@@ -146,17 +161,18 @@ func (db *DB) UpdateApp(ctx context.Context, id string, fn func(*spotoken.App) e
 				return fnErr
 			}
 			a.ID, a.CreatedAt, a.UpdatedAt = old.ID, old.CreatedAt, db.now()
-			if sealed.client, err = db.sealIfChanged(rowseal.AppSecret(id), old.ClientSecret, a.ClientSecret, sealed.client); err != nil {
-				return err
-			}
-			if sealed.webhook, err = db.sealIfChanged(rowseal.WebhookSecret(id), old.WebhookSecret, a.WebhookSecret, sealed.webhook); err != nil {
-				return err
+			oldSecrets := appSecrets(old, &sealedApp{})
+			for i, s := range appSecrets(&a, &sealed) {
+				if *s.sealed, err = db.sealIfChanged(s.field, *oldSecrets[i].secret, *s.secret, *s.sealed); err != nil {
+					return err
+				}
 			}
 			if _, err := tx.Exec(ctx, `UPDATE apps SET client_id = $2, client_secret = $3, redirect_uris = $4,
-				default_scopes = $5, return_to_origins = $6, webhook_url = $7, webhook_secret = $8, updated_at = $9
+				default_scopes = $5, return_to_origins = $6, webhook_url = $7, webhook_secret = $8, updated_at = $9,
+				previous_client_secret = $10, previous_webhook_secret = $11
 				WHERE id = $1`,
 				id, a.ClientID, sealed.client, textArray(a.RedirectURIs), textArray(a.DefaultScopes),
-				textArray(a.ReturnToOrigins), a.WebhookURL, sealed.webhook, a.UpdatedAt); err != nil {
+				textArray(a.ReturnToOrigins), a.WebhookURL, sealed.webhook, a.UpdatedAt, sealed.prevClient, sealed.prevWebhook); err != nil {
 				return err
 			}
 			a.RedirectURIs = fromTextArray(a.RedirectURIs)

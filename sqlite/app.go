@@ -13,20 +13,36 @@ import (
 )
 
 const appColumns = `id, client_id, client_secret, redirect_uris, default_scopes, return_to_origins, webhook_url, webhook_secret,
-	created_at, updated_at`
+	created_at, updated_at, previous_client_secret, previous_webhook_secret`
 
-// sealedApp is an app's two secret ciphertexts as stored.
-type sealedApp struct{ client, webhook []byte }
+// sealedApp is an app's secret ciphertexts as stored.
+type sealedApp struct{ client, webhook, prevClient, prevWebhook []byte }
 
-// sealApp seals an app's two secrets.
+// appSecret is one of an app's secrets and its ciphertext.
+type appSecret struct {
+	field  rowseal.Field
+	secret *spotoken.Secret
+	sealed *[]byte
+}
+
+// appSecrets pairs each of app's secrets with its ciphertext in sa.
+func appSecrets(app *spotoken.App, sa *sealedApp) []appSecret {
+	return []appSecret{
+		{rowseal.AppSecret(app.ID), &app.ClientSecret, &sa.client},
+		{rowseal.WebhookSecret(app.ID), &app.WebhookSecret, &sa.webhook},
+		{rowseal.PreviousAppSecret(app.ID), &app.PreviousClientSecret, &sa.prevClient},
+		{rowseal.PreviousWebhookSecret(app.ID), &app.PreviousWebhookSecret, &sa.prevWebhook},
+	}
+}
+
+// sealApp seals an app's secrets.
 func (db *DB) sealApp(app *spotoken.App) (sealedApp, error) {
 	var sa sealedApp
-	var err error
-	if sa.client, err = db.codec.Seal(rowseal.AppSecret(app.ID), app.ClientSecret); err != nil {
-		return sealedApp{}, err
-	}
-	if sa.webhook, err = db.codec.Seal(rowseal.WebhookSecret(app.ID), app.WebhookSecret); err != nil {
-		return sealedApp{}, err
+	for _, s := range appSecrets(app, &sa) {
+		var err error
+		if *s.sealed, err = db.codec.Seal(s.field, *s.secret); err != nil {
+			return sealedApp{}, err
+		}
 	}
 	return sa, nil
 }
@@ -48,9 +64,9 @@ func (db *DB) CreateApp(ctx context.Context, app *spotoken.App) error {
 		return fmt.Errorf("create app: %w", err)
 	}
 	err = db.write(ctx, func(tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, `INSERT INTO apps (`+appColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		_, err := tx.ExecContext(ctx, `INSERT INTO apps (`+appColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 			app.ID, app.ClientID, blobArg(sealed.client), redirects, scopesArg(app.DefaultScopes), origins, app.WebhookURL,
-			blobArg(sealed.webhook), now.UnixMicro(), now.UnixMicro())
+			blobArg(sealed.webhook), now.UnixMicro(), now.UnixMicro(), blobArg(sealed.prevClient), blobArg(sealed.prevWebhook))
 		return translate(err, fmt.Sprintf("app %q already exists", app.ID), "")
 	})
 	if err != nil {
@@ -106,14 +122,12 @@ func (db *DB) UpdateApp(ctx context.Context, id string, fn func(*spotoken.App) e
 		a.ID, a.CreatedAt, a.UpdatedAt = old.ID, old.CreatedAt, db.now()
 
 		// A secret fn left alone keeps its ciphertext.
-		if a.ClientSecret != old.ClientSecret {
-			if sealed.client, err = db.codec.Seal(rowseal.AppSecret(id), a.ClientSecret); err != nil {
-				return fmt.Errorf("update app: %w", err)
-			}
-		}
-		if a.WebhookSecret != old.WebhookSecret {
-			if sealed.webhook, err = db.codec.Seal(rowseal.WebhookSecret(id), a.WebhookSecret); err != nil {
-				return fmt.Errorf("update app: %w", err)
+		oldSecrets := appSecrets(old, &sealedApp{})
+		for i, s := range appSecrets(&a, &sealed) {
+			if *s.secret != *oldSecrets[i].secret {
+				if *s.sealed, err = db.codec.Seal(s.field, *s.secret); err != nil {
+					return fmt.Errorf("update app: %w", err)
+				}
 			}
 		}
 		redirects, err := listArg(a.RedirectURIs)
@@ -125,9 +139,10 @@ func (db *DB) UpdateApp(ctx context.Context, id string, fn func(*spotoken.App) e
 			return fmt.Errorf("update app: %w", err)
 		}
 		_, err = tx.ExecContext(ctx, `UPDATE apps SET client_id = ?, client_secret = ?, redirect_uris = ?,
-			default_scopes = ?, return_to_origins = ?, webhook_url = ?, webhook_secret = ?, updated_at = ? WHERE id = ?`,
+			default_scopes = ?, return_to_origins = ?, webhook_url = ?, webhook_secret = ?, updated_at = ?,
+			previous_client_secret = ?, previous_webhook_secret = ? WHERE id = ?`,
 			a.ClientID, blobArg(sealed.client), redirects, scopesArg(a.DefaultScopes), origins, a.WebhookURL,
-			blobArg(sealed.webhook), a.UpdatedAt.UnixMicro(), id)
+			blobArg(sealed.webhook), a.UpdatedAt.UnixMicro(), blobArg(sealed.prevClient), blobArg(sealed.prevWebhook), id)
 		if err != nil {
 			return fmt.Errorf("update app: %w", err)
 		}
@@ -168,15 +183,15 @@ func (db *DB) scanApp(row interface{ Scan(...any) error }) (*spotoken.App, seale
 	var a spotoken.App
 	var sa sealedApp
 	if err := row.Scan(&a.ID, &a.ClientID, &sa.client, listCol{&a.RedirectURIs}, scopesCol{&a.DefaultScopes},
-		listCol{&a.ReturnToOrigins}, &a.WebhookURL, &sa.webhook, timeCol{&a.CreatedAt}, timeCol{&a.UpdatedAt}); err != nil {
+		listCol{&a.ReturnToOrigins}, &a.WebhookURL, &sa.webhook, timeCol{&a.CreatedAt}, timeCol{&a.UpdatedAt},
+		&sa.prevClient, &sa.prevWebhook); err != nil {
 		return nil, sa, err
 	}
-	var err error
-	if a.ClientSecret, err = db.codec.Open(rowseal.AppSecret(a.ID), sa.client); err != nil {
-		return nil, sa, err
-	}
-	if a.WebhookSecret, err = db.codec.Open(rowseal.WebhookSecret(a.ID), sa.webhook); err != nil {
-		return nil, sa, err
+	for _, s := range appSecrets(&a, &sa) {
+		var err error
+		if *s.secret, err = db.codec.Open(s.field, *s.sealed); err != nil {
+			return nil, sa, err
+		}
 	}
 	return &a, sa, nil
 }

@@ -46,14 +46,7 @@ func (db *DB) PendingEvents(ctx context.Context, now time.Time, limit int) ([]*s
 	if limit <= 0 {
 		return nil, nil
 	}
-	return queryAll(ctx, db.r, "pending events", func(r *sql.Rows) (*spotoken.Event, error) {
-		var e spotoken.Event
-		var typ string
-		err := r.Scan(&e.ID, &typ, &e.AppID, &e.ConnectionID, &e.Data, timeCol{&e.CreatedAt}, &e.Attempts,
-			timeCol{&e.NextAttemptAt}, timeCol{&e.DeliveredAt}, &e.LastError)
-		e.Type = spotoken.EventType(typ)
-		return &e, err
-	}, `SELECT `+eventColumns+` FROM events
+	return queryAll(ctx, db.r, "pending events", scanEvent, `SELECT `+eventColumns+` FROM events
 		WHERE delivered_at IS NULL AND (next_attempt_at IS NULL OR next_attempt_at <= ?) ORDER BY id LIMIT ?`, now.UnixMicro(), limit)
 }
 
