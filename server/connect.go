@@ -35,13 +35,13 @@ func checkConnectionID(id string) error {
 	return nil
 }
 
-// accountsClient is the accounts-service client for app.
-func (s *Server) accountsClient(app *spotoken.App) *accounts.Client {
-	return accounts.New(accounts.Config{
-		ClientID: app.ClientID, ClientSecret: app.ClientSecret,
+// accountsClients are the accounts-service clients of app, one per client
+// secret to try (see accounts.AppClients): the current secret's first.
+func (s *Server) accountsClients(app *spotoken.App) []*accounts.Client {
+	return accounts.AppClients(accounts.Config{
 		AuthURL: s.accounts.String() + "/authorize", TokenURL: s.accounts.String() + "/api/token",
 		HTTPClient: s.cfg.HTTPClient, Now: s.cfg.Now,
-	})
+	}, app)
 }
 
 type createSessionRequest struct {
@@ -236,7 +236,7 @@ func (s *Server) handleConnect(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set("Referrer-Policy", "no-referrer")
 	s.metrics.connectFlow("started")
-	http.Redirect(w, r, s.accountsClient(app).AuthCodeURL(state, s.CallbackURL(), sess.Scopes, verifier, false), http.StatusFound)
+	http.Redirect(w, r, s.accountsClients(app)[0].AuthCodeURL(state, s.CallbackURL(), sess.Scopes, verifier, false), http.StatusFound)
 }
 
 // consume uses up the pending authorization that token names in domain (a
@@ -315,7 +315,11 @@ func (s *Server) completeConnection(r *http.Request, key spotoken.ConnectionKey,
 		s.log.Error("callback: load app", "request_id", requestID(r), "app", key.AppID, "err", err)
 		return flowServerError
 	}
-	grant, err := s.accountsClient(app).Exchange(ctx, code, p.RedirectURI, p.Verifier.Reveal())
+	// While the app's client secret is rotated, the exchange falls back to
+	// the previous secret if Spotify refuses the new one.
+	grant, err := accounts.FirstAccepted(s.accountsClients(app), func(c *accounts.Client) (*accounts.Grant, error) {
+		return c.Exchange(ctx, code, p.RedirectURI, p.Verifier.Reveal())
+	})
 	if err == nil && grant.RefreshToken == "" {
 		err = errors.New("the token response has no refresh token")
 	}
