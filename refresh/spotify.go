@@ -3,6 +3,8 @@ package refresh
 import (
 	"context"
 	"crypto/sha256"
+	"errors"
+	"fmt"
 	"net/http"
 	"slices"
 	"sync"
@@ -91,4 +93,22 @@ func (s *SpotifyRefresher) appClients(app *spotoken.App) []*accounts.Client {
 		}
 	}
 	return out
+}
+
+// CheckClientSecret asks Spotify whether it accepts app's current client
+// secret alone (a client-credentials request, without falling back to the
+// previous secret): nil if it does, an error wrapping
+// spotoken.ErrAppMisconfigured if Spotify refused it (invalid_client), and
+// another error if Spotify could not be asked. It serves the check before
+// a previous client secret is retired (admin.Config.CheckClientSecret).
+func (s *SpotifyRefresher) CheckClientSecret(ctx context.Context, app *spotoken.App) error {
+	if app.ClientSecret == "" {
+		return fmt.Errorf("app %s has no client secret to check", app.ID)
+	}
+	_, err := s.appClients(app)[0].ClientCredentials(ctx)
+	var ae *accounts.Error
+	if errors.As(err, &ae) && ae.InvalidClient() {
+		return fmt.Errorf("%w: %w", spotoken.ErrAppMisconfigured, err)
+	}
+	return err
 }
