@@ -58,6 +58,9 @@ func (s *Server) handleCreateSession(w http.ResponseWriter, r *http.Request, key
 	if err := checkConnectionID(req.ConnectionID); err != nil {
 		return err
 	}
+	if req.ConnectionID == appSelf {
+		return spotoken.Errorf(spotoken.EInvalid, "connection_id %q names the app itself in /v1/proxy/-/; choose another id", appSelf)
+	}
 	for _, sc := range req.Scopes {
 		if !validScope.MatchString(sc) {
 			return spotoken.Errorf(spotoken.EInvalid, "scopes: %q is not a Spotify scope name", truncate(sc, 64))

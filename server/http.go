@@ -34,18 +34,19 @@ const (
 
 // statuses maps error codes to HTTP statuses: the one table.
 var statuses = map[string]int{
-	spotoken.EInvalid:          http.StatusBadRequest,
-	spotoken.ENotFound:         http.StatusNotFound,
-	spotoken.EConflict:         http.StatusConflict,
-	spotoken.ENeedsReauth:      http.StatusConflict,
-	spotoken.ERateLimited:      http.StatusTooManyRequests,
-	spotoken.EUnavailable:      http.StatusServiceUnavailable,
-	spotoken.EAppMisconfigured: http.StatusBadGateway,
-	spotoken.EInternal:         http.StatusInternalServerError,
-	EInvalidToken:              http.StatusUnauthorized,
-	EInsufficientScope:         http.StatusForbidden,
-	ETooLarge:                  http.StatusRequestEntityTooLarge,
-	EMethodNotAllowed:          http.StatusMethodNotAllowed,
+	spotoken.EInvalid:            http.StatusBadRequest,
+	spotoken.ENotFound:           http.StatusNotFound,
+	spotoken.EConflict:           http.StatusConflict,
+	spotoken.ENeedsReauth:        http.StatusConflict,
+	spotoken.ERateLimited:        http.StatusTooManyRequests,
+	spotoken.EUnavailable:        http.StatusServiceUnavailable,
+	spotoken.EAppMisconfigured:   http.StatusBadGateway,
+	spotoken.EUnauthorizedClient: http.StatusBadRequest,
+	spotoken.EInternal:           http.StatusInternalServerError,
+	EInvalidToken:                http.StatusUnauthorized,
+	EInsufficientScope:           http.StatusForbidden,
+	ETooLarge:                    http.StatusRequestEntityTooLarge,
+	EMethodNotAllowed:            http.StatusMethodNotAllowed,
 }
 
 // apiError is an error answered with extra fields (a connect link, the

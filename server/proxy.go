@@ -17,6 +17,7 @@ import (
 
 	"github.com/spotoken/spotoken"
 	"github.com/spotoken/spotoken/internal/webapi"
+	"github.com/spotoken/spotoken/refresh"
 )
 
 // The Web API proxy: ANY /v1/proxy/{id}/{path...} calls Spotify's Web API
@@ -71,21 +72,11 @@ func (s *Server) handleProxy(w http.ResponseWriter, r *http.Request, key *spotok
 			s.metrics.proxy(outcome)
 		}
 	}()
-	switch r.Method {
-	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodDelete, http.MethodPatch:
-	default:
-		w.Header().Set("Allow", proxyMethods)
-		return spotoken.Errorf(EMethodNotAllowed, "the proxy does not forward %s; allowed: %s", truncate(r.Method, 16), proxyMethods)
-	}
 	ck, err := connectionKey(r, key)
 	if err != nil {
 		return err
 	}
-	target, endpoint, err := proxyTarget(s.api, proxyRest(r.URL.EscapedPath()))
-	if err != nil {
-		return err
-	}
-	body, err := readProxyBody(w, r)
+	target, endpoint, body, err := s.proxyRequest(w, r)
 	if err != nil {
 		return err
 	}
@@ -98,12 +89,57 @@ func (s *Server) handleProxy(w http.ResponseWriter, r *http.Request, key *spotok
 			return s.insufficientScope(w, r, ck, e, at.Scopes, missing)
 		}
 	}
-	outcome = s.forward(w, r, ck, at.Token, target, body)
+	outcome = s.forward(w, r, connectionSubject{s, ck}, at.Token, target, body)
 	return nil
 }
 
-// proxyRest returns the escaped path after /v1/proxy/{id}/; the route
-// guarantees that it has that shape.
+// proxySubject is whose token a proxied request carries: a connection's
+// (connectionSubject) or the app's own (appSubject).
+type proxySubject interface {
+	// invalidate tells the token's source that Spotify refused token, and
+	// returns the token to use now.
+	invalidate(ctx context.Context, token spotoken.Secret) (refresh.AccessToken, error)
+	// answer turns a failure to get a token into the API's answer.
+	answer(r *http.Request, err error) error
+	// String names the subject in logs.
+	String() string
+}
+
+// connectionSubject is a connection, as the proxy's subject.
+type connectionSubject struct {
+	s  *Server
+	ck spotoken.ConnectionKey
+}
+
+func (c connectionSubject) invalidate(ctx context.Context, token spotoken.Secret) (refresh.AccessToken, error) {
+	return c.s.cfg.Tokens.Invalidate(ctx, c.ck, token)
+}
+func (c connectionSubject) answer(r *http.Request, err error) error {
+	return c.s.tokenError(r, c.ck, err)
+}
+func (c connectionSubject) String() string { return c.ck.String() }
+
+// proxyRequest checks a proxied request's method and path and reads its
+// body: it returns the upstream URL, the decoded Web API path (/v1/...)
+// and the body.
+func (s *Server) proxyRequest(w http.ResponseWriter, r *http.Request) (target *url.URL, endpoint string, body []byte, err error) {
+	switch r.Method {
+	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodDelete, http.MethodPatch:
+	default:
+		w.Header().Set("Allow", proxyMethods)
+		return nil, "", nil, spotoken.Errorf(EMethodNotAllowed, "the proxy does not forward %s; allowed: %s", truncate(r.Method, 16), proxyMethods)
+	}
+	if target, endpoint, err = proxyTarget(s.api, proxyRest(r.URL.EscapedPath())); err != nil {
+		return nil, "", nil, err
+	}
+	if body, err = readProxyBody(w, r); err != nil {
+		return nil, "", nil, err
+	}
+	return target, endpoint, body, nil
+}
+
+// proxyRest returns the escaped path after /v1/proxy/{id}/ (or
+// /v1/proxy/-/); the route guarantees that it has that shape.
 func proxyRest(escapedPath string) string {
 	rest := strings.TrimPrefix(escapedPath, "/v1/proxy/")
 	_, rest, _ = strings.Cut(rest, "/")
@@ -203,7 +239,7 @@ func (s *Server) insufficientScope(w http.ResponseWriter, r *http.Request, ck sp
 // allocations next to a call to Spotify, and lets its hooks close over the
 // request's own state. The connection pool is the shared upstream
 // transport's.
-func (s *Server) forward(w http.ResponseWriter, r *http.Request, ck spotoken.ConnectionKey, token spotoken.Secret, target *url.URL, body []byte) (outcome string) {
+func (s *Server) forward(w http.ResponseWriter, r *http.Request, subj proxySubject, token spotoken.Secret, target *url.URL, body []byte) (outcome string) {
 	ctx := r.Context()
 	if d := s.cfg.HTTPClient.Timeout; d > 0 {
 		var cancel context.CancelFunc
@@ -232,7 +268,7 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request, ck spotoken.Con
 			pr.Out.TransferEncoding = nil
 			setBody(pr.Out, body)
 		},
-		Transport:  &retryTransport{s: s, key: ck, token: token, next: s.metrics.InstrumentTransport("api", upstream)},
+		Transport:  &retryTransport{s: s, subj: subj, token: token, next: s.metrics.InstrumentTransport("api", upstream)},
 		BufferPool: proxyBuffers,
 		ModifyResponse: func(resp *http.Response) error {
 			resp.Header.Del("Set-Cookie")
@@ -241,7 +277,7 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request, ck spotoken.Con
 			return nil
 		},
 		ErrorHandler: func(w http.ResponseWriter, req *http.Request, err error) {
-			outcome = s.proxyError(w, req, r.Context(), ck, err)
+			outcome = s.proxyError(w, req, r.Context(), subj, err)
 		},
 		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 	}
@@ -262,22 +298,22 @@ func setBody(out *http.Request, body []byte) {
 
 // proxyError answers a request that got no response from Spotify and
 // returns its outcome. inbound is the caller's own context.
-func (s *Server) proxyError(w http.ResponseWriter, req *http.Request, inbound context.Context, ck spotoken.ConnectionKey, err error) string {
+func (s *Server) proxyError(w http.ResponseWriter, req *http.Request, inbound context.Context, subj proxySubject, err error) string {
 	var tf *tokenFailure
 	switch {
 	case inbound.Err() != nil:
 		// The caller went away; nobody reads this answer.
-		s.log.Debug("proxy: the caller went away", "request_id", requestID(req), "connection", ck.String())
+		s.log.Debug("proxy: the caller went away", "request_id", requestID(req), "connection", subj.String())
 		writeJSON(w, http.StatusBadGateway, ErrorResponse{Error: spotoken.EUnavailable, Description: "The request was canceled."})
 		return "canceled"
 	case errors.As(err, &tf) && !errors.Is(tf.err, context.DeadlineExceeded):
 		// Spotify refused the token and getting a new one failed:
 		// needs_reauth (with a connect link), rate_limited, ...
-		e := s.tokenError(req, ck, tf.err)
+		e := subj.answer(req, tf.err)
 		s.writeError(w, req, e)
 		return spotoken.ErrorCode(e)
 	}
-	s.log.Warn("proxy: calling Spotify failed", "request_id", requestID(req), "connection", ck.String(),
+	s.log.Warn("proxy: calling Spotify failed", "request_id", requestID(req), "connection", subj.String(),
 		"method", req.Method, "err", transportErrorText(err))
 	msg := "Spotify could not be reached; try again later."
 	if errors.Is(err, context.DeadlineExceeded) {
@@ -309,7 +345,7 @@ func (e *tokenFailure) Unwrap() error { return e.err }
 // once more with the new token.
 type retryTransport struct {
 	s     *Server
-	key   spotoken.ConnectionKey
+	subj  proxySubject
 	token spotoken.Secret
 	next  http.RoundTripper
 }
@@ -319,7 +355,7 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if err != nil || resp.StatusCode != http.StatusUnauthorized || !webapi.TokenRejected(resp) {
 		return resp, err
 	}
-	at, err := t.s.cfg.Tokens.Invalidate(req.Context(), t.key, t.token)
+	at, err := t.subj.invalidate(req.Context(), t.token)
 	if err != nil {
 		resp.Body.Close()
 		return nil, &tokenFailure{err}
@@ -337,6 +373,6 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	io.Copy(io.Discard, io.LimitReader(resp.Body, webapi.MaxRejectionBody))
 	resp.Body.Close()
 	t.s.log.Debug("proxy: Spotify refused the access token; retrying once with a new one",
-		"request_id", requestID(req), "connection", t.key.String())
+		"request_id", requestID(req), "connection", t.subj.String())
 	return t.next.RoundTrip(retry)
 }

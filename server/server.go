@@ -28,6 +28,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/spotoken/spotoken"
+	"github.com/spotoken/spotoken/admin"
 	"github.com/spotoken/spotoken/refresh"
 )
 
@@ -120,6 +121,13 @@ type Config struct {
 	// ForceRefreshInterval is the rate at which each connection may ask for
 	// force_refresh (a burst of 3, then one per interval). Default 10s.
 	ForceRefreshInterval time.Duration
+	// AppTokens, when set, serves apps' own tokens: POST /v1/app-token and
+	// the proxy's /v1/proxy/-/ (a *refresh.AppTokens). Without it those
+	// answer not_found.
+	AppTokens AppTokens
+	// Admin, when set, serves the admin API under /admin/v1/ to admin
+	// credentials; without it the admin API answers not_found.
+	Admin *admin.Service
 }
 
 // UpstreamTransport returns the transport spotoken serve uses for its calls
@@ -255,6 +263,9 @@ func (s *Server) routes() http.Handler {
 	api("DELETE /v1/connections/{id}", s.handleDeleteConnection)
 	api("POST /v1/connections/{id}/token", s.handleToken)
 	api("/v1/proxy/{id}/{path...}", s.handleProxy)
+	api("POST /v1/app-token", s.handleAppToken)
+	api("/v1/proxy/-/{path...}", s.handleAppProxy)
+	s.adminRoutes(m)
 	m.HandleFunc("GET /connect/{session}", s.handleConnect)
 	m.HandleFunc("GET /callback", s.handleCallback)
 	m.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
