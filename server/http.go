@@ -82,7 +82,7 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	if !ok {
 		status = http.StatusBadRequest
 	}
-	if status == http.StatusUnauthorized {
+	if status == http.StatusUnauthorized && w.Header().Get("WWW-Authenticate") == "" {
 		challenge := `Bearer realm="spotoken", error="invalid_token"`
 		if se != nil && se == errNoKey {
 			challenge = `Bearer realm="spotoken"`
