@@ -20,6 +20,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/spotoken/spotoken"
+	"github.com/spotoken/spotoken/admin"
 )
 
 // The helpers at the top of this file serve every admin command (apps,
@@ -253,7 +254,8 @@ take as --app.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 	}
-	cmd.AddCommand(newAppsCreateCmd(ios), newAppsListCmd(ios), newAppsDeleteCmd(ios))
+	cmd.AddCommand(newAppsCreateCmd(ios), newAppsListCmd(ios), newAppsDeleteCmd(ios),
+		newAppsGetCmd(ios), newAppsUpdateCmd(ios), newAppsSecretsCmd(ios))
 	return cmd
 }
 
@@ -419,17 +421,20 @@ func appsCreateRun(ctx context.Context, ios *IOStreams, opts *appsCreateOptions,
 			return err
 		}
 	}
-	if app.WebhookURL != "" {
-		app.WebhookSecret = spotoken.NewWebhookSecret()
-	}
 	err = withStore(ctx, ios, &opts.store, true, func(store spotoken.Store) error {
-		err := store.CreateApp(ctx, app)
+		svc, err := newAdmin(ios, store, nil, nil)
+		if err != nil {
+			return err
+		}
+		created, _, err := svc.CreateApp(ctx, cliActor(), admin.NewApp{ID: app.ID, ClientID: app.ClientID, ClientSecret: app.ClientSecret,
+			RedirectURIs: app.RedirectURIs, DefaultScopes: app.DefaultScopes, ReturnToOrigins: app.ReturnToOrigins, WebhookURL: app.WebhookURL})
 		if errors.Is(err, spotoken.ErrConflict) {
-			return fmt.Errorf("an app named %q already exists; delete it first with 'spotoken apps delete %s'", app.ID, app.ID)
+			return fmt.Errorf("an app named %q already exists; change it with 'spotoken apps update %s', or delete it first with 'spotoken apps delete %s'", app.ID, app.ID, app.ID)
 		}
 		if err != nil {
-			return fmt.Errorf("create app %q: %w", app.ID, err)
+			return fmt.Errorf("create app %q: %s", app.ID, errorText(err))
 		}
+		app = created
 		return nil
 	})
 	if err != nil {
@@ -555,7 +560,11 @@ func appsDeleteRun(cmd *cobra.Command, ios *IOStreams, opts *appsDeleteOptions, 
 				conns += c.Count
 			}
 		}
-		err = store.DeleteApp(ctx, name)
+		svc, err := newAdmin(ios, store, nil, nil)
+		if err != nil {
+			return err
+		}
+		err = svc.DeleteApp(ctx, cliActor(), name)
 		if errors.Is(err, spotoken.ErrNotFound) {
 			return fmt.Errorf("no app named %q (see 'spotoken apps list')", name)
 		}
