@@ -80,8 +80,9 @@ const (
 // with the Standard Webhooks headers webhook-id ("evt_" and the event's id,
 // the same on every attempt), webhook-timestamp (the attempt's Unix time) and
 // webhook-signature ("v1," and the base64 of the HMAC-SHA256 of
-// "{id}.{timestamp}.{body}" keyed with the app's WebhookSecret); see
-// SignWebhook and VerifyWebhook.
+// "{id}.{timestamp}.{body}" keyed with the app's WebhookSecret, and while a
+// rotation is under way a second one, space-separated, keyed with its
+// PreviousWebhookSecret); see SignWebhook and VerifyWebhook.
 //
 // Any 2xx answer is a success. Anything else is a failure: another status
 // (a redirect, which is never followed, and 410 Gone too), a timeout, a
@@ -97,7 +98,9 @@ const (
 // delivered without being sent (outcome "skipped"), so the outbox does not
 // grow. An app with a WebhookURL but no WebhookSecret gets nothing: its
 // events fail with "app has no webhook secret" (and back off) until an
-// operator gives it one; spotoken never sends an unsigned delivery.
+// operator gives it one (admin.Service.UpdateApp makes them due at once);
+// spotoken never sends an unsigned delivery. An operator can make any
+// event due again (spotoken.EventLog), a given-up one included.
 //
 // Order: an app's events are sent one at a time, oldest first. When one
 // fails, the app's later events are held back behind it: they are not sent
