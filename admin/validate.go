@@ -4,6 +4,7 @@ import (
 	"net"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"unicode"
 
@@ -173,7 +174,7 @@ func CheckScopes(scopes spotoken.Scopes) error {
 	var unknown []string
 	for _, sc := range scopes {
 		if _, ok := slices.BinarySearch(SpotifyScopes, sc); !ok {
-			unknown = append(unknown, `"`+truncate(sc, 64)+`"`)
+			unknown = append(unknown, strconv.Quote(truncate(sc, 64)))
 		}
 	}
 	if len(unknown) == 0 {
