@@ -17,39 +17,19 @@ import (
 const appCols = `id, client_id, client_secret, redirect_uris, default_scopes, return_to_origins, webhook_url, webhook_secret,
 	created_at, updated_at, previous_client_secret, previous_webhook_secret`
 
-// sealedApp is an app's secret ciphertexts as stored; nil for NULL.
-type sealedApp struct{ client, webhook, prevClient, prevWebhook []byte }
-
-// appSecret is one of an app's secrets and its ciphertext.
-type appSecret struct {
-	field  rowseal.Field
-	secret *spotoken.Secret
-	sealed *[]byte
-}
-
-// appSecrets pairs each of app's secrets with its ciphertext in sa.
-func appSecrets(app *spotoken.App, sa *sealedApp) []appSecret {
-	return []appSecret{
-		{rowseal.AppSecret(app.ID), &app.ClientSecret, &sa.client},
-		{rowseal.WebhookSecret(app.ID), &app.WebhookSecret, &sa.webhook},
-		{rowseal.PreviousAppSecret(app.ID), &app.PreviousClientSecret, &sa.prevClient},
-		{rowseal.PreviousWebhookSecret(app.ID), &app.PreviousWebhookSecret, &sa.prevWebhook},
-	}
-}
-
 // scanApp reads an app row selected with appCols, returning its secrets
 // unopened.
-func scanApp(row scanner) (*spotoken.App, sealedApp, error) {
+func scanApp(row scanner) (*spotoken.App, rowseal.SealedApp, error) {
 	var (
 		a                  spotoken.App
-		sa                 sealedApp
+		sa                 rowseal.SealedApp
 		redirects, origins []string
 		scopes             []string
 		created, updated   pgtype.Timestamptz
 	)
-	if err := row.Scan(&a.ID, &a.ClientID, &sa.client, &redirects, &scopes, &origins, &a.WebhookURL, &sa.webhook,
-		&created, &updated, &sa.prevClient, &sa.prevWebhook); err != nil {
-		return nil, sealedApp{}, err
+	if err := row.Scan(&a.ID, &a.ClientID, &sa.Client, &redirects, &scopes, &origins, &a.WebhookURL, &sa.Webhook,
+		&created, &updated, &sa.PrevClient, &sa.PrevWebhook); err != nil {
+		return nil, rowseal.SealedApp{}, err
 	}
 	a.RedirectURIs = fromTextArray(redirects)
 	a.DefaultScopes = spotoken.Scopes(fromTextArray(scopes))
@@ -59,10 +39,10 @@ func scanApp(row scanner) (*spotoken.App, sealedApp, error) {
 }
 
 // openAppSecrets opens the secrets of a, an app scanned with sa.
-func (db *DB) openAppSecrets(a *spotoken.App, sa sealedApp) error {
-	for _, s := range appSecrets(a, &sa) {
+func (db *DB) openAppSecrets(a *spotoken.App, sa rowseal.SealedApp) error {
+	for _, s := range rowseal.AppSecrets(a, &sa) {
 		var err error
-		if *s.secret, err = db.codec.Open(s.field, *s.sealed); err != nil {
+		if *s.Secret, err = db.codec.Open(s.Field, *s.Sealed); err != nil {
 			return fmt.Errorf("app %s: %w", a.ID, err)
 		}
 	}
@@ -90,16 +70,16 @@ func (db *DB) CreateApp(ctx context.Context, app *spotoken.App) error {
 		return spotoken.Errorf(spotoken.EInvalid, "app id is required")
 	}
 	now := db.now()
-	var sa sealedApp
-	for _, s := range appSecrets(app, &sa) {
+	var sa rowseal.SealedApp
+	for _, s := range rowseal.AppSecrets(app, &sa) {
 		var err error
-		if *s.sealed, err = db.codec.Seal(s.field, *s.secret); err != nil {
+		if *s.Sealed, err = db.codec.Seal(s.Field, *s.Secret); err != nil {
 			return fmt.Errorf("create app: %w", err)
 		}
 	}
 	_, err := db.pool.Exec(ctx, `INSERT INTO apps (`+appCols+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, $10, $11)`,
-		app.ID, app.ClientID, sa.client, textArray(app.RedirectURIs), textArray(app.DefaultScopes),
-		textArray(app.ReturnToOrigins), app.WebhookURL, sa.webhook, now, sa.prevClient, sa.prevWebhook)
+		app.ID, app.ClientID, sa.Client, textArray(app.RedirectURIs), textArray(app.DefaultScopes),
+		textArray(app.ReturnToOrigins), app.WebhookURL, sa.Webhook, now, sa.PrevClient, sa.PrevWebhook)
 	if pgCode(err) == codeUniqueViolation {
 		return spotoken.Errorf(spotoken.EConflict, "app %q already exists", app.ID)
 	}
@@ -161,9 +141,9 @@ func (db *DB) UpdateApp(ctx context.Context, id string, fn func(*spotoken.App) e
 				return fnErr
 			}
 			a.ID, a.CreatedAt, a.UpdatedAt = old.ID, old.CreatedAt, db.now()
-			oldSecrets := appSecrets(old, &sealedApp{})
-			for i, s := range appSecrets(&a, &sealed) {
-				if *s.sealed, err = db.sealIfChanged(s.field, *oldSecrets[i].secret, *s.secret, *s.sealed); err != nil {
+			oldSecrets := rowseal.AppSecrets(old, &rowseal.SealedApp{})
+			for i, s := range rowseal.AppSecrets(&a, &sealed) {
+				if *s.Sealed, err = db.sealIfChanged(s.Field, *oldSecrets[i].Secret, *s.Secret, *s.Sealed); err != nil {
 					return err
 				}
 			}
@@ -171,8 +151,8 @@ func (db *DB) UpdateApp(ctx context.Context, id string, fn func(*spotoken.App) e
 				default_scopes = $5, return_to_origins = $6, webhook_url = $7, webhook_secret = $8, updated_at = $9,
 				previous_client_secret = $10, previous_webhook_secret = $11
 				WHERE id = $1`,
-				id, a.ClientID, sealed.client, textArray(a.RedirectURIs), textArray(a.DefaultScopes),
-				textArray(a.ReturnToOrigins), a.WebhookURL, sealed.webhook, a.UpdatedAt, sealed.prevClient, sealed.prevWebhook); err != nil {
+				id, a.ClientID, sealed.Client, textArray(a.RedirectURIs), textArray(a.DefaultScopes),
+				textArray(a.ReturnToOrigins), a.WebhookURL, sealed.Webhook, a.UpdatedAt, sealed.PrevClient, sealed.PrevWebhook); err != nil {
 				return err
 			}
 			a.RedirectURIs = fromTextArray(a.RedirectURIs)

@@ -11,8 +11,6 @@ package refresh
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -109,9 +107,7 @@ func NewAppTokens(cfg AppTokensConfig) (*AppTokens, error) {
 		cfg.Now = time.Now
 	}
 	if cfg.Owner == "" {
-		b := make([]byte, 8)
-		rand.Read(b)
-		cfg.Owner = "apptokens-" + hex.EncodeToString(b)
+		cfg.Owner = randomOwner("apptokens-")
 	}
 	if cfg.LeaseTTL <= 0 {
 		cfg.LeaseTTL = 30 * time.Second

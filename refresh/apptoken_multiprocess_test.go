@@ -4,12 +4,10 @@ import (
 	"bufio"
 	"context"
 	"fmt"
-	"net/http"
 	"net/http/httptest"
 	"os"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -126,16 +124,7 @@ func TestAppTokenChild(t *testing.T) {
 	if err != nil {
 		childDie("%s: %v", name, err)
 	}
-	var offset atomic.Int64
-	now := func() time.Time { return time.Now().Add(time.Duration(offset.Load())) }
-	syncClock := func() error {
-		emuNow, err := emulatorNow(ctx, http.DefaultClient, emuURL)
-		if err != nil {
-			return err
-		}
-		offset.Store(int64(time.Until(emuNow)))
-		return nil
-	}
+	now, syncClock := childClock(emuURL)
 	if err := syncClock(); err != nil {
 		childDie("%s: %v", name, err)
 	}

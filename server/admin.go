@@ -578,10 +578,8 @@ func (s *Server) adminConnectLink(w http.ResponseWriter, r *http.Request, by adm
 	if ck.ID == appSelf {
 		return spotoken.Errorf(spotoken.EInvalid, "connection id %q names the app itself; choose another id", appSelf)
 	}
-	for _, sc := range req.Scopes {
-		if !validScope.MatchString(sc) {
-			return spotoken.Errorf(spotoken.EInvalid, "scopes: %q is not a Spotify scope name", truncate(sc, 64))
-		}
+	if err := checkScopeNames(req.Scopes); err != nil {
+		return err
 	}
 	app, err := s.pathApp(r)
 	if err != nil {
@@ -591,13 +589,11 @@ func (s *Server) adminConnectLink(w http.ResponseWriter, r *http.Request, by adm
 	if err != nil {
 		return err
 	}
-	scopes := spotoken.Scopes(req.Scopes).Normalize()
-	if req.Scopes == nil {
-		scopes = app.DefaultScopes.Normalize()
-		if c, err := s.cfg.Store.Connection(r.Context(), ck); err == nil {
-			scopes = c.Scopes
-		}
+	fallback := app.DefaultScopes
+	if c, err := s.cfg.Store.Connection(r.Context(), ck); err == nil {
+		fallback = c.Scopes
 	}
+	scopes := linkScopes(req.Scopes, fallback)
 	sess, err := s.mintSession(r.Context(), app, ck.ID, scopes, returnTo, s.cfg.SessionTTL)
 	if err != nil {
 		return err

@@ -39,10 +39,6 @@ func (s *Server) handleAppToken(w http.ResponseWriter, r *http.Request, key *spo
 	if err := decodeJSON(w, r, &req, true); err != nil {
 		return err
 	}
-	minTTL := 0
-	if req.MinTTL != nil {
-		minTTL = int(*req.MinTTL)
-	}
 	var at refresh.AccessToken
 	var err error
 	if req.ForceRefresh {
@@ -53,7 +49,7 @@ func (s *Server) handleAppToken(w http.ResponseWriter, r *http.Request, key *spo
 		}
 		at, err = s.cfg.AppTokens.Refresh(r.Context(), key.AppID)
 	} else {
-		at, err = s.cfg.AppTokens.Token(r.Context(), key.AppID, time.Duration(minTTL)*time.Second)
+		at, err = s.cfg.AppTokens.Token(r.Context(), key.AppID, req.minTTL())
 	}
 	if err != nil {
 		s.metrics.vend(spotoken.ErrorCode(err))
@@ -66,14 +62,7 @@ func (s *Server) handleAppToken(w http.ResponseWriter, r *http.Request, key *spo
 
 func (s *Server) handleAppProxy(w http.ResponseWriter, r *http.Request, key *spotoken.APIKey) (err error) {
 	outcome := ""
-	defer func() {
-		if err != nil {
-			outcome = spotoken.ErrorCode(err)
-		}
-		if outcome != "" {
-			s.metrics.proxy(outcome)
-		}
-	}()
+	defer s.countProxy(&outcome, &err)
 	if s.cfg.AppTokens == nil {
 		return errNoAppTokens
 	}

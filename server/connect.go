@@ -61,10 +61,8 @@ func (s *Server) handleCreateSession(w http.ResponseWriter, r *http.Request, key
 	if req.ConnectionID == appSelf {
 		return spotoken.Errorf(spotoken.EInvalid, "connection_id %q names the app itself in /v1/proxy/-/; choose another id", appSelf)
 	}
-	for _, sc := range req.Scopes {
-		if !validScope.MatchString(sc) {
-			return spotoken.Errorf(spotoken.EInvalid, "scopes: %q is not a Spotify scope name", truncate(sc, 64))
-		}
+	if err := checkScopeNames(req.Scopes); err != nil {
+		return err
 	}
 	app, err := s.cfg.Store.App(r.Context(), key.AppID)
 	if err != nil {
@@ -74,16 +72,33 @@ func (s *Server) handleCreateSession(w http.ResponseWriter, r *http.Request, key
 	if err != nil {
 		return err
 	}
-	scopes := spotoken.Scopes(req.Scopes).Normalize()
-	if req.Scopes == nil {
-		scopes = app.DefaultScopes.Normalize()
-	}
+	scopes := linkScopes(req.Scopes, app.DefaultScopes)
 	sess, err := s.mintSession(r.Context(), app, req.ConnectionID, scopes, returnTo, s.cfg.SessionTTL)
 	if err != nil {
 		return err
 	}
 	writeJSON(w, http.StatusCreated, sess)
 	return nil
+}
+
+// checkScopeNames checks that each requested scope looks like a Spotify
+// scope name; Spotify itself refuses unknown ones.
+func checkScopeNames(scopes []string) error {
+	for _, sc := range scopes {
+		if !validScope.MatchString(sc) {
+			return spotoken.Errorf(spotoken.EInvalid, "scopes: %q is not a Spotify scope name", truncate(sc, 64))
+		}
+	}
+	return nil
+}
+
+// linkScopes are the scopes a connect link asks for: those requested, or
+// fallback when the request named none (nil; an empty list asks for none).
+func linkScopes(requested []string, fallback spotoken.Scopes) spotoken.Scopes {
+	if requested == nil {
+		return fallback.Normalize()
+	}
+	return spotoken.Scopes(requested).Normalize()
 }
 
 // checkReturnTo accepts an absolute http(s) URL whose origin the app

@@ -61,17 +61,8 @@ const proxyMethods = "GET, HEAD, POST, PUT, DELETE, PATCH"
 var forwardedHeaders = []string{"Accept", "Accept-Language", "Content-Type", "If-None-Match", "If-Modified-Since"}
 
 func (s *Server) handleProxy(w http.ResponseWriter, r *http.Request, key *spotoken.APIKey) (err error) {
-	// outcome labels the request in spotoken_proxy_requests_total: Spotify's
-	// status, or the code of spotoken's own answer.
 	outcome := ""
-	defer func() {
-		if err != nil {
-			outcome = spotoken.ErrorCode(err)
-		}
-		if outcome != "" {
-			s.metrics.proxy(outcome)
-		}
-	}()
+	defer s.countProxy(&outcome, &err)
 	ck, err := connectionKey(r, key)
 	if err != nil {
 		return err
@@ -91,6 +82,17 @@ func (s *Server) handleProxy(w http.ResponseWriter, r *http.Request, key *spotok
 	}
 	outcome = s.forward(w, r, connectionSubject{s, ck}, at.Token, target, body)
 	return nil
+}
+
+// countProxy counts a proxied request in spotoken_proxy_requests_total by
+// its outcome: Spotify's status, or the code of spotoken's own answer err.
+func (s *Server) countProxy(outcome *string, err *error) {
+	if *err != nil {
+		*outcome = spotoken.ErrorCode(*err)
+	}
+	if *outcome != "" {
+		s.metrics.proxy(*outcome)
+	}
 }
 
 // proxySubject is whose token a proxied request carries: a connection's

@@ -73,16 +73,5 @@ func (db *DB) MarkEventFailed(ctx context.Context, id int64, next time.Time, las
 
 // updateEvent runs an UPDATE of event id; ErrNotFound if it changed no row.
 func (db *DB) updateEvent(ctx context.Context, id int64, query string, args ...any) error {
-	return db.write(ctx, func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, query, args...)
-		if err != nil {
-			return err
-		}
-		if n, err := affected(res); err != nil {
-			return err
-		} else if n == 0 {
-			return spotoken.Errorf(spotoken.ENotFound, "event %d not found", id)
-		}
-		return nil
-	})
+	return db.updateOne(ctx, spotoken.Errorf(spotoken.ENotFound, "event %d not found", id), query, args...)
 }

@@ -64,6 +64,28 @@ func AppToken(appID string) Field {
 	return Field{Table: "app_tokens", Column: "access_token", Row: []string{appID}}
 }
 
+// SealedApp is an app's secret ciphertexts as a store keeps them, nil for
+// an empty secret.
+type SealedApp struct{ Client, Webhook, PrevClient, PrevWebhook []byte }
+
+// AppSecretField is one of an app's secrets, its field and its ciphertext.
+type AppSecretField struct {
+	Field  Field
+	Secret *spotoken.Secret
+	Sealed *[]byte
+}
+
+// AppSecrets pairs each of app's secrets with its field and its
+// ciphertext in sa, so a store seals, opens or compares them in one loop.
+func AppSecrets(app *spotoken.App, sa *SealedApp) []AppSecretField {
+	return []AppSecretField{
+		{AppSecret(app.ID), &app.ClientSecret, &sa.Client},
+		{WebhookSecret(app.ID), &app.WebhookSecret, &sa.Webhook},
+		{PreviousAppSecret(app.ID), &app.PreviousClientSecret, &sa.PrevClient},
+		{PreviousWebhookSecret(app.ID), &app.PreviousWebhookSecret, &sa.PrevWebhook},
+	}
+}
+
 // AppField names the sealed column of the apps table called column, for a
 // store that walks the table's columns; ok is false for a column that holds
 // no secret.
