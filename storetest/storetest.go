@@ -95,6 +95,7 @@ func Run(t *testing.T, newBackend func(t *testing.T) Backend) {
 		{"Tampering", testTampering},
 		{"AppTampering", testAppTampering},
 		{"NoPlaintextAtRest", testNoPlaintext},
+		{"Endpoints", testEndpoints},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
