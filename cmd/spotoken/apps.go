@@ -459,7 +459,7 @@ func appsCreateRun(ctx context.Context, ios *IOStreams, opts *appsCreateOptions,
 	if app.WebhookSecret != "" {
 		fmt.Fprintln(ios.Err, "The webhook secret is shown only this once: give it to the service at the webhook URL now, to verify the signatures of deliveries.")
 	}
-	fmt.Fprintf(ios.Err, "Next, create an API key for the app's service: spotoken apikeys create --app %s\n", app.ID)
+	fmt.Fprintf(ios.Err, "Next, create an API key for the app's service: spotoken apikeys create --app %s%s\n", app.ID, opts.store.flagsHint())
 	return nil
 }
 
@@ -474,14 +474,19 @@ func newAppsListCmd(ios *IOStreams) *cobra.Command {
 		Short: "List the registered apps",
 		Long: `List the registered apps: name, Spotify client ID, whether the app is a
 public (PKCE) or confidential (client secret) client, redirect URIs, default
-scopes and webhook URL. Secrets are never shown.`,
+scopes and webhook URL. Secrets are never shown. The profiles of 'spotoken
+login' (kept as apps under reserved names) are not listed: see 'spotoken
+status'.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return withStore(cmd.Context(), ios, &opts.store, false, func(store spotoken.Store) error {
-				apps, err := store.Apps(cmd.Context())
+				all, err := store.Apps(cmd.Context())
 				if err != nil {
 					return fmt.Errorf("list apps: %w", err)
 				}
+				// The profiles of 'spotoken login' are apps under reserved
+				// names; 'spotoken status' lists them.
+				apps := slices.DeleteFunc(all, func(a *spotoken.App) bool { return reservedAppName(a.ID) })
 				return printApps(ios.Out, apps, jsonOutput(cmd))
 			})
 		},
