@@ -10,6 +10,8 @@ import (
 	"encoding/json"
 	"errors"
 	"io/fs"
+	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"os/exec"
@@ -270,5 +272,33 @@ func TestAppsCreateHintPostgresHidesPassword(t *testing.T) {
 	// A password in the query is hidden too.
 	if got := redactDSN(pgtest.WithParam(u.String(), "password", password)); strings.Contains(got, password) {
 		t.Errorf("redactDSN left the query's password: %s", got)
+	}
+}
+
+// TestTokenServerMinTTL: token --server never prints a token valid for less
+// than --min-ttl, though the broker serves one while it cannot refresh.
+func TestTokenServerMinTTL(t *testing.T) {
+	const access = "BQ-short-lived-access-token"
+	broker := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodPost || r.URL.Path != "/v1/connections/u1/token" {
+			http.NotFound(w, r)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(map[string]any{"access_token": access, "token_type": "Bearer",
+			"expires_at": time.Now().Add(4 * time.Minute).UTC(), "scope": "user-read-email"})
+	}))
+	defer broker.Close()
+	t.Setenv(envAPIKey, "sk_test")
+
+	stdout, stderr, code := run(t, "", "token", "--server", broker.URL, "--connection", "u1", "--min-ttl", "15m")
+	if code != exitFailure || stdout != "" || !strings.Contains(stderr, `the broker has no token for connection "u1" valid for --min-ttl 15m0s: the one it has expires in `) {
+		t.Errorf("token --min-ttl 15m: exit %d, stdout %q, stderr %q", code, stdout, stderr)
+	}
+	if strings.Contains(stderr, access) {
+		t.Errorf("the error shows the token: %s", stderr)
+	}
+	if stdout, _, code := run(t, "", "token", "--server", broker.URL, "--connection", "u1", "--min-ttl", "1m"); code != exitOK || stdout != access+"\n" {
+		t.Errorf("token --min-ttl 1m: exit %d, stdout %q", code, stdout)
 	}
 }

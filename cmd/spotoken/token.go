@@ -251,5 +251,11 @@ func brokerToken(ctx context.Context, opts *tokenOptions) (tokenView, error) {
 	case err != nil:
 		return tokenView{}, fmt.Errorf("ask the broker for a token: %w", err)
 	}
+	// The broker serves a token still valid for less than asked while it
+	// cannot refresh; a script that asked for --min-ttl must not get it.
+	if left := time.Until(tok.Expiry); left < opts.MinTTL {
+		return tokenView{}, fmt.Errorf("the broker has no token for connection %q valid for --min-ttl %v: the one it has expires in %v, and it could not refresh it (see 'spotoken status --server' and the broker's logs)",
+			opts.Connection, opts.MinTTL, max(left, 0).Round(time.Second))
+	}
 	return tokenView{AccessToken: tok.AccessToken, ExpiresAt: tok.Expiry.UTC(), Scope: spotoken.Scopes(client.Scopes(tok)).String()}, nil
 }
