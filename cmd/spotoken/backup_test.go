@@ -42,7 +42,9 @@ func TestBinaryBackupUnderWriteLoad(t *testing.T) {
 		t.Fatal(err)
 	}
 	const writers, perWriter = 4, 50
-	key := func(w, i int) spotoken.ConnectionKey { return spotoken.ConnectionKey{AppID: "a", ID: fmt.Sprintf("c%d-%d", w, i)} }
+	key := func(w, i int) spotoken.ConnectionKey {
+		return spotoken.ConnectionKey{AppID: "a", ID: fmt.Sprintf("c%d-%d", w, i)}
+	}
 	refreshToken := func(w, i int, seq int64) spotoken.Secret {
 		return spotoken.Secret(fmt.Sprintf("rt-%d-%d-%d", w, i, seq))
 	}
