@@ -57,7 +57,7 @@ func dashPage(name string) *template.Template {
 
 type dashboard struct {
 	s *Server
-	// base is the public URL's path; links, form actions and redirects
+	// base is the admin URL's path; links, form actions and redirects
 	// start with it.
 	base string
 
@@ -90,7 +90,7 @@ type dashLink struct {
 }
 
 func newDashboard(s *Server) *dashboard {
-	return &dashboard{s: s, base: s.public.Path, sessions: make(map[[32]byte]*dashSession)}
+	return &dashboard{s: s, base: s.admin.Path, sessions: make(map[[32]byte]*dashSession)}
 }
 
 func (d *dashboard) routes(m *http.ServeMux) {
@@ -233,7 +233,7 @@ func (d *dashboard) drop(id [32]byte) {
 // Sec-Fetch-Site vouches for it. Clients that send none of them (not
 // browsers) are left to the CSRF token.
 func (d *dashboard) sameOrigin(r *http.Request) bool {
-	want := origin(d.s.public)
+	want := origin(d.s.admin)
 	site := r.Header.Get("Sec-Fetch-Site")
 	if site != "" && site != "same-origin" {
 		return false
@@ -360,7 +360,7 @@ func (d *dashboard) render(w http.ResponseWriter, r *http.Request, status int, t
 func (d *dashboard) setCookie(w http.ResponseWriter, value string, maxAge int) {
 	http.SetCookie(w, &http.Cookie{
 		Name: dashCookie, Value: value, Path: "/", MaxAge: maxAge,
-		HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: d.s.public.Scheme == "https",
+		HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: d.s.admin.Scheme == "https",
 	})
 }
 
