@@ -1,10 +1,11 @@
 package main
 
 // The personal commands (login, token, status, logout) keep their grants in
-// the same store as the broker, with no table of their own: a profile P is
+// the same store as the broker, as an app and a connection: a profile P is
 // the reserved app "_profile.P" (its Spotify client ID and sealed client
 // secret, if any) with one connection, also named P, holding the sealed
-// tokens. So tokens are sealed like every other connection's, the refresh
+// tokens, and the app's endpoints (AppEndpoints) recording where it logged
+// in. So tokens are sealed like every other connection's, the refresh
 // engine refreshes them unchanged (persisting rotation before it hands out a
 // token), and logout is DeleteApp, which erases the tokens and the client
 // secret. App names starting with '_' are reserved: 'apps create' refuses them.

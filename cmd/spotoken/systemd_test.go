@@ -66,7 +66,7 @@ func TestSystemdUnit(t *testing.T) {
 		t.Errorf("TimeoutStopSec=%v, want more than serve's --shutdown-timeout %v", settings["TimeoutStopSec"], shutdown)
 	}
 	for k, want := range map[string]string{
-		"DynamicUser": "yes", "NoNewPrivileges": "yes", "ProtectSystem": "strict", "ProtectHome": "yes",
+		"User": "spotoken", "Group": "spotoken", "NoNewPrivileges": "yes", "ProtectSystem": "strict", "ProtectHome": "yes",
 		"PrivateTmp": "yes", "PrivateDevices": "yes", "CapabilityBoundingSet": "", "UMask": "0077",
 		"ExecReload": "/bin/kill -HUP $MAINPID", "StateDirectoryMode": "0700",
 	} {

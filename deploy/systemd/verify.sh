@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Checks deploy/systemd/spotoken.service: systemd-analyze verify, with
+# Checks deploy/systemd/spotoken.service (and spotoken.sysusers, the user it
+# runs as): systemd-analyze verify, with
 # ExecStart pointed at a binary built from this checkout, must print nothing
 # (it warns about unknown keys and bad values but still exits 0), and the
 # offline security exposure must stay at or below 2.0 ("OK"). Skips, saying
@@ -21,3 +22,12 @@ if ! out=$(systemd-analyze verify "$tmp/spotoken.service" 2>&1) || [ -n "$out" ]
 fi
 systemd-analyze security --offline=true --threshold=20 "$tmp/spotoken.service" | tail -n 1
 echo "$unit: verified"
+# The user it runs as: a dry run of systemd-sysusers in an empty root.
+if command -v systemd-sysusers >/dev/null; then
+  mkdir -p "$tmp/root/etc"
+  if ! out=$(systemd-sysusers --dry-run --root="$tmp/root" "$PWD/deploy/systemd/spotoken.sysusers" 2>&1) ||
+    ! grep -q "Creating user 'spotoken'" <<<"$out"; then
+    echo "systemd-sysusers deploy/systemd/spotoken.sysusers:"; echo "$out"; exit 1
+  fi
+  echo "deploy/systemd/spotoken.sysusers: verified"
+fi
