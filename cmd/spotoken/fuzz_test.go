@@ -3,6 +3,7 @@ package main
 import (
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"slices"
 	"strings"
 	"testing"
@@ -63,6 +64,27 @@ func FuzzLoginCallback(f *testing.F) {
 			}
 			if rec.Code != http.StatusBadRequest {
 				t.Errorf("query %q: status %d, want 400", query, rec.Code)
+			}
+		}
+	})
+}
+
+// FuzzRedactDSN: the hint that repeats --db never shows a PostgreSQL
+// password, in the user info or the query, in any encoding.
+func FuzzRedactDSN(f *testing.F) {
+	for _, s := range [][2]string{{"spotoken", "hunter2-hunter2"}, {"a@b", "p:a/s?s#w%rd"}, {"", "xxxxxxxxxxxx"}, {"u", "password=1234567"}} {
+		f.Add(s[0], s[1])
+	}
+	f.Fuzz(func(t *testing.T, user, password string) {
+		dsn := (&url.URL{Scheme: "postgres", User: url.UserPassword(user, password), Host: "db.example:5432", Path: "/spotoken",
+			RawQuery: url.Values{"sslmode": {"disable"}, "password": {password}}.Encode()}).String()
+		got := redactDSN(dsn)
+		if len(password) < 8 || strings.Contains("postgres://db.example:5432/spotoken?sslmode=disable&password=xxxxx", password) {
+			return // too short to tell from the rest
+		}
+		for _, form := range []string{password, url.QueryEscape(password), url.PathEscape(password), url.UserPassword("", password).String()[1:]} {
+			if len(form) >= 8 && strings.Contains(got, form) && !strings.Contains(user+url.QueryEscape(user)+url.PathEscape(user), form) {
+				t.Fatalf("redactDSN(%q) = %q shows the password", dsn, got)
 			}
 		}
 	})
