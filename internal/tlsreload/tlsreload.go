@@ -42,12 +42,16 @@ func New(certFile, keyFile string, log *slog.Logger) (*Reloader, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	r := &Reloader{certFile: certFile, keyFile: keyFile, log: log}
-	sum, cert, err := r.load()
+	f, err := r.read()
+	if err != nil {
+		return nil, err
+	}
+	cert, err := f.parse()
 	if err != nil {
 		return nil, err
 	}
 	r.cert.Store(cert)
-	r.loaded = sum
+	r.loaded = f.sum
 	return r, nil
 }
 
@@ -75,19 +79,19 @@ func (r *Reloader) ReloadIfChanged() (bool, error) { return r.reload(false) }
 func (r *Reloader) reload(force bool) (bool, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	sum, err := r.hash()
+	f, err := r.read()
 	if err != nil {
-		return false, r.refuse(sum, err)
+		return false, r.refuse(f.sum, err)
 	}
-	if !force && sum == r.loaded {
+	if !force && f.sum == r.loaded {
 		return false, nil
 	}
-	sum, cert, err := r.load()
+	cert, err := f.parse()
 	if err != nil {
-		return false, r.refuse(sum, err)
+		return false, r.refuse(f.sum, err)
 	}
 	r.cert.Store(cert)
-	r.loaded, r.refused = sum, [32]byte{}
+	r.loaded, r.refused = f.sum, [32]byte{}
 	r.log.Info("tls: serving the certificate from "+r.certFile, "subject", cert.Leaf.Subject.String(),
 		"serial", cert.Leaf.SerialNumber.String(), "not_after", cert.Leaf.NotAfter.UTC())
 	return true, nil
@@ -102,43 +106,42 @@ func (r *Reloader) refuse(sum [32]byte, err error) error {
 	return err
 }
 
-// hash returns the SHA-256 of both files' content.
-func (r *Reloader) hash() ([32]byte, error) {
-	h := sha256.New()
-	for _, f := range []string{r.certFile, r.keyFile} {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			return [32]byte{}, fmt.Errorf("tls: %w", err)
-		}
-		h.Write(b)
-		h.Write([]byte{0})
-	}
-	return [32]byte(h.Sum(nil)), nil
+// files is the content of the certificate and key files, and its hash.
+type files struct {
+	certFile, keyFile string
+	certPEM, keyPEM   []byte
+	sum               [32]byte
 }
 
-// load reads and parses both files, returning their hash and certificate.
-func (r *Reloader) load() ([32]byte, *tls.Certificate, error) {
-	certPEM, err1 := os.ReadFile(r.certFile)
-	keyPEM, err2 := os.ReadFile(r.keyFile)
+// read reads both files.
+func (r *Reloader) read() (files, error) {
+	f := files{certFile: r.certFile, keyFile: r.keyFile}
+	var err1, err2 error
+	f.certPEM, err1 = os.ReadFile(r.certFile)
+	f.keyPEM, err2 = os.ReadFile(r.keyFile)
 	if err := errors.Join(err1, err2); err != nil {
-		return [32]byte{}, nil, fmt.Errorf("tls: %w", err)
+		return f, fmt.Errorf("tls: %w", err)
 	}
 	h := sha256.New()
-	h.Write(certPEM)
+	h.Write(f.certPEM)
 	h.Write([]byte{0})
-	h.Write(keyPEM)
-	h.Write([]byte{0})
-	sum := [32]byte(h.Sum(nil))
-	cert, err := tls.X509KeyPair(certPEM, keyPEM)
+	h.Write(f.keyPEM)
+	f.sum = [32]byte(h.Sum(nil))
+	return f, nil
+}
+
+// parse makes the certificate of the files, its leaf parsed.
+func (f files) parse() (*tls.Certificate, error) {
+	cert, err := tls.X509KeyPair(f.certPEM, f.keyPEM)
 	if err != nil {
-		return sum, nil, fmt.Errorf("tls: %s and %s: %w", r.certFile, r.keyFile, err)
+		return nil, fmt.Errorf("tls: %s and %s: %w", f.certFile, f.keyFile, err)
 	}
 	if cert.Leaf == nil {
 		if cert.Leaf, err = x509.ParseCertificate(cert.Certificate[0]); err != nil {
-			return sum, nil, fmt.Errorf("tls: %s: %w", r.certFile, err)
+			return nil, fmt.Errorf("tls: %s: %w", f.certFile, err)
 		}
 	}
-	return sum, &cert, nil
+	return &cert, nil
 }
 
 // Watch calls ReloadIfChanged every interval until ctx is done.
