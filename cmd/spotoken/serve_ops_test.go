@@ -217,7 +217,7 @@ func TestBinaryTLSReload(t *testing.T) {
 
 	// Without SIGHUP: the watcher sees the files change.
 	tlstest.Write(t, certFile, keyFile, "fourth.example")
-	p, info = serveJSON(t, "--addr", "127.0.0.1:0", "--tls-cert", certFile, "--tls-key", keyFile, "--tls-watch-interval", "50ms")
+	_, info = serveJSON(t, "--addr", "127.0.0.1:0", "--tls-cert", certFile, "--tls-key", keyFile, "--tls-watch-interval", "50ms")
 	waitServed(t, "fourth.example", info["url"])
 	tlstest.Write(t, certFile, keyFile, "fifth.example")
 	waitServed(t, "fifth.example", info["url"])
@@ -225,6 +225,7 @@ func TestBinaryTLSReload(t *testing.T) {
 	// Without TLS, SIGHUP is logged and ignored.
 	p, info = serveJSON(t, "--addr", "127.0.0.1:0")
 	p.cmd.Process.Signal(syscall.SIGHUP)
+	deadline = time.Now().Add(30 * time.Second)
 	for !strings.Contains(p.Stderr.String(), "nothing to reload") {
 		if time.Now().After(deadline) {
 			t.Fatalf("SIGHUP without TLS: no log line:\n%s", p.Stderr)
