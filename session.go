@@ -59,6 +59,23 @@ func (s *WebSession) EndsAt() time.Time {
 	return s.ExpiresAt
 }
 
+// Validate reports, as an EInvalid error, what a store cannot keep: a
+// session without a scope, a CSRF token or an expiry, or with a negative
+// idle timeout.
+func (s *WebSession) Validate() error {
+	switch {
+	case s.Scope == "":
+		return Errorf(EInvalid, "web session needs a scope")
+	case s.CSRF == "":
+		return Errorf(EInvalid, "web session needs a CSRF token")
+	case s.ExpiresAt.IsZero():
+		return Errorf(EInvalid, "web session needs an expiry")
+	case s.IdleTimeout < 0:
+		return Errorf(EInvalid, "web session idle timeout is negative")
+	}
+	return nil
+}
+
 // Live reports whether the session has not ended at now.
 func (s *WebSession) Live(now time.Time) bool { return now.Before(s.EndsAt()) }
 

@@ -10,7 +10,6 @@ import (
 	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/spotoken/spotoken"
-	"github.com/spotoken/spotoken/internal/rowseal"
 )
 
 const webSessionCols = `id_hash, scope, app_id, subject, csrf, data, created_at, last_seen_at, idle_timeout, expires_at`
@@ -28,14 +27,14 @@ const webSessionLockClass = 0x57536573 // "WSes"
 // A transaction-scoped advisory lock on the scope makes the caps exact
 // however many replicas create sessions in it at once.
 func (db *DB) CreateWebSession(ctx context.Context, s *spotoken.WebSession, limits spotoken.WebSessionLimits) (int, error) {
-	if err := checkWebSession(s); err != nil {
+	if err := s.Validate(); err != nil {
 		return 0, fmt.Errorf("create web session: %w", err)
 	}
 	now := db.now()
 	c := *s
 	c.CreatedAt, c.LastSeenAt, c.ExpiresAt = now, now, norm(s.ExpiresAt)
 	c.IdleTimeout = s.IdleTimeout.Truncate(time.Microsecond)
-	csrf, data, err := db.sealWebSession(&c)
+	csrf, data, err := db.codec.SealWebSession(&c)
 	if err != nil {
 		return 0, fmt.Errorf("create web session: %w", err)
 	}
@@ -139,7 +138,7 @@ func (db *DB) UpdateWebSession(ctx context.Context, idHash [32]byte, fn func(s *
 			if s.CSRF == "" {
 				return spotoken.Errorf(spotoken.EInvalid, "web session needs a CSRF token")
 			}
-			csrf, data, err := db.sealWebSession(s)
+			csrf, data, err := db.codec.SealWebSession(s)
 			if err != nil {
 				return err
 			}
@@ -207,32 +206,6 @@ func (db *DB) webSessionMissing(ctx context.Context, idHash [32]byte) error {
 	return errWebSessionEnded
 }
 
-// checkWebSession refuses a session the store cannot keep.
-func checkWebSession(s *spotoken.WebSession) error {
-	switch {
-	case s.Scope == "":
-		return spotoken.Errorf(spotoken.EInvalid, "web session needs a scope")
-	case s.CSRF == "":
-		return spotoken.Errorf(spotoken.EInvalid, "web session needs a CSRF token")
-	case s.ExpiresAt.IsZero():
-		return spotoken.Errorf(spotoken.EInvalid, "web session needs an expiry")
-	case s.IdleTimeout < 0:
-		return spotoken.Errorf(spotoken.EInvalid, "web session idle timeout is negative")
-	}
-	return nil
-}
-
-// sealWebSession seals s's CSRF token and data for its row.
-func (db *DB) sealWebSession(s *spotoken.WebSession) (csrf, data []byte, err error) {
-	if csrf, err = db.codec.Seal(rowseal.WebSessionCSRF(s), s.CSRF); err != nil {
-		return nil, nil, err
-	}
-	if data, err = db.codec.Seal(rowseal.WebSessionData(s), s.Data); err != nil {
-		return nil, nil, err
-	}
-	return csrf, data, nil
-}
-
 // scanWebSession reads a row selected with webSessionCols and opens its
 // secrets; ErrNotFound for no row.
 func (db *DB) scanWebSession(row scanner) (*spotoken.WebSession, error) {
@@ -256,10 +229,7 @@ func (db *DB) scanWebSession(row scanner) (*spotoken.WebSession, error) {
 	s.AppID = app.String
 	s.IdleTimeout = time.Duration(idle) * time.Microsecond
 	s.CreatedAt, s.LastSeenAt, s.ExpiresAt = fromTstz(created), fromTstz(seen), fromTstz(expires)
-	if s.CSRF, err = db.codec.Open(rowseal.WebSessionCSRF(&s), csrf); err != nil {
-		return nil, err
-	}
-	if s.Data, err = db.codec.Open(rowseal.WebSessionData(&s), data); err != nil {
+	if err := db.codec.OpenWebSession(&s, csrf, data); err != nil {
 		return nil, err
 	}
 	return &s, nil

@@ -168,6 +168,19 @@ func (h *harness) exists(app, id string) bool {
 	return err == nil
 }
 
+// revokeKey revokes an API key, as 'spotoken apikeys revoke' does.
+func (h *harness) revokeKey(raw string) {
+	h.t.Helper()
+	ctx := context.Background()
+	key, err := h.store.APIKeyByHash(ctx, spotoken.HashAPIKey(spotoken.Secret(raw)))
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	if err := h.store.RevokeAPIKey(ctx, key.AppID, key.ID, h.emu.Now()); err != nil {
+		h.t.Fatal(err)
+	}
+}
+
 func wantHeaders(t *testing.T, what string, resp *http.Response) {
 	t.Helper()
 	want := map[string]string{
@@ -621,14 +634,7 @@ func TestDashboardRevokedKey(t *testing.T) {
 	u := newDashUser(h)
 	u.login(h.apiKey)
 	token := u.csrf()
-	ctx := context.Background()
-	key, err := h.store.APIKeyByHash(ctx, spotoken.HashAPIKey(spotoken.Secret(h.apiKey)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := h.store.RevokeAPIKey(ctx, appID, key.ID, h.emu.Now()); err != nil {
-		t.Fatal(err)
-	}
+	h.revokeKey(h.apiKey)
 
 	// The very next request ends the session, a POST included.
 	resp, _ := u.do(u.stay, http.MethodPost, "/dashboard/connections/u1/delete", url.Values{"csrf_token": {token}}, nil)

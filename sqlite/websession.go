@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/spotoken/spotoken"
-	"github.com/spotoken/spotoken/internal/rowseal"
 )
 
 const webSessionColumns = `id_hash, scope, app_id, subject, csrf, data, created_at, last_seen_at, idle_timeout, expires_at`
@@ -20,14 +19,14 @@ const webSessionColumns = `id_hash, scope, app_id, subject, csrf, data, created_
 // As every write goes through one connection, the caps are exact however
 // many callers create sessions at once.
 func (db *DB) CreateWebSession(ctx context.Context, s *spotoken.WebSession, limits spotoken.WebSessionLimits) (int, error) {
-	if err := checkWebSession(s); err != nil {
+	if err := s.Validate(); err != nil {
 		return 0, fmt.Errorf("create web session: %w", err)
 	}
 	now := db.now()
 	c := *s
 	c.CreatedAt, c.LastSeenAt, c.ExpiresAt = now, now, stored(s.ExpiresAt)
 	c.IdleTimeout = s.IdleTimeout.Truncate(time.Microsecond)
-	csrf, data, err := db.sealWebSession(&c)
+	csrf, data, err := db.codec.SealWebSession(&c)
 	if err != nil {
 		return 0, fmt.Errorf("create web session: %w", err)
 	}
@@ -125,7 +124,7 @@ func (db *DB) UpdateWebSession(ctx context.Context, idHash [32]byte, fn func(s *
 		if s.CSRF == "" {
 			return spotoken.Errorf(spotoken.EInvalid, "web session needs a CSRF token")
 		}
-		csrf, data, err := db.sealWebSession(s)
+		csrf, data, err := db.codec.SealWebSession(s)
 		if err != nil {
 			return err
 		}
@@ -205,32 +204,6 @@ func webSessionMissing(ctx context.Context, tx *sql.Tx, idHash [32]byte) error {
 	return errWebSessionEnded
 }
 
-// checkWebSession refuses a session the store cannot keep.
-func checkWebSession(s *spotoken.WebSession) error {
-	switch {
-	case s.Scope == "":
-		return spotoken.Errorf(spotoken.EInvalid, "web session needs a scope")
-	case s.CSRF == "":
-		return spotoken.Errorf(spotoken.EInvalid, "web session needs a CSRF token")
-	case s.ExpiresAt.IsZero():
-		return spotoken.Errorf(spotoken.EInvalid, "web session needs an expiry")
-	case s.IdleTimeout < 0:
-		return spotoken.Errorf(spotoken.EInvalid, "web session idle timeout is negative")
-	}
-	return nil
-}
-
-// sealWebSession seals s's CSRF token and data for its row.
-func (db *DB) sealWebSession(s *spotoken.WebSession) (csrf, data []byte, err error) {
-	if csrf, err = db.codec.Seal(rowseal.WebSessionCSRF(s), s.CSRF); err != nil {
-		return nil, nil, err
-	}
-	if data, err = db.codec.Seal(rowseal.WebSessionData(s), s.Data); err != nil {
-		return nil, nil, err
-	}
-	return csrf, data, nil
-}
-
 // scanWebSession scans one row of webSessionColumns and opens its secrets;
 // ErrNotFound for no row.
 func (db *DB) scanWebSession(row *sql.Row) (*spotoken.WebSession, error) {
@@ -246,10 +219,7 @@ func (db *DB) scanWebSession(row *sql.Row) (*spotoken.WebSession, error) {
 		return nil, err
 	}
 	s.IdleTimeout = time.Duration(idle) * time.Microsecond
-	if s.CSRF, err = db.codec.Open(rowseal.WebSessionCSRF(&s), csrf); err != nil {
-		return nil, err
-	}
-	if s.Data, err = db.codec.Open(rowseal.WebSessionData(&s), data); err != nil {
+	if err := db.codec.OpenWebSession(&s, csrf, data); err != nil {
 		return nil, err
 	}
 	return &s, nil

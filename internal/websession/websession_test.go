@@ -10,7 +10,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -18,38 +17,21 @@ import (
 	"github.com/spotoken/spotoken/internal/websession"
 	"github.com/spotoken/spotoken/seal"
 	"github.com/spotoken/spotoken/sqlite"
+	"github.com/spotoken/spotoken/storetest"
 )
-
-// clock is a settable clock shared by the store and the Manager.
-type clock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	c.mu.Unlock()
-}
 
 // env is a real SQLite store with two apps, and a clock.
 type env struct {
 	t     *testing.T
 	store *sqlite.DB
 	path  string
-	clock *clock
+	clock *storetest.Clock
 	logs  *bytes.Buffer
 }
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	e := &env{t: t, clock: &clock{now: time.Date(2026, 7, 1, 12, 0, 0, 0, time.UTC)}, logs: &bytes.Buffer{}}
+	e := &env{t: t, clock: storetest.NewClock(), logs: &bytes.Buffer{}}
 	ring, err := seal.GenerateKeyFile(filepath.Join(t.TempDir(), "keys"))
 	if err != nil {
 		t.Fatal(err)
