@@ -30,15 +30,17 @@
 //     which a cross-site page cannot send without a CORS preflight, and
 //     AllowedOrigin with the app's origins.
 //
-// How the next handlers use it: the console makes a Manager with Kinds
-// {"admin", "dashboard"}, starts an operator's session with Kind "admin"
-// (no app: its own scope) and an app team's with Kind "dashboard" and the
-// app, checks the CSRF token of every form and SameOrigin of every POST. The
-// BFF makes one with Kinds {"bff"} and SameSite Strict, starts the session
-// at the end of its callback (never before: a cookie from before the login
-// is not the one signed in) with the Spotify user as Subject and the
-// connection in Data, and ends all of a user's sessions with the store's
-// DeleteWebSessions on a global sign-out.
+// How the next handlers use it: the console, which grows out of the
+// dashboard, keeps its cookie and kind "dashboard" for app teams (scope
+// dashboard:<app>) and adds kind "admin" for operators (no app: a scope of
+// its own), so its Manager has Kinds {"admin", "dashboard"}; it checks the
+// CSRF token of every form and SameOrigin of every POST. The BFF makes a
+// Manager of its own cookie with Kinds {"bff"}, starts the session at the
+// end of its callback (never before: a cookie from before the login is not
+// the one signed in) with the Spotify user as Subject, the connection in
+// Data and ExpiresAt the grant's expiry, checks its custom header and
+// AllowedOrigin with the app's origins on every API call, and ends all of a
+// user's sessions with the store's DeleteWebSessions on a global sign-out.
 package websession
 
 import (
@@ -235,6 +237,10 @@ type SignIn struct {
 	Subject string
 	// Data is kept with the session, sealed; empty for none.
 	Data spotoken.Secret
+	// ExpiresAt, when not zero and sooner than MaxAge from now, ends the
+	// session earlier: a browser app's session ends with the grant behind
+	// it (Spotify's six months).
+	ExpiresAt time.Time
 }
 
 // Start signs a browser in: it ends the session the request's cookie
@@ -253,10 +259,17 @@ func (m *Manager) Start(w http.ResponseWriter, r *http.Request, in SignIn) (*spo
 	}
 	value := randomToken()
 	now := m.cfg.Now()
+	expires := now.Add(m.cfg.MaxAge)
+	if !in.ExpiresAt.IsZero() && in.ExpiresAt.Before(expires) {
+		expires = in.ExpiresAt
+	}
+	if !now.Before(expires) {
+		return nil, fmt.Errorf("websession: start a session that has ended already (at %v)", expires)
+	}
 	s := &spotoken.WebSession{
 		IDHash: IDHash(value), Scope: spotoken.WebSessionScope(in.Kind, in.AppID), AppID: in.AppID, Subject: in.Subject,
 		CSRF: spotoken.Secret(randomToken()), Data: in.Data,
-		IdleTimeout: m.cfg.IdleTimeout, ExpiresAt: now.Add(m.cfg.MaxAge),
+		IdleTimeout: m.cfg.IdleTimeout, ExpiresAt: expires,
 	}
 	evicted, err := m.cfg.Store.CreateWebSession(r.Context(), s, m.cfg.Limits)
 	if err != nil {
@@ -265,7 +278,7 @@ func (m *Manager) Start(w http.ResponseWriter, r *http.Request, in SignIn) (*spo
 	if evicted > 0 {
 		m.cfg.Logger.Info("websession: sessions evicted to stay within the cap", "scope", s.Scope, "evicted", evicted)
 	}
-	m.setCookie(w, value, int(m.cfg.MaxAge/time.Second))
+	m.setCookie(w, value, int(expires.Sub(now)/time.Second))
 	return s, nil
 }
 

@@ -236,6 +236,25 @@ func TestTimeouts(t *testing.T) {
 		t.Errorf("an hour unused: %v, want ErrEnded", err)
 	}
 
+	// A sign-in may end sooner than MaxAge (a grant expiring), never later.
+	soon := e.clock.Now().Add(90 * time.Minute)
+	for _, tc := range []struct {
+		expires time.Time
+		maxAge  int
+	}{{soon, 90 * 60}, {e.clock.Now().Add(99 * time.Hour), 3 * 3600}} {
+		in := demo
+		in.ExpiresAt = tc.expires
+		s, c := start(t, m, in, nil)
+		if want := e.clock.Now().Add(time.Duration(tc.maxAge) * time.Second); !s.ExpiresAt.Equal(want) || c.MaxAge != tc.maxAge {
+			t.Errorf("SignIn.ExpiresAt %v: session ends %v, cookie Max-Age %d; want %v and %d", tc.expires, s.ExpiresAt, c.MaxAge, want, tc.maxAge)
+		}
+	}
+	in := demo
+	in.ExpiresAt = e.clock.Now()
+	if _, err := m.Start(httptest.NewRecorder(), httptest.NewRequest("POST", "/", nil), in); err == nil {
+		t.Error("Start made a session that had ended already")
+	}
+
 	// No idle timeout: only the absolute end.
 	m = e.manager(websession.Config{IdleTimeout: -1, MaxAge: 3 * time.Hour})
 	_, c = start(t, m, demo, nil)
