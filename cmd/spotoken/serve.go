@@ -47,6 +47,10 @@ type serveOptions struct {
 	NoScheduler     bool
 	JSON            bool // --json: the start-up facts as one JSON line instead of the URL and banner
 	admin           adminOptions
+
+	// DashSessionsPerApp caps each app's dashboard sessions (hidden: for
+	// tests of the cap; 0 is the server's default).
+	DashSessionsPerApp int
 }
 
 // serveInfo is what serve --json prints when it is ready, on one line.
@@ -117,6 +121,8 @@ The redirect URI to register with Spotify for every app is <public-url>/callback
 	opts.admin.addFlags(f)
 	f.BoolVar(&opts.NoScheduler, "no-scheduler", false, "do not refresh tokens ahead of expiry (refresh only on demand)")
 	f.MarkHidden("no-scheduler")
+	f.IntVar(&opts.DashSessionsPerApp, "dashboard-sessions-per-app", 0, "the most dashboard sessions each app keeps (0: the default, 1000)")
+	f.MarkHidden("dashboard-sessions-per-app")
 	return cmd
 }
 
@@ -238,6 +244,7 @@ func serveRun(ctx context.Context, ios *IOStreams, opts *serveOptions) error {
 		ExpiryWarning: expiryWarning(opts.ExpiryWarning), LinkTTL: opts.LinkTTL,
 		SeparateAdmin: admin.separate(), AdminURL: admin.url, MetricsToken: admin.metricsToken, NoMetrics: admin.noMetrics,
 		HSTSMaxAge: hstsMaxAge(opts.admin.HSTSMaxAge),
+		DashboardSessions: spotoken.WebSessionLimits{PerScope: opts.DashSessionsPerApp},
 	})
 	if err != nil {
 		return usageError{err}
