@@ -243,7 +243,7 @@ func serveRun(ctx context.Context, ios *IOStreams, opts *serveOptions) error {
 		Ready: readiness(store), GrantLifetime: opts.GrantLifetime, AuthCacheTTL: opts.AuthCacheTTL,
 		ExpiryWarning: expiryWarning(opts.ExpiryWarning), LinkTTL: opts.LinkTTL,
 		SeparateAdmin: admin.separate(), AdminURL: admin.url, MetricsToken: admin.metricsToken, NoMetrics: admin.noMetrics,
-		HSTSMaxAge: hstsMaxAge(opts.admin.HSTSMaxAge),
+		HSTSMaxAge:        hstsMaxAge(opts.admin.HSTSMaxAge),
 		DashboardSessions: spotoken.WebSessionLimits{PerScope: opts.DashSessionsPerApp},
 	})
 	if err != nil {
