@@ -8,8 +8,8 @@ package server
 // (spotoken serve --admin-addr), so nothing of the admin side can be reached
 // through the public one; without it both register on one mux, as before.
 //
-// Admin routes are registered in adminRoutes, or from outside the package
-// with MountAdmin; never on the public mux directly.
+// Admin routes are registered in operatorRoutes, or from outside the
+// package with MountAdmin; never on the public mux directly.
 
 import (
 	"crypto/subtle"
@@ -41,7 +41,7 @@ func (s *Server) routes() {
 		s.healthRoutes(s.muxes.admin)
 	}
 	s.publicRoutes(s.muxes.public)
-	s.adminRoutes(s.muxes.admin)
+	s.operatorRoutes(s.muxes.admin)
 	s.handler = s.wrap(s.muxes.public, s.public)
 	s.muxes.adminHandler = s.handler
 	if s.cfg.SeparateAdmin {

@@ -320,10 +320,11 @@ func (s *Server) healthRoutes(m *http.ServeMux) {
 	m.HandleFunc("GET /readyz", s.handleReady)
 }
 
-// adminRoutes registers what is for operators: metrics and the dashboard.
-// With Config.SeparateAdmin they are served on the admin listener only.
-// The console and the admin API belong here too (or mount with MountAdmin).
-func (s *Server) adminRoutes(m *http.ServeMux) {
+// operatorRoutes registers what is for operators: metrics and the
+// dashboard. With Config.SeparateAdmin they are served on the admin listener
+// only. The admin API and the console are registered here too (or mount
+// themselves with MountAdmin), never in publicRoutes.
+func (s *Server) operatorRoutes(m *http.ServeMux) {
 	m.Handle("GET /metrics", s.metricsHandler())
 	s.dash.routes(m)
 }
