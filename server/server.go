@@ -292,7 +292,7 @@ var openAPI []byte
 
 // publicRoutes registers what the public listener serves: the API, the
 // connect flow, health checks and the API's description. What is for
-// operators only goes in adminRoutes.
+// operators only goes in operatorRoutes.
 func (s *Server) publicRoutes(m *http.ServeMux) {
 	api := func(pattern string, h func(w http.ResponseWriter, r *http.Request, key *spotoken.APIKey) error) {
 		m.Handle(pattern, s.authenticated(h))
