@@ -119,6 +119,7 @@ func TestBinaryVersion(t *testing.T) {
 // standard output.
 func TestErrorsAsJSON(t *testing.T) {
 	dir := t.TempDir()
+	t.Setenv("XDG_DATA_HOME", dir) // no default database
 	missing := filepath.Join(dir, "nope", "x.db")
 	tests := []struct {
 		name     string
@@ -130,7 +131,8 @@ func TestErrorsAsJSON(t *testing.T) {
 		{"unknown flag", []string{"apps", "list", "--bogus", "--json"}, exitUsage, "usage_error", "unknown flag: --bogus"},
 		{"unknown command, --json first", []string{"--json", "nope"}, exitUsage, "usage_error", `unknown command "nope"`},
 		{"usage error", []string{"apps", "create", "--json"}, exitUsage, "usage_error", "--name is required"},
-		{"no such profile", []string{"token", "--json", "--db", missing}, exitNeedsLogin, "needs_login", `no profile "default"`},
+		{"no such profile", []string{"logout", "--json", "--profile", "nope"}, exitNeedsLogin, "needs_login", `no profile "nope"`},
+		{"a --db that is not there", []string{"token", "--json", "--db", missing}, exitFailure, "failed", "no database at " + missing},
 		{"failure", []string{"apps", "list", "--json", "--db", missing}, exitFailure, "failed", "no database at " + missing},
 		{"--json=true", []string{"apps", "list", "--json=true", "--db", missing}, exitFailure, "failed", "no database at"},
 	}
@@ -176,6 +178,7 @@ func TestMissingDatabaseAdvice(t *testing.T) {
 		for _, args := range [][]string{
 			{"apps", "list"}, {"apps", "delete", "a"}, {"apikeys", "list", "--app", "a"}, {"apikeys", "create", "--app", "a"},
 			{"connections", "list", "--app", "a"}, {"keys", "rotate"}, {"apps", "list", "--key-file", keys},
+			{"token"}, {"status"}, {"status", "--profile", "p"}, {"logout"},
 		} {
 			args = append(args, "--db", db)
 			_, stderr, code := run(t, "", args...)

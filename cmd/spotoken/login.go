@@ -156,7 +156,7 @@ func scopesRequired(profile string) error {
 // logged in last; a usage error if there is no such profile. It creates
 // nothing.
 func (o *loginOptions) previousScopes(ctx context.Context, ios *IOStreams) (spotoken.Scopes, error) {
-	store, err := o.local.openLocal(ctx, ios)
+	store, err := o.local.openLocal(ctx, ios, true)
 	if err != nil {
 		return nil, err
 	}

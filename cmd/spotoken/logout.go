@@ -38,7 +38,7 @@ func logoutRun(ctx context.Context, ios *IOStreams, opts *localOptions, asJSON b
 	if err := validateProfile(name); err != nil {
 		return err
 	}
-	store, err := opts.openLocal(ctx, ios)
+	store, err := opts.openLocal(ctx, ios, false)
 	if err != nil {
 		return err
 	}

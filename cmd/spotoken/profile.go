@@ -90,14 +90,19 @@ func (o *localOptions) addFlags(f *pflag.FlagSet) {
 }
 
 // openLocal opens the store for a command on profiles. A SQLite database
-// that does not exist yet holds no profile: then it returns (nil, nil).
-func (o *localOptions) openLocal(ctx context.Context, ios *IOStreams) (spotoken.Store, error) {
+// that does not exist yet holds no profile: then it returns (nil, nil),
+// unless --db named it and !missingOK, when the path is more likely
+// mistyped: then the error says to check it.
+func (o *localOptions) openLocal(ctx context.Context, ios *IOStreams, missingOK bool) (spotoken.Store, error) {
 	db := o.store.DB
 	if db == "" {
 		db = defaultDBPath()
 	}
 	if !isPostgres(db) {
 		if _, err := os.Stat(db); errors.Is(err, fs.ErrNotExist) {
+			if o.store.DB != "" && !missingOK {
+				return nil, o.store.checkExists(db)
+			}
 			return nil, nil
 		}
 	}

@@ -64,7 +64,7 @@ func statusRun(ctx context.Context, ios *IOStreams, opts *statusOptions, asJSON 
 		}
 	}
 	lo := &localOptions{store: opts.store}
-	store, err := lo.openLocal(ctx, ios)
+	store, err := lo.openLocal(ctx, ios, false)
 	if err != nil {
 		return err
 	}

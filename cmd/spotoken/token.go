@@ -119,7 +119,7 @@ func localToken(ctx context.Context, ios *IOStreams, opts *tokenOptions) (tokenV
 			return tokenView{}, usageError{err}
 		}
 	}
-	store, err := opts.local.openLocal(ctx, ios)
+	store, err := opts.local.openLocal(ctx, ios, false)
 	if err != nil {
 		return tokenView{}, err
 	}
