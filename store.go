@@ -161,6 +161,7 @@ type Store interface {
 	PendingStore
 	ConnectionStore
 	EventStore
+	RateLimitStore
 	Resealer
 	// Close releases the store's resources.
 	Close() error
