@@ -108,6 +108,28 @@ type Client struct {
 	Allowlist []string
 }
 
+// ErrUnknownClient is returned for a client id the emulator does not have.
+var ErrUnknownClient = errors.New("emulator: unknown client")
+
+// SetAllowlist replaces clientID's allowlist, as the app's owner does in
+// Spotify's dashboard; an empty list takes the client out of development
+// mode's user limit. Issued tokens are judged by the new list at once.
+func (e *Emulator) SetAllowlist(clientID string, users []string) error {
+	c := e.clients[clientID]
+	if c == nil {
+		return fmt.Errorf("%w: %q", ErrUnknownClient, clientID)
+	}
+	check := *c
+	check.Allowlist = users
+	if err := check.validate(); err != nil {
+		return err
+	}
+	e.mu.Lock()
+	c.Allowlist = append([]string(nil), users...)
+	e.mu.Unlock()
+	return nil
+}
+
 // ParseAllowlist parses the --allowlist flag syntax [CLIENT_ID=]USER[,USER…]:
 // the users a development-mode client serves; without CLIENT_ID, every
 // registered client.

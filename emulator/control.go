@@ -336,6 +336,22 @@ func (e *Emulator) controlRoutes(m *http.ServeMux) {
 	m.HandleFunc("POST /_emulator/users/{id}/password-change", func(w http.ResponseWriter, r *http.Request) {
 		userResult(w, e.ChangePassword(r.PathValue("id")))
 	})
+	m.HandleFunc("PUT /_emulator/clients/{id}/allowlist", func(w http.ResponseWriter, r *http.Request) {
+		var body struct {
+			Users []string `json:"users"`
+		}
+		if !decodeControl(w, r, &body) {
+			return
+		}
+		switch err := e.SetAllowlist(r.PathValue("id"), body.Users); {
+		case errors.Is(err, ErrUnknownClient):
+			controlError(w, http.StatusNotFound, "unknown client")
+		case err != nil:
+			controlError(w, http.StatusBadRequest, err.Error())
+		default:
+			w.WriteHeader(http.StatusNoContent)
+		}
+	})
 	m.HandleFunc("POST /_emulator/auto-approve", func(w http.ResponseWriter, r *http.Request) {
 		var body struct {
 			User string `json:"user"`

@@ -270,6 +270,28 @@ func TestAllowlist(t *testing.T) {
 		t.Error("a malformed user id was accepted")
 	}
 
+	// The owner edits the list: issued tokens are judged by the new one.
+	e := newEnv(t, nil)
+	tok := e.pkceGrant("").str("access_token")
+	if code, body := e.control("PUT", "clients/"+pubID+"/allowlist", `{"users":["carol"]}`); code != http.StatusNoContent {
+		t.Fatalf("PUT allowlist: %d %s", code, body)
+	}
+	if res := rawAPI(t, e, "GET", "/v1/me", "Bearer "+tok, ""); res.Status != http.StatusForbidden || res.Raw != "User not registered in the Developer Dashboard" {
+		t.Errorf("alice after the owner left her off: %d %q", res.Status, res.Raw)
+	}
+	if code, _ := e.control("PUT", "clients/"+pubID+"/allowlist", `{"users":["a","b","c","d","e","f"]}`); code != http.StatusBadRequest {
+		t.Errorf("six users: %d, want 400", code)
+	}
+	if code, _ := e.control("PUT", "clients/nobody/allowlist", `{"users":[]}`); code != http.StatusNotFound {
+		t.Errorf("unknown client: %d, want 404", code)
+	}
+	if code, _ := e.control("PUT", "clients/"+pubID+"/allowlist", `{"users":[]}`); code != http.StatusNoContent {
+		t.Errorf("empty list: %d, want 204", code)
+	}
+	if res := e.api("GET", "/v1/me", tok, ""); res.Status != http.StatusOK {
+		t.Errorf("alice with no allowlist: %d %s", res.Status, res.Raw)
+	}
+
 	for _, tc := range []struct {
 		in, client string
 		users      []string

@@ -131,7 +131,10 @@ func (e *Emulator) api(required []string, h apiHandler) http.HandlerFunc {
 			writeAPIError(w, http.StatusUnauthorized, "Unauthorized.")
 			return
 		}
-		if c := e.clients[tok.clientID]; len(c.Allowlist) > 0 && !slices.Contains(c.Allowlist, tok.userID) {
+		e.mu.Lock()
+		allowlist := e.clients[tok.clientID].Allowlist
+		e.mu.Unlock()
+		if len(allowlist) > 0 && !slices.Contains(allowlist, tok.userID) {
 			// Plain text, not the JSON error object (zmb3/spotify#232).
 			w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 			w.WriteHeader(http.StatusForbidden)
