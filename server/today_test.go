@@ -269,3 +269,68 @@ func TestConnectNotAllowlisted(t *testing.T) {
 		t.Errorf("carol's connection: %+v", c)
 	}
 }
+
+// TestRateLimitWindowShown: while the app's rate-limit window lasts, token
+// requests that need a refresh answer rate_limited with the time left, and
+// the connection views (API), the metrics and the dashboard show when it
+// ends.
+func TestRateLimitWindowShown(t *testing.T) {
+	h := newHarness(t, harnessOptions{})
+	h.connect("u1", "user-read-email")
+	h.connect("u2", "user-read-email")
+	wait := 7200
+	if err := h.emu.SetFaults(emulator.Faults{TokenStatus: 429, RetryAfter: &wait, Window: true}); err != nil {
+		t.Fatal(err)
+	}
+	h.emu.Advance(2 * time.Hour)
+	until := h.emu.Now().Add(2 * time.Hour)
+	for _, id := range []string{"u1", "u2"} {
+		_, resp, raw := h.token(id)
+		if resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("Retry-After") != "7200" || !strings.Contains(string(raw), `"error":"rate_limited"`) {
+			t.Errorf("token %s: %d Retry-After %q %s, want 429 rate_limited with 7200", id, resp.StatusCode, resp.Header.Get("Retry-After"), raw)
+		}
+	}
+	if n := h.emu.Stats().TokenErrors["http_429"]; n != 1 {
+		t.Errorf("%d token requests met the 429, want 1", n)
+	}
+
+	var one server.ConnectionView
+	h.call("GET", "/v1/connections/u2", h.apiKey, nil, &one)
+	var list server.ConnectionList
+	h.call("GET", "/v1/connections", h.apiKey, nil, &list)
+	got := []*time.Time{one.RateLimitedUntil}
+	for _, c := range list.Connections {
+		got = append(got, c.RateLimitedUntil)
+	}
+	for i, g := range got {
+		if g == nil || !g.Equal(until) {
+			t.Errorf("view %d: rate_limited_until %v, want %v", i, g, until)
+		}
+	}
+
+	rec := httptest.NewRecorder()
+	h.srv.ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	if want := `spotoken_app_rate_limited_seconds{app="demo"} 7200`; !strings.Contains(rec.Body.String(), want) {
+		t.Errorf("metrics lack %s", want)
+	}
+	if strings.Contains(rec.Body.String(), `spotoken_app_rate_limited_seconds{app="other"}`) {
+		t.Error("metrics show a window for the other app")
+	}
+
+	u := newDashUser(h)
+	u.login(h.apiKey)
+	if page := u.overview(""); !strings.Contains(page, `id="rate-limited"`) || !strings.Contains(page, until.UTC().Format(time.RFC3339)) {
+		t.Errorf("the dashboard does not show the window:\n%s", page)
+	}
+
+	// Once it has passed, it is shown no more.
+	h.emu.Advance(2 * time.Hour)
+	one = server.ConnectionView{}
+	h.call("GET", "/v1/connections/u2", h.apiKey, nil, &one)
+	if one.RateLimitedUntil != nil {
+		t.Errorf("after the window: rate_limited_until %v", one.RateLimitedUntil)
+	}
+	if page := u.overview(""); strings.Contains(page, `id="rate-limited"`) {
+		t.Error("the dashboard still shows the window")
+	}
+}
