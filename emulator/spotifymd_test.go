@@ -34,6 +34,15 @@ func spotifyMDPath() string {
 // table in md: the rows after a header and its |---| separator.
 func mdTableRows(md []byte) []string {
 	var rows []string
+	for _, r := range mdTables(md) {
+		rows = append(rows, r[0])
+	}
+	return rows
+}
+
+// mdTables returns the cells of every body row of every table in md.
+func mdTables(md []byte) [][]string {
+	var rows [][]string
 	var prev string
 	inTable := false
 	sc := bufio.NewScanner(bytes.NewReader(md))
@@ -45,7 +54,7 @@ func mdTableRows(md []byte) []string {
 		case separatorRow.MatchString(line):
 			inTable = strings.HasPrefix(prev, "|")
 		case inTable:
-			rows = append(rows, cells(line)[0])
+			rows = append(rows, cells(line))
 		}
 		prev = line
 	}
@@ -120,26 +129,14 @@ func mappedTests(t *testing.T, doc []byte, title string) map[string][]string {
 		t.Fatalf("docs/emulator.md has no section %q", title)
 	}
 	out := map[string][]string{}
-	var prev string
-	inTable := false
-	for _, line := range strings.Split(string(section), "\n") {
-		line = strings.TrimSpace(line)
-		switch {
-		case !strings.HasPrefix(line, "|"):
-			inTable = false
-		case separatorRow.MatchString(line):
-			inTable = strings.HasPrefix(prev, "|")
-		case inTable:
-			c := cells(line)
-			if _, dup := out[c[0]]; dup {
-				t.Errorf("docs/emulator.md, %s: row %q is there twice", title, c[0])
-			}
-			out[c[0]] = nil
-			for _, m := range testRefs.FindAllStringSubmatch(c[len(c)-1], -1) {
-				out[c[0]] = append(out[c[0]], m[1])
-			}
+	for _, c := range mdTables(section) {
+		if _, dup := out[c[0]]; dup {
+			t.Errorf("docs/emulator.md, %s: row %q is there twice", title, c[0])
 		}
-		prev = line
+		out[c[0]] = nil
+		for _, m := range testRefs.FindAllStringSubmatch(c[len(c)-1], -1) {
+			out[c[0]] = append(out[c[0]], m[1])
+		}
 	}
 	if len(out) == 0 {
 		t.Fatalf("docs/emulator.md, %s: no table", title)

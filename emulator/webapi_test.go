@@ -73,29 +73,14 @@ var webAPIEndpoints = []webAPIEndpoint{
 }
 
 // callAPI sends a Web API request with a raw Authorization header ("" sends
-// none), for the cases env.api cannot express (non-Bearer schemes).
+// none), for the cases env.api cannot express (non-Bearer schemes), and
+// decodes its JSON answer.
 func callAPI(t *testing.T, e *env, method, path, authorization, body string) apiResult {
 	t.Helper()
-	req, err := http.NewRequest(method, e.srv.URL+path, strings.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if authorization != "" {
-		req.Header.Set("Authorization", authorization)
-	}
-	if body != "" {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatalf("%s %s: %v", method, path, err)
-	}
-	defer resp.Body.Close()
-	raw, _ := io.ReadAll(resp.Body)
-	res := apiResult{Status: resp.StatusCode, Header: resp.Header, Raw: string(raw)}
-	if len(raw) > 0 {
-		if err := json.Unmarshal(raw, &res.Body); err != nil {
-			t.Fatalf("%s %s: body is not JSON: %q", method, path, raw)
+	res := rawAPI(t, e, method, path, authorization, body)
+	if len(res.Raw) > 0 {
+		if err := json.Unmarshal([]byte(res.Raw), &res.Body); err != nil {
+			t.Fatalf("%s %s: body is not JSON: %q", method, path, res.Raw)
 		}
 	}
 	return res
@@ -110,6 +95,9 @@ func rawAPI(t *testing.T, e *env, method, path, authorization, body string) apiR
 	}
 	if authorization != "" {
 		req.Header.Set("Authorization", authorization)
+	}
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {

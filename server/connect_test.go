@@ -137,15 +137,21 @@ func (h *harness) connection(app, id string) *spotoken.Connection {
 	return c
 }
 
-// events lists the undelivered events as "type app/connection".
-func (h *harness) events() []string {
+// pending returns the undelivered events.
+func (h *harness) pending() []*spotoken.Event {
 	h.t.Helper()
 	evs, err := h.store.PendingEvents(context.Background(), h.emu.Now().Add(24*time.Hour), 1000)
 	if err != nil {
 		h.t.Fatal(err)
 	}
+	return evs
+}
+
+// events lists the undelivered events as "type app/connection".
+func (h *harness) events() []string {
+	h.t.Helper()
 	out := []string{}
-	for _, e := range evs {
+	for _, e := range h.pending() {
 		out = append(out, string(e.Type)+" "+e.AppID+"/"+e.ConnectionID)
 	}
 	return out
@@ -171,12 +177,8 @@ func (h *harness) wantNothingStored() {
 // "app/connection reason".
 func (h *harness) connectFailures() []string {
 	h.t.Helper()
-	evs, err := h.store.PendingEvents(context.Background(), h.emu.Now().Add(24*time.Hour), 1000)
-	if err != nil {
-		h.t.Fatal(err)
-	}
 	out := []string{}
-	for _, e := range evs {
+	for _, e := range h.pending() {
 		if e.Type != spotoken.EventConnectFailed {
 			continue
 		}
