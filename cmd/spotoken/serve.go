@@ -45,6 +45,10 @@ type serveOptions struct {
 	ShutdownTimeout time.Duration
 	NoScheduler     bool
 	JSON            bool // --json: the start-up facts as one JSON line instead of the URL and banner
+
+	// DashSessionsPerApp caps each app's dashboard sessions (hidden: for
+	// tests of the cap; 0 is the server's default).
+	DashSessionsPerApp int
 }
 
 // serveInfo is what serve --json prints when it is ready, on one line.
@@ -112,6 +116,8 @@ The redirect URI to register with Spotify for every app is <public-url>/callback
 	f.DurationVar(&opts.ShutdownTimeout, "shutdown-timeout", 30*time.Second, "on SIGINT/SIGTERM, wait this long for requests and refreshes in flight")
 	f.BoolVar(&opts.NoScheduler, "no-scheduler", false, "do not refresh tokens ahead of expiry (refresh only on demand)")
 	f.MarkHidden("no-scheduler")
+	f.IntVar(&opts.DashSessionsPerApp, "dashboard-sessions-per-app", 0, "the most dashboard sessions each app keeps (0: the default, 1000)")
+	f.MarkHidden("dashboard-sessions-per-app")
 	return cmd
 }
 
@@ -223,6 +229,7 @@ func serveRun(ctx context.Context, ios *IOStreams, opts *serveOptions) error {
 		HTTPClient: upstream("api"), Now: now, Logger: log, Metrics: metrics, EngineStats: engine.Stats,
 		Ready: readiness(store), GrantLifetime: opts.GrantLifetime, AuthCacheTTL: opts.AuthCacheTTL,
 		ExpiryWarning: expiryWarning(opts.ExpiryWarning), LinkTTL: opts.LinkTTL,
+		DashboardSessions: spotoken.WebSessionLimits{PerScope: opts.DashSessionsPerApp},
 	})
 	if err != nil {
 		return usageError{err}
