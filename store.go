@@ -162,6 +162,7 @@ type Store interface {
 	ConnectionStore
 	EventStore
 	EndpointStore
+	RateLimitStore
 	SessionStore
 	Resealer
 	// Close releases the store's resources.

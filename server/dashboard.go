@@ -519,6 +519,9 @@ type overviewData struct {
 	Notice, Error               string
 	Link                        *dashLink
 	NewID                       string
+	// RateLimited, while the app's rate-limit window at Spotify lasts,
+	// says until when no token is refreshed.
+	RateLimited *dashTime
 }
 
 type stateCount struct {
@@ -570,6 +573,11 @@ func (d *dashboard) overview(w http.ResponseWriter, r *http.Request, sess *dashS
 		d.fail(w, r, err)
 		return
 	}
+	until, err := d.s.cfg.Store.RateLimitedUntil(ctx, sess.appID)
+	if err != nil {
+		d.fail(w, r, err)
+		return
+	}
 	now := d.s.cfg.Now()
 	data := overviewData{
 		Base: d.base, CSRF: sess.ws.CSRF.Reveal(), AppID: sess.appID, KeyLabel: sess.KeyLabel,
@@ -579,6 +587,10 @@ func (d *dashboard) overview(w http.ResponseWriter, r *http.Request, sess *dashS
 	}
 	if x.flash != nil {
 		data.Notice, data.Link = x.flash.Notice, x.flash.Link
+	}
+	if until.After(now) {
+		t := newDashTime(until, now)
+		data.RateLimited = &t
 	}
 	byState := map[spotoken.State]int{}
 	for _, c := range counts {

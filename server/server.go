@@ -47,6 +47,10 @@ type Store interface {
 	CountConnections(ctx context.Context) ([]spotoken.ConnectionCount, error)
 	ExpiringGrants(ctx context.Context, before time.Time, limit int) ([]spotoken.DueConnection, error)
 	CountExpiringGrants(ctx context.Context, before time.Time) ([]spotoken.ConnectionCount, error)
+	AppendEvents(ctx context.Context, events ...spotoken.Event) error
+	RateLimitedUntil(ctx context.Context, appID string) (time.Time, error)
+	ExtendRateLimit(ctx context.Context, appID string, until time.Time) (time.Time, error)
+	RateLimits(ctx context.Context, after time.Time) ([]spotoken.AppRateLimit, error)
 	// The dashboard's sessions, and the janitor's sweep of all web sessions.
 	spotoken.SessionStore
 }

@@ -379,8 +379,11 @@ type appView struct {
 	Scopes          spotoken.Scopes `json:"scopes"`
 	ReturnToOrigins []string        `json:"return_to_origins"`
 	WebhookURL      string          `json:"webhook_url,omitempty"`
-	CreatedAt       time.Time       `json:"created_at"`
-	UpdatedAt       time.Time       `json:"updated_at"`
+	// RateLimitedUntil: while Spotify rate-limits the app's token requests,
+	// when that window ends.
+	RateLimitedUntil *time.Time `json:"rate_limited_until,omitempty"`
+	CreatedAt        time.Time  `json:"created_at"`
+	UpdatedAt        time.Time  `json:"updated_at"`
 }
 
 func newAppView(a *spotoken.App) appView {
@@ -487,7 +490,11 @@ status'.`,
 				// The profiles of 'spotoken login' are apps under reserved
 				// names; 'spotoken status' lists them.
 				apps := slices.DeleteFunc(all, func(a *spotoken.App) bool { return reservedAppName(a.ID) })
-				return printApps(ios.Out, apps, jsonOutput(cmd))
+				limits, err := store.RateLimits(cmd.Context(), time.Now())
+				if err != nil {
+					return fmt.Errorf("list apps: %w", err)
+				}
+				return printApps(ios, apps, limits, jsonOutput(cmd))
 			})
 		},
 	}
@@ -495,14 +502,28 @@ status'.`,
 	return cmd
 }
 
-func printApps(w io.Writer, apps []*spotoken.App, asJSON bool) error {
+func printApps(ios *IOStreams, apps []*spotoken.App, limits []spotoken.AppRateLimit, asJSON bool) error {
+	w := ios.Out
+	limited := map[string]time.Time{}
+	for _, l := range limits {
+		limited[l.AppID] = l.Until
+	}
 	if asJSON {
 		views := make([]appView, 0, len(apps))
 		for _, a := range apps {
-			views = append(views, newAppView(a))
+			v := newAppView(a)
+			v.RateLimitedUntil = optTime(limited[a.ID])
+			views = append(views, v)
 		}
 		return writeJSON(w, views)
 	}
+	defer func() {
+		for _, a := range apps {
+			if until, ok := limited[a.ID]; ok {
+				fmt.Fprintf(ios.Err, "Spotify is rate-limiting app %s's token requests until %s: no token is refreshed before then.\n", a.ID, fmtTime(until))
+			}
+		}
+	}()
 	if len(apps) == 0 {
 		_, err := fmt.Fprintln(w, "No apps yet; register one with 'spotoken apps create'.")
 		return err

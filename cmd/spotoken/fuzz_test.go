@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"unicode/utf8"
 )
 
 // FuzzParseScopes: --scopes accepts only Spotify's scope names, returns
@@ -86,6 +87,34 @@ func FuzzRedactDSN(f *testing.F) {
 			if len(form) >= 8 && strings.Contains(got, form) && !strings.Contains(user+url.QueryEscape(user)+url.PathEscape(user), form) {
 				t.Fatalf("redactDSN(%q) = %q shows the password", dsn, got)
 			}
+		}
+	})
+}
+
+// FuzzDoctorPageText: whatever page /authorize answers, the doctor prints
+// at most a short line of it, printable, with no markup of the page's own.
+func FuzzDoctorPageText(f *testing.F) {
+	for _, s := range []string{
+		`<!doctype html><html><head><title>Error</title></head><body><h1>Oops! Something went wrong</h1><p id="error">INVALID_CLIENT: Invalid redirect URI</p></body></html>`,
+		"<script>alert(1)</script>plain", "\x1b[31mred\x00", "<a href='x'>" + strings.Repeat("é", 300), "<", "",
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, page []byte) {
+		got := pageText(page)
+		if len(got) > 200+len("…") {
+			t.Fatalf("pageText is %d bytes", len(got))
+		}
+		for _, r := range got {
+			if r != '?' && (r < 0x20 || r == 0x7f) {
+				t.Fatalf("pageText(%q) = %q holds a control character", page, got)
+			}
+		}
+		if !utf8.ValidString(got) {
+			t.Fatalf("pageText(%q) = %q is not UTF-8", page, got)
+		}
+		if strings.ContainsAny(got, "\n\r\t") {
+			t.Fatalf("pageText(%q) = %q is not one line", page, got)
 		}
 	})
 }
