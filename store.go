@@ -228,6 +228,9 @@ type Store interface {
 	AppTokenStore
 	EventLog
 	ConnectionFinder
+	EndpointStore
+	RateLimitStore
+	SessionStore
 	Resealer
 	// Close releases the store's resources.
 	Close() error

@@ -36,6 +36,10 @@ const (
 	// CodeUnauthorizedClient: the app may not have an app token: it has no
 	// client secret (a public, PKCE-only app).
 	CodeUnauthorizedClient = spotoken.EUnauthorizedClient
+	// CodeUserNotAllowlisted: the app is in Spotify's development mode and
+	// the connection's Spotify user is not on its allowlist; the app's
+	// owner must add the user in Spotify's developer dashboard.
+	CodeUserNotAllowlisted = "user_not_allowlisted"
 	// CodeInternal: the broker failed.
 	CodeInternal = spotoken.EInternal
 )

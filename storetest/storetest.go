@@ -1,6 +1,7 @@
 // Package storetest is the one conformance suite that every spotoken store
 // passes: round trips of every type, not-found and conflict errors,
-// compare-and-swap under contention, leases, Due, counts, deletion, key
+// compare-and-swap under contention, leases, Due, counts, rate-limit
+// windows, deletion, key
 // rotation, tampering, and a raw read of the database that must find no
 // plaintext secret.
 //
@@ -41,6 +42,14 @@ type Backend interface {
 	// SetAppCiphertext overwrites the sealed column of app id with ct,
 	// bypassing the store, as an attacker with database access might.
 	SetAppCiphertext(t *testing.T, id, column string, ct []byte)
+	// WebSessionColumn returns the stored value of a column of the web
+	// session with idHash ([]byte, string, or nil for NULL), bypassing the
+	// store.
+	WebSessionColumn(t *testing.T, idHash [32]byte, column string) any
+	// SetWebSessionColumn overwrites a column of the web session with
+	// idHash with a value WebSessionColumn returned, bypassing the store,
+	// as an attacker with database access might.
+	SetWebSessionColumn(t *testing.T, idHash [32]byte, column string, value any)
 }
 
 // Clock is a settable clock for the stores under test.
@@ -90,10 +99,17 @@ func Run(t *testing.T, newBackend func(t *testing.T) Backend) {
 		{"ExpiringGrants", testExpiringGrants},
 		{"Delete", testDelete},
 		{"Events", testEvents},
+		{"RateLimits", testRateLimits},
 		{"KeyRotation", testKeyRotation},
 		{"WrongKey", testWrongKey},
 		{"Tampering", testTampering},
 		{"AppTampering", testAppTampering},
+		{"WebSessions", testWebSessions},
+		{"WebSessionExpiry", testWebSessionExpiry},
+		{"WebSessionCaps", testWebSessionCaps},
+		{"WebSessionsParallel", testWebSessionsParallel},
+		{"WebSessionTampering", testWebSessionTampering},
+		{"WebSessionReseal", testWebSessionReseal},
 		{"NoPlaintextAtRest", testNoPlaintext},
 		{"AppSecretRotation", testAppSecretRotation},
 		{"AdminKeys", testAdminKeys},
@@ -102,6 +118,7 @@ func Run(t *testing.T, newBackend func(t *testing.T) Backend) {
 		{"EventLog", testEventLog},
 		{"FindConnections", testFindConnections},
 		{"OperatorResealAndNoPlaintext", testOperatorReseal},
+		{"Endpoints", testEndpoints},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
