@@ -28,6 +28,10 @@ import (
 type AppTokenStore interface {
 	App(ctx context.Context, id string) (*spotoken.App, error)
 	spotoken.AppTokenStore
+	// The app's rate-limit window at Spotify's token endpoint, which
+	// client-credentials requests honour and open as refreshes do.
+	RateLimitedUntil(ctx context.Context, appID string) (time.Time, error)
+	ExtendRateLimit(ctx context.Context, appID string, until time.Time) (time.Time, error)
 }
 
 // ClientCredentials gets an app's own token from Spotify: a
@@ -251,10 +255,14 @@ func (a *AppTokens) obtain(ctx context.Context, appID string, req appRequest) (A
 			a.vendsStore.Add(1)
 			return at, nil
 		}
-		if at, held, err := a.held(appID, row, app); held {
+		window, err := a.cfg.Store.RateLimitedUntil(ctx, appID)
+		if err != nil {
+			return AccessToken{}, fmt.Errorf("app token of %s: rate-limit window: %w", appID, err)
+		}
+		if at, held, err := a.held(appID, row, app, window); held {
 			return at, err
 		}
-		_, err := a.cfg.Store.AcquireAppTokenLease(ctx, appID, owner, a.cfg.LeaseTTL)
+		_, err = a.cfg.Store.AcquireAppTokenLease(ctx, appID, owner, a.cfg.LeaseTTL)
 		if err == nil {
 			return a.fetchLeased(ctx, app, owner, req)
 		}
@@ -273,9 +281,11 @@ func (a *AppTokens) obtain(ctx context.Context, appID string, req appRequest) (A
 	}
 }
 
-// held reports whether a recent failed fetch holds this one back, and then
-// answers with the stored token if it is still valid, or the failure.
-func (a *AppTokens) held(appID string, row *spotoken.AppToken, app *spotoken.App) (AccessToken, bool, error) {
+// held reports whether a recent failed fetch in this replica, or the
+// app's rate-limit window (which ends at window, in the store: every
+// replica's 429s), holds this fetch back, and then answers with the stored
+// token if it is still valid, or the failure.
+func (a *AppTokens) held(appID string, row *spotoken.AppToken, app *spotoken.App, window time.Time) (AccessToken, bool, error) {
 	now := a.cfg.Now()
 	a.mu.Lock()
 	h, ok := a.hold[appID]
@@ -284,6 +294,9 @@ func (a *AppTokens) held(appID string, row *spotoken.AppToken, app *spotoken.App
 		ok = false
 	}
 	a.mu.Unlock()
+	if window.After(now) && (!ok || window.After(h.until)) {
+		h, ok = heldFetch{until: window, err: &spotoken.Error{Code: spotoken.ERateLimited, Message: "Spotify rate-limited this app"}}, true
+	}
 	if !ok {
 		return AccessToken{}, false, nil
 	}
@@ -342,6 +355,14 @@ func (a *AppTokens) fetchLeased(ctx context.Context, app *spotoken.App, owner st
 		a.vendsStore.Add(1)
 		return at, nil
 	}
+	// Or opened the app's rate-limit window.
+	window, err := a.cfg.Store.RateLimitedUntil(ctx, app.ID)
+	if err != nil {
+		return AccessToken{}, fmt.Errorf("app token of %s: rate-limit window: %w", app.ID, err)
+	}
+	if at, held, err := a.held(app.ID, row, app, window); held {
+		return at, err
+	}
 	fctx, cancel := context.WithTimeout(ctx, a.cfg.LeaseTTL/2)
 	defer cancel()
 	a.fetches.Add(1)
@@ -380,7 +401,13 @@ func (a *AppTokens) failed(app *spotoken.App, row *spotoken.AppToken, cause erro
 		answer = &spotoken.Error{Code: spotoken.EAppMisconfigured, Message: fmt.Sprintf("Spotify refused the client credentials of app %s (invalid_client)", app.ID)}
 		a.log.Error("app token refused: app misconfigured", "app", app.ID)
 	case isAccounts && ae.Status == 429:
-		hold = max(hold, ae.RetryAfter)
+		// Open (or lengthen) the app's window for every replica and for
+		// its connections' refreshes too.
+		until, err := a.cfg.Store.ExtendRateLimit(context.Background(), app.ID, now.Add(max(ae.RetryAfter, time.Second)))
+		if err != nil {
+			a.log.Error("record the app's rate-limit window", "app", app.ID, "err", err)
+		}
+		hold = max(hold, ae.RetryAfter, until.Sub(now))
 		answer = &spotoken.Error{Code: spotoken.ERateLimited, Message: "Spotify rate-limited this app"}
 		a.log.Warn("app token fetch rate-limited", "app", app.ID, "retry_in", hold)
 	default:

@@ -243,3 +243,34 @@ func TestAppTokenSecretRotation(t *testing.T) {
 		t.Errorf("%d invalid_client after the previous secret was retired", n)
 	}
 }
+
+// TestAppTokenRateLimitWindow: a 429 to a client-credentials request opens
+// the app's rate-limit window in the store, which every replica honours
+// (no request to Spotify inside it, a prompt rate_limited with the time
+// left), and the app's connections' refreshes too.
+func TestAppTokenRateLimitWindow(t *testing.T) {
+	w := newWorld(t, "never", nil)
+	a := newAppTokens(t, w, nil)
+	b := newAppTokens(t, w, func(c *refresh.AppTokensConfig) { c.Owner = "replica-b" })
+	ra := 7200
+	if err := w.emu.SetFaults(emulator.Faults{TokenStatus: 429, RetryAfter: &ra, Count: 1}); err != nil {
+		t.Fatal(err)
+	}
+	for i, src := range []*refresh.AppTokens{a, b, b} {
+		_, err := src.Token(ctx, confApp, 0)
+		var se *spotoken.Error
+		if !errors.As(err, &se) || se.Code != spotoken.ERateLimited || se.RetryAfter < time.Hour {
+			t.Fatalf("call %d inside the window: %v, want rate_limited with about two hours to wait", i, err)
+		}
+	}
+	if n := w.clientCredentials(); n != 1 {
+		t.Errorf("%d client-credentials requests, want 1: the window holds every replica back", n)
+	}
+	if until, err := w.store.RateLimitedUntil(ctx, confApp); err != nil || until.Sub(w.emu.Now()) < time.Hour {
+		t.Errorf("the store's window ends at %v (%v), want two hours on", until, err)
+	}
+	w.emu.Advance(2*time.Hour + time.Second)
+	if _, err := b.Token(ctx, confApp, 0); err != nil || w.clientCredentials() != 2 {
+		t.Errorf("after the window: %v, %d requests", err, w.clientCredentials())
+	}
+}
