@@ -10,11 +10,13 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/spotoken/spotoken"
 	"github.com/spotoken/spotoken/admin"
@@ -96,13 +98,32 @@ func appView(a *spotoken.App, counts []spotoken.ConnectionCount) AppView {
 	return NewAppView(a, c)
 }
 
-// adminAppView reads the connection counts and returns app's view.
+// adminAppView reads the connection counts and the rate-limit window and
+// returns app's view.
 func (s *Server) adminAppView(r *http.Request, app *spotoken.App) (AppView, error) {
 	counts, err := s.cfg.Admin.CountConnections(r.Context())
 	if err != nil {
 		return AppView{}, err
 	}
-	return appView(app, counts), nil
+	v := appView(app, counts)
+	if v.RateLimitedUntil, err = s.rateLimitWindow(r, app.ID); err != nil {
+		return AppView{}, err
+	}
+	return v, nil
+}
+
+// rateLimitWindows are the apps' rate-limit windows that last beyond now.
+func (s *Server) rateLimitWindows(r *http.Request) (map[string]*time.Time, error) {
+	now := s.cfg.Now()
+	limits, err := s.cfg.Store.RateLimits(r.Context(), now)
+	if err != nil {
+		return nil, fmt.Errorf("read the rate-limit windows: %w", err)
+	}
+	out := make(map[string]*time.Time, len(limits))
+	for _, l := range limits {
+		out[l.AppID] = RateLimitWindow(l.Until, now)
+	}
+	return out, nil
 }
 
 // noQuery refuses query parameters on endpoints that take none.
@@ -125,9 +146,15 @@ func (s *Server) adminListApps(w http.ResponseWriter, r *http.Request, _ admin.A
 	if err != nil {
 		return err
 	}
+	windows, err := s.rateLimitWindows(r)
+	if err != nil {
+		return err
+	}
 	out := AppList{Apps: make([]AppView, 0, len(apps))}
 	for _, a := range apps {
-		out.Apps = append(out.Apps, appView(a, counts))
+		v := appView(a, counts)
+		v.RateLimitedUntil = windows[a.ID]
+		out.Apps = append(out.Apps, v)
 	}
 	writeJSON(w, http.StatusOK, out)
 	return nil
@@ -473,13 +500,19 @@ func (s *Server) adminListConnections(w http.ResponseWriter, r *http.Request, _ 
 	if err != nil {
 		return err
 	}
+	windows, err := s.rateLimitWindows(r)
+	if err != nil {
+		return err
+	}
 	out := AdminConnectionList{Connections: make([]AdminConnectionView, 0, min(len(cs), limit))}
 	for i, c := range cs {
 		if i == limit {
 			out.NextCursor = cs[limit-1].Key().String()
 			break
 		}
-		out.Connections = append(out.Connections, NewAdminConnectionView(c))
+		v := NewAdminConnectionView(c)
+		v.RateLimitedUntil = windows[c.AppID]
+		out.Connections = append(out.Connections, v)
 	}
 	writeJSON(w, http.StatusOK, out)
 	return nil
@@ -503,6 +536,17 @@ func (s *Server) adminConnection(r *http.Request, ck spotoken.ConnectionKey) (*s
 	return c, err
 }
 
+// writeAdminConnection answers c's view, with its app's rate-limit window.
+func (s *Server) writeAdminConnection(w http.ResponseWriter, r *http.Request, c *spotoken.Connection) error {
+	v := NewAdminConnectionView(c)
+	var err error
+	if v.RateLimitedUntil, err = s.rateLimitWindow(r, c.AppID); err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, v)
+	return nil
+}
+
 func (s *Server) adminGetConnection(w http.ResponseWriter, r *http.Request, _ admin.Actor) error {
 	ck, err := pathConnection(r)
 	if err != nil {
@@ -512,8 +556,7 @@ func (s *Server) adminGetConnection(w http.ResponseWriter, r *http.Request, _ ad
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, NewAdminConnectionView(c))
-	return nil
+	return s.writeAdminConnection(w, r, c)
 }
 
 func (s *Server) adminDeleteConnection(w http.ResponseWriter, r *http.Request, by admin.Actor) error {
@@ -554,8 +597,7 @@ func (s *Server) adminRefreshConnection(w http.ResponseWriter, r *http.Request, 
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, NewAdminConnectionView(c))
-	return nil
+	return s.writeAdminConnection(w, r, c)
 }
 
 type connectLinkRequest struct {

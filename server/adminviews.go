@@ -38,8 +38,11 @@ type AppView struct {
 	// previous webhook secret, until it is retired.
 	WebhookSecretRotating bool             `json:"webhook_secret_rotating"`
 	Connections           ConnectionCounts `json:"connections"`
-	CreatedAt             time.Time        `json:"created_at"`
-	UpdatedAt             time.Time        `json:"updated_at"`
+	// RateLimitedUntil is when the app's rate-limit window at Spotify's
+	// token endpoint ends, while it lasts.
+	RateLimitedUntil *time.Time `json:"rate_limited_until,omitempty"`
+	CreatedAt        time.Time  `json:"created_at"`
+	UpdatedAt        time.Time  `json:"updated_at"`
 }
 
 // NewAppView returns a's view with its connection counts.
@@ -204,8 +207,11 @@ type AdminConnectionView struct {
 	// last success; NextAttemptAt, when set, is when refreshing resumes.
 	ConsecutiveFailures int        `json:"consecutive_failures"`
 	NextAttemptAt       *time.Time `json:"next_attempt_at,omitempty"`
-	CreatedAt           time.Time  `json:"created_at"`
-	UpdatedAt           time.Time  `json:"updated_at"`
+	// RateLimitedUntil is when the app's rate-limit window at Spotify's
+	// token endpoint ends, while it lasts: no refresh before it.
+	RateLimitedUntil *time.Time `json:"rate_limited_until,omitempty"`
+	CreatedAt        time.Time  `json:"created_at"`
+	UpdatedAt        time.Time  `json:"updated_at"`
 }
 
 // NewAdminConnectionView returns c's view.
