@@ -3,6 +3,7 @@ package server_test
 import (
 	"context"
 	"net/http"
+	"net/http/httptest"
 	"slices"
 	"strings"
 	"testing"
@@ -337,5 +338,26 @@ func TestAdminEvents(t *testing.T) {
 	}
 	if resp, _ := h.adminCall("GET", "/admin/v1/apps/"+appID+"/events?status=lost", nil, nil); resp.StatusCode != http.StatusBadRequest {
 		t.Errorf("unknown status: %d", resp.StatusCode)
+	}
+}
+
+// TestAdminAPIOnTheAdminListener: with a separate admin listener the admin
+// API is served there only; the public listener does not know it.
+func TestAdminAPIOnTheAdminListener(t *testing.T) {
+	h := newHarness(t, harnessOptions{server: func(c *server.Config) { c.SeparateAdmin = true }})
+	if resp, raw := h.adminCall("GET", "/admin/v1/apps", nil, nil); resp.StatusCode != http.StatusNotFound {
+		t.Errorf("the admin API on the public listener: %d %s", resp.StatusCode, raw)
+	}
+	adminTS := httptest.NewServer(h.srv.AdminHandler())
+	t.Cleanup(adminTS.Close)
+	req, _ := http.NewRequest("GET", adminTS.URL+"/admin/v1/apps", nil)
+	req.Header.Set("Authorization", "Bearer "+h.adminKey)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("the admin API on the admin listener: %d", resp.StatusCode)
 	}
 }
