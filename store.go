@@ -231,6 +231,8 @@ type Store interface {
 	EndpointStore
 	RateLimitStore
 	SessionStore
+	ConnectionBrowser
+	TallyStore
 	Resealer
 	// Close releases the store's resources.
 	Close() error

@@ -236,8 +236,26 @@ func eventStatusSQL(status spotoken.EventStatus, arg string) (string, error) {
 
 // Events lists an app's events as filter selects, newest first.
 func (db *DB) Events(ctx context.Context, filter spotoken.EventFilter) ([]*spotoken.Event, error) {
+	query, args, err := eventsSQL(filter)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := db.pool.Query(ctx, query, args...)
+	if err != nil {
+		return nil, fmt.Errorf("list events: %w", err)
+	}
+	events, err := pgx.CollectRows(rows, scanEvent)
+	if err != nil {
+		return nil, fmt.Errorf("list events: %w", err)
+	}
+	return events, nil
+}
+
+// eventsSQL is Events' query for filter and its arguments. It reads
+// events_app, or events_connection for one connection's events.
+func eventsSQL(filter spotoken.EventFilter) (string, []any, error) {
 	if filter.AppID == "" {
-		return nil, spotoken.Errorf(spotoken.EInvalid, "event filter needs an app id")
+		return "", nil, spotoken.Errorf(spotoken.EInvalid, "event filter needs an app id")
 	}
 	args := []any{filter.AppID}
 	where := []string{`app_id = $1`}
@@ -251,7 +269,7 @@ func (db *DB) Events(ctx context.Context, filter spotoken.EventFilter) ([]*spoto
 	if filter.Status != "" {
 		cond, err := eventStatusSQL(filter.Status, "?")
 		if err != nil {
-			return nil, err
+			return "", nil, err
 		}
 		if strings.Contains(cond, "?") {
 			add(cond, tstz(spotoken.EventGaveUpAt))
@@ -267,16 +285,8 @@ func (db *DB) Events(ctx context.Context, filter spotoken.EventFilter) ([]*spoto
 		limit = 100
 	}
 	args = append(args, limit)
-	rows, err := db.pool.Query(ctx, `SELECT `+eventCols+` FROM events WHERE `+strings.Join(where, ` AND `)+
-		` ORDER BY id DESC LIMIT $`+strconv.Itoa(len(args)), args...)
-	if err != nil {
-		return nil, fmt.Errorf("list events: %w", err)
-	}
-	events, err := pgx.CollectRows(rows, scanEvent)
-	if err != nil {
-		return nil, fmt.Errorf("list events: %w", err)
-	}
-	return events, nil
+	return `SELECT ` + eventCols + ` FROM events WHERE ` + strings.Join(where, ` AND `) +
+		` ORDER BY id DESC LIMIT $` + strconv.Itoa(len(args)), args, nil
 }
 
 // redeliverSet is what redelivery does to an event: due now, as if new.
@@ -306,6 +316,25 @@ func (db *DB) RedeliverEvents(ctx context.Context, appID string, status spotoken
 // FindConnections returns the connections q selects, ordered by app then
 // id, without reading a token.
 func (db *DB) FindConnections(ctx context.Context, q spotoken.ConnectionQuery) ([]*spotoken.Connection, error) {
+	query, args := findSQL(q)
+	rows, err := db.pool.Query(ctx, query, args...)
+	if err != nil {
+		return nil, fmt.Errorf("find connections: %w", err)
+	}
+	cs, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (*spotoken.Connection, error) {
+		sc, err := scanConnection(row)
+		return sc.c, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("find connections: %w", err)
+	}
+	return cs, nil
+}
+
+// findSQL is FindConnections' query for q and its arguments. By connection
+// id it reads connections_id, by Spotify user connections_spotify_user, by
+// app the primary key.
+func findSQL(q spotoken.ConnectionQuery) (string, []any) {
 	var where []string
 	var args []any
 	for _, c := range []struct{ column, value string }{
@@ -320,7 +349,7 @@ func (db *DB) FindConnections(ctx context.Context, q spotoken.ConnectionQuery) (
 		args = append(args, q.After.AppID, q.After.ID)
 		where = append(where, `(app_id, id) > ($`+strconv.Itoa(len(args)-1)+`, $`+strconv.Itoa(len(args))+`)`)
 	}
-	query := `SELECT ` + strings.Replace(connCols, "access_token, refresh_token", "NULL::bytea, NULL::bytea", 1) + ` FROM connections`
+	query := `SELECT ` + listCols + ` FROM connections`
 	if len(where) > 0 {
 		query += ` WHERE ` + strings.Join(where, ` AND `)
 	}
@@ -329,16 +358,5 @@ func (db *DB) FindConnections(ctx context.Context, q spotoken.ConnectionQuery) (
 		limit = 100
 	}
 	args = append(args, limit)
-	rows, err := db.pool.Query(ctx, query+` ORDER BY app_id, id LIMIT $`+strconv.Itoa(len(args)), args...)
-	if err != nil {
-		return nil, fmt.Errorf("find connections: %w", err)
-	}
-	cs, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (*spotoken.Connection, error) {
-		sc, err := scanConnection(row)
-		return sc.c, err
-	})
-	if err != nil {
-		return nil, fmt.Errorf("find connections: %w", err)
-	}
-	return cs, nil
+	return query + ` ORDER BY app_id, id LIMIT $` + strconv.Itoa(len(args)), args
 }

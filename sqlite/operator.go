@@ -215,8 +215,18 @@ func eventStatusSQL(status spotoken.EventStatus) (string, error) {
 
 // Events lists an app's events as filter selects, newest first.
 func (db *DB) Events(ctx context.Context, filter spotoken.EventFilter) ([]*spotoken.Event, error) {
+	query, args, err := eventsQuery(filter)
+	if err != nil {
+		return nil, fmt.Errorf("events: %w", err)
+	}
+	return queryAll(ctx, db.r, "events", scanEvent, query, args...)
+}
+
+// eventsQuery is Events' query for filter and its arguments. It searches
+// events_app, or events_connection for one connection's events.
+func eventsQuery(filter spotoken.EventFilter) (string, []any, error) {
 	if filter.AppID == "" {
-		return nil, fmt.Errorf("events: %w", spotoken.Errorf(spotoken.EInvalid, "event filter has no app id"))
+		return "", nil, spotoken.Errorf(spotoken.EInvalid, "event filter has no app id")
 	}
 	where, args := []string{`app_id = ?`}, []any{filter.AppID}
 	if filter.ConnectionID != "" {
@@ -225,7 +235,7 @@ func (db *DB) Events(ctx context.Context, filter spotoken.EventFilter) ([]*spoto
 	if filter.Status != "" {
 		cond, err := eventStatusSQL(filter.Status)
 		if err != nil {
-			return nil, fmt.Errorf("events: %w", err)
+			return "", nil, err
 		}
 		where = append(where, cond)
 	}
@@ -236,9 +246,8 @@ func (db *DB) Events(ctx context.Context, filter spotoken.EventFilter) ([]*spoto
 	if limit <= 0 {
 		limit = defaultLimit
 	}
-	return queryAll(ctx, db.r, "events", scanEvent,
-		`SELECT `+eventColumns+` FROM events WHERE `+strings.Join(where, ` AND `)+` ORDER BY id DESC LIMIT ?`,
-		append(args, limit)...)
+	return `SELECT ` + eventColumns + ` FROM events WHERE ` + strings.Join(where, ` AND `) + ` ORDER BY id DESC LIMIT ?`,
+		append(args, limit), nil
 }
 
 // scanEvent scans one row of eventColumns.
@@ -294,6 +303,17 @@ var connectionListColumns = strings.Replace(connectionColumns, "access_token, re
 // FindConnections returns the connections q selects, ordered by app then
 // id, without opening a token.
 func (db *DB) FindConnections(ctx context.Context, q spotoken.ConnectionQuery) ([]*spotoken.Connection, error) {
+	query, args := findQuery(q)
+	return queryAll(ctx, db.r, "find connections", func(r *sql.Rows) (*spotoken.Connection, error) {
+		c, _, err := db.scanConnection(r)
+		return c, err
+	}, query, args...)
+}
+
+// findQuery is FindConnections' query for q and its arguments. By
+// connection id it searches connections_id, by Spotify user
+// connections_spotify_user, by app the primary key.
+func findQuery(q spotoken.ConnectionQuery) (string, []any) {
 	var where []string
 	var args []any
 	for _, c := range []struct{ column, value string }{
@@ -314,8 +334,5 @@ func (db *DB) FindConnections(ctx context.Context, q spotoken.ConnectionQuery) (
 	if limit <= 0 {
 		limit = defaultLimit
 	}
-	return queryAll(ctx, db.r, "find connections", func(r *sql.Rows) (*spotoken.Connection, error) {
-		c, _, err := db.scanConnection(r)
-		return c, err
-	}, query+` ORDER BY app_id, id LIMIT ?`, append(args, limit)...)
+	return query + ` ORDER BY app_id, id LIMIT ?`, append(args, limit)
 }

@@ -119,6 +119,9 @@ func Run(t *testing.T, newBackend func(t *testing.T) Backend) {
 		{"FindConnections", testFindConnections},
 		{"OperatorResealAndNoPlaintext", testOperatorReseal},
 		{"Endpoints", testEndpoints},
+		{"BrowseConnections", testBrowseConnections},
+		{"CountUndelivered", testCountUndelivered},
+		{"RefreshTallies", testRefreshTallies},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -1,0 +1,17 @@
+package postgres
+
+import "github.com/spotoken/spotoken"
+
+// The console's queries, for the EXPLAIN tests.
+var (
+	BrowseGrantSQL      = browseGrantSQL
+	BrowseBackoffSQL    = browseBackoffSQL
+	CountBackoffSQL     = countBackoffSQL
+	CountUndeliveredSQL = countUndeliveredSQL
+)
+
+// FindSQL is FindConnections' query for q, for the EXPLAIN tests.
+func FindSQL(q spotoken.ConnectionQuery) (string, []any) { return findSQL(q) }
+
+// EventsSQL is Events' query for filter, for the EXPLAIN tests.
+func EventsSQL(filter spotoken.EventFilter) (string, []any, error) { return eventsSQL(filter) }

@@ -1,0 +1,17 @@
+package sqlite
+
+import "github.com/spotoken/spotoken"
+
+// The console's queries, for the query-plan tests.
+var (
+	BrowseGrantQuery      = browseGrantQuery
+	BrowseBackoffQuery    = browseBackoffQuery
+	CountBackoffQuery     = countBackoffQuery
+	CountUndeliveredQuery = countUndeliveredQuery
+)
+
+// FindQuery is FindConnections' query for q, for the query-plan tests.
+func FindQuery(q spotoken.ConnectionQuery) (string, []any) { return findQuery(q) }
+
+// EventsQuery is Events' query for filter, for the query-plan tests.
+func EventsQuery(filter spotoken.EventFilter) (string, []any, error) { return eventsQuery(filter) }
