@@ -21,8 +21,8 @@
 // past its six months by our own clock, whatever Spotify's description says,
 // and revoked before. invalid_client marks the app misconfigured, with an
 // event. 429, 5xx and timeouts back off exponentially with full jitter,
-// honouring Retry-After, and while a refresh is held back the still-valid
-// token keeps being served. Callers never wait out a Retry-After: they get
+// honouring Retry-After, with a connection.refresh_failed event, and while
+// a refresh is held back the still-valid token keeps being served. Callers never wait out a Retry-After: they get
 // ErrRateLimited or ErrUnavailable with the time to wait.
 //
 // # One 429 window per app
@@ -719,7 +719,8 @@ func (e *Engine) failed(ctx context.Context, key spotoken.ConnectionKey, read *s
 		update = func(c *spotoken.Connection) ([]spotoken.Event, error) {
 			c.ConsecutiveFailures++
 			c.NextAttemptAt, c.LastErrorCode = next, code
-			return nil, nil
+			return []spotoken.Event{event(spotoken.EventConnectionRefreshFailed, key,
+				map[string]any{"error": code, "attempt": c.ConsecutiveFailures, "retry_at": next})}, nil
 		}
 		e.log.Warn("refresh failed, backing off", "connection", key.String(), "error", code, "retry_in", delay, "err", cause)
 		if at := (AccessToken{Token: read.Token.AccessToken, Expiry: read.Token.Expiry, Scopes: read.Scopes}); at.Valid(now, 0) {

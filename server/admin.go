@@ -564,7 +564,7 @@ func (s *Server) adminDeleteConnection(w http.ResponseWriter, r *http.Request, b
 	if err != nil {
 		return err
 	}
-	if err := s.deleteConnection(r, ck); err != nil {
+	if err := s.deleteConnection(r.Context(), ck); err != nil {
 		return err
 	}
 	s.cfg.Admin.Record(r.Context(), admin.Change{Actor: by, Action: admin.ActionConnectionDelete, AppID: ck.AppID, Target: ck.ID})
@@ -582,16 +582,13 @@ func (s *Server) adminRefreshConnection(w http.ResponseWriter, r *http.Request, 
 	if err != nil {
 		return err
 	}
-	if _, err := s.adminConnection(r, ck); err != nil {
-		return err
+	err = s.RefreshConnection(r.Context(), ck)
+	if spotoken.ErrorCode(err) == spotoken.ENotFound || spotoken.ErrorCode(err) == spotoken.ERateLimited {
+		return err // nothing was asked of Spotify
 	}
-	if wait := s.forceAllowed(ck); wait > 0 {
-		return &spotoken.Error{Code: spotoken.ERateLimited, Message: "force_refresh is limited per connection; try again later", RetryAfter: wait}
-	}
-	_, refreshErr := s.cfg.Tokens.Refresh(r.Context(), ck)
 	s.cfg.Admin.Record(r.Context(), admin.Change{Actor: by, Action: admin.ActionConnectionRefresh, AppID: ck.AppID, Target: ck.ID})
-	if refreshErr != nil && !errors.Is(refreshErr, spotoken.ErrNeedsReauth) {
-		return refreshErr
+	if err != nil {
+		return err
 	}
 	c, err := s.adminConnection(r, ck)
 	if err != nil {
@@ -617,26 +614,7 @@ func (s *Server) adminConnectLink(w http.ResponseWriter, r *http.Request, by adm
 	if err != nil {
 		return err
 	}
-	if ck.ID == appSelf {
-		return spotoken.Errorf(spotoken.EInvalid, "connection id %q names the app itself; choose another id", appSelf)
-	}
-	if err := checkScopeNames(req.Scopes); err != nil {
-		return err
-	}
-	app, err := s.pathApp(r)
-	if err != nil {
-		return err
-	}
-	returnTo, err := checkReturnTo(app, req.ReturnTo)
-	if err != nil {
-		return err
-	}
-	fallback := app.DefaultScopes
-	if c, err := s.cfg.Store.Connection(r.Context(), ck); err == nil {
-		fallback = c.Scopes
-	}
-	scopes := linkScopes(req.Scopes, fallback)
-	sess, err := s.mintSession(r.Context(), app, ck.ID, scopes, returnTo, s.cfg.SessionTTL)
+	sess, err := s.NewConnectLink(r.Context(), ck, req.Scopes, req.ReturnTo)
 	if err != nil {
 		return err
 	}

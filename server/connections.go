@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"math"
@@ -116,7 +117,7 @@ func (s *Server) handleDeleteConnection(w http.ResponseWriter, r *http.Request, 
 	if err != nil {
 		return err
 	}
-	if err := s.deleteConnection(r, ck); err != nil {
+	if err := s.deleteConnection(r.Context(), ck); err != nil {
 		return err
 	}
 	w.WriteHeader(http.StatusNoContent)
@@ -124,9 +125,10 @@ func (s *Server) handleDeleteConnection(w http.ResponseWriter, r *http.Request, 
 }
 
 // deleteConnection deletes the connection, erasing its sealed tokens, with a
-// connection.revoked event; the API and the dashboard both delete through it.
-func (s *Server) deleteConnection(r *http.Request, ck spotoken.ConnectionKey) error {
-	err := s.cfg.Store.DeleteConnection(r.Context(), ck,
+// connection.revoked event; the API, the admin API and the console all
+// delete through it.
+func (s *Server) deleteConnection(ctx context.Context, ck spotoken.ConnectionKey) error {
+	err := s.cfg.Store.DeleteConnection(ctx, ck,
 		spotoken.NewEvent(spotoken.EventConnectionRevoked, ck, s.cfg.Now(), map[string]any{"reason": "deleted"}))
 	s.cfg.Tokens.Forget(ck)
 	if errors.Is(err, spotoken.ErrNotFound) {
@@ -135,7 +137,7 @@ func (s *Server) deleteConnection(r *http.Request, ck spotoken.ConnectionKey) er
 	if err != nil {
 		return err
 	}
-	s.log.Info("connection deleted", "request_id", requestID(r), "connection", ck.String())
+	s.log.Info("connection deleted", "request_id", requestIDFrom(ctx), "connection", ck.String())
 	return nil
 }
 

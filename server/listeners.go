@@ -3,7 +3,7 @@ package server
 // The public and the admin side. The public side (Handler) is what apps'
 // services and users' browsers reach: the API, connect and callback, health
 // checks. The admin side (AdminHandler) is for operators: /metrics, the
-// dashboard and, as they come, the console and the admin API. With
+// admin API and what MountAdmin adds (the console, package console). With
 // Config.SeparateAdmin each side has its own mux, served on its own listener
 // (spotoken serve --admin-addr), so nothing of the admin side can be reached
 // through the public one; without it both register on one mux, as before.
@@ -56,8 +56,8 @@ func (s *Server) wrap(m *http.ServeMux, base *url.URL) http.Handler {
 	return s.logRequests(s.hsts(base, withJSONFallback(m)))
 }
 
-// AdminHandler returns the handler of the admin routes (metrics, the
-// dashboard, what MountAdmin added) and health checks, for a listener of
+// AdminHandler returns the handler of the admin routes (metrics, the admin
+// API, what MountAdmin added: the console) and health checks, for a listener of
 // their own. Without Config.SeparateAdmin it is Handler, which serves them.
 func (s *Server) AdminHandler() http.Handler { return s.muxes.adminHandler }
 

@@ -5,7 +5,6 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -45,8 +44,9 @@ func adminListener(t *testing.T) (*httptest.Server, func(http.Handler)) {
 
 // TestSeparateAdmin: with SeparateAdmin, the public handler serves the API,
 // connect, callback and health, and nothing of the admin side (metrics, the
-// dashboard, what MountAdmin adds); the admin handler serves those and
-// health, and none of the API.
+// admin API, what MountAdmin adds: the console); the admin handler serves
+// those and health, and none of the API. (The console on its own origin:
+// console.TestSeparateAdminListener.)
 func TestSeparateAdmin(t *testing.T) {
 	admin, setAdmin := adminListener(t)
 	h := newHarness(t, harnessOptions{server: func(c *server.Config) { c.SeparateAdmin, c.AdminURL = true, admin.URL }})
@@ -69,13 +69,11 @@ func TestSeparateAdmin(t *testing.T) {
 		{h.ts.URL, "GET", "/openapi.json", nil, 200},
 		{h.ts.URL, "GET", "/metrics", nil, 404},
 		{h.ts.URL, "GET", "/", nil, 404},
-		{h.ts.URL, "GET", "/dashboard/login", nil, 404},
-		{h.ts.URL, "POST", "/dashboard/login", nil, 404},
+		{h.ts.URL, "GET", "/admin/v1/apps", nil, 404},
 		{h.ts.URL, "GET", "/admin/v1/ping", nil, 404},
-		// The admin side: metrics, the dashboard, mounted routes, health; no API.
+		// The admin side: metrics, the admin API, mounted routes, health; no API.
 		{admin.URL, "GET", "/metrics", nil, 200},
-		{admin.URL, "GET", "/", nil, 303},
-		{admin.URL, "GET", "/dashboard/login", nil, 200},
+		{admin.URL, "GET", "/admin/v1/apps", http.Header{"Authorization": {"Bearer " + h.adminKey}}, 200},
 		{admin.URL, "GET", "/admin/v1/ping", nil, 200},
 		{admin.URL, "GET", "/healthz", nil, 200},
 		{admin.URL, "GET", "/readyz", nil, 200},
@@ -97,26 +95,6 @@ func TestSeparateAdmin(t *testing.T) {
 		}
 	}
 
-	// The dashboard works on its own origin: a sign-in posted from the
-	// admin origin succeeds; one claiming the public origin is refused.
-	form := url.Values{"api_key": {h.apiKey}}.Encode()
-	post := func(origin string) int {
-		req, _ := http.NewRequest("POST", admin.URL+"/dashboard/login", strings.NewReader(form))
-		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-		req.Header.Set("Origin", origin)
-		resp, err := noRedirect.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		return resp.StatusCode
-	}
-	if got := post(admin.URL); got != http.StatusSeeOther {
-		t.Errorf("dashboard sign-in from the admin origin: %d, want 303", got)
-	}
-	if got := post(h.ts.URL); got != http.StatusForbidden {
-		t.Errorf("dashboard sign-in claiming the public origin: %d, want 403", got)
-	}
 }
 
 // TestCombinedListener: without SeparateAdmin one handler serves both sides,
@@ -126,7 +104,7 @@ func TestCombinedListener(t *testing.T) {
 	h.srv.MountAdmin(func(m *http.ServeMux) {
 		m.HandleFunc("GET /admin/v1/ping", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "pong") })
 	})
-	for _, path := range []string{"/metrics", "/dashboard/login", "/admin/v1/ping", "/healthz"} {
+	for _, path := range []string{"/metrics", "/admin/v1/ping", "/healthz"} {
 		if status, _, body := get(t, http.DefaultClient, "GET", h.ts.URL+path, nil); status != 200 {
 			t.Errorf("GET %s: %d %s", path, status, body)
 		}
@@ -148,7 +126,7 @@ func TestHSTS(t *testing.T) {
 	h := newHarness(t, harnessOptions{})
 	tlsSrv := httptest.NewTLSServer(h.srv.Handler())
 	defer tlsSrv.Close()
-	for _, path := range []string{"/healthz", "/v1/connections", "/nope", "/dashboard/login", "/connect/cs_unknown"} {
+	for _, path := range []string{"/healthz", "/v1/connections", "/nope", "/admin/v1/apps", "/connect/cs_unknown"} {
 		_, hdr, _ := get(t, tlsSrv.Client(), "GET", tlsSrv.URL+path, nil)
 		if got := hdr.Get("Strict-Transport-Security"); got != oneYear {
 			t.Errorf("GET %s over TLS: Strict-Transport-Security %q, want %q", path, got, oneYear)

@@ -1,7 +1,8 @@
 // Package server is spotoken's HTTP face: the API that apps' services call
 // with an API key (connect sessions, connections, token vending, the Web API
 // proxy), the connect and callback pages that users' browsers go through,
-// webhooks, metrics, health checks and the dashboard.
+// webhooks, metrics and health checks. The operator's console (package
+// console) mounts itself on the admin side (MountAdmin).
 //
 // The API's contract is in openapi.json (served at /openapi.json) and
 // docs/api.md. Every handler answers malformed input with a JSON error
@@ -52,8 +53,8 @@ type Store interface {
 	RateLimitedUntil(ctx context.Context, appID string) (time.Time, error)
 	ExtendRateLimit(ctx context.Context, appID string, until time.Time) (time.Time, error)
 	RateLimits(ctx context.Context, after time.Time) ([]spotoken.AppRateLimit, error)
-	// The dashboard's sessions, and the janitor's sweep of all web sessions.
-	spotoken.SessionStore
+	// The janitor's sweep of ended web sessions (the console's, say).
+	DeleteExpiredWebSessions(ctx context.Context, before time.Time) (int, error)
 }
 
 // Tokens hands out fresh access tokens: a *refresh.Engine.
@@ -135,15 +136,14 @@ type Config struct {
 	// credentials; without it the admin API answers not_found.
 	Admin *admin.Service
 
-	// The admin side (see listeners.go): metrics, the dashboard, the admin
-	// API (when Admin is set) and, later, the console.
+	// The admin side (see listeners.go): metrics, the admin API (when
+	// Admin is set) and what MountAdmin adds (the console).
 	//
 	// SeparateAdmin serves the admin routes from AdminHandler only, for a
 	// listener of their own; otherwise Handler serves them beside the API.
 	SeparateAdmin bool
-	// AdminURL is the base URL at which operators reach the admin routes
-	// (the dashboard's links, cookie and same-origin checks); default
-	// PublicURL.
+	// AdminURL is the base URL at which operators reach the admin routes;
+	// default PublicURL.
 	AdminURL string
 	// MetricsToken, when set, is the bearer token /metrics requires.
 	MetricsToken spotoken.Secret
@@ -155,13 +155,6 @@ type Config struct {
 	// https behind a TLS-terminating proxy). Default one year; negative
 	// sends none.
 	HSTSMaxAge time.Duration
-
-	// DashboardSessions caps the dashboard sessions each app keeps
-	// (PerScope) and each of its API keys (PerSubject): signing in past a
-	// cap ends that app's or key's soonest-ending session, never another
-	// app's. Zero fields take websession's defaults (1,000 and 100),
-	// negative ones mean no cap.
-	DashboardSessions spotoken.WebSessionLimits
 }
 
 // UpstreamTransport returns the transport spotoken serve uses for its calls
@@ -189,7 +182,6 @@ type Server struct {
 	handler  http.Handler // the public listener's
 	muxes    muxes        // where routes are registered; see listeners.go
 	auth     authCache
-	dash     *dashboard
 
 	forceMu sync.Mutex
 	force   map[spotoken.ConnectionKey]*rate.Limiter
@@ -263,9 +255,6 @@ func New(cfg Config) (*Server, error) {
 	if cfg.EngineStats != nil {
 		s.metrics.registerEngine(cfg.EngineStats)
 	}
-	if s.dash, err = newDashboard(s); err != nil {
-		return nil, err
-	}
 	s.routes()
 	return s, nil
 }
@@ -334,13 +323,12 @@ func (s *Server) healthRoutes(m *http.ServeMux) {
 	m.HandleFunc("GET /readyz", s.handleReady)
 }
 
-// operatorRoutes registers what is for operators: metrics and the
-// dashboard. With Config.SeparateAdmin they are served on the admin listener
-// only. The admin API and the console are registered here too (or mount
-// themselves with MountAdmin), never in publicRoutes.
+// operatorRoutes registers what is for operators: metrics and the admin
+// API. With Config.SeparateAdmin they are served on the admin listener
+// only. The console mounts itself beside them with MountAdmin; nothing for
+// operators goes in publicRoutes.
 func (s *Server) operatorRoutes(m *http.ServeMux) {
 	m.Handle("GET /metrics", s.metricsHandler())
-	s.dash.routes(m)
 	s.adminRoutes(m)
 }
 
@@ -382,7 +370,11 @@ func (s *Server) Run(ctx context.Context, interval time.Duration) error {
 			}
 		}
 		s.forceMu.Unlock()
-		s.dash.sweep(ctx)
+		if n, err := s.cfg.Store.DeleteExpiredWebSessions(ctx, s.cfg.Now()); err != nil {
+			s.log.Warn("delete ended web sessions", "err", err)
+		} else if n > 0 {
+			s.log.Debug("deleted ended web sessions", "count", n)
+		}
 		if _, err := s.WarnExpiring(ctx); err != nil && ctx.Err() == nil {
 			s.log.Warn("warn of expiring grants", "err", err)
 		}

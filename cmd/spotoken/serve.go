@@ -18,6 +18,7 @@ import (
 
 	"github.com/spotoken/spotoken"
 	adminsvc "github.com/spotoken/spotoken/admin"
+	"github.com/spotoken/spotoken/console"
 	"github.com/spotoken/spotoken/emulator"
 	"github.com/spotoken/spotoken/internal/tlsreload"
 	"github.com/spotoken/spotoken/refresh"
@@ -49,7 +50,7 @@ type serveOptions struct {
 	JSON            bool // --json: the start-up facts as one JSON line instead of the URL and banner
 	admin           adminOptions
 
-	// DashSessionsPerApp caps each app's dashboard sessions (hidden: for
+	// DashSessionsPerApp caps each app's console sessions (hidden: for
 	// tests of the cap; 0 is the server's default).
 	DashSessionsPerApp int
 }
@@ -58,7 +59,8 @@ type serveOptions struct {
 type serveInfo struct {
 	URL         string `json:"url"`
 	CallbackURL string `json:"callback_url"`
-	// AdminURL is where metrics and the dashboard are, with --admin-addr.
+	// AdminURL is where metrics, the admin API and the console are, with
+	// --admin-addr.
 	AdminURL string `json:"admin_url,omitempty"`
 	// With --emulator: the emulator's base URL, the demo app and its new
 	// API key (shown once, as in the banner).
@@ -122,7 +124,7 @@ The redirect URI to register with Spotify for every app is <public-url>/callback
 	opts.admin.addFlags(f)
 	f.BoolVar(&opts.NoScheduler, "no-scheduler", false, "do not refresh tokens ahead of expiry (refresh only on demand)")
 	f.MarkHidden("no-scheduler")
-	f.IntVar(&opts.DashSessionsPerApp, "dashboard-sessions-per-app", 0, "the most dashboard sessions each app keeps (0: the default, 1000)")
+	f.IntVar(&opts.DashSessionsPerApp, "dashboard-sessions-per-app", 0, "the most console sessions each app's team keeps (0: the default, 1000)")
 	f.MarkHidden("dashboard-sessions-per-app")
 	return cmd
 }
@@ -229,9 +231,11 @@ func serveRun(ctx context.Context, ios *IOStreams, opts *serveOptions) error {
 		return &http.Client{Timeout: 30 * time.Second, Transport: metrics.InstrumentTransport(service, transport)}
 	}
 	spotify := &refresh.SpotifyRefresher{TokenURL: strings.TrimSuffix(accountsURL, "/") + "/api/token", HTTPClient: upstream("accounts"), Now: now}
+	// The console's charts count every refresh request by app and hour.
+	tally := &refresh.Tally{Store: store, Now: now, Logger: log}
 	engine, err := refresh.New(refresh.Config{
 		Store:     store,
-		Refresher: spotify,
+		Refresher: tally.Refresher(spotify),
 		Now:       now,
 		Logger:    log,
 		CacheTTL:  opts.CacheTTL,
@@ -254,12 +258,19 @@ func serveRun(ctx context.Context, ios *IOStreams, opts *serveOptions) error {
 		Ready: readiness(store), GrantLifetime: opts.GrantLifetime, AuthCacheTTL: opts.AuthCacheTTL,
 		ExpiryWarning: expiryWarning(opts.ExpiryWarning), LinkTTL: opts.LinkTTL,
 		SeparateAdmin: admin.separate(), AdminURL: admin.url, MetricsToken: admin.metricsToken, NoMetrics: admin.noMetrics,
-		HSTSMaxAge:        hstsMaxAge(opts.admin.HSTSMaxAge),
-		DashboardSessions: spotoken.WebSessionLimits{PerScope: opts.DashSessionsPerApp},
+		HSTSMaxAge: hstsMaxAge(opts.admin.HSTSMaxAge),
 	})
 	if err != nil {
 		return usageError{err}
 	}
+	ops, err := console.New(console.Config{
+		Store: store, Admin: adminSvc, Actions: srv, BaseURL: admin.url, Now: now, Logger: log,
+		Sessions: spotoken.WebSessionLimits{PerScope: opts.DashSessionsPerApp}, ExpiryWindow: opts.ExpiryWarning,
+	})
+	if err != nil {
+		return usageError{err}
+	}
+	srv.MountAdmin(ops.Mount)
 
 	info := serveInfo{URL: publicURL, CallbackURL: srv.CallbackURL()}
 	if admin.separate() {
@@ -293,6 +304,7 @@ func serveRun(ctx context.Context, ios *IOStreams, opts *serveOptions) error {
 		MaxAttempts: opts.HookAttempts, MaxBackoff: opts.HookMaxBackoff}
 	background("webhooks", hooks.Run)
 	background("janitor", func(ctx context.Context) error { return srv.Run(ctx, time.Minute) })
+	background("tally", tally.Run)
 
 	hs := &http.Server{
 		Handler: srv, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
@@ -467,6 +479,6 @@ func demoBanner(publicURL string, admin *adminSide, emuURL string, key spotoken.
 	if admin.noMetrics {
 		metrics = "off on a public --addr (see --admin-addr)"
 	}
-	p("API: %s/openapi.json · metrics: %s · dashboard: %s/ · Ctrl-C stops.", publicURL, metrics, admin.url)
+	p("API: %s/openapi.json · metrics: %s · console: %s/console/ · Ctrl-C stops.", publicURL, metrics, admin.url)
 	return b.String()
 }

@@ -34,7 +34,7 @@ type adminOptions struct {
 }
 
 func (o *adminOptions) addFlags(f *pflag.FlagSet) {
-	f.StringVar(&o.Addr, "admin-addr", "", "serve /metrics and the dashboard on this separate listen address only (e.g. 127.0.0.1:9090); the --addr listener then serves only the API, connect/callback and health")
+	f.StringVar(&o.Addr, "admin-addr", "", "serve /metrics, the admin API and the console on this separate listen address only (e.g. 127.0.0.1:9090); the --addr listener then serves only the API, connect/callback and health")
 	f.StringVar(&o.URL, "admin-url", "", "with --admin-addr: the base URL operators' browsers reach the admin listener at (default: http(s)://<admin-addr>)")
 	f.StringVar(&o.MetricsTokenFile, "metrics-token-file", "", "require 'Authorization: Bearer <token>' for /metrics, the token read from this file (Prometheus: authorization.credentials_file)")
 	f.DurationVar(&o.HSTSMaxAge, "hsts-max-age", 365*24*time.Hour, "Strict-Transport-Security max-age sent on HTTPS responses (TLS here, or an https --public-url); 0 sends none")
