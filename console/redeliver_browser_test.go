@@ -79,7 +79,7 @@ func TestBrowserRedeliver(t *testing.T) {
 	if pass.GaveUp != 1 || pass.Deferred != 1 {
 		t.Fatalf("the first pass: %+v, want the first event given up, the second held back behind it", pass)
 	}
-	h.emu.Advance(time.Minute) // past the held-back event's wait
+	h.emu.Advance(time.Minute)     // past the held-back event's wait
 	pass, err = hooks.RunOnce(ctx) // the second, now first in line, fails its one attempt too
 	if err != nil || pass.GaveUp != 1 {
 		t.Fatalf("the second pass: %+v %v, want the second event given up", pass, err)
@@ -151,4 +151,3 @@ func TestBrowserRedeliver(t *testing.T) {
 		t.Errorf("u1's timeline says of %s: %q, want delivered", first, st)
 	}
 }
-
