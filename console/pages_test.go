@@ -222,7 +222,7 @@ func TestPagination(t *testing.T) {
 			st = spotoken.StateNeedsReauth
 		}
 		if err := h.store.CreateConnection(ctx, &spotoken.Connection{AppID: appID, ID: id, State: st, SpotifyUserID: "user" + id,
-			Token: spotoken.Token{AccessToken: spotoken.Secret("at-" + id), RefreshToken: spotoken.Secret("rt-" + id), Expiry: now.Add(time.Hour)},
+			Token:          spotoken.Token{AccessToken: spotoken.Secret("at-" + id), RefreshToken: spotoken.Secret("rt-" + id), Expiry: now.Add(time.Hour)},
 			GrantExpiresAt: now.Add(time.Duration(100-i) * time.Hour)}); err != nil {
 			t.Fatal(err)
 		}

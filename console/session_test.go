@@ -390,4 +390,3 @@ func TestSeparateAdminListener(t *testing.T) {
 		t.Errorf("the console on the admin listener:\n%s", body)
 	}
 }
-
