@@ -99,13 +99,14 @@ func (e *dashE2E) login(key string) (string, error) {
 	return "", fmt.Errorf("login: %d without a session cookie", resp.StatusCode)
 }
 
-var dashAppRE = regexp.MustCompile(`<strong id="app">([^<]+)</strong>`)
+var dashAppRE = regexp.MustCompile(`<strong class="app-name" id="app">([^<]+)</strong>`)
 
-// app returns the app whose overview the cookie shows, "" when the
-// dashboard sends it to sign in.
+// app returns the app whose pages the cookie shows (the console's search
+// page names the app of an app team's session), "" when the console sends
+// it to sign in.
 func (e *dashE2E) app(cookie string) string {
 	e.t.Helper()
-	req, _ := http.NewRequest(http.MethodGet, e.base+"/", nil)
+	req, _ := http.NewRequest(http.MethodGet, e.base+"/console/search?q=x", nil)
 	req.AddCookie(&http.Cookie{Name: "spotoken_dashboard", Value: cookie})
 	resp, err := e.client.Do(req)
 	if err != nil {
@@ -118,7 +119,7 @@ func (e *dashE2E) app(cookie string) string {
 	}
 	m := dashAppRE.FindSubmatch(body)
 	if m == nil {
-		e.t.Fatalf("GET /: 200 without the app's name:\n%s", body)
+		e.t.Fatalf("GET /console/search: 200 without the app's name:\n%s", body)
 	}
 	return string(m[1])
 }

@@ -52,8 +52,8 @@ func serveJSON(t *testing.T, args ...string) (*proc, map[string]string) {
 }
 
 // TestBinaryAdminAddr: with --admin-addr, the public listener serves the
-// API, connect/callback and health, and neither /metrics nor the dashboard;
-// the admin listener serves those and none of the API.
+// API, connect/callback and health, and neither /metrics, the admin API nor
+// the console; the admin listener serves those and none of the API.
 func TestBinaryAdminAddr(t *testing.T) {
 	p, info := serveJSON(t, "--addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0")
 	pub, admin, key := info["url"], info["admin_url"], info["api_key"]
@@ -72,9 +72,13 @@ func TestBinaryAdminAddr(t *testing.T) {
 		{pub + "/metrics", "", 404, `"not_found"`},
 		{pub + "/", "", 404, `"not_found"`},
 		{pub + "/dashboard/login", "", 404, `"not_found"`},
+		{pub + "/console/login", "", 404, `"not_found"`},
+		{pub + "/admin/v1/apps", "", 404, `"not_found"`},
 		{admin + "/metrics", "", 200, "spotoken_http_requests_total"},
-		{admin + "/dashboard/login", "", 200, "<form"},
+		{admin + "/console/login", "", 200, "<form"},
+		{admin + "/dashboard/login", "", 303, ""},
 		{admin + "/", "", 303, ""},
+		{admin + "/admin/v1/apps", "", 401, `"invalid_token"`},
 		{admin + "/healthz", "", 200, `"ok"`},
 		{admin + "/v1/connections", key, 404, `"not_found"`},
 		{admin + "/connect/cs_x", "", 404, `"not_found"`},

@@ -58,7 +58,7 @@ func TestSystemdUnit(t *testing.T) {
 		t.Errorf("SPOTOKEN_DB %q is not in the StateDirectory %v", db, settings["StateDirectory"])
 	}
 	if serve.Flags().Lookup("admin-addr").Value.String() == "" {
-		t.Error("the unit serves metrics and the dashboard beside the API: set SPOTOKEN_ADMIN_ADDR")
+		t.Error("the unit serves metrics, the admin API and the console beside the API: set SPOTOKEN_ADMIN_ADDR")
 	}
 	stop, err := time.ParseDuration(settings["TimeoutStopSec"][0])
 	shutdown, _ := time.ParseDuration(serve.Flags().Lookup("shutdown-timeout").DefValue)
