@@ -309,3 +309,36 @@ func TestRateLimitWindowShown(t *testing.T) {
 		t.Error("the page still shows the window after it ended")
 	}
 }
+
+// TestDashboardFindings: what the issue found wrong with the dashboard,
+// each checked on the page: a needs_reauth row says nothing of an access
+// token "expiring in 59 min" (nor does its page) and offers a connect
+// link; the Revoked tile and filter, which deleting a connection can never
+// fill, are shown only when some connection is in that state.
+func TestDashboardFindings(t *testing.T) {
+	h := newHarness(t, harnessOptions{})
+	h.seed(appID, 98) // c-0097 needs re-authorization, its token "expiring" in 59 min
+	u := newUser(h)
+	u.login(h.adminKey)
+	body := u.page("/console/apps/demo?state=needs_reauth")
+	row := body[strings.Index(body, `<tr data-connection="c-0097"`):]
+	row = row[:strings.Index(row, "</tr>")]
+	if strings.Contains(row, "59 min") || !strings.Contains(row, "not served: the user must authorize again") ||
+		!strings.Contains(row, `action="/console/apps/demo/connections/c-0097/connect-link"`) {
+		t.Errorf("the needs_reauth row:\n%s", row)
+	}
+	page := u.page("/console/apps/demo/connections/c-0097")
+	if strings.Contains(page, "59 min") || !strings.Contains(page, "Spotify refused the refresh token (invalid_grant)") {
+		t.Errorf("the needs_reauth connection's page:\n%s", page)
+	}
+	if strings.Contains(body, `data-tile="revoked"`) || strings.Contains(body, `<option value="revoked"`) {
+		t.Error("the Revoked tile or filter is shown with no revoked connection")
+	}
+	if err := h.store.CreateConnection(ctx, &spotoken.Connection{AppID: appID, ID: "gone", State: spotoken.StateRevoked}); err != nil {
+		t.Fatal(err)
+	}
+	body = u.page("/console/apps/demo")
+	if !strings.Contains(body, `data-tile="revoked"`) || !strings.Contains(body, `<option value="revoked"`) {
+		t.Error("a revoked connection is not counted")
+	}
+}
