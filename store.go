@@ -162,6 +162,7 @@ type Store interface {
 	ConnectionStore
 	EventStore
 	SessionStore
+	BrowserAppStore
 	Resealer
 	// Close releases the store's resources.
 	Close() error

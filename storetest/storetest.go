@@ -108,6 +108,8 @@ func Run(t *testing.T, newBackend func(t *testing.T) Backend) {
 		{"WebSessionsParallel", testWebSessionsParallel},
 		{"WebSessionTampering", testWebSessionTampering},
 		{"WebSessionReseal", testWebSessionReseal},
+		{"BrowserApps", testBrowserApps},
+		{"PendingLogin", testPendingLogin},
 		{"NoPlaintextAtRest", testNoPlaintext},
 	}
 	for _, tt := range tests {
