@@ -229,6 +229,12 @@ func (s *Server) handleConnect(w http.ResponseWriter, r *http.Request) {
 		s.flowPage(w, r, http.StatusInternalServerError, flowServerError, "")
 		return
 	}
+	s.authorize(w, r, app, state, verifier, sess.Scopes, false)
+}
+
+// authorize sets the cookie that binds state to this browser and sends the
+// browser to Spotify's consent page.
+func (s *Server) authorize(w http.ResponseWriter, r *http.Request, app *spotoken.App, state, verifier string, scopes spotoken.Scopes, showDialog bool) {
 	http.SetCookie(w, &http.Cookie{
 		Name: stateCookie(state), Value: stateCookieValue(state), Path: s.callbackPath(),
 		MaxAge: int(s.cfg.StateTTL.Seconds()), HttpOnly: true, Secure: s.public.Scheme == "https", SameSite: http.SameSiteLaxMode,
@@ -236,7 +242,7 @@ func (s *Server) handleConnect(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set("Referrer-Policy", "no-referrer")
 	s.metrics.connectFlow("started")
-	http.Redirect(w, r, s.accountsClient(app).AuthCodeURL(state, s.CallbackURL(), sess.Scopes, verifier, false), http.StatusFound)
+	http.Redirect(w, r, s.accountsClient(app).AuthCodeURL(state, s.CallbackURL(), scopes, verifier, showDialog), http.StatusFound)
 }
 
 // consume uses up the pending authorization that token names in domain (a
@@ -302,13 +308,15 @@ func (s *Server) handleCallback(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	key := spotoken.ConnectionKey{AppID: p.AppID, ID: p.ConnectionID}
-	outcome := s.completeConnection(r, key, p, code)
+	outcome := s.completeConnection(r, &key, p, code)
 	s.flowResult(w, r, p, outcome, key.ID)
 }
 
 // completeConnection exchanges the code, reads the user's profile and
-// stores the grant, creating the connection or replacing its grant.
-func (s *Server) completeConnection(r *http.Request, key spotoken.ConnectionKey, p *spotoken.PendingAuthorization, code string) string {
+// stores the grant, creating the connection or replacing its grant. For a
+// browser sign-in, whose connection is named only now that the Spotify user
+// is known, it sets key.ID.
+func (s *Server) completeConnection(r *http.Request, key *spotoken.ConnectionKey, p *spotoken.PendingAuthorization, code string) string {
 	ctx := r.Context()
 	app, err := s.cfg.Store.App(ctx, key.AppID)
 	if err != nil {
@@ -328,19 +336,37 @@ func (s *Server) completeConnection(r *http.Request, key spotoken.ConnectionKey,
 		s.log.Warn("callback: reading the Spotify profile failed", "request_id", requestID(r), "connection", key.String(), "err", err)
 		return flowProfileFailed
 	}
+	if p.Login != "" {
+		if key.ID, err = s.loginConnection(p, me.ID); err != nil {
+			s.log.Error("callback: name the connection of a browser sign-in", "request_id", requestID(r), "app", key.AppID, "login", p.Login, "err", err)
+			return flowServerError
+		}
+	}
 	scopes := grant.Scopes
 	if scopes == nil {
 		scopes = p.Scopes
 	}
+	if err := s.applyGrant(ctx, *key, grant.Token(), scopes, me.ID, me.DisplayName); err != nil {
+		s.log.Error("callback: store connection", "request_id", requestID(r), "connection", key.String(), "err", err)
+		return flowServerError
+	}
+	s.log.Info("connection authorized", "request_id", requestID(r), "connection", key.String(), "scopes", scopes.String())
+	return flowConnected
+}
+
+// applyGrant makes a user's new grant the connection's, creating it or
+// replacing its grant, with a connection.created or .reauthorized event.
+func (s *Server) applyGrant(ctx context.Context, key spotoken.ConnectionKey, token spotoken.Token, scopes spotoken.Scopes, userID, displayName string) error {
 	now := s.cfg.Now()
 	grantTo := func(c *spotoken.Connection) {
-		c.Token = grant.Token()
+		c.Token = token
 		c.Scopes, c.State = scopes, spotoken.StateActive
-		c.SpotifyUserID, c.DisplayName = me.ID, me.DisplayName
+		c.SpotifyUserID, c.DisplayName = userID, displayName
 		c.ConsentedAt, c.GrantExpiresAt, c.ExpiryWarnedAt = now, now.Add(s.cfg.GrantLifetime), time.Time{}
 		c.LastErrorCode, c.ConsecutiveFailures, c.NextAttemptAt = "", 0, time.Time{}
 	}
-	data := map[string]any{"spotify_user_id": me.ID, "scopes": scopes, "grant_expires_at": now.Add(s.cfg.GrantLifetime).UTC()}
+	data := map[string]any{"spotify_user_id": userID, "scopes": scopes, "grant_expires_at": now.Add(s.cfg.GrantLifetime).UTC()}
+	var err error
 	for range 3 {
 		c := &spotoken.Connection{AppID: key.AppID, ID: key.ID, CreatedAt: now}
 		grantTo(c)
@@ -357,12 +383,10 @@ func (s *Server) completeConnection(r *http.Request, key spotoken.ConnectionKey,
 		}
 	}
 	if err != nil {
-		s.log.Error("callback: store connection", "request_id", requestID(r), "connection", key.String(), "err", err)
-		return flowServerError
+		return err
 	}
 	s.cfg.Tokens.Forget(key)
-	s.log.Info("connection authorized", "request_id", requestID(r), "connection", key.String(), "scopes", scopes.String())
-	return flowConnected
+	return nil
 }
 
 type spotifyUser struct {
@@ -399,6 +423,10 @@ func (s *Server) profile(ctx context.Context, token spotoken.Secret) (*spotifyUs
 // flowResult ends the flow: a redirect to the app's return_to with the
 // outcome, or spotoken's own page.
 func (s *Server) flowResult(w http.ResponseWriter, r *http.Request, p *spotoken.PendingAuthorization, outcome, connectionID string) {
+	if p.Login != "" {
+		s.finishLogin(w, r, p, outcome, connectionID)
+		return
+	}
 	if p.ReturnTo == "" {
 		status := http.StatusOK
 		if outcome != flowConnected {

@@ -81,7 +81,10 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	if !ok {
 		status = http.StatusBadRequest
 	}
-	if status == http.StatusUnauthorized {
+	var st *StatusError
+	if errors.As(err, &st) {
+		status = st.Status
+	} else if status == http.StatusUnauthorized {
 		challenge := `Bearer realm="spotoken", error="invalid_token"`
 		if se != nil && se == errNoKey {
 			challenge = `Bearer realm="spotoken"`

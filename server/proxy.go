@@ -59,7 +59,29 @@ const proxyMethods = "GET, HEAD, POST, PUT, DELETE, PATCH"
 // length is sent from the buffered body, not from the caller's header.
 var forwardedHeaders = []string{"Accept", "Accept-Language", "Content-Type", "If-None-Match", "If-Modified-Since"}
 
-func (s *Server) handleProxy(w http.ResponseWriter, r *http.Request, key *spotoken.APIKey) (err error) {
+func (s *Server) handleProxy(w http.ResponseWriter, r *http.Request, key *spotoken.APIKey) error {
+	ck, err := connectionKey(r, key)
+	if err != nil {
+		s.metrics.proxy(spotoken.ErrorCode(err))
+		return err
+	}
+	return s.proxy(w, r, ck, proxyRest(r.URL.EscapedPath()), proxyOptions{links: true})
+}
+
+// proxyOptions are what the API's proxy and a browser app's differ in.
+type proxyOptions struct {
+	// links: a needs_reauth or insufficient_scope answer carries a connect
+	// link for the user (an app's service hands it on; a browser app signs
+	// in again instead, and must not see one).
+	links bool
+	// fail answers an error met after the request went to Spotify (a
+	// failed refresh); nil for writeError.
+	fail func(w http.ResponseWriter, r *http.Request, err error)
+}
+
+// proxy calls the Web API at rest (escaped, without its leading slash) as
+// connection ck's user; it returns the errors met before calling Spotify.
+func (s *Server) proxy(w http.ResponseWriter, r *http.Request, ck spotoken.ConnectionKey, rest string, opts proxyOptions) (err error) {
 	// outcome labels the request in spotoken_proxy_requests_total: Spotify's
 	// status, or the code of spotoken's own answer.
 	outcome := ""
@@ -77,11 +99,7 @@ func (s *Server) handleProxy(w http.ResponseWriter, r *http.Request, key *spotok
 		w.Header().Set("Allow", proxyMethods)
 		return spotoken.Errorf(EMethodNotAllowed, "the proxy does not forward %s; allowed: %s", truncate(r.Method, 16), proxyMethods)
 	}
-	ck, err := connectionKey(r, key)
-	if err != nil {
-		return err
-	}
-	target, endpoint, err := proxyTarget(s.api, proxyRest(r.URL.EscapedPath()))
+	target, endpoint, err := proxyTarget(s.api, rest)
 	if err != nil {
 		return err
 	}
@@ -91,14 +109,14 @@ func (s *Server) handleProxy(w http.ResponseWriter, r *http.Request, key *spotok
 	}
 	at, err := s.cfg.Tokens.Token(r.Context(), ck, proxyMinTTL)
 	if err != nil {
-		return s.tokenError(r, ck, err)
+		return s.tokenError(r, ck, err, opts.links)
 	}
 	if e := endpointFor(r.Method, endpoint); e != nil {
 		if missing := unmet(at.Scopes, e.need); len(missing) > 0 {
-			return s.insufficientScope(w, r, ck, e, at.Scopes, missing)
+			return s.insufficientScope(w, r, ck, e, at.Scopes, missing, opts.links)
 		}
 	}
-	outcome = s.forward(w, r, ck, at.Token, target, body)
+	outcome = s.forward(w, r, ck, at.Token, target, body, opts)
 	return nil
 }
 
@@ -186,8 +204,12 @@ func readProxyBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
 // insufficientScope answers 403 insufficient_scope (RFC 6750 §3.1) with a
 // link that asks the user for the scopes the request lacks on top of those
 // granted.
-func (s *Server) insufficientScope(w http.ResponseWriter, r *http.Request, ck spotoken.ConnectionKey, e *endpointScopes, granted spotoken.Scopes, missing []anyOf) error {
+func (s *Server) insufficientScope(w http.ResponseWriter, r *http.Request, ck spotoken.ConnectionKey, e *endpointScopes, granted spotoken.Scopes, missing []anyOf, links bool) error {
 	need := preferred(missing)
+	if !links {
+		return &apiError{err: spotoken.Errorf(EInsufficientScope, "%s %s needs scope %s, which this sign-in did not grant",
+			r.Method, e.path, describe(missing)), body: ErrorResponse{RequiredScopes: need}}
+	}
 	w.Header().Set("WWW-Authenticate", `Bearer realm="spotoken", error="insufficient_scope", scope="`+need.String()+`"`)
 	cause := spotoken.Errorf(EInsufficientScope, "%s %s needs scope %s, which connection %s lacks; send the user to connect_url to grant it",
 		r.Method, e.path, describe(missing), ck.ID)
@@ -203,7 +225,7 @@ func (s *Server) insufficientScope(w http.ResponseWriter, r *http.Request, ck sp
 // allocations next to a call to Spotify, and lets its hooks close over the
 // request's own state. The connection pool is the shared upstream
 // transport's.
-func (s *Server) forward(w http.ResponseWriter, r *http.Request, ck spotoken.ConnectionKey, token spotoken.Secret, target *url.URL, body []byte) (outcome string) {
+func (s *Server) forward(w http.ResponseWriter, r *http.Request, ck spotoken.ConnectionKey, token spotoken.Secret, target *url.URL, body []byte, opts proxyOptions) (outcome string) {
 	ctx := r.Context()
 	if d := s.cfg.HTTPClient.Timeout; d > 0 {
 		var cancel context.CancelFunc
@@ -235,13 +257,18 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request, ck spotoken.Con
 		Transport:  &retryTransport{s: s, key: ck, token: token, next: s.metrics.InstrumentTransport("api", upstream)},
 		BufferPool: proxyBuffers,
 		ModifyResponse: func(resp *http.Response) error {
-			resp.Header.Del("Set-Cookie")
-			resp.Header.Del("Set-Cookie2")
+			for k := range resp.Header {
+				// Spotify's own CORS answer (Access-Control-Allow-Origin: *)
+				// is not spotoken's: a browser app's is set by its handler.
+				if k == "Set-Cookie" || k == "Set-Cookie2" || strings.HasPrefix(k, "Access-Control-") {
+					delete(resp.Header, k)
+				}
+			}
 			outcome = strconv.Itoa(resp.StatusCode)
 			return nil
 		},
 		ErrorHandler: func(w http.ResponseWriter, req *http.Request, err error) {
-			outcome = s.proxyError(w, req, r.Context(), ck, err)
+			outcome = s.proxyError(w, req, r.Context(), ck, err, opts)
 		},
 		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 	}
@@ -262,7 +289,7 @@ func setBody(out *http.Request, body []byte) {
 
 // proxyError answers a request that got no response from Spotify and
 // returns its outcome. inbound is the caller's own context.
-func (s *Server) proxyError(w http.ResponseWriter, req *http.Request, inbound context.Context, ck spotoken.ConnectionKey, err error) string {
+func (s *Server) proxyError(w http.ResponseWriter, req *http.Request, inbound context.Context, ck spotoken.ConnectionKey, err error, opts proxyOptions) string {
 	var tf *tokenFailure
 	switch {
 	case inbound.Err() != nil:
@@ -273,8 +300,12 @@ func (s *Server) proxyError(w http.ResponseWriter, req *http.Request, inbound co
 	case errors.As(err, &tf) && !errors.Is(tf.err, context.DeadlineExceeded):
 		// Spotify refused the token and getting a new one failed:
 		// needs_reauth (with a connect link), rate_limited, ...
-		e := s.tokenError(req, ck, tf.err)
-		s.writeError(w, req, e)
+		e := s.tokenError(req, ck, tf.err, opts.links)
+		if opts.fail != nil {
+			opts.fail(w, req, e)
+		} else {
+			s.writeError(w, req, e)
+		}
 		return spotoken.ErrorCode(e)
 	}
 	s.log.Warn("proxy: calling Spotify failed", "request_id", requestID(req), "connection", ck.String(),

@@ -152,8 +152,10 @@ type Server struct {
 	accounts *url.URL
 	api      *url.URL
 	handler  http.Handler
+	mux      *http.ServeMux // routes, for Mount
 	auth     authCache
 	dash     *dashboard
+	logins   map[string]LoginHandler // by kind: see HandleLogins
 
 	forceMu sync.Mutex
 	force   map[spotoken.ConnectionKey]*rate.Limiter
@@ -277,6 +279,7 @@ func (s *Server) routes() http.Handler {
 		w.Write(openAPI)
 	})
 	s.dash.routes(m)
+	s.mux = m
 	return s.logRequests(withJSONFallback(m))
 }
 
