@@ -47,7 +47,9 @@ func (e *StatusError) Unwrap() error { return e.Err }
 // required_scopes where they apply), the status its code maps to or a
 // StatusError's; an error that is not a *spotoken.Error is logged and
 // answered 500 without its detail.
-func (s *Server) WriteError(w http.ResponseWriter, r *http.Request, err error) { s.writeError(w, r, err) }
+func (s *Server) WriteError(w http.ResponseWriter, r *http.Request, err error) {
+	s.writeError(w, r, err)
+}
 
 // Proxy calls the Web API as connection key's user, exactly as ANY
 // /v1/proxy/{id}/{path} does: path is the escaped Web API path without its
