@@ -90,7 +90,8 @@ type Login struct {
 	// Kind names the LoginHandler that completes it (see HandleLogins).
 	Kind  string
 	AppID string
-	// Scopes are asked of the user; Spotify may grant fewer.
+	// Scopes are asked of the user (Spotify may grant fewer); empty for the
+	// app's default scopes.
 	Scopes spotoken.Scopes
 	// ReturnTo is handed back to the handler at the end; the caller has
 	// checked it (no open redirect).
@@ -152,11 +153,15 @@ func (s *Server) BeginLogin(w http.ResponseWriter, r *http.Request, l Login) err
 		return spotoken.Errorf(spotoken.EAppMisconfigured, "app %s has no redirect URI %s; register it with Spotify and with 'spotoken apps'",
 			app.ID, s.CallbackURL())
 	}
+	scopes := l.Scopes.Normalize()
+	if len(scopes) == 0 {
+		scopes = app.DefaultScopes.Normalize()
+	}
 	state, verifier := randomToken(""), accounts.GenerateVerifier()
 	now := s.cfg.Now()
 	p := &spotoken.PendingAuthorization{
 		StateHash: pendingHash(domainState, state), AppID: app.ID, Login: l.Kind,
-		Verifier: spotoken.Secret(verifier), Scopes: l.Scopes.Normalize(), RedirectURI: s.CallbackURL(),
+		Verifier: spotoken.Secret(verifier), Scopes: scopes, RedirectURI: s.CallbackURL(),
 		ReturnTo: l.ReturnTo, CreatedAt: now, ExpiresAt: now.Add(s.cfg.StateTTL),
 	}
 	if err := s.cfg.Store.CreatePending(r.Context(), p); err != nil {

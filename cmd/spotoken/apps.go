@@ -253,7 +253,7 @@ take as --app.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 	}
-	cmd.AddCommand(newAppsCreateCmd(ios), newAppsListCmd(ios), newAppsDeleteCmd(ios))
+	cmd.AddCommand(newAppsCreateCmd(ios), newAppsListCmd(ios), newAppsDeleteCmd(ios), newAppsBFFCmd(ios))
 	return cmd
 }
 

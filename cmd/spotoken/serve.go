@@ -17,6 +17,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/spotoken/spotoken"
+	"github.com/spotoken/spotoken/bff"
 	"github.com/spotoken/spotoken/emulator"
 	"github.com/spotoken/spotoken/refresh"
 	"github.com/spotoken/spotoken/server"
@@ -44,6 +45,8 @@ type serveOptions struct {
 	AuthCacheTTL    time.Duration
 	ShutdownTimeout time.Duration
 	NoScheduler     bool
+	BFFIdleTimeout  time.Duration
+	BFFMaxAge       time.Duration
 	JSON            bool // --json: the start-up facts as one JSON line instead of the URL and banner
 
 	// DashSessionsPerApp caps each app's dashboard sessions (hidden: for
@@ -114,6 +117,8 @@ The redirect URI to register with Spotify for every app is <public-url>/callback
 	f.DurationVar(&opts.CacheTTL, "cache-ttl", 2*time.Second, "serve a token from memory this long before re-reading the store (bounds staleness across replicas)")
 	f.DurationVar(&opts.AuthCacheTTL, "auth-cache-ttl", server.DefaultAuthCacheTTL, "trust a verified API key this long (a revoked key stops working within it; negative: check every request)")
 	f.DurationVar(&opts.ShutdownTimeout, "shutdown-timeout", 30*time.Second, "on SIGINT/SIGTERM, wait this long for requests and refreshes in flight")
+	f.DurationVar(&opts.BFFIdleTimeout, "bff-idle-timeout", bff.DefaultIdleTimeout, "end a browser app's session (the backend-for-frontend's) unused this long")
+	f.DurationVar(&opts.BFFMaxAge, "bff-max-age", bff.DefaultMaxAge, "end a browser app's session this long after sign-in at the latest (sooner when its grant expires)")
 	f.BoolVar(&opts.NoScheduler, "no-scheduler", false, "do not refresh tokens ahead of expiry (refresh only on demand)")
 	f.MarkHidden("no-scheduler")
 	f.IntVar(&opts.DashSessionsPerApp, "dashboard-sessions-per-app", 0, "the most dashboard sessions each app keeps (0: the default, 1000)")
@@ -148,6 +153,9 @@ func (o *serveOptions) validate() error {
 	}
 	if o.ShutdownTimeout <= 0 {
 		return usageError{errors.New("--shutdown-timeout must be positive")}
+	}
+	if o.BFFIdleTimeout <= 0 || o.BFFMaxAge <= 0 || o.BFFMaxAge > server.DefaultGrantLifetime {
+		return usageError{errors.New("--bff-idle-timeout and --bff-max-age must be positive, and --bff-max-age at most six months (4380h), a grant's life")}
 	}
 	if o.Emulator && o.store.DB == "" {
 		o.store.DB = filepath.Join(filepath.Dir(defaultDBPath()), "emulator.db")
@@ -234,6 +242,13 @@ func serveRun(ctx context.Context, ios *IOStreams, opts *serveOptions) error {
 	if err != nil {
 		return usageError{err}
 	}
+	browserApps, err := bff.New(bff.Config{Store: store, Server: srv, Tokens: engine, PublicURL: publicURL,
+		IdleTimeout: opts.BFFIdleTimeout, MaxAge: opts.BFFMaxAge, Now: now, Logger: log})
+	if err != nil {
+		return usageError{err}
+	}
+	srv.HandleLogins(bff.LoginKind, browserApps)
+	srv.Mount(browserApps)
 
 	info := serveInfo{URL: publicURL, CallbackURL: srv.CallbackURL()}
 	var banner string
@@ -242,6 +257,10 @@ func serveRun(ctx context.Context, ios *IOStreams, opts *serveOptions) error {
 		if err != nil {
 			return err
 		}
+		if err := setUpDemoSPA(ctx, store, publicURL); err != nil {
+			return err
+		}
+		srv.Mount(exampleSPA{})
 		banner = demoBanner(publicURL, emuURL, key, opts)
 		info.EmulatorURL, info.App, info.APIKey = emuURL, demoAppID, key.Reveal()
 	}
@@ -422,6 +441,10 @@ func demoBanner(publicURL, emuURL string, key spotoken.Secret, opts *serveOption
 	p("Move the emulator's clock two hours on; the next token request refreshes silently:")
 	p("")
 	p(`  curl -s -X POST %s/_emulator/clock -d '{"advance":"2h"}'`, emuURL)
+	p("")
+	p("A browser app with no token in JavaScript (the example SPA, on spotoken's backend-for-frontend):")
+	p("")
+	p("  open %s/spa/", publicURL)
 	p("")
 	p("API: %s/openapi.json · metrics: %s/metrics · dashboard: %s/ · Ctrl-C stops.", publicURL, publicURL, publicURL)
 	return b.String()

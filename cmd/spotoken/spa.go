@@ -1,0 +1,64 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+
+	"github.com/spotoken/spotoken"
+	"github.com/spotoken/spotoken/examples/spa"
+)
+
+// The example SPA that serve --emulator serves at /spa/, on the demo app's
+// backend-for-frontend: same origin as spotoken, so a newcomer runs one
+// command and opens one URL.
+
+// demoSPAScopes are what the example asks at sign-in: who the user is,
+// what they play, and starting playback (its "Play a track" button).
+var demoSPAScopes = spotoken.Scopes{"user-modify-playback-state", "user-read-currently-playing", "user-read-email", "user-read-private"}
+
+// setUpDemoSPA turns the demo app's BFF on for spotoken's own origin (the
+// example SPA's), keeping any other origin an operator added with
+// 'spotoken apps bff'.
+func setUpDemoSPA(ctx context.Context, store spotoken.Store, publicURL string) error {
+	self, err := spotoken.NormalizeOrigin(publicURL)
+	if err != nil {
+		return fmt.Errorf("the demo app's browser app: %w", err)
+	}
+	b, err := store.BrowserApp(ctx, demoAppID)
+	switch {
+	case errors.Is(err, spotoken.ErrNotFound):
+		b = &spotoken.BrowserApp{AppID: demoAppID, Scopes: demoSPAScopes}
+	case err != nil:
+		return fmt.Errorf("the demo app's browser app: %w", err)
+	}
+	if !slices.Contains(b.Origins, self) {
+		b.Origins = append([]string{self}, b.Origins...)
+	}
+	if err := store.PutBrowserApp(ctx, b); err != nil {
+		return fmt.Errorf("the demo app's browser app: %w", err)
+	}
+	return nil
+}
+
+// spaCSP lets the example load its own files and nothing else.
+const spaCSP = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; " +
+	"base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+
+// exampleSPA serves examples/spa at /spa/.
+type exampleSPA struct{}
+
+// Mount adds GET /spa/.
+func (exampleSPA) Mount(m *http.ServeMux) {
+	files := http.StripPrefix("/spa/", http.FileServerFS(spa.Files))
+	m.HandleFunc("GET /spa/", func(w http.ResponseWriter, r *http.Request) {
+		h := w.Header()
+		h.Set("Content-Security-Policy", spaCSP)
+		h.Set("X-Content-Type-Options", "nosniff")
+		h.Set("Referrer-Policy", "no-referrer")
+		h.Set("Cache-Control", "no-cache")
+		files.ServeHTTP(w, r)
+	})
+}
