@@ -83,6 +83,10 @@ func (h *Handler) serveEndpoint(w http.ResponseWriter, r *http.Request, fn func(
 		methods, headers, ok := preflight(b, q.route, r.Header.Get("Origin"), r.Header.Get("Access-Control-Request-Method"),
 			r.Header.Get("Access-Control-Request-Headers"))
 		if !ok {
+			hd := w.Header()
+			for _, k := range []string{"Access-Control-Allow-Origin", "Access-Control-Allow-Credentials", "Access-Control-Expose-Headers"} {
+				hd.Del(k)
+			}
 			h.log.Info("bff: preflight refused", "request_id", server.RequestID(r), "app", b.AppID, "route", q.route)
 			return errPreflight
 		}

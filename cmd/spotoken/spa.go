@@ -43,22 +43,8 @@ func setUpDemoSPA(ctx context.Context, store spotoken.Store, publicURL string) e
 	return nil
 }
 
-// spaCSP lets the example load its own files and nothing else.
-const spaCSP = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; " +
-	"base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
-
 // exampleSPA serves examples/spa at /spa/.
 type exampleSPA struct{}
 
 // Mount adds GET /spa/.
-func (exampleSPA) Mount(m *http.ServeMux) {
-	files := http.StripPrefix("/spa/", http.FileServerFS(spa.Files))
-	m.HandleFunc("GET /spa/", func(w http.ResponseWriter, r *http.Request) {
-		h := w.Header()
-		h.Set("Content-Security-Policy", spaCSP)
-		h.Set("X-Content-Type-Options", "nosniff")
-		h.Set("Referrer-Policy", "no-referrer")
-		h.Set("Cache-Control", "no-cache")
-		files.ServeHTTP(w, r)
-	})
-}
+func (exampleSPA) Mount(m *http.ServeMux) { m.Handle("GET /spa/", spa.Handler("/spa/")) }
