@@ -161,6 +161,8 @@ type Store interface {
 	PendingStore
 	ConnectionStore
 	EventStore
+	EndpointStore
+	RateLimitStore
 	SessionStore
 	BrowserAppStore
 	Resealer

@@ -124,8 +124,8 @@ type Config struct {
 	Logger *slog.Logger
 }
 
-// Handler serves the BFF's routes (Mount) and completes its sign-ins
-// (server.LoginHandler). Create it with New; it is safe for concurrent use.
+// Handler serves the BFF's routes (Mount, given to server.MountPublic) and
+// completes its sign-ins (server.LoginHandler). Create it with New; it is safe for concurrent use.
 type Handler struct {
 	cfg    Config
 	log    *slog.Logger
@@ -137,10 +137,7 @@ type Handler struct {
 	sessions map[string]*websession.Manager // by app: each app's SPA has its own cookie
 }
 
-var (
-	_ server.Mounter      = (*Handler)(nil)
-	_ server.LoginHandler = (*Handler)(nil)
-)
+var _ server.LoginHandler = (*Handler)(nil)
 
 // New returns a Handler for cfg.
 func New(cfg Config) (*Handler, error) {

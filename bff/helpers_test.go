@@ -214,8 +214,8 @@ func newHarness(t *testing.T, opts harnessOptions) *harness {
 		t.Fatal(err)
 	}
 	h.srv.HandleLogins(bff.LoginKind, h.bff)
-	h.srv.Mount(h.bff)
-	h.srv.Mount(spaMount{})
+	h.srv.MountPublic(h.bff.Mount)
+	h.srv.MountPublic(func(m *http.ServeMux) { m.Handle("GET /spa/", spa.Handler("/spa/")) })
 	handler = h.srv
 
 	// The example SPA on an origin of its own, told where spotoken is.
@@ -254,11 +254,6 @@ func newHarness(t *testing.T, opts harnessOptions) *harness {
 	h.apiKey = key.Reveal()
 	return h
 }
-
-// spaMount serves the example SPA at /spa/, as serve --emulator does.
-type spaMount struct{}
-
-func (spaMount) Mount(m *http.ServeMux) { m.Handle("GET /spa/", spa.Handler("/spa/")) }
 
 // browser is a user's browser for the tests that need no Chromium: it
 // follows redirects and keeps cookies. Every request it makes carries the

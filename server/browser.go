@@ -14,15 +14,13 @@ import (
 	"github.com/spotoken/spotoken/accounts"
 )
 
-// Mounter is a handler that adds its own routes to the server's mux, so
-// that they get the server's request ids, request log, metrics and JSON
-// answers to unknown paths: the backend-for-frontend's bff.Handler.
-type Mounter interface {
-	Mount(m *http.ServeMux)
-}
-
-// Mount adds h's routes to the server. Call it before serving.
-func (s *Server) Mount(h Mounter) { h.Mount(s.mux) }
+// MountPublic lets mount register routes on the public side, beside the
+// API and the connect flow, where browsers reach them (the
+// backend-for-frontend's bff.Handler.Mount): they get the server's request
+// ids, request log, metrics and JSON answers to unknown paths. Call it
+// before serving. Routes must not clash with the server's own (a clash
+// panics, as http.ServeMux does).
+func (s *Server) MountPublic(mount func(*http.ServeMux)) { mount(s.muxes.public) }
 
 // RequestID is the id the server gave the request (echoed in X-Request-Id
 // and found in its log line).

@@ -30,6 +30,9 @@ const (
 	ETooLarge = "request_too_large"
 	// EMethodNotAllowed: the path exists but not with this method.
 	EMethodNotAllowed = "method_not_allowed"
+	// EUserNotAllowlisted: Spotify refused the connection's user because the
+	// app is in development mode and the user is not on its allowlist.
+	EUserNotAllowlisted = "user_not_allowlisted"
 )
 
 // statuses maps error codes to HTTP statuses: the one table.
@@ -46,6 +49,7 @@ var statuses = map[string]int{
 	EInsufficientScope:         http.StatusForbidden,
 	ETooLarge:                  http.StatusRequestEntityTooLarge,
 	EMethodNotAllowed:          http.StatusMethodNotAllowed,
+	EUserNotAllowlisted:        http.StatusForbidden,
 }
 
 // apiError is an error answered with extra fields (a connect link, the

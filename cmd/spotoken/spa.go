@@ -43,8 +43,5 @@ func setUpDemoSPA(ctx context.Context, store spotoken.Store, publicURL string) e
 	return nil
 }
 
-// exampleSPA serves examples/spa at /spa/.
-type exampleSPA struct{}
-
-// Mount adds GET /spa/.
-func (exampleSPA) Mount(m *http.ServeMux) { m.Handle("GET /spa/", spa.Handler("/spa/")) }
+// mountExampleSPA serves examples/spa at /spa/.
+func mountExampleSPA(m *http.ServeMux) { m.Handle("GET /spa/", spa.Handler("/spa/")) }
