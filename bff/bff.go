@@ -174,11 +174,12 @@ func New(cfg Config) (*Handler, error) {
 	}
 	h := &Handler{cfg: cfg, log: cfg.Logger, public: u.String(), self: websession.Origin(u),
 		tokens: newLimiter(cfg.TokenEvery, cfg.TokenBurst), sessions: make(map[string]*websession.Manager)}
-	// A manager now, so that a bad configuration fails at start.
-	if _, err := h.manager("_check"); err != nil {
+	// A manager now, so that a bad configuration fails (and a cookie over
+	// plain http on a host that is not loopback is logged) at start.
+	if _, err := h.manager("<app>"); err != nil {
 		return nil, err
 	}
-	delete(h.sessions, "_check")
+	delete(h.sessions, "<app>")
 	return h, nil
 }
 
