@@ -88,7 +88,7 @@ func NormalizeOrigin(raw string) (string, error) {
 		return "", bad("not a URL")
 	}
 	if (u.Scheme != "http" && u.Scheme != "https") || u.Opaque != "" {
-		return "", bad("want http(s)://host[:port]")
+		return "", bad("want an origin, http(s)://host[:port]")
 	}
 	if u.Hostname() == "" {
 		return "", bad("no host")

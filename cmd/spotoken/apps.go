@@ -184,36 +184,12 @@ func loopbackHost(host string) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
-// normalizeOrigin checks and normalises a web origin, scheme://host[:port]:
-// scheme and host in lower case, the scheme's default port dropped. It
-// accepts one trailing "/" and nothing else after the authority.
+// normalizeOrigin checks and normalises a web origin of --return-to (see
+// spotoken.NormalizeOrigin).
 func normalizeOrigin(raw string) (string, error) {
-	u, err := url.Parse(raw)
+	origin, err := spotoken.NormalizeOrigin(raw)
 	if err != nil {
-		return "", fmt.Errorf("--return-to %q: not a URL: %v", raw, errors.Unwrap(err))
-	}
-	if u.Scheme != "http" && u.Scheme != "https" || u.Opaque != "" {
-		return "", fmt.Errorf("--return-to %q: want an origin, http(s)://host[:port]", raw)
-	}
-	if u.Hostname() == "" {
-		return "", fmt.Errorf("--return-to %q: the origin has no host", raw)
-	}
-	if u.User != nil || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.ForceQuery || u.Fragment != "" || strings.Contains(raw, "#") {
-		return "", fmt.Errorf("--return-to %q: an origin is scheme://host[:port] only, without user, path, query or fragment", raw)
-	}
-	host, port := strings.ToLower(u.Hostname()), u.Port()
-	if strings.HasSuffix(u.Host, ":") {
-		return "", fmt.Errorf("--return-to %q: empty port", raw)
-	}
-	if (u.Scheme == "https" && port == "443") || (u.Scheme == "http" && port == "80") {
-		port = ""
-	}
-	if strings.Contains(host, ":") {
-		host = "[" + host + "]"
-	}
-	origin := u.Scheme + "://" + host
-	if port != "" {
-		origin += ":" + port
+		return "", fmt.Errorf("--return-to: %s", spotoken.ErrorMessage(err))
 	}
 	return origin, nil
 }
