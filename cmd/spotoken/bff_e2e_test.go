@@ -119,6 +119,31 @@ func TestBinaryExampleSPA(t *testing.T) {
 	if session == "" {
 		t.Fatalf("no HttpOnly session cookie: %+v", cookies.Cookies)
 	}
+	// The cookie copied out of the browser, from outside: refused without
+	// the CSRF header and from a foreign origin; the header alone works.
+	for _, tt := range []struct {
+		name    string
+		headers map[string]string
+		status  int
+	}{
+		{"no CSRF header", nil, http.StatusUnauthorized},
+		{"a foreign origin", map[string]string{"X-Spotoken-CSRF": "1", "Origin": "http://evil.example", "Sec-Fetch-Site": "cross-site"}, http.StatusForbidden},
+		{"the header (control)", map[string]string{"X-Spotoken-CSRF": "1"}, http.StatusOK},
+	} {
+		req, _ := http.NewRequest(http.MethodGet, info.URL+"/bff/demo/api/v1/me", nil)
+		req.AddCookie(&http.Cookie{Name: "Http-spotoken_bff_demo", Value: session})
+		for k, v := range tt.headers {
+			req.Header.Set(k, v)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != tt.status {
+			t.Errorf("the copied cookie with %s: %d, want %d", tt.name, resp.StatusCode, tt.status)
+		}
+	}
 
 	// Two hours on, as the banner's curl line does.
 	resp, err := http.Post(info.EmulatorURL+"/_emulator/clock", "application/json", strings.NewReader(`{"advance":"2h"}`))
