@@ -64,6 +64,8 @@ const (
 	DefaultPerUser     = 50
 	DefaultTokenEvery  = 2 * time.Minute
 	DefaultTokenBurst  = 10
+	DefaultLoginEvery  = 50 * time.Millisecond
+	DefaultLoginBurst  = 200
 )
 
 // cookieName is the session cookie's name without prefix: over https the
@@ -117,6 +119,12 @@ type Config struct {
 	// then one per TokenEvery. Defaults 10 and 2 minutes.
 	TokenEvery time.Duration
 	TokenBurst int
+	// LoginEvery and LoginBurst limit each app's sign-ins started on this
+	// replica (each keeps a state for ten minutes, and /login needs no
+	// credential): a burst, then one per LoginEvery. Defaults 200 and 50ms
+	// (20 a second).
+	LoginEvery time.Duration
+	LoginBurst int
 	// Now is the clock; default time.Now. Give the server and engine the same.
 	Now func() time.Time
 	// Logger gets sign-ins, sign-outs, token hand-outs and refusals, never
@@ -129,9 +137,10 @@ type Config struct {
 type Handler struct {
 	cfg    Config
 	log    *slog.Logger
-	public string // the public URL, without trailing slash
-	self   string // its origin
-	tokens *limiter
+	public string   // the public URL, without trailing slash
+	self   string   // its origin
+	tokens *limiter // by session
+	logins *limiter // by app
 
 	mu       sync.Mutex
 	sessions map[string]*websession.Manager // by app: each app's SPA has its own cookie
@@ -166,6 +175,12 @@ func New(cfg Config) (*Handler, error) {
 	if cfg.TokenBurst <= 0 {
 		cfg.TokenBurst = DefaultTokenBurst
 	}
+	if cfg.LoginEvery <= 0 {
+		cfg.LoginEvery = DefaultLoginEvery
+	}
+	if cfg.LoginBurst <= 0 {
+		cfg.LoginBurst = DefaultLoginBurst
+	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
@@ -173,7 +188,7 @@ func New(cfg Config) (*Handler, error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	h := &Handler{cfg: cfg, log: cfg.Logger, public: u.String(), self: websession.Origin(u),
-		tokens: newLimiter(cfg.TokenEvery, cfg.TokenBurst), sessions: make(map[string]*websession.Manager)}
+		tokens: newLimiter(cfg.TokenEvery, cfg.TokenBurst), logins: newLimiter(cfg.LoginEvery, cfg.LoginBurst), sessions: make(map[string]*websession.Manager)}
 	// A manager now, so that a bad configuration fails (and a cookie over
 	// plain http on a host that is not loopback is logged) at start.
 	if _, err := h.manager("<app>"); err != nil {

@@ -705,3 +705,35 @@ func TestNoSecretsInLogsOrDatabase(t *testing.T) {
 		}
 	}
 }
+
+// /login keeps a state for each sign-in it starts and needs no credential:
+// each app's sign-ins are limited, and a HEAD starts none.
+func TestLoginLimited(t *testing.T) {
+	h := newHarness(t, harnessOptions{bff: func(c *bff.Config) { c.LoginBurst, c.LoginEvery = 3, time.Hour }})
+	c := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err := c.Head(h.ts.URL + "/bff/demo/login")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || resp.Header.Get("Location") != "" {
+		t.Errorf("HEAD /login: %d to %q, want 200 and nothing started", resp.StatusCode, resp.Header.Get("Location"))
+	}
+	for i := range 4 {
+		resp, err := c.Get(h.ts.URL + "/bff/demo/login")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		want := http.StatusFound
+		if i == 3 {
+			want = http.StatusTooManyRequests
+		}
+		if resp.StatusCode != want {
+			t.Errorf("sign-in %d: %d, want %d", i+1, resp.StatusCode, want)
+		}
+		if i == 3 && resp.Header.Get("Retry-After") == "" {
+			t.Error("the refused sign-in has no Retry-After")
+		}
+	}
+}

@@ -8,9 +8,10 @@ import (
 	"golang.org/x/time/rate"
 )
 
-// limiter counts and limits each session's token requests, in this process
-// (a replica's own count: a session spread over n replicas gets up to n
-// times the rate, which still stops a script that fetches in a loop).
+// limiter counts and limits requests by key (a session's token requests,
+// an app's sign-ins), in this process: a replica's own count, so a key
+// spread over n replicas gets up to n times the rate, which still stops a
+// script that requests in a loop.
 type limiter struct {
 	every time.Duration
 	burst int
@@ -29,8 +30,8 @@ func newLimiter(every time.Duration, burst int) *limiter {
 	return &limiter{every: every, burst: burst, byID: make(map[[32]byte]*limited)}
 }
 
-// take takes one request of session id at now: it returns zero, or how
-// long to wait, and how many requests the session made here.
+// take takes one request of key id at now: it returns zero, or how
+// long to wait, and how many requests the key made here.
 func (l *limiter) take(id [32]byte, now time.Time) (time.Duration, int) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -50,7 +51,7 @@ func (l *limiter) take(id [32]byte, now time.Time) (time.Duration, int) {
 	return time.Duration(math.Ceil(wait.Seconds())) * time.Second, e.count
 }
 
-// sweep forgets, every 256 new sessions, those whose allowance is full
+// sweep forgets, every 256 new keys, those whose allowance is full
 // again: they would start afresh anyway.
 func (l *limiter) sweep(now time.Time) {
 	l.added++

@@ -1,6 +1,7 @@
 package bff
 
 import (
+	"crypto/sha256"
 	"encoding/json"
 	"net/http"
 	"net/url"
@@ -42,6 +43,12 @@ func parseReturnTo(b *spotoken.BrowserApp, raw string) (string, error) {
 // Nothing is signed in here: the session starts at the end (FinishLogin),
 // with a new id.
 func (h *Handler) handleLogin(w http.ResponseWriter, r *http.Request) {
+	if r.Method == http.MethodHead {
+		// A link checker or a chat app's preview: nothing is started.
+		w.Header().Set("Cache-Control", "no-store")
+		w.WriteHeader(http.StatusOK)
+		return
+	}
 	if err := h.login(w, r); err != nil {
 		h.cfg.Server.WriteError(w, r, err)
 	}
@@ -55,6 +62,10 @@ func (h *Handler) login(w http.ResponseWriter, r *http.Request) error {
 			return spotoken.Errorf(spotoken.ENotFound, "App %q has no browser app: its BFF is off.", truncate(appID, 64))
 		}
 		return err
+	}
+	if wait, _ := h.logins.take(sha256.Sum256([]byte(b.AppID)), h.cfg.Now()); wait > 0 {
+		h.log.Warn("bff: sign-ins over the app's limit", "request_id", server.RequestID(r), "app", b.AppID)
+		return &spotoken.Error{Code: spotoken.ERateLimited, Message: "Too many sign-ins are starting for this app; try again shortly.", RetryAfter: wait}
 	}
 	q := r.URL.Query()
 	for name, v := range q {
