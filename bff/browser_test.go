@@ -225,6 +225,18 @@ func (p *page) cookie() *network.Cookie {
 	return nil
 }
 
+// consentSoon is consent, for a consent page that must come within five
+// seconds (well before the example's 15-second polling could cause it).
+func (p *page) consentSoon(user string) {
+	p.t.Helper()
+	ctx, cancel := context.WithTimeout(p.ctx, 5*time.Second)
+	defer cancel()
+	if err := chromedp.Do(ctx, chromedp.WaitVisible(chromedp.ID("new_user"))); err != nil {
+		p.t.Fatalf("browser: no consent page within 5s: %v", err)
+	}
+	p.consent(user)
+}
+
 // consent answers the emulator's consent page as user.
 func (p *page) consent(user string) {
 	p.t.Helper()
@@ -477,5 +489,44 @@ func TestBrowserCrossOriginSPAAndTokenMediating(t *testing.T) {
 	)
 	if c := h.connection("bff:bob"); c.Status != http.StatusNotFound {
 		t.Errorf("the grant after signing out everywhere: %d, want erased", c.Status)
+	}
+}
+
+// client.js's fetch answers 409 (Spotify no longer honours the grant) and
+// 401 (the session is gone) by signing in again; after the consent page the
+// example is back, signed in, with no error shown.
+func TestBrowserClientSignsInAgain(t *testing.T) {
+	ctx := browsertest.New(t, browserTimeout, 1280, 900)
+	h := newHarness(t, harnessOptions{})
+	p := newPage(t, h, ctx)
+	p.do("sign in",
+		chromedp.Navigate(h.ts.URL+"/spa/"),
+		chromedp.WaitVisible(chromedp.ID("signed-out")),
+		chromedp.Click(chromedp.ID("sign-in")),
+	)
+	p.consent("alice")
+	p.do("signed in", chromedp.WaitVisible(chromedp.ID("signed-in")))
+
+	// 409: the user revoked the app at Spotify; the token expired since.
+	if err := h.emu.RevokeGrant("alice", clientID); err != nil {
+		t.Fatal(err)
+	}
+	h.emu.Advance(2 * time.Hour)
+	p.do("refresh: 409, so client.js signs in again", chromedp.Click(chromedp.ID("refresh")))
+	p.consentSoon("alice")
+	p.do("back, signed in", chromedp.WaitVisible(chromedp.ID("signed-in")), chromedp.WaitVisible(chromedp.ID("nothing")))
+	if !p.hidden("error") {
+		t.Errorf("after signing in again: error %q", p.text("error"))
+	}
+
+	// 401: the session was ended elsewhere (signed out everywhere).
+	if _, err := h.store.DeleteWebSessions(context.Background(), "bff:"+appID, "alice"); err != nil {
+		t.Fatal(err)
+	}
+	p.do("refresh: 401, so client.js signs in again", chromedp.Click(chromedp.ID("refresh")))
+	p.consentSoon("alice")
+	p.do("back, signed in", chromedp.WaitVisible(chromedp.ID("signed-in")), chromedp.WaitVisible(chromedp.ID("nothing")))
+	if !p.hidden("error") || p.text("user-name") != "alice" {
+		t.Errorf("after signing in again: user %q, error %q", p.text("user-name"), p.text("error"))
 	}
 }
