@@ -572,6 +572,14 @@ func TestLoginDeclined(t *testing.T) {
 	if b.cookie() != "" {
 		t.Error("a declined sign-in set a session cookie")
 	}
+	events, err := h.store.PendingEvents(context.Background(), h.emu.Now().Add(time.Hour), 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(events) != 1 || events[0].Type != spotoken.EventConnectFailed || events[0].ConnectionID != "" ||
+		!strings.Contains(string(events[0].Data), `"reason":"access_denied"`) {
+		t.Errorf("events after a declined sign-in: %+v", events)
+	}
 }
 
 func between(s, start, end string) string {
