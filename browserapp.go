@@ -69,6 +69,10 @@ func (b *BrowserApp) Validate() error {
 	return nil
 }
 
+// OriginField starts the message of NormalizeOrigin's errors: "origin
+// \"x\": why". Callers naming the setting otherwise replace it.
+const OriginField = "origin"
+
 // NormalizeOrigin checks a web origin, scheme://host[:port] with an http or
 // https scheme, and returns it as browsers send it in the Origin header:
 // scheme and host in lower case, without the scheme's default port. One
@@ -78,7 +82,7 @@ func NormalizeOrigin(raw string) (string, error) {
 		if len(raw) > 80 {
 			raw = raw[:80] + "…"
 		}
-		return Errorf(EInvalid, "origin %q: %s", raw, why)
+		return Errorf(EInvalid, "%s %q: %s", OriginField, raw, why)
 	}
 	if len(raw) > 512 {
 		return "", bad("longer than 512 bytes")
@@ -91,7 +95,7 @@ func NormalizeOrigin(raw string) (string, error) {
 		return "", bad("want an origin, http(s)://host[:port]")
 	}
 	if u.Hostname() == "" {
-		return "", bad("no host")
+		return "", bad("the origin has no host")
 	}
 	if u.User != nil || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.ForceQuery || u.Fragment != "" || strings.Contains(raw, "#") {
 		return "", bad("an origin is scheme://host[:port] only, without user, path, query or fragment")

@@ -62,7 +62,7 @@ func (s *Server) WriteError(w http.ResponseWriter, r *http.Request, err error) {
 // in again instead.
 func (s *Server) Proxy(w http.ResponseWriter, r *http.Request, key spotoken.ConnectionKey, path string,
 	fail func(w http.ResponseWriter, r *http.Request, err error)) {
-	if err := s.proxy(w, r, key, path, proxyOptions{fail: fail}); err != nil {
+	if err := s.proxyConnection(w, r, key, path, proxyOptions{fail: fail}); err != nil {
 		fail(w, r, err)
 	}
 }

@@ -35,13 +35,13 @@ func checkConnectionID(id string) error {
 	return nil
 }
 
-// accountsClient is the accounts-service client for app.
-func (s *Server) accountsClient(app *spotoken.App) *accounts.Client {
-	return accounts.New(accounts.Config{
-		ClientID: app.ClientID, ClientSecret: app.ClientSecret,
+// accountsClients are the accounts-service clients of app, one per client
+// secret to try (see accounts.AppClients): the current secret's first.
+func (s *Server) accountsClients(app *spotoken.App) []*accounts.Client {
+	return accounts.AppClients(accounts.Config{
 		AuthURL: s.accounts.String() + "/authorize", TokenURL: s.accounts.String() + "/api/token",
 		HTTPClient: s.cfg.HTTPClient, Now: s.cfg.Now,
-	})
+	}, app)
 }
 
 type createSessionRequest struct {
@@ -58,10 +58,11 @@ func (s *Server) handleCreateSession(w http.ResponseWriter, r *http.Request, key
 	if err := checkConnectionID(req.ConnectionID); err != nil {
 		return err
 	}
-	for _, sc := range req.Scopes {
-		if !validScope.MatchString(sc) {
-			return spotoken.Errorf(spotoken.EInvalid, "scopes: %q is not a Spotify scope name", truncate(sc, 64))
-		}
+	if req.ConnectionID == appSelf {
+		return spotoken.Errorf(spotoken.EInvalid, "connection_id %q names the app itself in /v1/proxy/-/; choose another id", appSelf)
+	}
+	if err := checkScopeNames(req.Scopes); err != nil {
+		return err
 	}
 	app, err := s.cfg.Store.App(r.Context(), key.AppID)
 	if err != nil {
@@ -71,16 +72,33 @@ func (s *Server) handleCreateSession(w http.ResponseWriter, r *http.Request, key
 	if err != nil {
 		return err
 	}
-	scopes := spotoken.Scopes(req.Scopes).Normalize()
-	if req.Scopes == nil {
-		scopes = app.DefaultScopes.Normalize()
-	}
+	scopes := linkScopes(req.Scopes, app.DefaultScopes)
 	sess, err := s.mintSession(r.Context(), app, req.ConnectionID, scopes, returnTo, s.cfg.SessionTTL)
 	if err != nil {
 		return err
 	}
 	writeJSON(w, http.StatusCreated, sess)
 	return nil
+}
+
+// checkScopeNames checks that each requested scope looks like a Spotify
+// scope name; Spotify itself refuses unknown ones.
+func checkScopeNames(scopes []string) error {
+	for _, sc := range scopes {
+		if !validScope.MatchString(sc) {
+			return spotoken.Errorf(spotoken.EInvalid, "scopes: %q is not a Spotify scope name", truncate(sc, 64))
+		}
+	}
+	return nil
+}
+
+// linkScopes are the scopes a connect link asks for: those requested, or
+// fallback when the request named none (nil; an empty list asks for none).
+func linkScopes(requested []string, fallback spotoken.Scopes) spotoken.Scopes {
+	if requested == nil {
+		return fallback.Normalize()
+	}
+	return spotoken.Scopes(requested).Normalize()
 }
 
 // checkReturnTo accepts an absolute http(s) URL whose origin the app
@@ -248,7 +266,7 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request, app *spotoken
 	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set("Referrer-Policy", "no-referrer")
 	s.metrics.connectFlow("started")
-	http.Redirect(w, r, s.accountsClient(app).AuthCodeURL(state, s.CallbackURL(), scopes, verifier, showDialog), http.StatusFound)
+	http.Redirect(w, r, s.accountsClients(app)[0].AuthCodeURL(state, s.CallbackURL(), scopes, verifier, showDialog), http.StatusFound)
 }
 
 // consume uses up the pending authorization that token names in domain (a
@@ -338,7 +356,11 @@ func (s *Server) completeConnection(r *http.Request, key *spotoken.ConnectionKey
 		s.log.Warn("callback: the app is rate-limited at Spotify; no code exchange", "request_id", requestID(r), "connection", key.String(), "until", until)
 		return flowRateLimited
 	}
-	grant, err := s.accountsClient(app).Exchange(ctx, code, p.RedirectURI, p.Verifier.Reveal())
+	// While the app's client secret is rotated, the exchange falls back to
+	// the previous secret if Spotify refuses the new one.
+	grant, err := accounts.FirstAccepted(s.accountsClients(app), func(c *accounts.Client) (*accounts.Grant, error) {
+		return c.Exchange(ctx, code, p.RedirectURI, p.Verifier.Reveal())
+	})
 	if err == nil && grant.RefreshToken == "" {
 		err = errors.New("the token response has no refresh token")
 	}

@@ -28,6 +28,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/spotoken/spotoken"
+	"github.com/spotoken/spotoken/admin"
 	"github.com/spotoken/spotoken/refresh"
 )
 
@@ -126,9 +127,16 @@ type Config struct {
 	// ForceRefreshInterval is the rate at which each connection may ask for
 	// force_refresh (a burst of 3, then one per interval). Default 10s.
 	ForceRefreshInterval time.Duration
+	// AppTokens, when set, serves apps' own tokens: POST /v1/app-token and
+	// the proxy's /v1/proxy/-/ (a *refresh.AppTokens). Without it those
+	// answer not_found.
+	AppTokens AppTokens
+	// Admin, when set, serves the admin API under /admin/v1/ to admin
+	// credentials; without it the admin API answers not_found.
+	Admin *admin.Service
 
-	// The admin side (see listeners.go): metrics, the dashboard and, later,
-	// the console and admin API.
+	// The admin side (see listeners.go): metrics, the dashboard, the admin
+	// API (when Admin is set) and, later, the console.
 	//
 	// SeparateAdmin serves the admin routes from AdminHandler only, for a
 	// listener of their own; otherwise Handler serves them beside the API.
@@ -308,6 +316,8 @@ func (s *Server) publicRoutes(m *http.ServeMux) {
 	api("DELETE /v1/connections/{id}", s.handleDeleteConnection)
 	api("POST /v1/connections/{id}/token", s.handleToken)
 	api("/v1/proxy/{id}/{path...}", s.handleProxy)
+	api("POST /v1/app-token", s.handleAppToken)
+	api("/v1/proxy/-/{path...}", s.handleAppProxy)
 	m.HandleFunc("GET /connect/{session}", s.handleConnect)
 	m.HandleFunc("GET /callback", s.handleCallback)
 	s.healthRoutes(m)
@@ -332,6 +342,7 @@ func (s *Server) healthRoutes(m *http.ServeMux) {
 func (s *Server) operatorRoutes(m *http.ServeMux) {
 	m.Handle("GET /metrics", s.metricsHandler())
 	s.dash.routes(m)
+	s.adminRoutes(m)
 }
 
 func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) {
