@@ -9,19 +9,70 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/spotoken/spotoken"
+	"github.com/spotoken/spotoken/admin"
 )
 
 // spotoken apps bff: an app's backend-for-frontend settings (package bff,
-// docs/browser-apps.md).
+// docs/browser-apps.md). Changes go through package admin, as those of
+// 'apps update' (whose --bff-* flags are these) and the admin API do.
 
-type appsBFFOptions struct {
-	store       storeOptions
+// bffFlags are the flags that change an app's BFF.
+type bffFlags struct {
 	Origins     []string
 	Scopes      string
 	TokenScopes string
-	Off         bool
+}
+
+// addFlags adds the flags, their names starting with prefix.
+func (b *bffFlags) addFlags(f *pflag.FlagSet, prefix string) {
+	f.StringArrayVar(&b.Origins, prefix+"origin", nil, `an origin of the app's SPA, scheme://host[:port] (repeatable; replaces the list; "" turns the BFF off)`)
+	f.StringVar(&b.Scopes, prefix+"scopes", "", `scopes the SPA's sign-in asks, separated by spaces or commas ("": the app's default scopes)`)
+	f.StringVar(&b.TokenScopes, prefix+"token-scopes", "", `turn on the BFF's token-mediating mode for grants within these scopes ("": off)`)
+}
+
+// patch is the admin patch of the flags given, nil when none was.
+func (b *bffFlags) patch(cmd *cobra.Command, prefix string) (*admin.BrowserAppPatch, error) {
+	given := func(name string) bool { return cmd.Flags().Changed(prefix + name) }
+	if !given("origin") && !given("scopes") && !given("token-scopes") {
+		return nil, nil
+	}
+	p := &admin.BrowserAppPatch{}
+	if given("origin") {
+		origins := []string{}
+		if !emptied(b.Origins) {
+			for _, raw := range b.Origins {
+				o, err := spotoken.NormalizeOrigin(raw)
+				if err != nil {
+					return nil, usageError{fmt.Errorf("--%sorigin: %s", prefix, spotoken.ErrorMessage(err))}
+				}
+				origins = append(origins, o)
+			}
+		}
+		p.Origins = &origins
+	}
+	for _, f := range []struct {
+		name string
+		raw  string
+		to   **spotoken.Scopes
+	}{{"scopes", b.Scopes, &p.Scopes}, {"token-scopes", b.TokenScopes, &p.TokenScopes}} {
+		if given(f.name) {
+			scopes, err := parseScopes(f.raw)
+			if err != nil {
+				return nil, usageError{fmt.Errorf("--%s%s: %w", prefix, f.name, err)}
+			}
+			*f.to = &scopes
+		}
+	}
+	return p, nil
+}
+
+type appsBFFOptions struct {
+	store storeOptions
+	flags bffFlags
+	Off   bool
 }
 
 func newAppsBFFCmd(ios *IOStreams) *cobra.Command {
@@ -45,8 +96,9 @@ the page the session's access token (never the refresh token), and only while
 every scope the grant carries is among these; "" turns it off. Use it only for
 what must call Spotify from the page, such as the Web Playback SDK.
 
---off turns the BFF off; sessions then get 404 until it is on again.
-Without flags, the settings are shown. Settings not given are kept.`,
+--off turns the BFF off; its routes then answer 404 until it is on again.
+Without flags, the settings are shown. Settings not given are kept.
+'spotoken apps update NAME --bff-origin ...' does the same.`,
 		Example: `  spotoken apps bff my-app --origin https://app.example
   spotoken apps bff my-app --token-scopes "streaming user-read-email user-read-private"
   spotoken apps bff my-app --off`,
@@ -57,9 +109,7 @@ Without flags, the settings are shown. Settings not given are kept.`,
 	}
 	f := cmd.Flags()
 	opts.store.addFlags(f)
-	f.StringArrayVar(&opts.Origins, "origin", nil, "an origin of the SPA, scheme://host[:port] (repeatable; replaces the list)")
-	f.StringVar(&opts.Scopes, "scopes", "", `scopes asked at sign-in, separated by spaces or commas ("": the app's default scopes)`)
-	f.StringVar(&opts.TokenScopes, "token-scopes", "", `turn on the token-mediating mode for grants within these scopes ("": off)`)
+	opts.flags.addFlags(f, "")
 	f.BoolVar(&opts.Off, "off", false, "turn the app's BFF off")
 	return cmd
 }
@@ -84,63 +134,42 @@ func newBFFView(app string, b *spotoken.BrowserApp) bffView {
 }
 
 func appsBFFRun(cmd *cobra.Command, ios *IOStreams, opts *appsBFFOptions, name string) error {
-	f := cmd.Flags()
-	changing := f.Changed("origin") || f.Changed("scopes") || f.Changed("token-scopes")
-	if opts.Off && changing {
-		return usageError{errors.New("--off turns the BFF off; give it alone")}
-	}
-	origins, err := spotoken.NormalizeOrigins(opts.Origins)
+	patch, err := opts.flags.patch(cmd, "")
 	if err != nil {
-		return usageError{fmt.Errorf("--origin: %s", spotoken.ErrorMessage(err))}
+		return err
 	}
-	if f.Changed("origin") && len(origins) == 0 {
+	switch {
+	case opts.Off && patch != nil:
+		return usageError{errors.New("--off turns the BFF off; give it alone")}
+	case opts.Off:
+		patch = &admin.BrowserAppPatch{Origins: &[]string{}}
+	case patch != nil && patch.Origins != nil && len(*patch.Origins) == 0:
 		return usageError{errors.New("--origin: give at least one origin, or --off to turn the BFF off")}
 	}
-	scopes, err := parseScopes(opts.Scopes)
-	if err != nil {
-		return usageError{fmt.Errorf("--scopes: %w", err)}
-	}
-	tokenScopes, err := parseScopes(opts.TokenScopes)
-	if err != nil {
-		return usageError{fmt.Errorf("--token-scopes: %w", err)}
-	}
 	ctx := cmd.Context()
-	return withStore(ctx, ios, &opts.store, false, func(store spotoken.Store) error {
+	return withAdmin(ctx, ios, &opts.store, nil, func(svc *admin.Service, store spotoken.Store) error {
 		app, err := findApp(ctx, store, name)
 		if err != nil {
 			return err
 		}
-		b, err := browserApp(ctx, store, app.ID)
-		if err != nil {
-			return err
+		if opts.Off {
+			if b, err := svc.BrowserApp(ctx, app.ID); err != nil {
+				return err
+			} else if b == nil {
+				patch = nil // off already
+			}
 		}
-		switch {
-		case opts.Off:
-			if b != nil {
-				if err := store.DeleteBrowserApp(ctx, app.ID); err != nil && !errors.Is(err, spotoken.ErrNotFound) {
-					return fmt.Errorf("turn off the BFF of app %q: %w", app.ID, err)
+		if patch != nil {
+			if _, err := svc.UpdateApp(ctx, cliActor(), app.ID, admin.AppPatch{BrowserApp: patch}); err != nil {
+				if spotoken.ErrorCode(err) == spotoken.EInvalid {
+					return usageError{errors.New(errorText(err))}
 				}
+				return fmt.Errorf("set the BFF of app %q: %s", app.ID, errorText(err))
 			}
-			b = nil
-		case changing:
-			if b == nil {
-				if !f.Changed("origin") {
-					return usageError{fmt.Errorf("app %s has no BFF yet: turn it on with --origin", app.ID)}
-				}
-				b = &spotoken.BrowserApp{AppID: app.ID}
-			}
-			if f.Changed("origin") {
-				b.Origins = origins
-			}
-			if f.Changed("scopes") {
-				b.Scopes = scopes
-			}
-			if f.Changed("token-scopes") {
-				b.TokenScopes = tokenScopes
-			}
-			if err := store.PutBrowserApp(ctx, b); err != nil {
-				return fmt.Errorf("set the BFF of app %q: %w", app.ID, err)
-			}
+		}
+		b, err := svc.BrowserApp(ctx, app.ID)
+		if err != nil {
+			return fmt.Errorf("read the BFF of app %q: %w", app.ID, err)
 		}
 		if jsonOutput(cmd) {
 			return writeJSON(ios.Out, newBFFView(app.ID, b))
@@ -167,6 +196,15 @@ func printBFF(w io.Writer, app *spotoken.App, b *spotoken.BrowserApp) {
 		fmt.Fprintf(w, "The BFF of app %s is off. Turn it on with: spotoken apps bff %s --origin https://your-spa.example\n", app.ID, app.ID)
 		return
 	}
+	tw := newTable(w)
+	for _, row := range bffRows(app, b) {
+		fmt.Fprintf(tw, "%s\t%s\n", row[0], row[1])
+	}
+	tw.Flush()
+}
+
+// bffRows are the BFF's settings as rows of a table.
+func bffRows(app *spotoken.App, b *spotoken.BrowserApp) [][2]string {
 	scopes := b.Scopes.String()
 	if scopes == "" {
 		scopes = "the app's default scopes (" + orDash(app.DefaultScopes.String()) + ")"
@@ -175,11 +213,10 @@ func printBFF(w io.Writer, app *spotoken.App, b *spotoken.BrowserApp) {
 	if b.TokenMediating() {
 		mode = "on, for grants within: " + b.TokenScopes.String()
 	}
-	tw := newTable(w)
-	fmt.Fprintf(tw, "app\t%s\n", app.ID)
-	fmt.Fprintf(tw, "origins\t%s\n", strings.Join(b.Origins, " "))
-	fmt.Fprintf(tw, "sign-in scopes\t%s\n", scopes)
-	fmt.Fprintf(tw, "token-mediating mode\t%s\n", mode)
-	fmt.Fprintf(tw, "routes\t/bff/%s/login, /session, /logout, /api/..., /token; the client: /bff/client.js\n", app.ID)
-	tw.Flush()
+	return [][2]string{
+		{"origins", strings.Join(b.Origins, " ")},
+		{"sign-in scopes", scopes},
+		{"token-mediating mode", mode},
+		{"routes", "/bff/" + app.ID + "/login, /session, /logout, /api/..., /token; the client: /bff/client.js"},
+	}
 }

@@ -31,7 +31,7 @@ func TestAppsBFF(t *testing.T) {
 			if !strings.Contains(out, "is off") {
 				t.Errorf("apps bff of an app with it off says:\n%s", out)
 			}
-			e.fails(exitUsage, "turn it on with --origin", "", "apps", "bff", "spa", "--token-scopes", "streaming")
+			e.fails(exitUsage, "give the SPA's origins to turn it on", "", "apps", "bff", "spa", "--token-scopes", "streaming")
 
 			e.ok("", "apps", "bff", "spa", "--origin", "HTTPS://App.Example:443/", "--origin", "http://127.0.0.1:5173", "--origin", "https://app.example")
 			v := view()
@@ -71,6 +71,26 @@ func TestAppsBFF(t *testing.T) {
 			e.ok("", "apps", "bff", "spa", "--off")
 			if v := view(); v.Enabled {
 				t.Errorf("after --off: %+v", v)
+			}
+			if out, _ := e.ok("", "apps", "bff", "spa", "--off"); !strings.Contains(out, "is off") { // off already: nothing to do
+				t.Errorf("--off twice says:\n%s", out)
+			}
+
+			// apps update's --bff-* flags are the same settings.
+			out, _ = e.ok("", "apps", "update", "spa", "--bff-origin", "https://spa.example", "--bff-token-scopes", "streaming")
+			if !strings.Contains(out, "bff_origins, bff_token_scopes") {
+				t.Errorf("apps update --bff-origin says:\n%s", out)
+			}
+			if v := view(); !v.Enabled || v.Origins[0] != "https://spa.example" || !v.TokenMediating {
+				t.Errorf("after apps update --bff-origin: %+v", v)
+			}
+			out, _ = e.ok("", "apps", "get", "spa")
+			if !strings.Contains(out, "bff origins:") || !strings.Contains(out, "https://spa.example") {
+				t.Errorf("apps get shows no BFF:\n%s", out)
+			}
+			e.ok("", "apps", "update", "spa", "--bff-origin", "")
+			if v := view(); v.Enabled {
+				t.Errorf("after apps update --bff-origin \"\": %+v", v)
 			}
 		})
 	}
