@@ -31,6 +31,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"log/slog"
 	mathrand "math/rand/v2"
 	"sync"
@@ -135,7 +136,11 @@ type stats struct {
 type Engine struct {
 	cfg     Config
 	cache   sync.Map // ConnectionKey → *cached, never modified once stored
-	gens    sync.Map // ConnectionKey → *atomic.Uint64, counting Forget calls
+	// gens counts Forget calls, in a fixed number of slots that keys hash
+	// into: nothing is kept per key, so made-up keys cost no memory, and a
+	// Forget of one key only makes keys sharing its slot skip one cache fill.
+	gens    [genSlots]atomic.Uint64
+	genSeed maphash.Seed
 	flights singleflight.Group
 	limiter *rate.Limiter
 	log     *slog.Logger
@@ -189,7 +194,7 @@ func New(cfg Config) (*Engine, error) {
 		cfg.Jitter = mathrand.Float64
 	}
 	return &Engine{cfg: cfg, limiter: rate.NewLimiter(cfg.UpstreamRate, cfg.UpstreamBurst), log: cfg.Logger,
-		gates: make(map[string]time.Time)}, nil
+		gates: make(map[string]time.Time), genSeed: maphash.MakeSeed()}, nil
 }
 
 // Stats returns the engine's counters.
@@ -331,13 +336,17 @@ func (e *Engine) remember(key spotoken.ConnectionKey, at AccessToken, gen uint64
 	}
 }
 
-// generation is key's Forget counter.
+// genSlots is how many Forget counters keys share.
+const genSlots = 4096
+
+// generation is the Forget counter of key's slot. It allocates nothing.
 func (e *Engine) generation(key spotoken.ConnectionKey) *atomic.Uint64 {
-	if g, ok := e.gens.Load(key); ok {
-		return g.(*atomic.Uint64)
-	}
-	g, _ := e.gens.LoadOrStore(key, new(atomic.Uint64))
-	return g.(*atomic.Uint64)
+	var h maphash.Hash
+	h.SetSeed(e.genSeed)
+	h.WriteString(key.AppID)
+	h.WriteByte(0)
+	h.WriteString(key.ID)
+	return &e.gens[h.Sum64()%genSlots]
 }
 
 // fly runs req for key, sharing the work with concurrent callers of the same
