@@ -132,3 +132,65 @@ func TestBinaryUnknownIDsMemory(t *testing.T) {
 		t.Errorf("memory grew with unknown ids: %d KiB after 1,000, %d KiB after %d (ratio %.2f > 1.10)", after1k, afterAll, total, ratio)
 	}
 }
+
+// do sends a JSON request with the demo key and returns the answer.
+func (e *hardEnv) do(t *testing.T, method, path string, body any) e2eResp {
+	t.Helper()
+	return e2eDo(t, method, e.base+path, e.key, body)
+}
+
+// connect makes connection id through a connect link that the built-in
+// emulator approves as alice, and returns the flow.
+func (e *hardEnv) connect(t *testing.T, id string, extra map[string]any) e2eFlow {
+	t.Helper()
+	body := map[string]any{"connection_id": id}
+	for k, v := range extra {
+		body[k] = v
+	}
+	r := e.do(t, "POST", "/v1/connect-sessions", body)
+	if r.Status != http.StatusCreated {
+		t.Fatalf("POST /v1/connect-sessions: %d %s", r.Status, r.Body)
+	}
+	var sess struct{ URL string }
+	json.Unmarshal(r.Body, &sess)
+	env := &e2eEnv{t: t, base: e.base}
+	return env.follow(sess.URL)
+}
+
+// waitFor polls cond every 50ms for up to d of real time.
+func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %s", what, d)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestBinaryEmulatorClockScheduler (finding 7): under serve --emulator the
+// store keeps the emulator's clock, so after the clock moves on and a
+// refresh fails once, the backoff ends on the same clock and the scheduler
+// refreshes the connection on its own.
+func TestBinaryEmulatorClockScheduler(t *testing.T) {
+	e := startHard(t, "--scheduler-interval", "100ms")
+	if f := e.connect(t, "u1", nil); f.Final.StatusCode != 200 {
+		t.Fatalf("connect: %d %s", f.Final.StatusCode, f.Body)
+	}
+	if r := e2eDo(t, "POST", e.emu+"/_emulator/faults", "", map[string]any{"token_status": 503, "count": 1}); r.Status/100 != 2 {
+		t.Fatalf("set fault: %d %s", r.Status, r.Body)
+	}
+	if r := e2eDo(t, "POST", e.emu+"/_emulator/clock", "", map[string]string{"advance": "2h"}); r.Status != 200 {
+		t.Fatalf("advance: %d %s", r.Status, r.Body)
+	}
+	waitFor(t, 30*time.Second, "the scheduler refreshed u1 after the failed attempt", func() bool {
+		r := e.do(t, "GET", "/v1/connections/u1", nil)
+		var v struct {
+			ExpiresAt time.Time `json:"expires_at"`
+		}
+		json.Unmarshal(r.Body, &v)
+		now, err := e2eClock(e.emu)
+		return err == nil && v.ExpiresAt.After(now.Add(30*time.Minute))
+	})
+}

@@ -44,6 +44,7 @@ type serveOptions struct {
 	AuthCacheTTL    time.Duration
 	ShutdownTimeout time.Duration
 	NoScheduler     bool
+	SchedInterval   time.Duration
 	JSON            bool // --json: the start-up facts as one JSON line instead of the URL and banner
 }
 
@@ -112,6 +113,8 @@ The redirect URI to register with Spotify for every app is <public-url>/callback
 	f.DurationVar(&opts.ShutdownTimeout, "shutdown-timeout", 30*time.Second, "on SIGINT/SIGTERM, wait this long for requests and refreshes in flight")
 	f.BoolVar(&opts.NoScheduler, "no-scheduler", false, "do not refresh tokens ahead of expiry (refresh only on demand)")
 	f.MarkHidden("no-scheduler")
+	f.DurationVar(&opts.SchedInterval, "scheduler-interval", 30*time.Second, "how often the scheduler looks for tokens to refresh (jittered by ±25%)")
+	f.MarkHidden("scheduler-interval")
 	return cmd
 }
 
@@ -197,6 +200,9 @@ func serveRun(ctx context.Context, ios *IOStreams, opts *serveOptions) error {
 		accountsURL, apiURL, now = emuURL, emuURL, emu.Now
 	}
 
+	if opts.Emulator {
+		opts.store.now = now
+	}
 	store, err := opts.store.openStore(ctx, log, true)
 	if err != nil {
 		return err
@@ -250,7 +256,7 @@ func serveRun(ctx context.Context, ios *IOStreams, opts *serveOptions) error {
 		}()
 	}
 	if !opts.NoScheduler {
-		sched := &refresh.Scheduler{Engine: engine, Store: store, Now: now, Window: opts.RefreshWindow, Logger: log}
+		sched := &refresh.Scheduler{Engine: engine, Store: store, Now: now, Window: opts.RefreshWindow, Logger: log, Interval: opts.SchedInterval}
 		background("scheduler", sched.Run)
 	}
 	hooks := &server.Webhooks{Store: store, Now: now, Logger: log, Metrics: metrics, ConnectLink: srv.ConnectLink,
