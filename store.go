@@ -159,6 +159,7 @@ type Store interface {
 	AppStore
 	APIKeyStore
 	PendingStore
+	PendingGrantStore
 	ConnectionStore
 	EventStore
 	Resealer

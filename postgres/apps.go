@@ -299,7 +299,8 @@ func (db *DB) TouchAPIKey(ctx context.Context, id string, at time.Time) error {
 	return nil
 }
 
-const pendingCols = `state_hash, app_id, connection_id, verifier, scopes, redirect_uri, return_to, created_at, expires_at, used_at`
+const pendingCols = `state_hash, app_id, connection_id, verifier, scopes, redirect_uri, return_to, created_at, expires_at, used_at,
+	require_confirmation, skip_dialog`
 
 // scanPending reads a pending authorization selected with pendingCols,
 // returning the sealed verifier unopened.
@@ -310,7 +311,8 @@ func scanPending(row scanner) (*spotoken.PendingAuthorization, []byte, error) {
 		scopes                 []string
 		created, expires, used pgtype.Timestamptz
 	)
-	if err := row.Scan(&hash, &p.AppID, &p.ConnectionID, &verifier, &scopes, &p.RedirectURI, &p.ReturnTo, &created, &expires, &used); err != nil {
+	if err := row.Scan(&hash, &p.AppID, &p.ConnectionID, &verifier, &scopes, &p.RedirectURI, &p.ReturnTo, &created, &expires, &used,
+		&p.RequireConfirmation, &p.SkipDialog); err != nil {
 		return nil, nil, err
 	}
 	var err error
@@ -331,8 +333,9 @@ func (db *DB) CreatePending(ctx context.Context, p *spotoken.PendingAuthorizatio
 	if err != nil {
 		return fmt.Errorf("create pending authorization: %w", err)
 	}
-	_, err = db.pool.Exec(ctx, `INSERT INTO pending_authorizations (`+pendingCols+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL)`,
-		p.StateHash[:], p.AppID, p.ConnectionID, verifier, textArray(p.Scopes), p.RedirectURI, p.ReturnTo, now, tstz(p.ExpiresAt))
+	_, err = db.pool.Exec(ctx, `INSERT INTO pending_authorizations (`+pendingCols+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL, $10, $11)`,
+		p.StateHash[:], p.AppID, p.ConnectionID, verifier, textArray(p.Scopes), p.RedirectURI, p.ReturnTo, now, tstz(p.ExpiresAt),
+		p.RequireConfirmation, p.SkipDialog)
 	switch pgCode(err) {
 	case codeUniqueViolation:
 		return spotoken.Errorf(spotoken.EConflict, "pending authorization already exists")

@@ -23,8 +23,6 @@ import (
 // validConnectionID: the app's own id for its user.
 var validConnectionID = regexp.MustCompile(`^[A-Za-z0-9._@:-]{1,128}$`)
 
-// validScope: a Spotify scope name's shape; Spotify itself refuses unknown ones.
-var validScope = regexp.MustCompile(`^[a-z][a-z0-9-]{0,63}$`)
 
 func checkConnectionID(id string) error {
 	// "." and ".." would be path segments that HTTP clients and the router
@@ -58,9 +56,12 @@ func (s *Server) handleCreateSession(w http.ResponseWriter, r *http.Request, key
 	if err := checkConnectionID(req.ConnectionID); err != nil {
 		return err
 	}
+	if len(req.Scopes) > len(spotoken.SpotifyScopes) {
+		return spotoken.Errorf(spotoken.EInvalid, "scopes: at most %d scopes (Spotify defines %d)", len(spotoken.SpotifyScopes), len(spotoken.SpotifyScopes))
+	}
 	for _, sc := range req.Scopes {
-		if !validScope.MatchString(sc) {
-			return spotoken.Errorf(spotoken.EInvalid, "scopes: %q is not a Spotify scope name", truncate(sc, 64))
+		if !spotoken.KnownScope(sc) {
+			return spotoken.Errorf(spotoken.EInvalid, "scopes: %q is not a scope Spotify defines (see docs/api.md)", truncate(sc, 64))
 		}
 	}
 	app, err := s.cfg.Store.App(r.Context(), key.AppID)

@@ -13,6 +13,7 @@ import (
 	"net/http/httptest"
 	"path"
 	"reflect"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -404,15 +405,23 @@ func (s *Server) logRequests(next http.Handler) http.Handler {
 }
 
 // logPath is a request path safe to log: a connect link's session is a
-// bearer credential until used.
+// bearer credential until used. Whatever the route, and in any case, a
+// path under /connect/ is logged without its rest, and anything shaped like
+// a session token (cs_…) is redacted.
 func logPath(p string) string {
 	// Any spelling the router would clean to /connect/… ("//connect/x",
-	// "/./connect/x") and any path with the token in a segment cleaned away.
-	if strings.Contains(p, "/connect/") || strings.HasPrefix(path.Clean("/"+p), "/connect/") {
+	// "/./connect/x", "/Connect/x") and any path with the token in a
+	// segment cleaned away.
+	lower := strings.ToLower(p)
+	if strings.Contains(lower, "/connect/") || strings.HasPrefix(path.Clean("/"+lower), "/connect/") {
 		return "/connect/[REDACTED]"
 	}
+	p = sessionTokenPattern.ReplaceAllString(p, "cs_[REDACTED]")
 	if len(p) > 256 {
 		p = p[:256] + "…"
 	}
 	return p
 }
+
+// sessionTokenPattern matches a connect session token in a path.
+var sessionTokenPattern = regexp.MustCompile(`(?i)cs_[a-z0-9_-]+`)

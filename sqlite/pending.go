@@ -11,7 +11,8 @@ import (
 	"github.com/spotoken/spotoken/internal/rowseal"
 )
 
-const pendingColumns = `state_hash, app_id, connection_id, verifier, scopes, redirect_uri, return_to, created_at, expires_at, used_at`
+const pendingColumns = `state_hash, app_id, connection_id, verifier, scopes, redirect_uri, return_to, created_at, expires_at, used_at,
+	require_confirmation, skip_dialog`
 
 // CreatePending stores a pending authorization, unused, setting its
 // CreatedAt from the store's clock; ErrConflict if its state hash exists,
@@ -26,9 +27,9 @@ func (db *DB) CreatePending(ctx context.Context, p *spotoken.PendingAuthorizatio
 		return fmt.Errorf("create pending: %w", err)
 	}
 	err = db.write(ctx, func(tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, `INSERT INTO pending_authorizations (`+pendingColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)`,
+		_, err := tx.ExecContext(ctx, `INSERT INTO pending_authorizations (`+pendingColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?)`,
 			p.StateHash[:], p.AppID, p.ConnectionID, blobArg(verifier), scopesArg(p.Scopes), p.RedirectURI, p.ReturnTo,
-			now.UnixMicro(), p.ExpiresAt.UnixMicro())
+			now.UnixMicro(), p.ExpiresAt.UnixMicro(), p.RequireConfirmation, p.SkipDialog)
 		return translate(err, "pending authorization already exists", fmt.Sprintf("app %q not found", p.AppID))
 	})
 	if err != nil {
@@ -94,7 +95,8 @@ func (db *DB) scanPending(row interface{ Scan(...any) error }) (*spotoken.Pendin
 	var p spotoken.PendingAuthorization
 	var verifier []byte
 	if err := row.Scan(hashCol{&p.StateHash}, &p.AppID, &p.ConnectionID, &verifier, scopesCol{&p.Scopes},
-		&p.RedirectURI, &p.ReturnTo, timeCol{&p.CreatedAt}, timeCol{&p.ExpiresAt}, timeCol{&p.UsedAt}); err != nil {
+		&p.RedirectURI, &p.ReturnTo, timeCol{&p.CreatedAt}, timeCol{&p.ExpiresAt}, timeCol{&p.UsedAt},
+		&p.RequireConfirmation, &p.SkipDialog); err != nil {
 		return nil, err
 	}
 	v, err := db.codec.Open(rowseal.Verifier(p.AppID, p.ConnectionID, p.StateHash), verifier)

@@ -95,6 +95,9 @@ func Run(t *testing.T, newBackend func(t *testing.T) Backend) {
 		{"Tampering", testTampering},
 		{"AppTampering", testAppTampering},
 		{"NoPlaintextAtRest", testNoPlaintext},
+		{"PendingGrants", testPendingGrants},
+		{"CountPending", testCountPending},
+		{"RefreshUnknown", testRefreshUnknown},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -8,35 +8,8 @@ import (
 	"github.com/spotoken/spotoken"
 )
 
-// spotifyScopes are the authorization scopes Spotify defines, sorted; its
-// /authorize refuses any other ("Illegal scope"). Source: Spotify's
-// developer documentation, "Scopes".
-var spotifyScopes = []string{
-	"app-remote-control",
-	"playlist-modify-private",
-	"playlist-modify-public",
-	"playlist-read-collaborative",
-	"playlist-read-private",
-	"soa-create-partner",
-	"soa-manage-entitlements",
-	"soa-manage-partner",
-	"streaming",
-	"ugc-image-upload",
-	"user-follow-modify",
-	"user-follow-read",
-	"user-library-modify",
-	"user-library-read",
-	"user-modify-playback-state",
-	"user-read-currently-playing",
-	"user-read-email",
-	"user-read-playback-position",
-	"user-read-playback-state",
-	"user-read-private",
-	"user-read-recently-played",
-	"user-soa-link",
-	"user-soa-unlink",
-	"user-top-read",
-}
+// spotifyScopes are the authorization scopes Spotify defines, sorted.
+var spotifyScopes = spotoken.SpotifyScopes
 
 // parseScopes parses a list of Spotify scopes separated by spaces or commas
 // and refuses any scope Spotify does not define.

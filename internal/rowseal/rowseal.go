@@ -62,6 +62,12 @@ func Verifier(appID, connectionID string, stateHash [32]byte) Field {
 	return Field{Table: "pending_authorizations", Column: "verifier", Row: []string{appID, connectionID, hex.EncodeToString(stateHash[:])}}
 }
 
+// PendingGrantToken is one token (column access_token or refresh_token) of
+// a grant waiting for its app's confirmation.
+func PendingGrantToken(appID, connectionID string, codeHash [32]byte, column string) Field {
+	return Field{Table: "pending_grants", Column: column, Row: []string{appID, connectionID, hex.EncodeToString(codeHash[:])}}
+}
+
 // Codec seals and opens fields with a key ring. It is safe for concurrent use.
 type Codec struct {
 	keys *seal.KeyRing

@@ -1,0 +1,118 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/spotoken/spotoken"
+	"github.com/spotoken/spotoken/internal/rowseal"
+)
+
+const pendingGrantColumns = `code_hash, app_id, connection_id, spotify_user_id, display_name, scopes,
+	access_token, refresh_token, access_expires_at, created_at, expires_at`
+
+// CreatePendingGrant stores g, setting CreatedAt from the store's clock;
+// ErrConflict if its code hash exists, ErrNotFound if its app does not,
+// EInvalid without an expiry.
+func (db *DB) CreatePendingGrant(ctx context.Context, g *spotoken.PendingGrant) error {
+	if g.ExpiresAt.IsZero() {
+		return fmt.Errorf("create pending grant: %w", spotoken.Errorf(spotoken.EInvalid, "pending grant has no expiry"))
+	}
+	now := db.now()
+	access, err := db.codec.Seal(rowseal.PendingGrantToken(g.AppID, g.ConnectionID, g.CodeHash, "access_token"), g.Token.AccessToken)
+	if err != nil {
+		return fmt.Errorf("create pending grant: %w", err)
+	}
+	refresh, err := db.codec.Seal(rowseal.PendingGrantToken(g.AppID, g.ConnectionID, g.CodeHash, "refresh_token"), g.Token.RefreshToken)
+	if err != nil {
+		return fmt.Errorf("create pending grant: %w", err)
+	}
+	err = db.write(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, `INSERT INTO pending_grants (`+pendingGrantColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			g.CodeHash[:], g.AppID, g.ConnectionID, g.SpotifyUserID, g.DisplayName, scopesArg(g.Scopes),
+			blobArg(access), blobArg(refresh), timeArg(g.Token.Expiry), now.UnixMicro(), g.ExpiresAt.UnixMicro())
+		return translate(err, "pending grant already exists", fmt.Sprintf("app %q not found", g.AppID))
+	})
+	if err != nil {
+		return fmt.Errorf("create pending grant: %w", err)
+	}
+	g.CreatedAt = now
+	return nil
+}
+
+// TakePendingGrant deletes and returns the pending grant of key with
+// codeHash, in one DELETE ... RETURNING, so it is taken once.
+func (db *DB) TakePendingGrant(ctx context.Context, key spotoken.ConnectionKey, codeHash [32]byte) (*spotoken.PendingGrant, error) {
+	now := db.now()
+	var g *spotoken.PendingGrant
+	err := db.write(ctx, func(tx *sql.Tx) error {
+		var err error
+		g, err = db.scanPendingGrant(tx.QueryRowContext(ctx, `DELETE FROM pending_grants
+			WHERE code_hash = ? AND app_id = ? AND connection_id = ? RETURNING `+pendingGrantColumns, codeHash[:], key.AppID, key.ID))
+		if errors.Is(err, sql.ErrNoRows) {
+			return spotoken.Errorf(spotoken.ENotFound, "no pending grant with this code for connection %s", key)
+		}
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("take pending grant: %w", err)
+	}
+	db.shred(ctx)
+	if !now.Before(g.ExpiresAt) {
+		return nil, fmt.Errorf("take pending grant: %w", spotoken.Errorf(spotoken.EExpired, "the pending grant of connection %s expired", key))
+	}
+	return g, nil
+}
+
+// DeleteExpiredPendingGrants erases pending grants that expired before
+// before and returns how many.
+func (db *DB) DeleteExpiredPendingGrants(ctx context.Context, before time.Time) (int, error) {
+	var n int64
+	err := db.write(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `DELETE FROM pending_grants WHERE expires_at < ?`, before.UnixMicro())
+		if err != nil {
+			return err
+		}
+		n, err = affected(res)
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("delete expired pending grants: %w", err)
+	}
+	if n > 0 {
+		db.shred(ctx)
+	}
+	return int(n), nil
+}
+
+// CountPending counts app's live pending authorizations and pending grants.
+func (db *DB) CountPending(ctx context.Context, appID string, now time.Time) (int, error) {
+	var n int
+	err := db.r.QueryRowContext(ctx, `SELECT
+		(SELECT count(*) FROM pending_authorizations WHERE app_id = ?1 AND expires_at > ?2 AND used_at IS NULL) +
+		(SELECT count(*) FROM pending_grants WHERE app_id = ?1 AND expires_at > ?2)`, appID, now.UnixMicro()).Scan(&n)
+	if err != nil {
+		return 0, fmt.Errorf("count pending: %w", err)
+	}
+	return n, nil
+}
+
+func (db *DB) scanPendingGrant(row interface{ Scan(...any) error }) (*spotoken.PendingGrant, error) {
+	var g spotoken.PendingGrant
+	var access, refresh []byte
+	if err := row.Scan(hashCol{&g.CodeHash}, &g.AppID, &g.ConnectionID, &g.SpotifyUserID, &g.DisplayName, scopesCol{&g.Scopes},
+		&access, &refresh, timeCol{&g.Token.Expiry}, timeCol{&g.CreatedAt}, timeCol{&g.ExpiresAt}); err != nil {
+		return nil, err
+	}
+	var err error
+	if g.Token.AccessToken, err = db.codec.Open(rowseal.PendingGrantToken(g.AppID, g.ConnectionID, g.CodeHash, "access_token"), access); err != nil {
+		return nil, err
+	}
+	if g.Token.RefreshToken, err = db.codec.Open(rowseal.PendingGrantToken(g.AppID, g.ConnectionID, g.CodeHash, "refresh_token"), refresh); err != nil {
+		return nil, err
+	}
+	return &g, nil
+}
