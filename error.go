@@ -27,6 +27,10 @@ const (
 	EUnavailable = "temporarily_unavailable"
 	// EAppMisconfigured: Spotify refused the app's credentials (invalid_client).
 	EAppMisconfigured = "app_misconfigured"
+	// EStoreUnavailable: spotoken's own database cannot be reached or did
+	// not answer in time; try again after RetryAfter. Distinct from
+	// EUnavailable, which is Spotify's side.
+	EStoreUnavailable = "unavailable"
 )
 
 // Error is an error with a code and a message that is safe to show a client.
@@ -104,4 +108,7 @@ var (
 	ErrUnavailable = &Error{Code: EUnavailable, Message: "Spotify is unavailable"}
 	// ErrAppMisconfigured: Spotify refused the app's client credentials.
 	ErrAppMisconfigured = &Error{Code: EAppMisconfigured, Message: "Spotify refused the app's client credentials"}
+	// ErrStoreUnavailable: the database cannot be reached or did not answer
+	// within its deadline; see Error.RetryAfter.
+	ErrStoreUnavailable = &Error{Code: EStoreUnavailable, Message: "the database is unavailable"}
 )

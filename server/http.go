@@ -31,6 +31,11 @@ const (
 	ETooLarge = "request_too_large"
 	// EMethodNotAllowed: the path exists but not with this method.
 	EMethodNotAllowed = "method_not_allowed"
+	// ELimitExceeded: the app reached one of its per-app caps (pending
+	// connect links); try again after Retry-After.
+	ELimitExceeded = "limit_exceeded"
+	// ETimeout: the request's body did not arrive in time.
+	ETimeout = "request_timeout"
 )
 
 // statuses maps error codes to HTTP statuses: the one table.
@@ -43,6 +48,9 @@ var statuses = map[string]int{
 	spotoken.EUnavailable:      http.StatusServiceUnavailable,
 	spotoken.EAppMisconfigured: http.StatusBadGateway,
 	spotoken.EInternal:         http.StatusInternalServerError,
+	spotoken.EStoreUnavailable: http.StatusServiceUnavailable,
+	ELimitExceeded:             http.StatusTooManyRequests,
+	ETimeout:                   http.StatusRequestTimeout,
 	EInvalidToken:              http.StatusUnauthorized,
 	EInsufficientScope:         http.StatusForbidden,
 	ETooLarge:                  http.StatusRequestEntityTooLarge,

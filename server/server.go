@@ -47,6 +47,7 @@ type Store interface {
 	CountConnections(ctx context.Context) ([]spotoken.ConnectionCount, error)
 	ExpiringGrants(ctx context.Context, before time.Time, limit int) ([]spotoken.DueConnection, error)
 	CountExpiringGrants(ctx context.Context, before time.Time) ([]spotoken.ConnectionCount, error)
+	spotoken.PendingGrantStore
 }
 
 // Tokens hands out fresh access tokens: a *refresh.Engine.
@@ -70,6 +71,13 @@ const (
 	DefaultGrantLifetime = 4380 * time.Hour // Spotify's six months from consent
 	DefaultAuthCacheTTL  = 2 * time.Second
 	DefaultForceInterval = 10 * time.Second
+	DefaultConfirmTTL    = 10 * time.Minute
+	// DefaultMaxPending is how many connect links and grants awaiting
+	// confirmation one app may have pending at once.
+	DefaultMaxPending = 1000
+	// DefaultMaxForceLimiters is how many connections of one app may have
+	// a force_refresh allowance in memory at once.
+	DefaultMaxForceLimiters = 10000
 )
 
 // Config configures a Server. Store, Tokens and PublicURL are required.
@@ -120,6 +128,16 @@ type Config struct {
 	// ForceRefreshInterval is the rate at which each connection may ask for
 	// force_refresh (a burst of 3, then one per interval). Default 10s.
 	ForceRefreshInterval time.Duration
+	// ConfirmTTL is how long a grant awaiting the app's confirmation (a
+	// connect session with require_confirmation) waits before it is
+	// erased. Default 10 minutes.
+	ConfirmTTL time.Duration
+	// MaxPending caps, per app, the connect links not yet used and the
+	// grants awaiting confirmation. Default DefaultMaxPending.
+	MaxPending int
+	// MaxForceLimiters caps, per app, the connections with a
+	// force_refresh allowance held in memory. Default DefaultMaxForceLimiters.
+	MaxForceLimiters int
 }
 
 // UpstreamTransport returns the transport spotoken serve uses for its calls
@@ -148,7 +166,7 @@ type Server struct {
 	dash     *dashboard
 
 	forceMu sync.Mutex
-	force   map[spotoken.ConnectionKey]*rate.Limiter
+	force   map[string]map[string]*rate.Limiter // app id → connection id → force_refresh allowance
 }
 
 // New returns a server for cfg.
@@ -193,6 +211,13 @@ func New(cfg Config) (*Server, error) {
 	cfg.StateTTL = orDefault(cfg.StateTTL, DefaultStateTTL)
 	cfg.GrantLifetime = orDefault(cfg.GrantLifetime, DefaultGrantLifetime)
 	cfg.ForceRefreshInterval = orDefault(cfg.ForceRefreshInterval, DefaultForceInterval)
+	cfg.ConfirmTTL = orDefault(cfg.ConfirmTTL, DefaultConfirmTTL)
+	if cfg.MaxPending <= 0 {
+		cfg.MaxPending = DefaultMaxPending
+	}
+	if cfg.MaxForceLimiters <= 0 {
+		cfg.MaxForceLimiters = DefaultMaxForceLimiters
+	}
 	if cfg.ExpiryWarning == 0 {
 		cfg.ExpiryWarning = DefaultExpiryWarning
 	}
@@ -202,7 +227,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	s := &Server{
 		cfg: cfg, log: cfg.Logger, metrics: cfg.Metrics, public: public, accounts: accountsURL, api: api,
-		force: make(map[spotoken.ConnectionKey]*rate.Limiter),
+		force: make(map[string]map[string]*rate.Limiter),
 	}
 	s.auth.init(s)
 	s.metrics.registerStore(cfg.Store, cfg.Now)
@@ -254,6 +279,7 @@ func (s *Server) routes() http.Handler {
 	api("GET /v1/connections/{id}", s.handleGetConnection)
 	api("DELETE /v1/connections/{id}", s.handleDeleteConnection)
 	api("POST /v1/connections/{id}/token", s.handleToken)
+	api("POST /v1/connections/{id}/confirm", s.handleConfirm)
 	api("/v1/proxy/{id}/{path...}", s.handleProxy)
 	m.HandleFunc("GET /connect/{session}", s.handleConnect)
 	m.HandleFunc("GET /callback", s.handleCallback)
@@ -300,11 +326,16 @@ func (s *Server) Run(ctx context.Context, interval time.Duration) error {
 		} else if n > 0 {
 			s.log.Debug("deleted expired pending authorizations", "count", n)
 		}
+		if n, err := s.cfg.Store.DeleteExpiredPendingGrants(ctx, s.cfg.Now()); err != nil {
+			s.log.Warn("erase expired grants awaiting confirmation", "err", err)
+		} else if n > 0 {
+			s.log.Info("erased grants their apps never confirmed", "count", n)
+		}
 		s.forceMu.Lock()
 		now := s.cfg.Now()
-		for k, l := range s.force {
-			if l.TokensAt(now) >= float64(l.Burst()) {
-				delete(s.force, k)
+		for app, m := range s.force {
+			if sweepLimiters(m, now); len(m) == 0 {
+				delete(s.force, app)
 			}
 		}
 		s.forceMu.Unlock()
@@ -328,6 +359,7 @@ func randomToken(prefix string) string {
 const (
 	domainSession = "spotoken connect-session\x00"
 	domainState   = "spotoken state\x00"
+	domainConfirm = "spotoken confirm\x00"
 )
 
 func pendingHash(domain, token string) [32]byte { return sha256.Sum256([]byte(domain + token)) }
