@@ -134,8 +134,8 @@ type stats struct {
 
 // Engine hands out fresh access tokens. It is safe for concurrent use.
 type Engine struct {
-	cfg     Config
-	cache   sync.Map // ConnectionKey → *cached, never modified once stored
+	cfg   Config
+	cache sync.Map // ConnectionKey → *cached, never modified once stored
 	// gens counts Forget calls, in a fixed number of slots that keys hash
 	// into: nothing is kept per key, so made-up keys cost no memory, and a
 	// Forget of one key only makes keys sharing its slot skip one cache fill.

@@ -27,7 +27,6 @@ import (
 // validConnectionID: the app's own id for its user.
 var validConnectionID = regexp.MustCompile(`^[A-Za-z0-9._@:-]{1,128}$`)
 
-
 func checkConnectionID(id string) error {
 	// "." and ".." would be path segments that HTTP clients and the router
 	// resolve away: such a connection could never be read or deleted.
