@@ -34,6 +34,7 @@ import (
 	"hash/maphash"
 	"log/slog"
 	mathrand "math/rand/v2"
+	"net"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -97,6 +98,11 @@ type Config struct {
 	// end when the caller that started it gives up: abandoning a call to
 	// Spotify midway could lose a rotated refresh token. Default 60s.
 	FlightTimeout time.Duration
+	// RotationLossWindow is how long after a refresh whose outcome is
+	// unknown (sent to Spotify, no answer) an invalid_grant is reported as
+	// rotation_lost rather than revoked: Spotify may have rotated the
+	// refresh token in the answer that was lost. Default 24h.
+	RotationLossWindow time.Duration
 }
 
 // AccessToken is what callers get: the access token, never the refresh token.
@@ -183,6 +189,9 @@ func New(cfg Config) (*Engine, error) {
 	}
 	if cfg.FlightTimeout <= 0 {
 		cfg.FlightTimeout = 60 * time.Second
+	}
+	if cfg.RotationLossWindow <= 0 {
+		cfg.RotationLossWindow = 24 * time.Hour
 	}
 	if cfg.WaitPoll <= 0 {
 		cfg.WaitPoll = 50 * time.Millisecond
@@ -607,6 +616,7 @@ func (e *Engine) commit(ctx context.Context, key spotoken.ConnectionKey, read *s
 			c.Scopes = g.Scopes
 		}
 		c.LastRefreshAt, c.ConsecutiveFailures, c.NextAttemptAt, c.LastErrorCode = now, 0, time.Time{}, ""
+		c.RefreshUnknownAt = time.Time{}
 		events := []spotoken.Event{event(spotoken.EventConnectionRefreshed, key, map[string]any{"expires_at": g.Expiry.UTC()})}
 		if rotated {
 			events = append(events, event(spotoken.EventConnectionRotated, key, nil))
@@ -649,8 +659,13 @@ func (e *Engine) failed(ctx context.Context, key spotoken.ConnectionKey, read *s
 	case isAccounts && ae.InvalidGrant():
 		e.stats.refreshInvalidGrant.Add(1)
 		reason := "revoked"
-		if ae.Description == "Refresh token expired" {
+		switch {
+		case ae.Description == "Refresh token expired":
 			reason = "grant_expired"
+		case !read.RefreshUnknownAt.IsZero() && now.Sub(read.RefreshUnknownAt) <= e.cfg.RotationLossWindow:
+			// An earlier refresh got no answer: Spotify may have rotated
+			// the refresh token in it, and this one is the old token.
+			reason = "rotation_lost"
 		}
 		update = func(c *spotoken.Connection) ([]spotoken.Event, error) {
 			c.State, c.LastErrorCode = spotoken.StateNeedsReauth, "invalid_grant"
@@ -687,9 +702,16 @@ func (e *Engine) failed(ctx context.Context, key spotoken.ConnectionKey, read *s
 		}
 		delay := e.backoff(read.ConsecutiveFailures+1, retryAfter)
 		next := now.Add(delay)
+		unknown := outcomeUnknown(cause)
+		if unknown {
+			code = "outcome_unknown"
+		}
 		update = func(c *spotoken.Connection) ([]spotoken.Event, error) {
 			c.ConsecutiveFailures++
 			c.NextAttemptAt, c.LastErrorCode = next, code
+			if unknown {
+				c.RefreshUnknownAt = now
+			}
 			return nil, nil
 		}
 		e.log.Warn("refresh failed, backing off", "connection", key.String(), "error", code, "retry_in", delay, "err", cause)
@@ -722,6 +744,26 @@ func (e *Engine) failed(ctx context.Context, key spotoken.ConnectionKey, read *s
 }
 
 var errStale = errors.New("refresh: connection changed meanwhile")
+
+// outcomeUnknown reports whether a failed refresh may have reached Spotify
+// and been carried out without its answer reaching us: no HTTP status came
+// back (a timeout, a connection cut mid-answer) or the answer could not be
+// read. A connection that could not be opened (dial, DNS) sent nothing.
+func outcomeUnknown(err error) bool {
+	var ae *accounts.Error
+	if errors.As(err, &ae) {
+		return false
+	}
+	if errors.Is(err, accounts.ErrMalformedResponse) {
+		return true
+	}
+	var dns *net.DNSError
+	var op *net.OpError
+	if errors.As(err, &dns) || (errors.As(err, &op) && op.Op == "dial") {
+		return false
+	}
+	return accounts.IsTransient(err)
+}
 
 // backoff is exponential backoff with full jitter after failures, and at
 // least retryAfter.
