@@ -142,7 +142,7 @@ func decodeJSON(w http.ResponseWriter, r *http.Request, v any, emptyOK bool) err
 		return spotoken.Errorf(ETooLarge, "the body is over %d bytes", maxBody)
 	}
 	if err != nil {
-		return spotoken.Errorf(spotoken.EInvalid, "reading the body failed")
+		return bodyReadError(w, err)
 	}
 	if len(bytes.TrimSpace(body)) == 0 {
 		if emptyOK {

@@ -181,6 +181,9 @@ func readProxyBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
 		return nil, tooLarge
 	}
 	if err != nil {
+		if errors.Is(err, errBodyTimeout) {
+			return nil, bodyReadError(w, err)
+		}
 		return nil, spotoken.Errorf(spotoken.EInvalid, "reading the body: %v", err)
 	}
 	return body, nil

@@ -138,6 +138,12 @@ type Config struct {
 	// MaxForceLimiters caps, per app, the connections with a
 	// force_refresh allowance held in memory. Default DefaultMaxForceLimiters.
 	MaxForceLimiters int
+	// BodyTimeout is how long a request's body may take beyond what
+	// MinBodyRate (bytes per second) allows for its size; see
+	// withBodyDeadline. Defaults 10s and 1 KiB/s; a negative BodyTimeout
+	// sets no deadline.
+	BodyTimeout time.Duration
+	MinBodyRate int
 }
 
 // UpstreamTransport returns the transport spotoken serve uses for its calls
@@ -214,6 +220,12 @@ func New(cfg Config) (*Server, error) {
 	cfg.ConfirmTTL = orDefault(cfg.ConfirmTTL, DefaultConfirmTTL)
 	if cfg.MaxPending <= 0 {
 		cfg.MaxPending = DefaultMaxPending
+	}
+	if cfg.BodyTimeout == 0 {
+		cfg.BodyTimeout = DefaultBodyTimeout
+	}
+	if cfg.MinBodyRate <= 0 {
+		cfg.MinBodyRate = DefaultMinBodyRate
 	}
 	if cfg.MaxForceLimiters <= 0 {
 		cfg.MaxForceLimiters = DefaultMaxForceLimiters
@@ -293,7 +305,7 @@ func (s *Server) routes() http.Handler {
 		w.Write(openAPI)
 	})
 	s.dash.routes(m)
-	return s.logRequests(withJSONFallback(m))
+	return s.logRequests(s.withBodyDeadline(withJSONFallback(m)))
 }
 
 func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) {

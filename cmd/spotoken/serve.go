@@ -45,6 +45,12 @@ type serveOptions struct {
 	ShutdownTimeout time.Duration
 	NoScheduler     bool
 	SchedInterval   time.Duration
+	HeaderTimeout   time.Duration
+	BodyTimeout     time.Duration
+	MinBodyRate     int
+	DBTimeout       time.Duration
+	OutageGrace     time.Duration
+	JanitorInterval time.Duration
 	JSON            bool // --json: the start-up facts as one JSON line instead of the URL and banner
 }
 
@@ -115,6 +121,11 @@ The redirect URI to register with Spotify for every app is <public-url>/callback
 	f.MarkHidden("no-scheduler")
 	f.DurationVar(&opts.SchedInterval, "scheduler-interval", 30*time.Second, "how often the scheduler looks for tokens to refresh (jittered by ±25%)")
 	f.MarkHidden("scheduler-interval")
+	f.DurationVar(&opts.JanitorInterval, "janitor-interval", time.Minute, "how often expired connect links and unconfirmed grants are erased")
+	f.MarkHidden("janitor-interval")
+	f.DurationVar(&opts.HeaderTimeout, "read-header-timeout", 10*time.Second, "how long a client may take to send a request's headers")
+	f.DurationVar(&opts.BodyTimeout, "body-timeout", server.DefaultBodyTimeout, "how long a request body may take beyond what --min-body-rate allows for its size")
+	f.IntVar(&opts.MinBodyRate, "min-body-rate", server.DefaultMinBodyRate, "bytes per second a request body must keep arriving at, after --body-timeout")
 	return cmd
 }
 
@@ -142,6 +153,9 @@ func (o *serveOptions) validate() error {
 	}
 	if o.LinkTTL <= 0 {
 		return usageError{errors.New("--link-ttl must be positive")}
+	}
+	if o.HeaderTimeout <= 0 || o.BodyTimeout <= 0 || o.MinBodyRate <= 0 {
+		return usageError{errors.New("--read-header-timeout, --body-timeout and --min-body-rate must be positive")}
 	}
 	if o.ShutdownTimeout <= 0 {
 		return usageError{errors.New("--shutdown-timeout must be positive")}
@@ -229,6 +243,7 @@ func serveRun(ctx context.Context, ios *IOStreams, opts *serveOptions) error {
 		HTTPClient: upstream("api"), Now: now, Logger: log, Metrics: metrics, EngineStats: engine.Stats,
 		Ready: readiness(store), GrantLifetime: opts.GrantLifetime, AuthCacheTTL: opts.AuthCacheTTL,
 		ExpiryWarning: expiryWarning(opts.ExpiryWarning), LinkTTL: opts.LinkTTL,
+		BodyTimeout: opts.BodyTimeout, MinBodyRate: opts.MinBodyRate,
 	})
 	if err != nil {
 		return usageError{err}
@@ -262,10 +277,10 @@ func serveRun(ctx context.Context, ios *IOStreams, opts *serveOptions) error {
 	hooks := &server.Webhooks{Store: store, Now: now, Logger: log, Metrics: metrics, ConnectLink: srv.ConnectLink,
 		MaxAttempts: opts.HookAttempts, MaxBackoff: opts.HookMaxBackoff}
 	background("webhooks", hooks.Run)
-	background("janitor", func(ctx context.Context) error { return srv.Run(ctx, time.Minute) })
+	background("janitor", func(ctx context.Context) error { return srv.Run(ctx, opts.JanitorInterval) })
 
 	hs := &http.Server{
-		Handler: srv, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
+		Handler: srv, ReadHeaderTimeout: opts.HeaderTimeout, IdleTimeout: 2 * time.Minute,
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	if opts.TLSCert != "" {
