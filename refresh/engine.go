@@ -103,6 +103,10 @@ type Config struct {
 	// rotation_lost rather than revoked: Spotify may have rotated the
 	// refresh token in the answer that was lost. Default 24h.
 	RotationLossWindow time.Duration
+	// OutageGrace is how long past its CacheTTL a token in memory, still
+	// valid, keeps being served while the store answers
+	// spotoken.ErrStoreUnavailable. Zero serves none.
+	OutageGrace time.Duration
 }
 
 // AccessToken is what callers get: the access token, never the refresh token.
@@ -239,13 +243,25 @@ type request struct {
 // Errors wrap spotoken.ErrNotFound, ErrNeedsReauth, ErrRateLimited,
 // ErrUnavailable (both with RetryAfter) or ErrAppMisconfigured.
 func (e *Engine) Token(ctx context.Context, key spotoken.ConnectionKey, minTTL time.Duration) (AccessToken, error) {
+	var mem *cached
 	if v, ok := e.cache.Load(key); ok {
-		if c, now := v.(*cached), e.cfg.Now(); c.Valid(now, minTTL) && (c.until.IsZero() || now.Before(c.until)) {
+		mem = v.(*cached)
+		if now := e.cfg.Now(); mem.Valid(now, minTTL) && (mem.until.IsZero() || now.Before(mem.until)) {
 			e.stats.vendsMemory.add()
-			return c.AccessToken, nil
+			return mem.AccessToken, nil
 		}
 	}
-	return e.fly(ctx, key, request{minTTL: minTTL})
+	at, err := e.fly(ctx, key, request{minTTL: minTTL})
+	if err != nil && mem != nil && errors.Is(err, spotoken.ErrStoreUnavailable) {
+		// The database is away: a token still valid in memory is served
+		// for up to OutageGrace past its CacheTTL (bounded staleness: a
+		// deletion on another replica is not seen meanwhile).
+		if now := e.cfg.Now(); mem.Valid(now, 0) && (mem.until.IsZero() || now.Before(mem.until.Add(e.cfg.OutageGrace))) {
+			e.stats.servedStale.Add(1)
+			return mem.AccessToken, nil
+		}
+	}
+	return at, err
 }
 
 // Refresh refreshes key's token now, whatever its expiry, and returns the

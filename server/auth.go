@@ -75,6 +75,14 @@ func (a *authCache) authenticate(r *http.Request) (*spotoken.APIKey, error) {
 			a.forget(hash)
 			return nil, errInvalidKey
 		}
+		if err != nil && e != nil && errors.Is(err, spotoken.ErrStoreUnavailable) && now.Sub(e.checked) < ttl+a.s.cfg.OutageGrace {
+			// The database is away: a key verified before keeps working
+			// for up to OutageGrace past its AuthCacheTTL.
+			if subtle.ConstantTimeCompare(e.key.Hash[:], hash[:]) != 1 || e.key.Revoked() {
+				return nil, errInvalidKey
+			}
+			return e.key, nil
+		}
 		if err != nil {
 			return nil, err
 		}

@@ -144,6 +144,10 @@ type Config struct {
 	// sets no deadline.
 	BodyTimeout time.Duration
 	MinBodyRate int
+	// OutageGrace is how long past AuthCacheTTL an API key verified
+	// before keeps being accepted while the store answers
+	// spotoken.ErrStoreUnavailable. Zero: none.
+	OutageGrace time.Duration
 }
 
 // UpstreamTransport returns the transport spotoken serve uses for its calls
@@ -313,7 +317,11 @@ func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	if err := s.cfg.Ready(ctx); err != nil {
 		s.log.Warn("not ready", "err", err)
-		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unavailable", "error": "the database is not reachable or not migrated"})
+		reason := "the database is not reachable or not migrated"
+		if errors.Is(err, spotoken.ErrStoreUnavailable) {
+			reason = spotoken.ErrorMessage(err) // why: refused, or no answer within the deadline
+		}
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unavailable", "error": reason})
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})

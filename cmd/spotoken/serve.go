@@ -18,6 +18,8 @@ import (
 
 	"github.com/spotoken/spotoken"
 	"github.com/spotoken/spotoken/emulator"
+	"github.com/spotoken/spotoken/internal/dbguard"
+	"github.com/spotoken/spotoken/postgres"
 	"github.com/spotoken/spotoken/refresh"
 	"github.com/spotoken/spotoken/server"
 )
@@ -123,6 +125,8 @@ The redirect URI to register with Spotify for every app is <public-url>/callback
 	f.MarkHidden("scheduler-interval")
 	f.DurationVar(&opts.JanitorInterval, "janitor-interval", time.Minute, "how often expired connect links and unconfirmed grants are erased")
 	f.MarkHidden("janitor-interval")
+	f.DurationVar(&opts.DBTimeout, "db-timeout", 5*time.Second, "deadline of every database call; past it (or with the database refusing) the API answers 503 unavailable")
+	f.DurationVar(&opts.OutageGrace, "outage-grace", 10*time.Minute, "while the database is unavailable, keep serving tokens still valid in memory, to API keys verified before, this long past --cache-ttl and --auth-cache-ttl")
 	f.DurationVar(&opts.HeaderTimeout, "read-header-timeout", 10*time.Second, "how long a client may take to send a request's headers")
 	f.DurationVar(&opts.BodyTimeout, "body-timeout", server.DefaultBodyTimeout, "how long a request body may take beyond what --min-body-rate allows for its size")
 	f.IntVar(&opts.MinBodyRate, "min-body-rate", server.DefaultMinBodyRate, "bytes per second a request body must keep arriving at, after --body-timeout")
@@ -153,6 +157,9 @@ func (o *serveOptions) validate() error {
 	}
 	if o.LinkTTL <= 0 {
 		return usageError{errors.New("--link-ttl must be positive")}
+	}
+	if o.DBTimeout <= 0 || o.OutageGrace < 0 {
+		return usageError{errors.New("--db-timeout must be positive and --outage-grace not negative")}
 	}
 	if o.HeaderTimeout <= 0 || o.BodyTimeout <= 0 || o.MinBodyRate <= 0 {
 		return usageError{errors.New("--read-header-timeout, --body-timeout and --min-body-rate must be positive")}
@@ -217,11 +224,13 @@ func serveRun(ctx context.Context, ios *IOStreams, opts *serveOptions) error {
 	if opts.Emulator {
 		opts.store.now = now
 	}
-	store, err := opts.store.openStore(ctx, log, true)
+	raw, err := opts.store.openStore(ctx, log, true)
 	if err != nil {
 		return err
 	}
-	defer store.Close()
+	defer raw.Close()
+	// Every call the serving side makes goes under --db-timeout.
+	store := dbguard.New(raw, dbguard.Config{Timeout: opts.DBTimeout, Unavailable: postgres.IsUnavailable, Logger: log})
 
 	metrics := server.NewMetrics()
 	transport := server.UpstreamTransport()
@@ -229,11 +238,12 @@ func serveRun(ctx context.Context, ios *IOStreams, opts *serveOptions) error {
 		return &http.Client{Timeout: 30 * time.Second, Transport: metrics.InstrumentTransport(service, transport)}
 	}
 	engine, err := refresh.New(refresh.Config{
-		Store:     store,
-		Refresher: &refresh.SpotifyRefresher{TokenURL: strings.TrimSuffix(accountsURL, "/") + "/api/token", HTTPClient: upstream("accounts"), Now: now},
-		Now:       now,
-		Logger:    log,
-		CacheTTL:  opts.CacheTTL,
+		Store:       store,
+		Refresher:   &refresh.SpotifyRefresher{TokenURL: strings.TrimSuffix(accountsURL, "/") + "/api/token", HTTPClient: upstream("accounts"), Now: now},
+		Now:         now,
+		Logger:      log,
+		CacheTTL:    opts.CacheTTL,
+		OutageGrace: opts.OutageGrace,
 	})
 	if err != nil {
 		return err
@@ -243,7 +253,7 @@ func serveRun(ctx context.Context, ios *IOStreams, opts *serveOptions) error {
 		HTTPClient: upstream("api"), Now: now, Logger: log, Metrics: metrics, EngineStats: engine.Stats,
 		Ready: readiness(store), GrantLifetime: opts.GrantLifetime, AuthCacheTTL: opts.AuthCacheTTL,
 		ExpiryWarning: expiryWarning(opts.ExpiryWarning), LinkTTL: opts.LinkTTL,
-		BodyTimeout: opts.BodyTimeout, MinBodyRate: opts.MinBodyRate,
+		BodyTimeout: opts.BodyTimeout, MinBodyRate: opts.MinBodyRate, OutageGrace: opts.OutageGrace,
 	})
 	if err != nil {
 		return usageError{err}

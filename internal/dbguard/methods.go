@@ -1,0 +1,233 @@
+// Code written from the store interfaces in store.go and confirm.go: one
+// method per store method, each under Guard.do.
+
+package dbguard
+
+import (
+	"context"
+	"time"
+
+	"github.com/spotoken/spotoken"
+)
+
+var _ spotoken.Store = (*Guard)(nil)
+
+// CreateApp calls the store's CreateApp under the deadline.
+func (g *Guard) CreateApp(ctx context.Context, app *spotoken.App) error {
+	return g.do(ctx, func(ctx context.Context) error { return g.store.CreateApp(ctx, app) })
+}
+
+// App calls the store's App under the deadline.
+func (g *Guard) App(ctx context.Context, id string) (*spotoken.App, error) {
+	var out *spotoken.App
+	err := g.do(ctx, func(ctx context.Context) (err error) { out, err = g.store.App(ctx, id); return err })
+	return out, err
+}
+
+// Apps calls the store's Apps under the deadline.
+func (g *Guard) Apps(ctx context.Context) ([]*spotoken.App, error) {
+	var out []*spotoken.App
+	err := g.do(ctx, func(ctx context.Context) (err error) { out, err = g.store.Apps(ctx); return err })
+	return out, err
+}
+
+// UpdateApp calls the store's UpdateApp under the deadline.
+func (g *Guard) UpdateApp(ctx context.Context, id string, fn func(*spotoken.App) error) (*spotoken.App, error) {
+	var out *spotoken.App
+	err := g.do(ctx, func(ctx context.Context) (err error) { out, err = g.store.UpdateApp(ctx, id, fn); return err })
+	return out, err
+}
+
+// DeleteApp calls the store's DeleteApp under the deadline.
+func (g *Guard) DeleteApp(ctx context.Context, id string) error {
+	return g.do(ctx, func(ctx context.Context) error { return g.store.DeleteApp(ctx, id) })
+}
+
+// CreateAPIKey calls the store's CreateAPIKey under the deadline.
+func (g *Guard) CreateAPIKey(ctx context.Context, key *spotoken.APIKey) error {
+	return g.do(ctx, func(ctx context.Context) error { return g.store.CreateAPIKey(ctx, key) })
+}
+
+// APIKeyByHash calls the store's APIKeyByHash under the deadline.
+func (g *Guard) APIKeyByHash(ctx context.Context, hash [32]byte) (*spotoken.APIKey, error) {
+	var out *spotoken.APIKey
+	err := g.do(ctx, func(ctx context.Context) (err error) { out, err = g.store.APIKeyByHash(ctx, hash); return err })
+	return out, err
+}
+
+// APIKeys calls the store's APIKeys under the deadline.
+func (g *Guard) APIKeys(ctx context.Context, appID string) ([]*spotoken.APIKey, error) {
+	var out []*spotoken.APIKey
+	err := g.do(ctx, func(ctx context.Context) (err error) { out, err = g.store.APIKeys(ctx, appID); return err })
+	return out, err
+}
+
+// RevokeAPIKey calls the store's RevokeAPIKey under the deadline.
+func (g *Guard) RevokeAPIKey(ctx context.Context, appID, id string, at time.Time) error {
+	return g.do(ctx, func(ctx context.Context) error { return g.store.RevokeAPIKey(ctx, appID, id, at) })
+}
+
+// TouchAPIKey calls the store's TouchAPIKey under the deadline.
+func (g *Guard) TouchAPIKey(ctx context.Context, id string, at time.Time) error {
+	return g.do(ctx, func(ctx context.Context) error { return g.store.TouchAPIKey(ctx, id, at) })
+}
+
+// CreatePending calls the store's CreatePending under the deadline.
+func (g *Guard) CreatePending(ctx context.Context, p *spotoken.PendingAuthorization) error {
+	return g.do(ctx, func(ctx context.Context) error { return g.store.CreatePending(ctx, p) })
+}
+
+// ConsumePending calls the store's ConsumePending under the deadline.
+func (g *Guard) ConsumePending(ctx context.Context, stateHash [32]byte) (*spotoken.PendingAuthorization, error) {
+	var out *spotoken.PendingAuthorization
+	err := g.do(ctx, func(ctx context.Context) (err error) { out, err = g.store.ConsumePending(ctx, stateHash); return err })
+	return out, err
+}
+
+// DeleteExpiredPending calls the store's DeleteExpiredPending under the deadline.
+func (g *Guard) DeleteExpiredPending(ctx context.Context, before time.Time) (int, error) {
+	var out int
+	err := g.do(ctx, func(ctx context.Context) (err error) {
+		out, err = g.store.DeleteExpiredPending(ctx, before)
+		return err
+	})
+	return out, err
+}
+
+// CreateConnection calls the store's CreateConnection under the deadline.
+func (g *Guard) CreateConnection(ctx context.Context, c *spotoken.Connection, events ...spotoken.Event) error {
+	return g.do(ctx, func(ctx context.Context) error { return g.store.CreateConnection(ctx, c, events...) })
+}
+
+// Connection calls the store's Connection under the deadline.
+func (g *Guard) Connection(ctx context.Context, key spotoken.ConnectionKey) (*spotoken.Connection, error) {
+	var out *spotoken.Connection
+	err := g.do(ctx, func(ctx context.Context) (err error) { out, err = g.store.Connection(ctx, key); return err })
+	return out, err
+}
+
+// UpdateConnection calls the store's UpdateConnection under the deadline.
+func (g *Guard) UpdateConnection(ctx context.Context, key spotoken.ConnectionKey, fn func(c *spotoken.Connection) ([]spotoken.Event, error)) (*spotoken.Connection, error) {
+	var out *spotoken.Connection
+	err := g.do(ctx, func(ctx context.Context) (err error) { out, err = g.store.UpdateConnection(ctx, key, fn); return err })
+	return out, err
+}
+
+// DeleteConnection calls the store's DeleteConnection under the deadline.
+func (g *Guard) DeleteConnection(ctx context.Context, key spotoken.ConnectionKey, events ...spotoken.Event) error {
+	return g.do(ctx, func(ctx context.Context) error { return g.store.DeleteConnection(ctx, key, events...) })
+}
+
+// Connections calls the store's Connections under the deadline.
+func (g *Guard) Connections(ctx context.Context, filter spotoken.ConnectionFilter) ([]*spotoken.Connection, error) {
+	var out []*spotoken.Connection
+	err := g.do(ctx, func(ctx context.Context) (err error) { out, err = g.store.Connections(ctx, filter); return err })
+	return out, err
+}
+
+// CountConnections calls the store's CountConnections under the deadline.
+func (g *Guard) CountConnections(ctx context.Context) ([]spotoken.ConnectionCount, error) {
+	var out []spotoken.ConnectionCount
+	err := g.do(ctx, func(ctx context.Context) (err error) { out, err = g.store.CountConnections(ctx); return err })
+	return out, err
+}
+
+// Due calls the store's Due under the deadline.
+func (g *Guard) Due(ctx context.Context, before time.Time, limit int) ([]spotoken.DueConnection, error) {
+	var out []spotoken.DueConnection
+	err := g.do(ctx, func(ctx context.Context) (err error) { out, err = g.store.Due(ctx, before, limit); return err })
+	return out, err
+}
+
+// ExpiringGrants calls the store's ExpiringGrants under the deadline.
+func (g *Guard) ExpiringGrants(ctx context.Context, before time.Time, limit int) ([]spotoken.DueConnection, error) {
+	var out []spotoken.DueConnection
+	err := g.do(ctx, func(ctx context.Context) (err error) {
+		out, err = g.store.ExpiringGrants(ctx, before, limit)
+		return err
+	})
+	return out, err
+}
+
+// CountExpiringGrants calls the store's CountExpiringGrants under the deadline.
+func (g *Guard) CountExpiringGrants(ctx context.Context, before time.Time) ([]spotoken.ConnectionCount, error) {
+	var out []spotoken.ConnectionCount
+	err := g.do(ctx, func(ctx context.Context) (err error) { out, err = g.store.CountExpiringGrants(ctx, before); return err })
+	return out, err
+}
+
+// AcquireLease calls the store's AcquireLease under the deadline.
+func (g *Guard) AcquireLease(ctx context.Context, key spotoken.ConnectionKey, owner string, ttl time.Duration) (spotoken.Lease, error) {
+	var out spotoken.Lease
+	err := g.do(ctx, func(ctx context.Context) (err error) {
+		out, err = g.store.AcquireLease(ctx, key, owner, ttl)
+		return err
+	})
+	return out, err
+}
+
+// RenewLease calls the store's RenewLease under the deadline.
+func (g *Guard) RenewLease(ctx context.Context, key spotoken.ConnectionKey, owner string, ttl time.Duration) (spotoken.Lease, error) {
+	var out spotoken.Lease
+	err := g.do(ctx, func(ctx context.Context) (err error) { out, err = g.store.RenewLease(ctx, key, owner, ttl); return err })
+	return out, err
+}
+
+// ReleaseLease calls the store's ReleaseLease under the deadline.
+func (g *Guard) ReleaseLease(ctx context.Context, key spotoken.ConnectionKey, owner string) error {
+	return g.do(ctx, func(ctx context.Context) error { return g.store.ReleaseLease(ctx, key, owner) })
+}
+
+// AppendEvents calls the store's AppendEvents under the deadline.
+func (g *Guard) AppendEvents(ctx context.Context, events ...spotoken.Event) error {
+	return g.do(ctx, func(ctx context.Context) error { return g.store.AppendEvents(ctx, events...) })
+}
+
+// PendingEvents calls the store's PendingEvents under the deadline.
+func (g *Guard) PendingEvents(ctx context.Context, now time.Time, limit int) ([]*spotoken.Event, error) {
+	var out []*spotoken.Event
+	err := g.do(ctx, func(ctx context.Context) (err error) { out, err = g.store.PendingEvents(ctx, now, limit); return err })
+	return out, err
+}
+
+// MarkEventDelivered calls the store's MarkEventDelivered under the deadline.
+func (g *Guard) MarkEventDelivered(ctx context.Context, id int64, at time.Time) error {
+	return g.do(ctx, func(ctx context.Context) error { return g.store.MarkEventDelivered(ctx, id, at) })
+}
+
+// MarkEventFailed calls the store's MarkEventFailed under the deadline.
+func (g *Guard) MarkEventFailed(ctx context.Context, id int64, next time.Time, lastError string) error {
+	return g.do(ctx, func(ctx context.Context) error { return g.store.MarkEventFailed(ctx, id, next, lastError) })
+}
+
+// CreatePendingGrant calls the store's CreatePendingGrant under the deadline.
+func (g *Guard) CreatePendingGrant(ctx context.Context, pg *spotoken.PendingGrant) error {
+	return g.do(ctx, func(ctx context.Context) error { return g.store.CreatePendingGrant(ctx, pg) })
+}
+
+// TakePendingGrant calls the store's TakePendingGrant under the deadline.
+func (g *Guard) TakePendingGrant(ctx context.Context, key spotoken.ConnectionKey, codeHash [32]byte) (*spotoken.PendingGrant, error) {
+	var out *spotoken.PendingGrant
+	err := g.do(ctx, func(ctx context.Context) (err error) {
+		out, err = g.store.TakePendingGrant(ctx, key, codeHash)
+		return err
+	})
+	return out, err
+}
+
+// DeleteExpiredPendingGrants calls the store's DeleteExpiredPendingGrants under the deadline.
+func (g *Guard) DeleteExpiredPendingGrants(ctx context.Context, before time.Time) (int, error) {
+	var out int
+	err := g.do(ctx, func(ctx context.Context) (err error) {
+		out, err = g.store.DeleteExpiredPendingGrants(ctx, before)
+		return err
+	})
+	return out, err
+}
+
+// CountPending calls the store's CountPending under the deadline.
+func (g *Guard) CountPending(ctx context.Context, appID string, now time.Time) (int, error) {
+	var out int
+	err := g.do(ctx, func(ctx context.Context) (err error) { out, err = g.store.CountPending(ctx, appID, now); return err })
+	return out, err
+}
