@@ -90,18 +90,19 @@ func TestOpenAPIPaths(t *testing.T) {
 	doc := loadOpenAPI(t)
 	paths, _ := doc["paths"].(map[string]any)
 	want := map[string][]string{
-		"/v1/connect-sessions":       {"post"},
-		"/connect/{session}":         {"get"},
-		"/callback":                  {"get"},
-		"/v1/connections":            {"get"},
-		"/v1/connections/{id}":       {"get", "delete"},
-		"/v1/connections/{id}/token": {"post"},
-		"/v1/proxy/{id}/{path}":      {"get", "post", "put", "delete", "patch"},
-		"/healthz":                   {"get"},
-		"/readyz":                    {"get"},
-		"/metrics":                   {"get"},
-		"/openapi.json":              {"get"},
-		"/":                          {"get"},
+		"/v1/connect-sessions":         {"post"},
+		"/connect/{session}":           {"get"},
+		"/callback":                    {"get"},
+		"/v1/connections":              {"get"},
+		"/v1/connections/{id}":         {"get", "delete"},
+		"/v1/connections/{id}/token":   {"post"},
+		"/v1/connections/{id}/confirm": {"post"},
+		"/v1/proxy/{id}/{path}":        {"get", "post", "put", "delete", "patch"},
+		"/healthz":                     {"get"},
+		"/readyz":                      {"get"},
+		"/metrics":                     {"get"},
+		"/openapi.json":                {"get"},
+		"/":                            {"get"},
 	}
 	for path, methods := range want {
 		item, ok := paths[path].(map[string]any)

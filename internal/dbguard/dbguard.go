@@ -79,7 +79,9 @@ func (g *Guard) Unwrap() spotoken.Store { return g.store }
 func (g *Guard) Close() error { return g.store.Close() }
 
 // Reseal calls the store's Reseal without a deadline: it walks every table.
-func (g *Guard) Reseal(ctx context.Context, batch int) (int, error) { return g.store.Reseal(ctx, batch) }
+func (g *Guard) Reseal(ctx context.Context, batch int) (int, error) {
+	return g.store.Reseal(ctx, batch)
+}
 
 // Ready reports whether the database answers (and, if the store can tell,
 // is migrated), under the deadline; it is also a probe.
