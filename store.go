@@ -162,6 +162,7 @@ type Store interface {
 	PendingGrantStore
 	ConnectionStore
 	EventStore
+	SessionStore
 	Resealer
 	// Close releases the store's resources.
 	Close() error

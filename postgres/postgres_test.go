@@ -191,6 +191,36 @@ func (b *backend) SetAppCiphertext(t *testing.T, id, column string, ct []byte) {
 	}
 }
 
+// webSessionColumn checks that column is a column of web_sessions.
+func webSessionColumn(t *testing.T, column string) string {
+	t.Helper()
+	switch column {
+	case "csrf", "data", "scope", "app_id", "subject":
+		return column
+	}
+	t.Fatalf("web_sessions has no column %q to tamper with", column)
+	return ""
+}
+
+func (b *backend) WebSessionColumn(t *testing.T, idHash [32]byte, column string) any {
+	t.Helper()
+	var v any
+	if err := connect(t, b.dsn).QueryRow(context.Background(), `SELECT `+webSessionColumn(t, column)+` FROM web_sessions WHERE id_hash = $1`,
+		idHash[:]).Scan(&v); err != nil {
+		t.Fatalf("read web_sessions.%s: %v", column, err)
+	}
+	return v
+}
+
+func (b *backend) SetWebSessionColumn(t *testing.T, idHash [32]byte, column string, value any) {
+	t.Helper()
+	tag, err := connect(t, b.dsn).Exec(context.Background(), `UPDATE web_sessions SET `+webSessionColumn(t, column)+` = $2 WHERE id_hash = $1`,
+		idHash[:], value)
+	if err != nil || tag.RowsAffected() != 1 {
+		t.Fatalf("write web_sessions.%s: %v, %d rows", column, err, tag.RowsAffected())
+	}
+}
+
 func TestConformance(t *testing.T) {
 	pgtest.DSN(t)
 	storetest.Run(t, func(t *testing.T) storetest.Backend { return &backend{dsn: pgtest.FreshSchema(t, pgtest.DSN(t), "st")} })

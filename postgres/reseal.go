@@ -83,6 +83,25 @@ var secretTables = []secretTable{
 			return []rowseal.Field{rowseal.PendingGrantToken(app, conn, h, "access_token"), rowseal.PendingGrantToken(app, conn, h, "refresh_token")}, nil
 		},
 	},
+	{
+		name: "web_sessions", pk: []string{"id_hash"}, extra: []string{"scope", "app_id", "subject"},
+		secrets: []string{"csrf", "data"},
+		fields: func(v []any) ([]rowseal.Field, error) {
+			b, ok1 := v[0].([]byte)
+			scope, ok2 := v[1].(string)
+			app, ok3 := v[2].(string) // NULL (nil): no app
+			subject, ok4 := v[3].(string)
+			if !ok1 || !ok2 || (!ok3 && v[2] != nil) || !ok4 {
+				return nil, fmt.Errorf("web_sessions: row is %T, %T, %T, %T", v[0], v[1], v[2], v[3])
+			}
+			h, err := hash32(b)
+			if err != nil {
+				return nil, fmt.Errorf("web_sessions: %w", err)
+			}
+			s := &spotoken.WebSession{IDHash: h, Scope: scope, AppID: app, Subject: subject}
+			return []rowseal.Field{rowseal.WebSessionCSRF(s), rowseal.WebSessionData(s)}, nil
+		},
+	},
 }
 
 // Reseal re-seals, batch rows per transaction (100 if batch is not

@@ -57,6 +57,7 @@ type harness struct {
 	emuSrv   *httptest.Server
 	store    *sqlite.DB
 	dbPath   string
+	ring     *seal.KeyRing // the store's keys, to open it again
 	engine   *refresh.Engine
 	srv      *server.Server
 	ts       *httptest.Server
@@ -97,6 +98,7 @@ func newHarness(t *testing.T, opts harnessOptions) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
+	h.ring = ring
 	h.dbPath = filepath.Join(t.TempDir(), "spotoken.db")
 	h.store, err = sqlite.Open(context.Background(), sqlite.Config{Path: h.dbPath, Keys: ring, Now: emu.Now})
 	if err != nil {

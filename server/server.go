@@ -48,6 +48,8 @@ type Store interface {
 	ExpiringGrants(ctx context.Context, before time.Time, limit int) ([]spotoken.DueConnection, error)
 	CountExpiringGrants(ctx context.Context, before time.Time) ([]spotoken.ConnectionCount, error)
 	spotoken.PendingGrantStore
+	// The dashboard's sessions, and the janitor's sweep of all web sessions.
+	spotoken.SessionStore
 }
 
 // Tokens hands out fresh access tokens: a *refresh.Engine.
@@ -148,6 +150,12 @@ type Config struct {
 	// before keeps being accepted while the store answers
 	// spotoken.ErrStoreUnavailable. Zero: none.
 	OutageGrace time.Duration
+	// DashboardSessions caps the dashboard sessions each app keeps
+	// (PerScope) and each of its API keys (PerSubject): signing in past a
+	// cap ends that app's or key's soonest-ending session, never another
+	// app's. Zero fields take websession's defaults (1,000 and 100),
+	// negative ones mean no cap.
+	DashboardSessions spotoken.WebSessionLimits
 }
 
 // UpstreamTransport returns the transport spotoken serve uses for its calls
@@ -250,7 +258,9 @@ func New(cfg Config) (*Server, error) {
 	if cfg.EngineStats != nil {
 		s.metrics.registerEngine(cfg.EngineStats)
 	}
-	s.dash = newDashboard(s)
+	if s.dash, err = newDashboard(s); err != nil {
+		return nil, err
+	}
 	s.handler = s.routes()
 	return s, nil
 }
@@ -327,8 +337,8 @@ func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
 }
 
-// Run deletes expired pending authorizations and idle per-connection rate
-// limiters every interval until ctx is done.
+// Run deletes expired pending authorizations, ended web sessions and idle
+// per-connection rate limiters every interval until ctx is done.
 func (s *Server) Run(ctx context.Context, interval time.Duration) error {
 	if interval <= 0 {
 		interval = time.Minute
@@ -359,7 +369,7 @@ func (s *Server) Run(ctx context.Context, interval time.Duration) error {
 			}
 		}
 		s.forceMu.Unlock()
-		s.dash.sweep()
+		s.dash.sweep(ctx)
 		if _, err := s.WarnExpiring(ctx); err != nil && ctx.Err() == nil {
 			s.log.Warn("warn of expiring grants", "err", err)
 		}

@@ -77,6 +77,24 @@ var sealedTables = []sealedTable{
 			return rowseal.PendingGrantToken(app, conn, [32]byte(hash), column), nil
 		},
 	},
+	{
+		name: "web_sessions", key: []string{"id_hash"}, extra: []string{"scope", "app_id", "subject"},
+		columns: []string{"csrf", "data"},
+		field: func(v []any, column string) (rowseal.Field, error) {
+			hash, ok1 := v[0].([]byte)
+			scope, ok2 := v[1].(string)
+			app, ok3 := v[2].(string) // NULL (nil): no app
+			subject, ok4 := v[3].(string)
+			if !ok1 || !ok2 || (!ok3 && v[2] != nil) || !ok4 || len(hash) != 32 {
+				return rowseal.Field{}, fmt.Errorf("web_sessions row holds %T, %T, %T, %T", v[0], v[1], v[2], v[3])
+			}
+			s := &spotoken.WebSession{IDHash: [32]byte(hash), Scope: scope, AppID: app, Subject: subject}
+			if column == "csrf" {
+				return rowseal.WebSessionCSRF(s), nil
+			}
+			return rowseal.WebSessionData(s), nil
+		},
+	},
 }
 
 // defaultBatch is Reseal's batch size when the caller gives none.

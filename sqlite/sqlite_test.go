@@ -100,6 +100,39 @@ func (b *backend) SetAppCiphertext(t *testing.T, id, column string, ct []byte) {
 	}
 }
 
+// webSessionColumn checks that column is a column of web_sessions.
+func webSessionColumn(t *testing.T, column string) string {
+	t.Helper()
+	switch column {
+	case "csrf", "data", "scope", "app_id", "subject":
+		return column
+	}
+	t.Fatalf("web_sessions has no column %q to tamper with", column)
+	return ""
+}
+
+func (b *backend) WebSessionColumn(t *testing.T, idHash [32]byte, column string) any {
+	t.Helper()
+	var v any
+	if err := rawDB(t, b.path).QueryRowContext(ctx, `SELECT `+webSessionColumn(t, column)+` FROM web_sessions WHERE id_hash = ?`,
+		idHash[:]).Scan(&v); err != nil {
+		t.Fatalf("read web_sessions.%s: %v", column, err)
+	}
+	return v
+}
+
+func (b *backend) SetWebSessionColumn(t *testing.T, idHash [32]byte, column string, value any) {
+	t.Helper()
+	res, err := rawDB(t, b.path).ExecContext(ctx, `UPDATE web_sessions SET `+webSessionColumn(t, column)+` = ? WHERE id_hash = ?`,
+		value, idHash[:])
+	if err != nil {
+		t.Fatalf("write web_sessions.%s: %v", column, err)
+	}
+	if n, _ := res.RowsAffected(); n != 1 {
+		t.Fatalf("write web_sessions.%s: %d rows", column, n)
+	}
+}
+
 // rawDB opens the database file bypassing the store, closed at the test's end.
 func rawDB(t *testing.T, path string) *sql.DB {
 	t.Helper()

@@ -41,6 +41,14 @@ type Backend interface {
 	// SetAppCiphertext overwrites the sealed column of app id with ct,
 	// bypassing the store, as an attacker with database access might.
 	SetAppCiphertext(t *testing.T, id, column string, ct []byte)
+	// WebSessionColumn returns the stored value of a column of the web
+	// session with idHash ([]byte, string, or nil for NULL), bypassing the
+	// store.
+	WebSessionColumn(t *testing.T, idHash [32]byte, column string) any
+	// SetWebSessionColumn overwrites a column of the web session with
+	// idHash with a value WebSessionColumn returned, bypassing the store,
+	// as an attacker with database access might.
+	SetWebSessionColumn(t *testing.T, idHash [32]byte, column string, value any)
 }
 
 // Clock is a settable clock for the stores under test.
@@ -94,6 +102,12 @@ func Run(t *testing.T, newBackend func(t *testing.T) Backend) {
 		{"WrongKey", testWrongKey},
 		{"Tampering", testTampering},
 		{"AppTampering", testAppTampering},
+		{"WebSessions", testWebSessions},
+		{"WebSessionExpiry", testWebSessionExpiry},
+		{"WebSessionCaps", testWebSessionCaps},
+		{"WebSessionsParallel", testWebSessionsParallel},
+		{"WebSessionTampering", testWebSessionTampering},
+		{"WebSessionReseal", testWebSessionReseal},
 		{"NoPlaintextAtRest", testNoPlaintext},
 		{"PendingGrants", testPendingGrants},
 		{"CountPending", testCountPending},

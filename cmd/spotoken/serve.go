@@ -54,6 +54,10 @@ type serveOptions struct {
 	OutageGrace     time.Duration
 	JanitorInterval time.Duration
 	JSON            bool // --json: the start-up facts as one JSON line instead of the URL and banner
+
+	// DashSessionsPerApp caps each app's dashboard sessions (hidden: for
+	// tests of the cap; 0 is the server's default).
+	DashSessionsPerApp int
 }
 
 // serveInfo is what serve --json prints when it is ready, on one line.
@@ -130,6 +134,8 @@ The redirect URI to register with Spotify for every app is <public-url>/callback
 	f.DurationVar(&opts.HeaderTimeout, "read-header-timeout", 10*time.Second, "how long a client may take to send a request's headers")
 	f.DurationVar(&opts.BodyTimeout, "body-timeout", server.DefaultBodyTimeout, "how long a request body may take beyond what --min-body-rate allows for its size")
 	f.IntVar(&opts.MinBodyRate, "min-body-rate", server.DefaultMinBodyRate, "bytes per second a request body must keep arriving at, after --body-timeout")
+	f.IntVar(&opts.DashSessionsPerApp, "dashboard-sessions-per-app", 0, "the most dashboard sessions each app keeps (0: the default, 1000)")
+	f.MarkHidden("dashboard-sessions-per-app")
 	return cmd
 }
 
@@ -254,6 +260,7 @@ func serveRun(ctx context.Context, ios *IOStreams, opts *serveOptions) error {
 		Ready: readiness(store), GrantLifetime: opts.GrantLifetime, AuthCacheTTL: opts.AuthCacheTTL,
 		ExpiryWarning: expiryWarning(opts.ExpiryWarning), LinkTTL: opts.LinkTTL,
 		BodyTimeout: opts.BodyTimeout, MinBodyRate: opts.MinBodyRate, OutageGrace: opts.OutageGrace,
+		DashboardSessions: spotoken.WebSessionLimits{PerScope: opts.DashSessionsPerApp},
 	})
 	if err != nil {
 		return usageError{err}

@@ -231,3 +231,48 @@ func (g *Guard) CountPending(ctx context.Context, appID string, now time.Time) (
 	err := g.do(ctx, func(ctx context.Context) (err error) { out, err = g.store.CountPending(ctx, appID, now); return err })
 	return out, err
 }
+
+// CreateWebSession calls the store's CreateWebSession under the deadline.
+func (g *Guard) CreateWebSession(ctx context.Context, s *spotoken.WebSession, limits spotoken.WebSessionLimits) (int, error) {
+	var out int
+	err := g.do(ctx, func(ctx context.Context) (err error) { out, err = g.store.CreateWebSession(ctx, s, limits); return err })
+	return out, err
+}
+
+// WebSession calls the store's WebSession under the deadline.
+func (g *Guard) WebSession(ctx context.Context, idHash [32]byte) (*spotoken.WebSession, error) {
+	var out *spotoken.WebSession
+	err := g.do(ctx, func(ctx context.Context) (err error) { out, err = g.store.WebSession(ctx, idHash); return err })
+	return out, err
+}
+
+// TouchWebSession calls the store's TouchWebSession under the deadline.
+func (g *Guard) TouchWebSession(ctx context.Context, idHash [32]byte, at time.Time) error {
+	return g.do(ctx, func(ctx context.Context) error { return g.store.TouchWebSession(ctx, idHash, at) })
+}
+
+// UpdateWebSession calls the store's UpdateWebSession under the deadline.
+func (g *Guard) UpdateWebSession(ctx context.Context, idHash [32]byte, fn func(s *spotoken.WebSession) error) (*spotoken.WebSession, error) {
+	var out *spotoken.WebSession
+	err := g.do(ctx, func(ctx context.Context) (err error) { out, err = g.store.UpdateWebSession(ctx, idHash, fn); return err })
+	return out, err
+}
+
+// DeleteWebSession calls the store's DeleteWebSession under the deadline.
+func (g *Guard) DeleteWebSession(ctx context.Context, idHash [32]byte) error {
+	return g.do(ctx, func(ctx context.Context) error { return g.store.DeleteWebSession(ctx, idHash) })
+}
+
+// DeleteWebSessions calls the store's DeleteWebSessions under the deadline.
+func (g *Guard) DeleteWebSessions(ctx context.Context, scope, subject string) (int, error) {
+	var out int
+	err := g.do(ctx, func(ctx context.Context) (err error) { out, err = g.store.DeleteWebSessions(ctx, scope, subject); return err })
+	return out, err
+}
+
+// DeleteExpiredWebSessions calls the store's DeleteExpiredWebSessions under the deadline.
+func (g *Guard) DeleteExpiredWebSessions(ctx context.Context, before time.Time) (int, error) {
+	var out int
+	err := g.do(ctx, func(ctx context.Context) (err error) { out, err = g.store.DeleteExpiredWebSessions(ctx, before); return err })
+	return out, err
+}
