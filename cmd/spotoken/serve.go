@@ -297,7 +297,8 @@ func serveRun(ctx context.Context, ios *IOStreams, opts *serveOptions) error {
 	background("janitor", func(ctx context.Context) error { return srv.Run(ctx, opts.JanitorInterval) })
 
 	hs := &http.Server{
-		Handler: srv, ReadHeaderTimeout: opts.HeaderTimeout, IdleTimeout: 2 * time.Minute,
+		// Each request waits out at most one failed database call.
+		Handler: dbguard.Handler(srv), ReadHeaderTimeout: opts.HeaderTimeout, IdleTimeout: 2 * time.Minute,
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	if opts.TLSCert != "" {

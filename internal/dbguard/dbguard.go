@@ -4,11 +4,26 @@
 // with Retry-After.
 //
 // A call that fails because the database refused the connection, cut it,
-// or did not answer within Timeout opens the guard: for ProbeEvery, calls
-// fail at once instead of each waiting out the deadline, then one call goes
-// through as a probe; the first that succeeds closes the guard again. So
-// while the database is away requests answer promptly, and when it comes
-// back the broker recovers on its own.
+// or did not answer within Timeout opens the guard: from then on calls fail
+// at once instead of each waiting out the deadline, except one probe at a
+// time, at most every ProbeEvery; the first call that succeeds closes the
+// guard again. So while the database is away requests answer promptly, and
+// when it comes back the broker recovers on its own.
+//
+// # What the deadline bounds
+//
+// Timeout is a deadline per call: it is how long a database that does not
+// answer is given before it counts as away. It is not a budget for a whole
+// request, whose calls may each take their time on a database that is slow
+// but answering (cutting those short would turn load into errors, and a
+// refresh's commit after Spotify answered must get its own full deadline).
+// What a request must not do is wait out the deadline twice: a context
+// marked by Request (Handler marks every HTTP request's) is charged at most
+// one failed wait. Once one of its calls has found the database away, its
+// later calls fail at once for as long as the guard stays open, even when
+// it is time for a probe; another request probes instead. So with the
+// database refusing or black-holed, every request answers within Timeout
+// plus its own work.
 package dbguard
 
 import (
@@ -18,7 +33,9 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -29,8 +46,8 @@ import (
 type Config struct {
 	// Timeout bounds each store call. Default 5s.
 	Timeout time.Duration
-	// ProbeEvery is how often one call is let through while the database
-	// is away. Default 1s.
+	// ProbeEvery is how often, at most, one call is let through while the
+	// database is away. Default 1s.
 	ProbeEvery time.Duration
 	// RetryAfter is what callers are told to wait. Default 5s.
 	RetryAfter time.Duration
@@ -40,6 +57,9 @@ type Config struct {
 	Unavailable func(error) bool
 	// Logger gets a line when the database goes away and comes back.
 	Logger *slog.Logger
+	// Now is the clock that paces probes; default time.Now. Deadlines are
+	// real time (they are context deadlines).
+	Now func() time.Time
 }
 
 // Guard is a spotoken.Store that calls another under deadlines. It is safe
@@ -52,6 +72,7 @@ type Guard struct {
 	down      bool
 	since     time.Time
 	lastProbe time.Time
+	probing   bool // a probe is in flight: no other call goes through
 	reason    string
 }
 
@@ -68,6 +89,9 @@ func New(store spotoken.Store, cfg Config) *Guard {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
 	}
 	return &Guard{store: store, cfg: cfg}
 }
@@ -88,7 +112,7 @@ func (g *Guard) Reseal(ctx context.Context, batch int) (int, error) {
 func (g *Guard) Ready(ctx context.Context) error {
 	r, ok := g.store.(interface{ Ready(context.Context) error })
 	if !ok {
-		return g.do(ctx, func(ctx context.Context) error { _, err := g.store.CountPending(ctx, "", time.Now()); return err })
+		return g.do(ctx, func(ctx context.Context) error { _, err := g.store.Apps(ctx); return err })
 	}
 	return g.do(ctx, r.Ready)
 }
@@ -100,31 +124,65 @@ func (g *Guard) Down() (down bool, since time.Time, reason string) {
 	return g.down, g.since, g.reason
 }
 
-// do runs f under the deadline, unless the database is away and this is
-// not the time for a probe.
+// Unavailable returns spotoken.ErrStoreUnavailable (with the reason) while
+// the database is known to be away, and nil otherwise. It calls nothing:
+// callers ask it before doing what they could not undo without the
+// database, such as sending a refresh token to Spotify.
+func (g *Guard) Unavailable() error {
+	g.mu.Lock()
+	down, reason := g.down, g.reason
+	g.mu.Unlock()
+	if !down {
+		return nil
+	}
+	return g.unavailable(reason, nil)
+}
+
+// request is what Request puts in a context: whether one of the request's
+// calls has already waited for a database that was away.
+type request struct{ waited atomic.Bool }
+
+type requestKey struct{}
+
+// Request returns a context for one request's calls: the request waits out
+// at most one failed call (see the package documentation). Contexts derived
+// from it, including by context.WithoutCancel, share its account.
+func Request(ctx context.Context) context.Context {
+	return context.WithValue(ctx, requestKey{}, new(request))
+}
+
+// Handler marks each request's context with Request before h serves it.
+func Handler(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h.ServeHTTP(w, r.WithContext(Request(r.Context())))
+	})
+}
+
+// do runs f under the deadline, unless the database is away and this call
+// may not probe it.
 func (g *Guard) do(ctx context.Context, f func(context.Context) error) error {
-	if !g.admit() {
-		g.mu.Lock()
-		reason := g.reason
-		g.mu.Unlock()
-		return g.unavailable(reason, nil)
+	req, _ := ctx.Value(requestKey{}).(*request)
+	probe, err := g.admit(req)
+	if err != nil {
+		return err
 	}
 	cctx, cancel := context.WithTimeout(ctx, g.cfg.Timeout)
 	defer cancel()
-	err := f(cctx)
+	err = f(cctx)
 	var se *spotoken.Error
 	switch {
 	case err == nil || errors.As(err, &se):
-		g.up()
+		g.up(probe)
 		return err
 	case ctx.Err() != nil:
+		g.done(probe)
 		return err // the caller gave up: says nothing of the database
 	case cctx.Err() != nil:
-		return g.fail(fmt.Sprintf("the database did not answer within %s", g.cfg.Timeout), err)
+		return g.fail(req, probe, fmt.Sprintf("the database did not answer within %s", g.cfg.Timeout), err)
 	case g.isUnavailable(err):
-		return g.fail("the database cannot be reached", err)
+		return g.fail(req, probe, "the database cannot be reached", err)
 	}
-	g.up()
+	g.up(probe)
 	return err
 }
 
@@ -138,37 +196,64 @@ func (g *Guard) isUnavailable(err error) bool {
 	return g.cfg.Unavailable != nil && g.cfg.Unavailable(err)
 }
 
-// admit reports whether a call may go to the database now.
-func (g *Guard) admit() bool {
+// admit decides whether a call of req may go to the database now: always
+// while it is up; while it is away, only as the one probe in flight, at
+// most every ProbeEvery, and never for a request that already waited.
+// Otherwise it returns the error to answer at once.
+func (g *Guard) admit(req *request) (probe bool, err error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if !g.down {
-		return true
+		return false, nil
 	}
-	if now := time.Now(); now.Sub(g.lastProbe) >= g.cfg.ProbeEvery {
-		g.lastProbe = now
-		return true
+	if !g.probing && (req == nil || !req.waited.Load()) {
+		if now := g.cfg.Now(); now.Sub(g.lastProbe) >= g.cfg.ProbeEvery {
+			g.lastProbe, g.probing = now, true
+			return true, nil
+		}
 	}
-	return false
+	return false, g.unavailable(g.reason, nil)
 }
 
-func (g *Guard) up() {
+// done ends a probe that told nothing (its caller gave up).
+func (g *Guard) done(probe bool) {
+	if probe {
+		g.mu.Lock()
+		g.probing = false
+		g.mu.Unlock()
+	}
+}
+
+// up records that the database answered.
+func (g *Guard) up(probe bool) {
 	g.mu.Lock()
 	was, since := g.down, g.since
 	g.down, g.reason = false, ""
+	if probe {
+		g.probing = false
+	}
 	g.mu.Unlock()
 	if was {
-		g.cfg.Logger.Info("the database is back", "away_for", time.Since(since).Round(time.Millisecond))
+		g.cfg.Logger.Info("the database is back", "away_for", g.cfg.Now().Sub(since).Round(time.Millisecond))
 	}
 }
 
-func (g *Guard) fail(reason string, cause error) error {
+// fail records that the database did not serve a call of req, and returns
+// the error to answer.
+func (g *Guard) fail(req *request, probe bool, reason string, cause error) error {
+	if req != nil {
+		req.waited.Store(true)
+	}
+	now := g.cfg.Now()
 	g.mu.Lock()
 	was := g.down
 	if !was {
-		g.down, g.since = true, time.Now()
+		g.down, g.since = true, now
 	}
-	g.lastProbe, g.reason = time.Now(), reason
+	g.lastProbe, g.reason = now, reason
+	if probe {
+		g.probing = false
+	}
 	g.mu.Unlock()
 	if !was {
 		g.cfg.Logger.Error("the database is unavailable; answering 503 until it is back", "reason", reason, "err", cause)

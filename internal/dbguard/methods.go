@@ -12,6 +12,13 @@ import (
 
 var _ spotoken.Store = (*Guard)(nil)
 
+// call is do for a store method with a result.
+func call[T any](ctx context.Context, g *Guard, f func(context.Context) (T, error)) (T, error) {
+	var out T
+	err := g.do(ctx, func(ctx context.Context) (err error) { out, err = f(ctx); return err })
+	return out, err
+}
+
 // CreateApp calls the store's CreateApp under the deadline.
 func (g *Guard) CreateApp(ctx context.Context, app *spotoken.App) error {
 	return g.do(ctx, func(ctx context.Context) error { return g.store.CreateApp(ctx, app) })
@@ -19,23 +26,17 @@ func (g *Guard) CreateApp(ctx context.Context, app *spotoken.App) error {
 
 // App calls the store's App under the deadline.
 func (g *Guard) App(ctx context.Context, id string) (*spotoken.App, error) {
-	var out *spotoken.App
-	err := g.do(ctx, func(ctx context.Context) (err error) { out, err = g.store.App(ctx, id); return err })
-	return out, err
+	return call(ctx, g, func(ctx context.Context) (*spotoken.App, error) { return g.store.App(ctx, id) })
 }
 
 // Apps calls the store's Apps under the deadline.
 func (g *Guard) Apps(ctx context.Context) ([]*spotoken.App, error) {
-	var out []*spotoken.App
-	err := g.do(ctx, func(ctx context.Context) (err error) { out, err = g.store.Apps(ctx); return err })
-	return out, err
+	return call(ctx, g, func(ctx context.Context) ([]*spotoken.App, error) { return g.store.Apps(ctx) })
 }
 
 // UpdateApp calls the store's UpdateApp under the deadline.
 func (g *Guard) UpdateApp(ctx context.Context, id string, fn func(*spotoken.App) error) (*spotoken.App, error) {
-	var out *spotoken.App
-	err := g.do(ctx, func(ctx context.Context) (err error) { out, err = g.store.UpdateApp(ctx, id, fn); return err })
-	return out, err
+	return call(ctx, g, func(ctx context.Context) (*spotoken.App, error) { return g.store.UpdateApp(ctx, id, fn) })
 }
 
 // DeleteApp calls the store's DeleteApp under the deadline.
@@ -50,16 +51,12 @@ func (g *Guard) CreateAPIKey(ctx context.Context, key *spotoken.APIKey) error {
 
 // APIKeyByHash calls the store's APIKeyByHash under the deadline.
 func (g *Guard) APIKeyByHash(ctx context.Context, hash [32]byte) (*spotoken.APIKey, error) {
-	var out *spotoken.APIKey
-	err := g.do(ctx, func(ctx context.Context) (err error) { out, err = g.store.APIKeyByHash(ctx, hash); return err })
-	return out, err
+	return call(ctx, g, func(ctx context.Context) (*spotoken.APIKey, error) { return g.store.APIKeyByHash(ctx, hash) })
 }
 
 // APIKeys calls the store's APIKeys under the deadline.
 func (g *Guard) APIKeys(ctx context.Context, appID string) ([]*spotoken.APIKey, error) {
-	var out []*spotoken.APIKey
-	err := g.do(ctx, func(ctx context.Context) (err error) { out, err = g.store.APIKeys(ctx, appID); return err })
-	return out, err
+	return call(ctx, g, func(ctx context.Context) ([]*spotoken.APIKey, error) { return g.store.APIKeys(ctx, appID) })
 }
 
 // RevokeAPIKey calls the store's RevokeAPIKey under the deadline.
@@ -79,19 +76,14 @@ func (g *Guard) CreatePending(ctx context.Context, p *spotoken.PendingAuthorizat
 
 // ConsumePending calls the store's ConsumePending under the deadline.
 func (g *Guard) ConsumePending(ctx context.Context, stateHash [32]byte) (*spotoken.PendingAuthorization, error) {
-	var out *spotoken.PendingAuthorization
-	err := g.do(ctx, func(ctx context.Context) (err error) { out, err = g.store.ConsumePending(ctx, stateHash); return err })
-	return out, err
+	return call(ctx, g, func(ctx context.Context) (*spotoken.PendingAuthorization, error) {
+		return g.store.ConsumePending(ctx, stateHash)
+	})
 }
 
 // DeleteExpiredPending calls the store's DeleteExpiredPending under the deadline.
 func (g *Guard) DeleteExpiredPending(ctx context.Context, before time.Time) (int, error) {
-	var out int
-	err := g.do(ctx, func(ctx context.Context) (err error) {
-		out, err = g.store.DeleteExpiredPending(ctx, before)
-		return err
-	})
-	return out, err
+	return call(ctx, g, func(ctx context.Context) (int, error) { return g.store.DeleteExpiredPending(ctx, before) })
 }
 
 // CreateConnection calls the store's CreateConnection under the deadline.
@@ -101,16 +93,12 @@ func (g *Guard) CreateConnection(ctx context.Context, c *spotoken.Connection, ev
 
 // Connection calls the store's Connection under the deadline.
 func (g *Guard) Connection(ctx context.Context, key spotoken.ConnectionKey) (*spotoken.Connection, error) {
-	var out *spotoken.Connection
-	err := g.do(ctx, func(ctx context.Context) (err error) { out, err = g.store.Connection(ctx, key); return err })
-	return out, err
+	return call(ctx, g, func(ctx context.Context) (*spotoken.Connection, error) { return g.store.Connection(ctx, key) })
 }
 
 // UpdateConnection calls the store's UpdateConnection under the deadline.
 func (g *Guard) UpdateConnection(ctx context.Context, key spotoken.ConnectionKey, fn func(c *spotoken.Connection) ([]spotoken.Event, error)) (*spotoken.Connection, error) {
-	var out *spotoken.Connection
-	err := g.do(ctx, func(ctx context.Context) (err error) { out, err = g.store.UpdateConnection(ctx, key, fn); return err })
-	return out, err
+	return call(ctx, g, func(ctx context.Context) (*spotoken.Connection, error) { return g.store.UpdateConnection(ctx, key, fn) })
 }
 
 // DeleteConnection calls the store's DeleteConnection under the deadline.
@@ -120,57 +108,41 @@ func (g *Guard) DeleteConnection(ctx context.Context, key spotoken.ConnectionKey
 
 // Connections calls the store's Connections under the deadline.
 func (g *Guard) Connections(ctx context.Context, filter spotoken.ConnectionFilter) ([]*spotoken.Connection, error) {
-	var out []*spotoken.Connection
-	err := g.do(ctx, func(ctx context.Context) (err error) { out, err = g.store.Connections(ctx, filter); return err })
-	return out, err
+	return call(ctx, g, func(ctx context.Context) ([]*spotoken.Connection, error) { return g.store.Connections(ctx, filter) })
 }
 
 // CountConnections calls the store's CountConnections under the deadline.
 func (g *Guard) CountConnections(ctx context.Context) ([]spotoken.ConnectionCount, error) {
-	var out []spotoken.ConnectionCount
-	err := g.do(ctx, func(ctx context.Context) (err error) { out, err = g.store.CountConnections(ctx); return err })
-	return out, err
+	return call(ctx, g, func(ctx context.Context) ([]spotoken.ConnectionCount, error) { return g.store.CountConnections(ctx) })
 }
 
 // Due calls the store's Due under the deadline.
 func (g *Guard) Due(ctx context.Context, before time.Time, limit int) ([]spotoken.DueConnection, error) {
-	var out []spotoken.DueConnection
-	err := g.do(ctx, func(ctx context.Context) (err error) { out, err = g.store.Due(ctx, before, limit); return err })
-	return out, err
+	return call(ctx, g, func(ctx context.Context) ([]spotoken.DueConnection, error) { return g.store.Due(ctx, before, limit) })
 }
 
 // ExpiringGrants calls the store's ExpiringGrants under the deadline.
 func (g *Guard) ExpiringGrants(ctx context.Context, before time.Time, limit int) ([]spotoken.DueConnection, error) {
-	var out []spotoken.DueConnection
-	err := g.do(ctx, func(ctx context.Context) (err error) {
-		out, err = g.store.ExpiringGrants(ctx, before, limit)
-		return err
+	return call(ctx, g, func(ctx context.Context) ([]spotoken.DueConnection, error) {
+		return g.store.ExpiringGrants(ctx, before, limit)
 	})
-	return out, err
 }
 
 // CountExpiringGrants calls the store's CountExpiringGrants under the deadline.
 func (g *Guard) CountExpiringGrants(ctx context.Context, before time.Time) ([]spotoken.ConnectionCount, error) {
-	var out []spotoken.ConnectionCount
-	err := g.do(ctx, func(ctx context.Context) (err error) { out, err = g.store.CountExpiringGrants(ctx, before); return err })
-	return out, err
+	return call(ctx, g, func(ctx context.Context) ([]spotoken.ConnectionCount, error) {
+		return g.store.CountExpiringGrants(ctx, before)
+	})
 }
 
 // AcquireLease calls the store's AcquireLease under the deadline.
 func (g *Guard) AcquireLease(ctx context.Context, key spotoken.ConnectionKey, owner string, ttl time.Duration) (spotoken.Lease, error) {
-	var out spotoken.Lease
-	err := g.do(ctx, func(ctx context.Context) (err error) {
-		out, err = g.store.AcquireLease(ctx, key, owner, ttl)
-		return err
-	})
-	return out, err
+	return call(ctx, g, func(ctx context.Context) (spotoken.Lease, error) { return g.store.AcquireLease(ctx, key, owner, ttl) })
 }
 
 // RenewLease calls the store's RenewLease under the deadline.
 func (g *Guard) RenewLease(ctx context.Context, key spotoken.ConnectionKey, owner string, ttl time.Duration) (spotoken.Lease, error) {
-	var out spotoken.Lease
-	err := g.do(ctx, func(ctx context.Context) (err error) { out, err = g.store.RenewLease(ctx, key, owner, ttl); return err })
-	return out, err
+	return call(ctx, g, func(ctx context.Context) (spotoken.Lease, error) { return g.store.RenewLease(ctx, key, owner, ttl) })
 }
 
 // ReleaseLease calls the store's ReleaseLease under the deadline.
@@ -185,9 +157,7 @@ func (g *Guard) AppendEvents(ctx context.Context, events ...spotoken.Event) erro
 
 // PendingEvents calls the store's PendingEvents under the deadline.
 func (g *Guard) PendingEvents(ctx context.Context, now time.Time, limit int) ([]*spotoken.Event, error) {
-	var out []*spotoken.Event
-	err := g.do(ctx, func(ctx context.Context) (err error) { out, err = g.store.PendingEvents(ctx, now, limit); return err })
-	return out, err
+	return call(ctx, g, func(ctx context.Context) ([]*spotoken.Event, error) { return g.store.PendingEvents(ctx, now, limit) })
 }
 
 // MarkEventDelivered calls the store's MarkEventDelivered under the deadline.
@@ -207,43 +177,29 @@ func (g *Guard) CreatePendingGrant(ctx context.Context, pg *spotoken.PendingGran
 
 // TakePendingGrant calls the store's TakePendingGrant under the deadline.
 func (g *Guard) TakePendingGrant(ctx context.Context, key spotoken.ConnectionKey, codeHash [32]byte) (*spotoken.PendingGrant, error) {
-	var out *spotoken.PendingGrant
-	err := g.do(ctx, func(ctx context.Context) (err error) {
-		out, err = g.store.TakePendingGrant(ctx, key, codeHash)
-		return err
+	return call(ctx, g, func(ctx context.Context) (*spotoken.PendingGrant, error) {
+		return g.store.TakePendingGrant(ctx, key, codeHash)
 	})
-	return out, err
 }
 
 // DeleteExpiredPendingGrants calls the store's DeleteExpiredPendingGrants under the deadline.
 func (g *Guard) DeleteExpiredPendingGrants(ctx context.Context, before time.Time) (int, error) {
-	var out int
-	err := g.do(ctx, func(ctx context.Context) (err error) {
-		out, err = g.store.DeleteExpiredPendingGrants(ctx, before)
-		return err
-	})
-	return out, err
+	return call(ctx, g, func(ctx context.Context) (int, error) { return g.store.DeleteExpiredPendingGrants(ctx, before) })
 }
 
 // CountPending calls the store's CountPending under the deadline.
 func (g *Guard) CountPending(ctx context.Context, appID string, now time.Time) (int, error) {
-	var out int
-	err := g.do(ctx, func(ctx context.Context) (err error) { out, err = g.store.CountPending(ctx, appID, now); return err })
-	return out, err
+	return call(ctx, g, func(ctx context.Context) (int, error) { return g.store.CountPending(ctx, appID, now) })
 }
 
 // CreateWebSession calls the store's CreateWebSession under the deadline.
 func (g *Guard) CreateWebSession(ctx context.Context, s *spotoken.WebSession, limits spotoken.WebSessionLimits) (int, error) {
-	var out int
-	err := g.do(ctx, func(ctx context.Context) (err error) { out, err = g.store.CreateWebSession(ctx, s, limits); return err })
-	return out, err
+	return call(ctx, g, func(ctx context.Context) (int, error) { return g.store.CreateWebSession(ctx, s, limits) })
 }
 
 // WebSession calls the store's WebSession under the deadline.
 func (g *Guard) WebSession(ctx context.Context, idHash [32]byte) (*spotoken.WebSession, error) {
-	var out *spotoken.WebSession
-	err := g.do(ctx, func(ctx context.Context) (err error) { out, err = g.store.WebSession(ctx, idHash); return err })
-	return out, err
+	return call(ctx, g, func(ctx context.Context) (*spotoken.WebSession, error) { return g.store.WebSession(ctx, idHash) })
 }
 
 // TouchWebSession calls the store's TouchWebSession under the deadline.
@@ -253,9 +209,9 @@ func (g *Guard) TouchWebSession(ctx context.Context, idHash [32]byte, at time.Ti
 
 // UpdateWebSession calls the store's UpdateWebSession under the deadline.
 func (g *Guard) UpdateWebSession(ctx context.Context, idHash [32]byte, fn func(s *spotoken.WebSession) error) (*spotoken.WebSession, error) {
-	var out *spotoken.WebSession
-	err := g.do(ctx, func(ctx context.Context) (err error) { out, err = g.store.UpdateWebSession(ctx, idHash, fn); return err })
-	return out, err
+	return call(ctx, g, func(ctx context.Context) (*spotoken.WebSession, error) {
+		return g.store.UpdateWebSession(ctx, idHash, fn)
+	})
 }
 
 // DeleteWebSession calls the store's DeleteWebSession under the deadline.
@@ -265,14 +221,10 @@ func (g *Guard) DeleteWebSession(ctx context.Context, idHash [32]byte) error {
 
 // DeleteWebSessions calls the store's DeleteWebSessions under the deadline.
 func (g *Guard) DeleteWebSessions(ctx context.Context, scope, subject string) (int, error) {
-	var out int
-	err := g.do(ctx, func(ctx context.Context) (err error) { out, err = g.store.DeleteWebSessions(ctx, scope, subject); return err })
-	return out, err
+	return call(ctx, g, func(ctx context.Context) (int, error) { return g.store.DeleteWebSessions(ctx, scope, subject) })
 }
 
 // DeleteExpiredWebSessions calls the store's DeleteExpiredWebSessions under the deadline.
 func (g *Guard) DeleteExpiredWebSessions(ctx context.Context, before time.Time) (int, error) {
-	var out int
-	err := g.do(ctx, func(ctx context.Context) (err error) { out, err = g.store.DeleteExpiredWebSessions(ctx, before); return err })
-	return out, err
+	return call(ctx, g, func(ctx context.Context) (int, error) { return g.store.DeleteExpiredWebSessions(ctx, before) })
 }
