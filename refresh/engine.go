@@ -107,6 +107,12 @@ type Config struct {
 	// valid, keeps being served while the store answers
 	// spotoken.ErrStoreUnavailable. Zero serves none.
 	OutageGrace time.Duration
+	// CommitPatience is how long Spotify's answer to a refresh that
+	// rotated the refresh token is held in memory, its commit retried in
+	// the background and the lease kept, when the store did not take it
+	// (the database went away while Spotify was answering); see
+	// keepCommitting. Default 10m.
+	CommitPatience time.Duration
 }
 
 // AccessToken is what callers get: the access token, never the refresh token.
@@ -156,8 +162,9 @@ type Engine struct {
 	log     *slog.Logger
 	stats   stats
 
-	flightSeq atomic.Int64 // makes each flight's lease owner unique
-	inflight  inflight
+	flightSeq  atomic.Int64 // makes each flight's lease owner unique
+	inflight   inflight
+	committing sync.Map // ConnectionKey → chan struct{}: a rotated grant waits to be stored
 
 	mu    sync.Mutex
 	gates map[string]time.Time // app id → no token request before this (429)
@@ -196,6 +203,9 @@ func New(cfg Config) (*Engine, error) {
 	}
 	if cfg.RotationLossWindow <= 0 {
 		cfg.RotationLossWindow = 24 * time.Hour
+	}
+	if cfg.CommitPatience <= 0 {
+		cfg.CommitPatience = 10 * time.Minute
 	}
 	if cfg.WaitPoll <= 0 {
 		cfg.WaitPoll = 50 * time.Millisecond
@@ -433,6 +443,9 @@ func (e *Engine) obtain(ctx context.Context, key spotoken.ConnectionKey, req req
 		if at, held, err := e.heldBack(c, req); held {
 			return at, err
 		}
+		if err := e.uncommitted(key); err != nil {
+			return AccessToken{}, err
+		}
 		_, err := e.cfg.Store.AcquireLease(ctx, key, owner, e.cfg.LeaseTTL)
 		if err == nil {
 			return e.refreshLeased(ctx, key, owner, req)
@@ -548,8 +561,11 @@ func (e *Engine) waitForOther(ctx context.Context, key spotoken.ConnectionKey, v
 }
 
 // refreshLeased refreshes key while holding its lease, and releases it.
-func (e *Engine) refreshLeased(ctx context.Context, key spotoken.ConnectionKey, owner string, req request) (AccessToken, error) {
+func (e *Engine) refreshLeased(ctx context.Context, key spotoken.ConnectionKey, owner string, req request) (_ AccessToken, err error) {
 	defer func() {
+		if errors.Is(err, errKeptLease) {
+			return // keepCommitting holds the lease until the answer is stored
+		}
 		// Release even if ctx is done; a lease left behind would hold others back for its TTL.
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
@@ -576,11 +592,16 @@ func (e *Engine) refreshLeased(ctx context.Context, key spotoken.ConnectionKey, 
 	if err := e.limiter.Wait(ctx); err != nil {
 		return AccessToken{}, fmt.Errorf("refresh %s: upstream rate limit: %w", key, err)
 	}
+	if err := e.storeAway(); err != nil {
+		// Spotify's answer could not be committed, and with rotation
+		// the refresh token it replaces would be gone: send nothing.
+		return AccessToken{}, fmt.Errorf("refresh %s: not sent: %w", key, err)
+	}
 	grant, err := e.callSpotify(ctx, key, owner, app, c.Token.RefreshToken)
 	if err != nil {
 		return e.failed(ctx, key, c, err)
 	}
-	return e.commit(ctx, key, c, grant, req.gen)
+	return e.commit(ctx, key, owner, c, grant, req.gen)
 }
 
 // callSpotify redeems the refresh token, renewing the lease while the call
@@ -611,7 +632,7 @@ func (e *Engine) callSpotify(ctx context.Context, key spotoken.ConnectionKey, ow
 }
 
 // commit stores a successful refresh before anyone sees the new token.
-func (e *Engine) commit(ctx context.Context, key spotoken.ConnectionKey, read *spotoken.Connection, g *accounts.Grant, gen uint64) (AccessToken, error) {
+func (e *Engine) commit(ctx context.Context, key spotoken.ConnectionKey, owner string, read *spotoken.Connection, g *accounts.Grant, gen uint64) (AccessToken, error) {
 	e.stats.refreshOK.Add(1)
 	now := e.cfg.Now()
 	rotated := g.RefreshToken != "" && g.RefreshToken != read.Token.RefreshToken
@@ -639,25 +660,27 @@ func (e *Engine) commit(ctx context.Context, key spotoken.ConnectionKey, read *s
 		}
 		return events, nil
 	}
-	// The new refresh token exists only in this process until it is
-	// committed: retry a failing store briefly rather than drop it.
-	var c *spotoken.Connection
-	var err error
-	for attempt := 0; attempt < 5; attempt++ {
-		if c, err = e.cfg.Store.UpdateConnection(context.WithoutCancel(ctx), key, update); err == nil || errors.Is(err, spotoken.ErrConflict) || errors.Is(err, spotoken.ErrNotFound) {
-			break
-		}
-		time.Sleep(time.Duration(attempt+1) * 100 * time.Millisecond)
+	c, err := e.cfg.Store.UpdateConnection(context.WithoutCancel(ctx), key, update)
+	if err != nil && rotated && !errors.Is(err, spotoken.ErrConflict) && !errors.Is(err, spotoken.ErrNotFound) {
+		// The new refresh token exists only in this process: hold it
+		// and keep trying, and answer now.
+		e.keepCommitting(key, owner, update, gen, err)
+		return AccessToken{}, fmt.Errorf("refresh %s: commit: %w (%w)", key, err, errKeptLease)
 	}
 	if err != nil {
 		e.log.Error("commit refresh", "connection", key.String(), "rotated", rotated, "err", err)
 		return AccessToken{}, fmt.Errorf("refresh %s: commit: %w", key, err)
 	}
+	return e.committed(key, c, gen, rotated), nil
+}
+
+// committed records a stored refresh and returns its token.
+func (e *Engine) committed(key spotoken.ConnectionKey, c *spotoken.Connection, gen uint64, rotated bool) AccessToken {
 	at := AccessToken{Token: c.Token.AccessToken, Expiry: c.Token.Expiry, Scopes: c.Scopes}
 	e.remember(key, at, gen)
 	e.stats.vendsRefresh.Add(1)
 	e.log.Info("refreshed", "connection", key.String(), "rotated", rotated, "expires_at", at.Expiry)
-	return at, nil
+	return at
 }
 
 // failed records a failed refresh and answers the caller.
