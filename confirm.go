@@ -44,7 +44,12 @@ type PendingGrantStore interface {
 	// DeleteExpiredPendingGrants erases the pending grants that expired
 	// before before, with their tokens, and returns how many.
 	DeleteExpiredPendingGrants(ctx context.Context, before time.Time) (int, error)
-	// CountPending counts an app's pending authorizations that are neither
-	// used nor expired at now, and its pending grants not expired at now.
-	CountPending(ctx context.Context, appID string, now time.Time) (int, error)
+	// CreatePendingWithin stores p as CreatePending does, unless p's app
+	// already has max or more pending authorizations that are neither
+	// used nor expired, and pending grants not expired, by the store's
+	// clock: then ErrLimitExceeded, and nothing is stored. Counting and
+	// storing are one transaction, serialized per app, so the cap holds
+	// exactly however many callers, on however many replicas, create at
+	// once, while other apps go on in parallel.
+	CreatePendingWithin(ctx context.Context, p *PendingAuthorization, max int) error
 }

@@ -31,6 +31,9 @@ const (
 	// not answer in time; try again after RetryAfter. Distinct from
 	// EUnavailable, which is Spotify's side.
 	EStoreUnavailable = "unavailable"
+	// ELimitExceeded: an app reached one of its per-app caps (pending
+	// connect links); try again later.
+	ELimitExceeded = "limit_exceeded"
 )
 
 // Error is an error with a code and a message that is safe to show a client.
@@ -111,4 +114,6 @@ var (
 	// ErrStoreUnavailable: the database cannot be reached or did not answer
 	// within its deadline; see Error.RetryAfter.
 	ErrStoreUnavailable = &Error{Code: EStoreUnavailable, Message: "the database is unavailable"}
+	// ErrLimitExceeded: the app has as many of something pending as it may.
+	ErrLimitExceeded = &Error{Code: ELimitExceeded, Message: "limit exceeded"}
 )

@@ -92,14 +92,38 @@ func (db *DB) DeleteExpiredPendingGrants(ctx context.Context, before time.Time) 
 	return int(tag.RowsAffected()), nil
 }
 
-// CountPending counts app's live pending authorizations and pending grants.
-func (db *DB) CountPending(ctx context.Context, appID string, now time.Time) (int, error) {
-	var n int64
-	err := db.pool.QueryRow(ctx, `SELECT
-		(SELECT count(*) FROM pending_authorizations WHERE app_id = $1 AND expires_at > $2 AND used_at IS NULL) +
-		(SELECT count(*) FROM pending_grants WHERE app_id = $1 AND expires_at > $2)`, appID, tstz(now)).Scan(&n)
-	if err != nil {
-		return 0, fmt.Errorf("count pending: %w", err)
+// pendingLockClass is the first half of the advisory lock key that
+// serializes the creation of one app's capped pending authorizations (the
+// second half hashes the schema and the app), so that the cap holds exactly
+// across replicas while other apps go on in parallel.
+const pendingLockClass = 0x50656e64 // "Pend"
+
+// CreatePendingWithin stores p unless its app has max or more pending
+// authorizations and grants live; see spotoken.PendingGrantStore.
+func (db *DB) CreatePendingWithin(ctx context.Context, p *spotoken.PendingAuthorization, max int) error {
+	if max <= 0 {
+		return fmt.Errorf("create pending authorization: %w", spotoken.Errorf(spotoken.EInvalid, "the cap must be positive"))
 	}
-	return int(n), nil
+	now := db.now()
+	err := db.withTx(ctx, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1, hashtext(coalesce(current_schema(), '') || '/' || $2))`,
+			int32(pendingLockClass), p.AppID); err != nil {
+			return fmt.Errorf("lock app: %w", err)
+		}
+		var n int
+		if err := tx.QueryRow(ctx, `SELECT
+			(SELECT count(*) FROM pending_authorizations WHERE app_id = $1 AND expires_at > $2 AND used_at IS NULL) +
+			(SELECT count(*) FROM pending_grants WHERE app_id = $1 AND expires_at > $2)`, p.AppID, now).Scan(&n); err != nil {
+			return fmt.Errorf("count pending: %w", err)
+		}
+		if n >= max {
+			return spotoken.Errorf(spotoken.ELimitExceeded, "app %s has %d pending authorizations and grants, its limit", p.AppID, n)
+		}
+		return db.insertPending(ctx, tx, p, now)
+	})
+	if err != nil {
+		return fmt.Errorf("create pending authorization: %w", err)
+	}
+	p.CreatedAt, p.UsedAt = now, time.Time{}
+	return nil
 }

@@ -133,14 +133,6 @@ func (s *Server) mintSessionWith(ctx context.Context, app *spotoken.App, connect
 			app.ID, s.CallbackURL(), strings.Join(app.RedirectURIs, ", "))
 	}
 	now := s.cfg.Now()
-	n, err := s.cfg.Store.CountPending(ctx, app.ID, now)
-	if err != nil {
-		return ConnectSession{}, fmt.Errorf("count pending connect sessions: %w", err)
-	}
-	if n >= s.cfg.MaxPending {
-		return ConnectSession{}, &spotoken.Error{Code: ELimitExceeded, RetryAfter: time.Minute,
-			Message: fmt.Sprintf("app %s has %d connect links and grants pending, its limit; unused ones expire within %s", app.ID, n, s.cfg.SessionTTL)}
-	}
 	expires := now.Add(ttl)
 	token := newSessionToken(expires)
 	p := &spotoken.PendingAuthorization{
@@ -148,7 +140,12 @@ func (s *Server) mintSessionWith(ctx context.Context, app *spotoken.App, connect
 		Scopes: scopes, ReturnTo: returnTo, CreatedAt: now, ExpiresAt: expires,
 		RequireConfirmation: opts.requireConfirmation, SkipDialog: opts.skipDialog,
 	}
-	if err := s.cfg.Store.CreatePending(ctx, p); err != nil {
+	err := s.cfg.Store.CreatePendingWithin(ctx, p, s.cfg.MaxPending)
+	if errors.Is(err, spotoken.ErrLimitExceeded) {
+		return ConnectSession{}, &spotoken.Error{Code: ELimitExceeded, RetryAfter: time.Minute,
+			Message: fmt.Sprintf("app %s has %d connect links and grants pending, its limit; unused ones expire within %s", app.ID, s.cfg.MaxPending, s.cfg.SessionTTL)}
+	}
+	if err != nil {
 		return ConnectSession{}, fmt.Errorf("store connect session: %w", err)
 	}
 	return ConnectSession{URL: s.public.String() + "/connect/" + token, ExpiresAt: p.ExpiresAt.UTC()}, nil

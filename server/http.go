@@ -33,7 +33,7 @@ const (
 	EMethodNotAllowed = "method_not_allowed"
 	// ELimitExceeded: the app reached one of its per-app caps (pending
 	// connect links); try again after Retry-After.
-	ELimitExceeded = "limit_exceeded"
+	ELimitExceeded = spotoken.ELimitExceeded
 	// ETimeout: the request's body did not arrive in time.
 	ETimeout = "request_timeout"
 )

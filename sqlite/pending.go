@@ -18,6 +18,12 @@ const pendingColumns = `state_hash, app_id, connection_id, verifier, scopes, red
 // CreatedAt from the store's clock; ErrConflict if its state hash exists,
 // ErrNotFound if its app does not, EInvalid without an expiry.
 func (db *DB) CreatePending(ctx context.Context, p *spotoken.PendingAuthorization) error {
+	return db.createPending(ctx, p, 0)
+}
+
+// createPending is CreatePending and, with max > 0, CreatePendingWithin:
+// SQLite's one writer makes the count and the insert exact.
+func (db *DB) createPending(ctx context.Context, p *spotoken.PendingAuthorization, max int) error {
 	if p.ExpiresAt.IsZero() {
 		return fmt.Errorf("create pending: %w", spotoken.Errorf(spotoken.EInvalid, "pending authorization has no expiry"))
 	}
@@ -27,6 +33,13 @@ func (db *DB) CreatePending(ctx context.Context, p *spotoken.PendingAuthorizatio
 		return fmt.Errorf("create pending: %w", err)
 	}
 	err = db.write(ctx, func(tx *sql.Tx) error {
+		if max > 0 {
+			if n, err := countPending(ctx, tx, p.AppID, now); err != nil {
+				return err
+			} else if n >= max {
+				return spotoken.Errorf(spotoken.ELimitExceeded, "app %s has %d pending authorizations and grants, its limit", p.AppID, n)
+			}
+		}
 		_, err := tx.ExecContext(ctx, `INSERT INTO pending_authorizations (`+pendingColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?)`,
 			p.StateHash[:], p.AppID, p.ConnectionID, blobArg(verifier), scopesArg(p.Scopes), p.RedirectURI, p.ReturnTo,
 			now.UnixMicro(), p.ExpiresAt.UnixMicro(), p.RequireConfirmation, p.SkipDialog)

@@ -88,10 +88,20 @@ func (db *DB) DeleteExpiredPendingGrants(ctx context.Context, before time.Time) 
 	return int(n), nil
 }
 
-// CountPending counts app's live pending authorizations and pending grants.
-func (db *DB) CountPending(ctx context.Context, appID string, now time.Time) (int, error) {
+// CreatePendingWithin stores p unless its app has max or more pending
+// authorizations and grants live; see spotoken.PendingGrantStore.
+func (db *DB) CreatePendingWithin(ctx context.Context, p *spotoken.PendingAuthorization, max int) error {
+	if max <= 0 {
+		return fmt.Errorf("create pending: %w", spotoken.Errorf(spotoken.EInvalid, "the cap must be positive"))
+	}
+	return db.createPending(ctx, p, max)
+}
+
+// countPending counts app's pending authorizations neither used nor
+// expired at now, and its pending grants not expired at now.
+func countPending(ctx context.Context, q queryer, appID string, now time.Time) (int, error) {
 	var n int
-	err := db.r.QueryRowContext(ctx, `SELECT
+	err := q.QueryRowContext(ctx, `SELECT
 		(SELECT count(*) FROM pending_authorizations WHERE app_id = ?1 AND expires_at > ?2 AND used_at IS NULL) +
 		(SELECT count(*) FROM pending_grants WHERE app_id = ?1 AND expires_at > ?2)`, appID, now.UnixMicro()).Scan(&n)
 	if err != nil {

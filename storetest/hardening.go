@@ -3,6 +3,10 @@ package storetest
 import (
 	"bytes"
 	"crypto/sha256"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -43,10 +47,6 @@ func testPendingGrants(t *testing.T, h *harness) {
 	wantErr(t, "take with another connection", err, spotoken.ErrNotFound)
 	_, err = h.store.TakePendingGrant(ctx, spotoken.ConnectionKey{AppID: "b", ID: "c1"}, g1.CodeHash)
 	wantErr(t, "take with another app", err, spotoken.ErrNotFound)
-	n, err := h.store.CountPending(ctx, "a", now)
-	if err != nil || n != 1 {
-		t.Errorf("CountPending(a) = %d, %v; want 1", n, err)
-	}
 	got, err := h.store.TakePendingGrant(ctx, g1.Key(), g1.CodeHash)
 	if err != nil {
 		t.Fatalf("take: %v", err)
@@ -93,40 +93,101 @@ func testPendingGrants(t *testing.T, h *harness) {
 	}
 }
 
-// testCountPending: the per-app count of live pending authorizations and
-// grants leaves out used, expired and other apps' ones.
-func testCountPending(t *testing.T, h *harness) {
-	h.newApp(t, "a")
-	h.newApp(t, "b")
-	now := h.clock.Now()
-	add := func(app, state string, ttl time.Duration, confirm bool) [32]byte {
-		t.Helper()
-		hash := sha256.Sum256([]byte(state))
-		if err := h.store.CreatePending(ctx, &spotoken.PendingAuthorization{StateHash: hash, AppID: app, ConnectionID: "c",
-			ExpiresAt: now.Add(ttl), RequireConfirmation: confirm, SkipDialog: !confirm, ReturnTo: "https://app.example/done"}); err != nil {
-			t.Fatal(err)
-		}
-		return hash
+// testPendingCap: CreatePendingWithin counts an app's pending
+// authorizations neither used nor expired and its live pending grants,
+// not another app's; refuses past the cap, storing nothing; lets another
+// app go on while one is at its cap; and holds the cap exactly with many
+// callers on two store handles (two replicas) at once.
+func testPendingCap(t *testing.T, h *harness) {
+	for _, app := range []string{"a", "b", "c", "d"} {
+		h.newApp(t, app)
 	}
-	used := add("a", "s1", time.Hour, true)
-	add("a", "s2", time.Hour, false)
-	add("a", "s3", time.Minute, false)
-	add("b", "s4", time.Hour, false)
-	p, err := h.store.ConsumePending(ctx, used)
+	now := h.clock.Now()
+	pending := func(app, state string, ttl time.Duration, confirm bool) *spotoken.PendingAuthorization {
+		return &spotoken.PendingAuthorization{StateHash: sha256.Sum256([]byte(state)), AppID: app, ConnectionID: "c",
+			ExpiresAt: now.Add(ttl), RequireConfirmation: confirm, SkipDialog: !confirm, ReturnTo: "https://app.example/done"}
+	}
+	create := func(store spotoken.Store, p *spotoken.PendingAuthorization, max int) error {
+		return store.CreatePendingWithin(ctx, p, max)
+	}
+	const max = 3
+	for _, p := range []*spotoken.PendingAuthorization{pending("a", "s1", time.Hour, true), pending("a", "s2", time.Hour, false), pending("a", "s3", time.Minute, false)} {
+		if err := create(h.store, p, max); err != nil {
+			t.Fatalf("create %x within the cap: %v", p.StateHash[:4], err)
+		}
+		if !p.CreatedAt.Equal(now) {
+			t.Errorf("CreatedAt %s, want the store's clock", p.CreatedAt)
+		}
+	}
+	p, err := h.store.ConsumePending(ctx, sha256.Sum256([]byte("s1")))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !p.RequireConfirmation || p.SkipDialog || p.ReturnTo != "https://app.example/done" {
 		t.Errorf("consumed %+v, want RequireConfirmation and not SkipDialog kept", p)
 	}
-	if n, err := h.store.CountPending(ctx, "a", now); err != nil || n != 2 {
-		t.Errorf("CountPending(a) = %d, %v; want 2 (one used)", n, err)
+	// s1 used: two live; a grant awaiting confirmation makes three.
+	if err := h.store.CreatePendingGrant(ctx, &spotoken.PendingGrant{CodeHash: sha256.Sum256([]byte("g1")), AppID: "a", ConnectionID: "c",
+		ExpiresAt: now.Add(time.Hour)}); err != nil {
+		t.Fatal(err)
 	}
-	if n, err := h.store.CountPending(ctx, "a", now.Add(2*time.Minute)); err != nil || n != 1 {
-		t.Errorf("CountPending(a) later = %d, %v; want 1 (one expired)", n, err)
+	over := pending("a", "s4", time.Hour, false)
+	wantErr(t, "a fourth for a, at its cap", create(h.store, over, max), spotoken.ErrLimitExceeded)
+	_, err = h.store.ConsumePending(ctx, over.StateHash)
+	wantErr(t, "the refused one", err, spotoken.ErrNotFound)
+
+	// Another app is not held back by a's cap, nor a by b's.
+	for i := range max {
+		if err := create(h.store, pending("b", fmt.Sprint("b", i), time.Hour, false), max); err != nil {
+			t.Fatalf("b's %d while a is at its cap: %v", i, err)
+		}
 	}
-	if n, err := h.store.CountPending(ctx, "nope", now); err != nil || n != 0 {
-		t.Errorf("CountPending(nope) = %d, %v; want 0", n, err)
+	wantErr(t, "b past its cap", create(h.store, pending("b", "b-over", time.Hour, false), max), spotoken.ErrLimitExceeded)
+	wantErr(t, "a still at its cap", create(h.store, pending("a", "s5", time.Hour, false), max), spotoken.ErrLimitExceeded)
+
+	// Expired ones free their place.
+	h.clock.Advance(2 * time.Minute)
+	if err := create(h.store, pending("a", "s6", time.Hour, false), max); err != nil {
+		t.Errorf("after s3 expired: %v", err)
+	}
+	if err := create(h.store, pending("a", "s7", time.Hour, false), 0); spotoken.ErrorCode(err) != spotoken.EInvalid {
+		t.Errorf("a cap of 0: %v, want invalid_request", err)
+	}
+
+	// Many at once, on two replicas: exactly the cap gets through, while
+	// another app's creations all go on.
+	stores := []spotoken.Store{h.store, h.open(t, h.ring1)}
+	const callers, capC = 64, 10
+	var ok, limited atomic.Int64
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	for i := range callers {
+		wg.Add(2)
+		go func() {
+			defer wg.Done()
+			<-start
+			err := create(stores[i%2], pending("c", fmt.Sprint("c", i), time.Hour, false), capC)
+			switch {
+			case err == nil:
+				ok.Add(1)
+			case errors.Is(err, spotoken.ErrLimitExceeded):
+				limited.Add(1)
+			default:
+				t.Errorf("concurrent create: %v", err)
+			}
+		}()
+		go func() {
+			defer wg.Done()
+			<-start
+			if err := create(stores[(i+1)%2], pending("d", fmt.Sprint("d", i), time.Hour, false), callers); err != nil {
+				t.Errorf("d's create while c is full: %v", err)
+			}
+		}()
+	}
+	close(start)
+	wg.Wait()
+	if ok.Load() != capC || limited.Load() != callers-capC {
+		t.Errorf("%d concurrent creates with a cap of %d: %d stored, %d refused; want exactly the cap stored", callers, capC, ok.Load(), limited.Load())
 	}
 }
 

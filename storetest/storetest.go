@@ -110,7 +110,7 @@ func Run(t *testing.T, newBackend func(t *testing.T) Backend) {
 		{"WebSessionReseal", testWebSessionReseal},
 		{"NoPlaintextAtRest", testNoPlaintext},
 		{"PendingGrants", testPendingGrants},
-		{"CountPending", testCountPending},
+		{"PendingCap", testPendingCap},
 		{"RefreshUnknown", testRefreshUnknown},
 	}
 	for _, tt := range tests {

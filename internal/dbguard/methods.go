@@ -187,9 +187,9 @@ func (g *Guard) DeleteExpiredPendingGrants(ctx context.Context, before time.Time
 	return call(ctx, g, func(ctx context.Context) (int, error) { return g.store.DeleteExpiredPendingGrants(ctx, before) })
 }
 
-// CountPending calls the store's CountPending under the deadline.
-func (g *Guard) CountPending(ctx context.Context, appID string, now time.Time) (int, error) {
-	return call(ctx, g, func(ctx context.Context) (int, error) { return g.store.CountPending(ctx, appID, now) })
+// CreatePendingWithin calls the store's CreatePendingWithin under the deadline.
+func (g *Guard) CreatePendingWithin(ctx context.Context, p *spotoken.PendingAuthorization, max int) error {
+	return g.do(ctx, func(ctx context.Context) error { return g.store.CreatePendingWithin(ctx, p, max) })
 }
 
 // CreateWebSession calls the store's CreateWebSession under the deadline.
