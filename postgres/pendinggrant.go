@@ -10,7 +10,6 @@ import (
 	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/spotoken/spotoken"
-	"github.com/spotoken/spotoken/internal/rowseal"
 )
 
 const pendingGrantCols = `code_hash, app_id, connection_id, spotify_user_id, display_name, scopes,
@@ -20,15 +19,8 @@ const pendingGrantCols = `code_hash, app_id, connection_id, spotify_user_id, dis
 // ErrConflict if its code hash exists, ErrNotFound if its app does not,
 // EInvalid without an expiry.
 func (db *DB) CreatePendingGrant(ctx context.Context, g *spotoken.PendingGrant) error {
-	if g.ExpiresAt.IsZero() {
-		return fmt.Errorf("create pending grant: %w", spotoken.Errorf(spotoken.EInvalid, "pending grant has no expiry"))
-	}
 	now := db.now()
-	access, err := db.codec.Seal(rowseal.PendingGrantToken(g.AppID, g.ConnectionID, g.CodeHash, "access_token"), g.Token.AccessToken)
-	if err != nil {
-		return fmt.Errorf("create pending grant: %w", err)
-	}
-	refresh, err := db.codec.Seal(rowseal.PendingGrantToken(g.AppID, g.ConnectionID, g.CodeHash, "refresh_token"), g.Token.RefreshToken)
+	access, refresh, err := db.codec.SealPendingGrant(g)
 	if err != nil {
 		return fmt.Errorf("create pending grant: %w", err)
 	}
@@ -73,10 +65,7 @@ func (db *DB) TakePendingGrant(ctx context.Context, key spotoken.ConnectionKey, 
 	if !now.Before(g.ExpiresAt) {
 		return nil, spotoken.Errorf(spotoken.EExpired, "the pending grant of connection %s expired", key)
 	}
-	if g.Token.AccessToken, err = db.codec.Open(rowseal.PendingGrantToken(g.AppID, g.ConnectionID, codeHash, "access_token"), access); err != nil {
-		return nil, fmt.Errorf("take pending grant: %w", err)
-	}
-	if g.Token.RefreshToken, err = db.codec.Open(rowseal.PendingGrantToken(g.AppID, g.ConnectionID, codeHash, "refresh_token"), refresh); err != nil {
+	if err := db.codec.OpenPendingGrant(&g, access, refresh); err != nil {
 		return nil, fmt.Errorf("take pending grant: %w", err)
 	}
 	return &g, nil

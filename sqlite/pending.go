@@ -88,19 +88,25 @@ func (db *DB) ConsumePending(ctx context.Context, stateHash [32]byte) (*spotoken
 // DeleteExpiredPending deletes pending authorizations that expired before
 // before, used or not, and returns how many.
 func (db *DB) DeleteExpiredPending(ctx context.Context, before time.Time) (int, error) {
-	var n int64
-	err := db.write(ctx, func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, `DELETE FROM pending_authorizations WHERE expires_at < ?`, before.UnixMicro())
+	n, err := db.deleteExpired(ctx, "pending_authorizations", before)
+	if err != nil {
+		return 0, fmt.Errorf("delete expired pending: %w", err)
+	}
+	return int(n), nil
+}
+
+// deleteExpired deletes the rows of table (a constant) whose expires_at is
+// before before, and returns how many.
+func (db *DB) deleteExpired(ctx context.Context, table string, before time.Time) (n int64, err error) {
+	err = db.write(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `DELETE FROM `+table+` WHERE expires_at < ?`, before.UnixMicro())
 		if err != nil {
 			return err
 		}
 		n, err = affected(res)
 		return err
 	})
-	if err != nil {
-		return 0, fmt.Errorf("delete expired pending: %w", err)
-	}
-	return int(n), nil
+	return n, err
 }
 
 // scanPending scans one row of pendingColumns and opens the verifier.

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/spotoken/spotoken"
-	"github.com/spotoken/spotoken/internal/rowseal"
 )
 
 const pendingGrantColumns = `code_hash, app_id, connection_id, spotify_user_id, display_name, scopes,
@@ -18,15 +17,8 @@ const pendingGrantColumns = `code_hash, app_id, connection_id, spotify_user_id, 
 // ErrConflict if its code hash exists, ErrNotFound if its app does not,
 // EInvalid without an expiry.
 func (db *DB) CreatePendingGrant(ctx context.Context, g *spotoken.PendingGrant) error {
-	if g.ExpiresAt.IsZero() {
-		return fmt.Errorf("create pending grant: %w", spotoken.Errorf(spotoken.EInvalid, "pending grant has no expiry"))
-	}
 	now := db.now()
-	access, err := db.codec.Seal(rowseal.PendingGrantToken(g.AppID, g.ConnectionID, g.CodeHash, "access_token"), g.Token.AccessToken)
-	if err != nil {
-		return fmt.Errorf("create pending grant: %w", err)
-	}
-	refresh, err := db.codec.Seal(rowseal.PendingGrantToken(g.AppID, g.ConnectionID, g.CodeHash, "refresh_token"), g.Token.RefreshToken)
+	access, refresh, err := db.codec.SealPendingGrant(g)
 	if err != nil {
 		return fmt.Errorf("create pending grant: %w", err)
 	}
@@ -70,15 +62,7 @@ func (db *DB) TakePendingGrant(ctx context.Context, key spotoken.ConnectionKey, 
 // DeleteExpiredPendingGrants erases pending grants that expired before
 // before and returns how many.
 func (db *DB) DeleteExpiredPendingGrants(ctx context.Context, before time.Time) (int, error) {
-	var n int64
-	err := db.write(ctx, func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, `DELETE FROM pending_grants WHERE expires_at < ?`, before.UnixMicro())
-		if err != nil {
-			return err
-		}
-		n, err = affected(res)
-		return err
-	})
+	n, err := db.deleteExpired(ctx, "pending_grants", before)
 	if err != nil {
 		return 0, fmt.Errorf("delete expired pending grants: %w", err)
 	}
@@ -117,11 +101,7 @@ func (db *DB) scanPendingGrant(row interface{ Scan(...any) error }) (*spotoken.P
 		&access, &refresh, timeCol{&g.Token.Expiry}, timeCol{&g.CreatedAt}, timeCol{&g.ExpiresAt}); err != nil {
 		return nil, err
 	}
-	var err error
-	if g.Token.AccessToken, err = db.codec.Open(rowseal.PendingGrantToken(g.AppID, g.ConnectionID, g.CodeHash, "access_token"), access); err != nil {
-		return nil, err
-	}
-	if g.Token.RefreshToken, err = db.codec.Open(rowseal.PendingGrantToken(g.AppID, g.ConnectionID, g.CodeHash, "refresh_token"), refresh); err != nil {
+	if err := db.codec.OpenPendingGrant(&g, access, refresh); err != nil {
 		return nil, err
 	}
 	return &g, nil

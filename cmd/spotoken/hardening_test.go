@@ -18,6 +18,40 @@ import (
 	"time"
 )
 
+// e2eBroker is 'spotoken serve' against an emulator run apart (or
+// something in front of it), with the app "e2e" and an API key of it.
+type e2eBroker struct {
+	*e2eEnv
+	srv *proc
+	key string
+	// cli runs the CLI on the broker's database and key file.
+	cli func(args ...string) string
+}
+
+// startBroker makes a key file, starts 'spotoken serve --no-scheduler' on
+// serveDB with args, and registers the app "e2e" (the emulator's client
+// spotoken-e2e) and an API key with the CLI on cliDB: the same database,
+// which serve may reach another way (the outage test's proxy).
+func startBroker(t *testing.T, serveDB, cliDB string, args ...string) *e2eBroker {
+	t.Helper()
+	keyFile := filepath.Join(t.TempDir(), "keys.json")
+	if out, errOut, code := runSpotoken(t, nil, "", "keys", "generate", "--key-file", keyFile); code != 0 {
+		t.Fatalf("keys generate: %s %s", out, errOut)
+	}
+	srv := startSpotoken(t, nil, append([]string{"serve", "--db", serveDB, "--key-file", keyFile, "--addr", "127.0.0.1:0", "--no-scheduler"}, args...)...)
+	cli := func(args ...string) string {
+		t.Helper()
+		out, errOut, code := runSpotoken(t, nil, "", append(args, "--db", cliDB, "--key-file", keyFile)...)
+		if code != 0 {
+			t.Fatalf("%s: %s %s", strings.Join(args, " "), out, errOut)
+		}
+		return out
+	}
+	cli("apps", "create", "--name", "e2e", "--client-id", "spotoken-e2e", "--redirect-uri", srv.URL+"/callback")
+	key, _, _ := strings.Cut(cli("apikeys", "create", "--app", "e2e"), "\n")
+	return &e2eBroker{e2eEnv: &e2eEnv{t: t, base: srv.URL}, srv: srv, key: key, cli: cli}
+}
+
 // hardEnv is 'spotoken serve --emulator' with its demo app's key.
 type hardEnv struct {
 	p       *proc

@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
@@ -144,26 +143,11 @@ func TestE2EPostgresOutage(t *testing.T) {
 	outage := time.Duration(envInt("SPOTOKEN_OUTAGE_SECONDS", 5)) * time.Second
 	const dbTimeout = time.Second
 
-	dir := t.TempDir()
-	keyFile := filepath.Join(dir, "keys.json")
 	emu := startSpotoken(t, nil, "emulator", "--addr", "127.0.0.1:0", "--auto-approve", "alice",
 		"--client", "spotoken-e2e=http://127.0.0.1/callback")
-	if out, errOut, code := runSpotoken(t, nil, "", "keys", "generate", "--key-file", keyFile); code != 0 {
-		t.Fatalf("keys generate: %s %s", out, errOut)
-	}
-	srv := startSpotoken(t, nil, "serve", "--db", proxied, "--key-file", keyFile, "--addr", "127.0.0.1:0",
-		"--accounts-url", emu.URL, "--api-url", emu.URL, "--no-scheduler", "--db-timeout", dbTimeout.String(),
+	b := startBroker(t, proxied, dsn, "--accounts-url", emu.URL, "--api-url", emu.URL, "--db-timeout", dbTimeout.String(),
 		"--cache-ttl", "100ms", "--auth-cache-ttl", "100ms")
-	cli := func(args ...string) string {
-		out, errOut, code := runSpotoken(t, nil, "", append(args, "--db", dsn, "--key-file", keyFile)...)
-		if code != 0 {
-			t.Fatalf("%s: %s %s", strings.Join(args, " "), out, errOut)
-		}
-		return out
-	}
-	cli("apps", "create", "--name", "e2e", "--client-id", "spotoken-e2e", "--redirect-uri", srv.URL+"/callback")
-	key, _, _ := strings.Cut(cli("apikeys", "create", "--app", "e2e"), "\n")
-	e := &e2eEnv{t: t, base: srv.URL}
+	srv, key, e := b.srv, b.key, b.e2eEnv
 	for _, id := range []string{"c0", "c1", "c2", "cold-refused", "cold-black-holed"} {
 		if f, _ := e.connect(key, id, ""); f.Final.StatusCode != 200 {
 			t.Fatalf("connect %s: %d %s", id, f.Final.StatusCode, f.Body)
@@ -285,7 +269,9 @@ func TestE2EPostgresOutage(t *testing.T) {
 		proxy.set(phase.mode)
 		tl := load(phase.name)
 		slices.Sort(tl.took)
-		pct := func(p float64) time.Duration { return tl.took[min(len(tl.took)-1, int(p*float64(len(tl.took))))].Round(time.Millisecond) }
+		pct := func(p float64) time.Duration {
+			return tl.took[min(len(tl.took)-1, int(p*float64(len(tl.took))))].Round(time.Millisecond)
+		}
 		past := len(tl.took) - sort.Search(len(tl.took), func(i int) bool { return tl.took[i] > dbTimeout })
 		twice := len(tl.took) - sort.Search(len(tl.took), func(i int) bool { return tl.took[i] >= 2*dbTimeout })
 		t.Logf("database %s for %s: %d cached tokens served, %d answered 503 unavailable with Retry-After, %d other, %d hung; answers p50 %s, p99 %s, p99.9 %s, slowest %s; %d past the %s deadline, %d at twice it or more",

@@ -18,7 +18,6 @@ import (
 // revoked. A proxy in front of the emulator's accounts service forwards one
 // refresh and cuts the connection instead of answering.
 func TestE2ERotationLost(t *testing.T) {
-	dir := t.TempDir()
 	emu := startSpotoken(t, nil, "emulator", "--addr", "127.0.0.1:0", "--auto-approve", "alice", "--rotation", "always",
 		"--client", "spotoken-e2e=http://127.0.0.1/callback")
 	var drop atomic.Bool
@@ -45,22 +44,9 @@ func TestE2ERotationLost(t *testing.T) {
 		io.Copy(w, resp.Body)
 	}))
 	t.Cleanup(front.Close)
-	keyFile, db := filepath.Join(dir, "keys.json"), filepath.Join(dir, "spotoken.db")
-	if out, errOut, code := runSpotoken(t, nil, "", "keys", "generate", "--key-file", keyFile); code != 0 {
-		t.Fatalf("keys generate: %s %s", out, errOut)
-	}
-	srv := startSpotoken(t, nil, "serve", "--db", db, "--key-file", keyFile, "--addr", "127.0.0.1:0",
-		"--accounts-url", front.URL, "--api-url", emu.URL, "--no-scheduler")
-	cli := func(args ...string) string {
-		out, errOut, code := runSpotoken(t, nil, "", append(args, "--db", db, "--key-file", keyFile)...)
-		if code != 0 {
-			t.Fatalf("%s: %s %s", strings.Join(args, " "), out, errOut)
-		}
-		return out
-	}
-	cli("apps", "create", "--name", "e2e", "--client-id", "spotoken-e2e", "--redirect-uri", srv.URL+"/callback")
-	key, _, _ := strings.Cut(cli("apikeys", "create", "--app", "e2e"), "\n")
-	e := &e2eEnv{t: t, base: srv.URL}
+	db := filepath.Join(t.TempDir(), "spotoken.db")
+	b := startBroker(t, db, db, "--accounts-url", front.URL, "--api-url", emu.URL)
+	srv, key, e := b.srv, b.key, b.e2eEnv
 	f, _ := e.connect(key, "u1", "")
 	if f.Final.StatusCode != 200 {
 		t.Fatalf("connect: %d %s", f.Final.StatusCode, f.Body)
