@@ -155,7 +155,7 @@ func TestE2EForwardedConnectLink(t *testing.T) {
 	// 3. The legitimate use: alice connects her own connection with
 	// require_confirmation; the app confirms; the connection works; the
 	// code is single-use.
-	resp, page = open(t, victim, session("alice-2", map[string]any{"require_confirmation": true}))
+	_, page = open(t, victim, session("alice-2", map[string]any{"require_confirmation": true}))
 	resp, _ = consent(t, victim, e.emu, page, "alice")
 	loc, _ = url.Parse(resp.Header.Get("Location"))
 	code2 := loc.Query().Get("confirm")
