@@ -270,6 +270,11 @@ const (
 	// GrantExpiresAt. Sent once per grant.
 	EventConnectionExpiring EventType = "connection.expiring"
 	EventAppError           EventType = "app.error"
+	// EventConnectFailed: a user came back from Spotify's consent page but
+	// no grant was stored; its data's reason says why (for example
+	// user_not_allowlisted: the app is in development mode and the user is
+	// not on its allowlist).
+	EventConnectFailed EventType = "connect.failed"
 )
 
 // Event is an entry in the outbox, delivered to the app's webhook at least once.

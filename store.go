@@ -162,6 +162,8 @@ type Store interface {
 	PendingGrantStore
 	ConnectionStore
 	EventStore
+	EndpointStore
+	RateLimitStore
 	SessionStore
 	Resealer
 	// Close releases the store's resources.

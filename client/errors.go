@@ -33,6 +33,10 @@ const (
 	// CodeAppMisconfigured: Spotify refused the app's client credentials;
 	// an operator must fix the app.
 	CodeAppMisconfigured = spotoken.EAppMisconfigured
+	// CodeUserNotAllowlisted: the app is in Spotify's development mode and
+	// the connection's Spotify user is not on its allowlist; the app's
+	// owner must add the user in Spotify's developer dashboard.
+	CodeUserNotAllowlisted = "user_not_allowlisted"
 	// CodeInternal: the broker failed.
 	CodeInternal = spotoken.EInternal
 )

@@ -309,7 +309,7 @@ func (e *Emulator) refreshGrant(form url.Values, c *Client, secretGiven bool) (*
 		return nil, errInvalidGrant("Refresh token revoked")
 	}
 	if e.cfg.RefreshLifetime > 0 && !now.Before(fam.consentedAt.Add(e.cfg.RefreshLifetime)) {
-		return nil, errInvalidGrant("Refresh token expired")
+		return nil, errInvalidGrant(e.cfg.ExpiredGrantDescription)
 	}
 	if presented != fam.current {
 		switch {

@@ -184,6 +184,8 @@ const (
 	flowStateMismatch  = "state_mismatch"
 	flowExchangeFailed = "exchange_failed"
 	flowProfileFailed  = "profile_failed"
+	flowNotAllowlisted = "user_not_allowlisted"
+	flowRateLimited    = "rate_limited"
 	flowServerError    = "server_error"
 	flowUnavailable    = "unavailable"
 	// flowConfirm: the grant waits for the app's confirmation; the
@@ -201,9 +203,13 @@ var flowMessages = map[string]string{
 	flowStateExpired:   "The sign-in took too long and expired. Nothing was stored; start again from the app.",
 	flowStateMismatch:  "This sign-in was started in another browser or tab. Nothing was stored; start again from the app.",
 	flowExchangeFailed: "Spotify did not complete the sign-in. Nothing was stored; try again from the app.",
-	flowProfileFailed:  "Spotify did not let us read your profile (is your account allowed to use this app?). Nothing was stored.",
-	flowServerError:    "Something went wrong on our side. Nothing was stored; try again later.",
-	flowUnavailable:    "We cannot reach our database right now. Nothing was stored; try again in a minute.",
+	flowProfileFailed:  "Spotify did not let us read your profile. Nothing was stored; try again from the app.",
+	flowNotAllowlisted: "This app is in Spotify's development mode, which lets only the Spotify accounts its owner has added use it, and yours is not one of them. " +
+		"Nothing was stored. The app's owner must add your account (your name and the email address of your Spotify account) under User Management " +
+		"in the Spotify developer dashboard; development mode serves up to 5 users. Then connect again from the app.",
+	flowRateLimited: "Spotify is limiting this app's requests for now. Nothing was stored; try again from the app later.",
+	flowServerError: "Something went wrong on our side. Nothing was stored; try again later.",
+	flowUnavailable: "We cannot reach our database right now. Nothing was stored; try again in a minute.",
 }
 
 // stateCookie names the cookie that binds a state to the browser that
@@ -363,15 +369,37 @@ func (s *Server) completeConnection(r *http.Request, key spotoken.ConnectionKey,
 		s.log.Error("callback: load app", "request_id", requestID(r), "app", key.AppID, "err", err)
 		return flowFailure(err), ""
 	}
+	// The exchange is a token request: none inside the app's rate-limit
+	// window (DESIGN §3.4), which a 429 here opens for every replica.
+	if until, err := s.cfg.Store.RateLimitedUntil(ctx, app.ID); err != nil {
+		s.log.Error("callback: read the app's rate-limit window", "request_id", requestID(r), "app", app.ID, "err", err)
+		return flowFailure(err), ""
+	} else if until.After(s.cfg.Now()) {
+		s.log.Warn("callback: the app is rate-limited at Spotify; no code exchange", "request_id", requestID(r), "connection", key.String(), "until", until)
+		return flowRateLimited, ""
+	}
 	grant, err := s.accountsClient(app).Exchange(ctx, code, p.RedirectURI, p.Verifier.Reveal())
 	if err == nil && grant.RefreshToken == "" {
 		err = errors.New("the token response has no refresh token")
+	}
+	var ae *accounts.Error
+	if errors.As(err, &ae) && ae.Status == http.StatusTooManyRequests {
+		if _, werr := s.cfg.Store.ExtendRateLimit(ctx, app.ID, s.cfg.Now().Add(max(ae.RetryAfter, time.Second))); werr != nil {
+			s.log.Error("callback: record the app's rate-limit window", "request_id", requestID(r), "app", app.ID, "err", werr)
+		}
+		s.log.Warn("callback: Spotify rate-limited the code exchange", "request_id", requestID(r), "connection", key.String(), "retry_after", ae.RetryAfter)
+		return flowRateLimited, ""
 	}
 	if err != nil {
 		s.log.Warn("callback: code exchange failed", "request_id", requestID(r), "connection", key.String(), "err", err)
 		return flowExchangeFailed, ""
 	}
 	me, err := s.profile(ctx, grant.AccessToken)
+	if errors.Is(err, errProfileForbidden) {
+		s.log.Warn("callback: Spotify refused the user: the app is in development mode and the user is not on its allowlist",
+			"request_id", requestID(r), "connection", key.String())
+		return flowNotAllowlisted, ""
+	}
 	if err != nil {
 		s.log.Warn("callback: reading the Spotify profile failed", "request_id", requestID(r), "connection", key.String(), "err", err)
 		return flowProfileFailed, ""
@@ -440,6 +468,14 @@ type spotifyUser struct {
 	DisplayName string `json:"display_name"`
 }
 
+// errProfileForbidden: /v1/me answered 403 to a token that the code
+// exchange had just issued. /v1/me needs no scope and exists in every mode,
+// so the one thing such a 403 can mean is that the app is in development
+// mode and the user is not on its allowlist. The status decides, not the
+// body: Spotify's answer is plain text ("User not registered in the
+// Developer Dashboard"), and neither its wording nor its shape is needed.
+var errProfileForbidden = errors.New("GET /v1/me: 403: the user is not on the app's allowlist")
+
 // profile reads the user's Spotify id and display name from /v1/me.
 func (s *Server) profile(ctx context.Context, token spotoken.Secret) (*spotifyUser, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.api.String()+"/v1/me", nil)
@@ -456,6 +492,9 @@ func (s *Server) profile(ctx context.Context, token spotoken.Secret) (*spotifyUs
 	if err != nil {
 		return nil, fmt.Errorf("GET /v1/me: %w", err)
 	}
+	if resp.StatusCode == http.StatusForbidden {
+		return nil, errProfileForbidden
+	}
 	if resp.StatusCode != http.StatusOK {
 		return nil, fmt.Errorf("GET /v1/me: status %d", resp.StatusCode)
 	}
@@ -467,7 +506,9 @@ func (s *Server) profile(ctx context.Context, token spotoken.Secret) (*spotifyUs
 }
 
 // flowResult ends the flow: a redirect to the app's return_to with the
-// outcome, or spotoken's own page.
+// outcome, or spotoken's own page. A flow that failed once the user was
+// back from Spotify is a connect.failed event for the app, with the
+// outcome as its reason.
 func (s *Server) flowResult(w http.ResponseWriter, r *http.Request, p *spotoken.PendingAuthorization, outcome, connectionID string) {
 	s.flowResultWith(w, r, p, outcome, connectionID, "")
 }
@@ -475,6 +516,13 @@ func (s *Server) flowResult(w http.ResponseWriter, r *http.Request, p *spotoken.
 // flowResultWith is flowResult with the confirm code of a grant that waits
 // for the app's confirmation.
 func (s *Server) flowResultWith(w http.ResponseWriter, r *http.Request, p *spotoken.PendingAuthorization, outcome, connectionID, confirm string) {
+	if outcome != flowConnected && outcome != flowConfirm {
+		key := spotoken.ConnectionKey{AppID: p.AppID, ID: p.ConnectionID}
+		ev := spotoken.NewEvent(spotoken.EventConnectFailed, key, s.cfg.Now(), map[string]any{"reason": outcome})
+		if err := s.cfg.Store.AppendEvents(r.Context(), ev); err != nil {
+			s.log.Error("callback: record connect.failed", "request_id", requestID(r), "connection", key.String(), "err", err)
+		}
+	}
 	if p.ReturnTo == "" {
 		status := http.StatusOK
 		switch outcome {

@@ -63,7 +63,7 @@ func dashPage(name string) *template.Template {
 
 type dashboard struct {
 	s *Server
-	// base is the public URL's path; links, form actions and redirects
+	// base is the admin URL's path; links, form actions and redirects
 	// start with it.
 	base     string
 	sessions *websession.Manager
@@ -111,14 +111,14 @@ type dashLink struct {
 
 func newDashboard(s *Server) (*dashboard, error) {
 	sessions, err := websession.New(websession.Config{
-		Store: s.cfg.Store, Cookie: dashCookie, PublicURL: s.public.String(), Kinds: []string{dashKind},
+		Store: s.cfg.Store, Cookie: dashCookie, PublicURL: s.admin.String(), Kinds: []string{dashKind},
 		IdleTimeout: dashIdleTimeout, MaxAge: dashSessionTTL, Limits: s.cfg.DashboardSessions,
 		Now: s.cfg.Now, Logger: s.log,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("server: dashboard: %w", err)
 	}
-	return &dashboard{s: s, base: s.public.Path, sessions: sessions}, nil
+	return &dashboard{s: s, base: s.admin.Path, sessions: sessions}, nil
 }
 
 func (d *dashboard) routes(m *http.ServeMux) {
@@ -519,6 +519,9 @@ type overviewData struct {
 	Notice, Error               string
 	Link                        *dashLink
 	NewID                       string
+	// RateLimited, while the app's rate-limit window at Spotify lasts,
+	// says until when no token is refreshed.
+	RateLimited *dashTime
 }
 
 type stateCount struct {
@@ -570,6 +573,11 @@ func (d *dashboard) overview(w http.ResponseWriter, r *http.Request, sess *dashS
 		d.fail(w, r, err)
 		return
 	}
+	until, err := d.s.cfg.Store.RateLimitedUntil(ctx, sess.appID)
+	if err != nil {
+		d.fail(w, r, err)
+		return
+	}
 	now := d.s.cfg.Now()
 	data := overviewData{
 		Base: d.base, CSRF: sess.ws.CSRF.Reveal(), AppID: sess.appID, KeyLabel: sess.KeyLabel,
@@ -579,6 +587,10 @@ func (d *dashboard) overview(w http.ResponseWriter, r *http.Request, sess *dashS
 	}
 	if x.flash != nil {
 		data.Notice, data.Link = x.flash.Notice, x.flash.Link
+	}
+	if until.After(now) {
+		t := newDashTime(until, now)
+		data.RateLimited = &t
 	}
 	byState := map[spotoken.State]int{}
 	for _, c := range counts {

@@ -69,10 +69,14 @@ type harness struct {
 }
 
 type harnessOptions struct {
-	emulator func(*emulator.Config)
-	server   func(*server.Config)
-	engine   func(*refresh.Config)
-	app      func(*spotoken.App)
+	// frozenBroker runs the store, engine and server on the emulator's
+	// base clock, which Advance does not move: tokens then expire at
+	// Spotify while the broker still thinks them valid.
+	frozenBroker bool
+	emulator     func(*emulator.Config)
+	server       func(*server.Config)
+	engine       func(*refresh.Config)
+	app          func(*spotoken.App)
 }
 
 func newHarness(t *testing.T, opts harnessOptions) *harness {
@@ -91,6 +95,10 @@ func newHarness(t *testing.T, opts harnessOptions) *harness {
 		t.Fatal(err)
 	}
 	h.emu = emu
+	now := emu.Now
+	if opts.frozenBroker {
+		now = ecfg.Now
+	}
 	h.emuSrv = httptest.NewServer(emu)
 	t.Cleanup(h.emuSrv.Close)
 
@@ -100,7 +108,7 @@ func newHarness(t *testing.T, opts harnessOptions) *harness {
 	}
 	h.ring = ring
 	h.dbPath = filepath.Join(t.TempDir(), "spotoken.db")
-	h.store, err = sqlite.Open(context.Background(), sqlite.Config{Path: h.dbPath, Keys: ring, Now: emu.Now})
+	h.store, err = sqlite.Open(context.Background(), sqlite.Config{Path: h.dbPath, Keys: ring, Now: now})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -108,8 +116,8 @@ func newHarness(t *testing.T, opts harnessOptions) *harness {
 
 	log := slog.New(slog.NewJSONHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	rcfg := refresh.Config{
-		Store: h.store, Now: emu.Now, Logger: log,
-		Refresher: &refresh.SpotifyRefresher{TokenURL: h.emuSrv.URL + "/api/token", Now: emu.Now},
+		Store: h.store, Now: now, Logger: log,
+		Refresher: &refresh.SpotifyRefresher{TokenURL: h.emuSrv.URL + "/api/token", Now: now},
 	}
 	if opts.engine != nil {
 		opts.engine(&rcfg)
@@ -126,7 +134,7 @@ func newHarness(t *testing.T, opts harnessOptions) *harness {
 	t.Cleanup(h.ts.Close)
 	scfg := server.Config{
 		Store: h.store, Tokens: h.engine, PublicURL: h.ts.URL, AccountsURL: h.emuSrv.URL, APIURL: h.emuSrv.URL,
-		Now: emu.Now, Logger: log, EngineStats: h.engine.Stats,
+		Now: now, Logger: log, EngineStats: h.engine.Stats,
 	}
 	if opts.server != nil {
 		opts.server(&scfg)

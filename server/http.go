@@ -36,6 +36,9 @@ const (
 	ELimitExceeded = spotoken.ELimitExceeded
 	// ETimeout: the request's body did not arrive in time.
 	ETimeout = "request_timeout"
+	// EUserNotAllowlisted: Spotify refused the connection's user because the
+	// app is in development mode and the user is not on its allowlist.
+	EUserNotAllowlisted = "user_not_allowlisted"
 )
 
 // statuses maps error codes to HTTP statuses: the one table.
@@ -55,6 +58,7 @@ var statuses = map[string]int{
 	EInsufficientScope:         http.StatusForbidden,
 	ETooLarge:                  http.StatusRequestEntityTooLarge,
 	EMethodNotAllowed:          http.StatusMethodNotAllowed,
+	EUserNotAllowlisted:        http.StatusForbidden,
 }
 
 // apiError is an error answered with extra fields (a connect link, the

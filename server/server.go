@@ -47,6 +47,10 @@ type Store interface {
 	CountConnections(ctx context.Context) ([]spotoken.ConnectionCount, error)
 	ExpiringGrants(ctx context.Context, before time.Time, limit int) ([]spotoken.DueConnection, error)
 	CountExpiringGrants(ctx context.Context, before time.Time) ([]spotoken.ConnectionCount, error)
+	AppendEvents(ctx context.Context, events ...spotoken.Event) error
+	RateLimitedUntil(ctx context.Context, appID string) (time.Time, error)
+	ExtendRateLimit(ctx context.Context, appID string, until time.Time) (time.Time, error)
+	RateLimits(ctx context.Context, after time.Time) ([]spotoken.AppRateLimit, error)
 	spotoken.PendingGrantStore
 	// The dashboard's sessions, and the janitor's sweep of all web sessions.
 	spotoken.SessionStore
@@ -150,6 +154,28 @@ type Config struct {
 	// before keeps being accepted while the store answers
 	// spotoken.ErrStoreUnavailable. Zero: none.
 	OutageGrace time.Duration
+
+	// The admin side (see listeners.go): metrics, the dashboard and, later,
+	// the console and admin API.
+	//
+	// SeparateAdmin serves the admin routes from AdminHandler only, for a
+	// listener of their own; otherwise Handler serves them beside the API.
+	SeparateAdmin bool
+	// AdminURL is the base URL at which operators reach the admin routes
+	// (the dashboard's links, cookie and same-origin checks); default
+	// PublicURL.
+	AdminURL string
+	// MetricsToken, when set, is the bearer token /metrics requires.
+	MetricsToken spotoken.Secret
+	// NoMetrics leaves /metrics out (it answers 404 with the reason), for a
+	// listener reachable by anyone when no MetricsToken guards it.
+	NoMetrics bool
+	// HSTSMaxAge is the max-age of the Strict-Transport-Security header sent
+	// on responses over HTTPS (a TLS connection, or a base URL that is
+	// https behind a TLS-terminating proxy). Default one year; negative
+	// sends none.
+	HSTSMaxAge time.Duration
+
 	// DashboardSessions caps the dashboard sessions each app keeps
 	// (PerScope) and each of its API keys (PerSubject): signing in past a
 	// cap ends that app's or key's soonest-ending session, never another
@@ -177,9 +203,11 @@ type Server struct {
 	log      *slog.Logger
 	metrics  *Metrics
 	public   *url.URL
+	admin    *url.URL // the admin routes' base URL: Config.AdminURL
 	accounts *url.URL
 	api      *url.URL
-	handler  http.Handler
+	handler  http.Handler // the public listener's
+	muxes    muxes        // where routes are registered; see listeners.go
 	auth     authCache
 	dash     *dashboard
 
@@ -193,6 +221,13 @@ func New(cfg Config) (*Server, error) {
 		return nil, errors.New("server: Config needs a Store and Tokens")
 	}
 	public, err := parseBaseURL("public URL", cfg.PublicURL)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.AdminURL == "" {
+		cfg.AdminURL = cfg.PublicURL
+	}
+	admin, err := parseBaseURL("admin URL", cfg.AdminURL)
 	if err != nil {
 		return nil, err
 	}
@@ -246,11 +281,14 @@ func New(cfg Config) (*Server, error) {
 		cfg.ExpiryWarning = DefaultExpiryWarning
 	}
 	cfg.LinkTTL = orDefault(cfg.LinkTTL, DefaultLinkTTL)
+	if cfg.HSTSMaxAge == 0 {
+		cfg.HSTSMaxAge = DefaultHSTSMaxAge
+	}
 	if cfg.AuthCacheTTL == 0 {
 		cfg.AuthCacheTTL = DefaultAuthCacheTTL
 	}
 	s := &Server{
-		cfg: cfg, log: cfg.Logger, metrics: cfg.Metrics, public: public, accounts: accountsURL, api: api,
+		cfg: cfg, log: cfg.Logger, metrics: cfg.Metrics, public: public, admin: admin, accounts: accountsURL, api: api,
 		force: make(map[string]map[string]*rate.Limiter),
 	}
 	s.auth.init(s)
@@ -261,7 +299,7 @@ func New(cfg Config) (*Server, error) {
 	if s.dash, err = newDashboard(s); err != nil {
 		return nil, err
 	}
-	s.handler = s.routes()
+	s.routes()
 	return s, nil
 }
 
@@ -283,7 +321,9 @@ func parseBaseURL(what, raw string) (*url.URL, error) {
 	return u, nil
 }
 
-// Handler returns the server's HTTP handler.
+// Handler returns the server's HTTP handler: the API, the connect and
+// callback pages, health checks and, unless Config.SeparateAdmin, the admin
+// routes (see AdminHandler).
 func (s *Server) Handler() http.Handler { return s.handler }
 
 // ServeHTTP implements http.Handler.
@@ -295,8 +335,10 @@ func (s *Server) CallbackURL() string { return s.public.String() + "/callback" }
 //go:embed openapi.json
 var openAPI []byte
 
-func (s *Server) routes() http.Handler {
-	m := http.NewServeMux()
+// publicRoutes registers what the public listener serves: the API, the
+// connect flow, health checks and the API's description. What is for
+// operators only goes in operatorRoutes.
+func (s *Server) publicRoutes(m *http.ServeMux) {
 	api := func(pattern string, h func(w http.ResponseWriter, r *http.Request, key *spotoken.APIKey) error) {
 		m.Handle(pattern, s.authenticated(h))
 	}
@@ -309,17 +351,28 @@ func (s *Server) routes() http.Handler {
 	api("/v1/proxy/{id}/{path...}", s.handleProxy)
 	m.HandleFunc("GET /connect/{session}", s.handleConnect)
 	m.HandleFunc("GET /callback", s.handleCallback)
-	m.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
-	})
-	m.HandleFunc("GET /readyz", s.handleReady)
-	m.Handle("GET /metrics", s.metrics.handler(s.log))
+	s.healthRoutes(m)
 	m.HandleFunc("GET /openapi.json", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		w.Write(openAPI)
 	})
+}
+
+// healthRoutes registers /healthz and /readyz, which every listener serves.
+func (s *Server) healthRoutes(m *http.ServeMux) {
+	m.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	m.HandleFunc("GET /readyz", s.handleReady)
+}
+
+// operatorRoutes registers what is for operators: metrics and the
+// dashboard. With Config.SeparateAdmin they are served on the admin listener
+// only. The admin API and the console are registered here too (or mount
+// themselves with MountAdmin), never in publicRoutes.
+func (s *Server) operatorRoutes(m *http.ServeMux) {
+	m.Handle("GET /metrics", s.metricsHandler())
 	s.dash.routes(m)
-	return s.logRequests(s.withBodyDeadline(withJSONFallback(m)))
 }
 
 func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) {

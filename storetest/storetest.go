@@ -1,6 +1,7 @@
 // Package storetest is the one conformance suite that every spotoken store
 // passes: round trips of every type, not-found and conflict errors,
-// compare-and-swap under contention, leases, Due, counts, deletion, key
+// compare-and-swap under contention, leases, Due, counts, rate-limit
+// windows, deletion, key
 // rotation, tampering, and a raw read of the database that must find no
 // plaintext secret.
 //
@@ -98,6 +99,7 @@ func Run(t *testing.T, newBackend func(t *testing.T) Backend) {
 		{"ExpiringGrants", testExpiringGrants},
 		{"Delete", testDelete},
 		{"Events", testEvents},
+		{"RateLimits", testRateLimits},
 		{"KeyRotation", testKeyRotation},
 		{"WrongKey", testWrongKey},
 		{"Tampering", testTampering},
@@ -112,6 +114,7 @@ func Run(t *testing.T, newBackend func(t *testing.T) Backend) {
 		{"PendingGrants", testPendingGrants},
 		{"PendingCap", testPendingCap},
 		{"RefreshUnknown", testRefreshUnknown},
+		{"Endpoints", testEndpoints},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -379,8 +379,11 @@ type appView struct {
 	Scopes          spotoken.Scopes `json:"scopes"`
 	ReturnToOrigins []string        `json:"return_to_origins"`
 	WebhookURL      string          `json:"webhook_url,omitempty"`
-	CreatedAt       time.Time       `json:"created_at"`
-	UpdatedAt       time.Time       `json:"updated_at"`
+	// RateLimitedUntil: while Spotify rate-limits the app's token requests,
+	// when that window ends.
+	RateLimitedUntil *time.Time `json:"rate_limited_until,omitempty"`
+	CreatedAt        time.Time  `json:"created_at"`
+	UpdatedAt        time.Time  `json:"updated_at"`
 }
 
 func newAppView(a *spotoken.App) appView {
@@ -459,7 +462,7 @@ func appsCreateRun(ctx context.Context, ios *IOStreams, opts *appsCreateOptions,
 	if app.WebhookSecret != "" {
 		fmt.Fprintln(ios.Err, "The webhook secret is shown only this once: give it to the service at the webhook URL now, to verify the signatures of deliveries.")
 	}
-	fmt.Fprintf(ios.Err, "Next, create an API key for the app's service: spotoken apikeys create --app %s\n", app.ID)
+	fmt.Fprintf(ios.Err, "Next, create an API key for the app's service: spotoken apikeys create --app %s%s\n", app.ID, opts.store.flagsHint())
 	return nil
 }
 
@@ -474,15 +477,24 @@ func newAppsListCmd(ios *IOStreams) *cobra.Command {
 		Short: "List the registered apps",
 		Long: `List the registered apps: name, Spotify client ID, whether the app is a
 public (PKCE) or confidential (client secret) client, redirect URIs, default
-scopes and webhook URL. Secrets are never shown.`,
+scopes and webhook URL. Secrets are never shown. The profiles of 'spotoken
+login' (kept as apps under reserved names) are not listed: see 'spotoken
+status'.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return withStore(cmd.Context(), ios, &opts.store, false, func(store spotoken.Store) error {
-				apps, err := store.Apps(cmd.Context())
+				all, err := store.Apps(cmd.Context())
 				if err != nil {
 					return fmt.Errorf("list apps: %w", err)
 				}
-				return printApps(ios.Out, apps, jsonOutput(cmd))
+				// The profiles of 'spotoken login' are apps under reserved
+				// names; 'spotoken status' lists them.
+				apps := slices.DeleteFunc(all, func(a *spotoken.App) bool { return reservedAppName(a.ID) })
+				limits, err := store.RateLimits(cmd.Context(), time.Now())
+				if err != nil {
+					return fmt.Errorf("list apps: %w", err)
+				}
+				return printApps(ios, apps, limits, jsonOutput(cmd))
 			})
 		},
 	}
@@ -490,14 +502,28 @@ scopes and webhook URL. Secrets are never shown.`,
 	return cmd
 }
 
-func printApps(w io.Writer, apps []*spotoken.App, asJSON bool) error {
+func printApps(ios *IOStreams, apps []*spotoken.App, limits []spotoken.AppRateLimit, asJSON bool) error {
+	w := ios.Out
+	limited := map[string]time.Time{}
+	for _, l := range limits {
+		limited[l.AppID] = l.Until
+	}
 	if asJSON {
 		views := make([]appView, 0, len(apps))
 		for _, a := range apps {
-			views = append(views, newAppView(a))
+			v := newAppView(a)
+			v.RateLimitedUntil = optTime(limited[a.ID])
+			views = append(views, v)
 		}
 		return writeJSON(w, views)
 	}
+	defer func() {
+		for _, a := range apps {
+			if until, ok := limited[a.ID]; ok {
+				fmt.Fprintf(ios.Err, "Spotify is rate-limiting app %s's token requests until %s: no token is refreshed before then.\n", a.ID, fmtTime(until))
+			}
+		}
+	}()
 	if len(apps) == 0 {
 		_, err := fmt.Fprintln(w, "No apps yet; register one with 'spotoken apps create'.")
 		return err

@@ -19,6 +19,7 @@ import (
 	"github.com/spotoken/spotoken"
 	"github.com/spotoken/spotoken/emulator"
 	"github.com/spotoken/spotoken/internal/dbguard"
+	"github.com/spotoken/spotoken/internal/tlsreload"
 	"github.com/spotoken/spotoken/postgres"
 	"github.com/spotoken/spotoken/refresh"
 	"github.com/spotoken/spotoken/server"
@@ -54,6 +55,7 @@ type serveOptions struct {
 	OutageGrace     time.Duration
 	JanitorInterval time.Duration
 	JSON            bool // --json: the start-up facts as one JSON line instead of the URL and banner
+	admin           adminOptions
 
 	// DashSessionsPerApp caps each app's dashboard sessions (hidden: for
 	// tests of the cap; 0 is the server's default).
@@ -64,6 +66,8 @@ type serveOptions struct {
 type serveInfo struct {
 	URL         string `json:"url"`
 	CallbackURL string `json:"callback_url"`
+	// AdminURL is where metrics and the dashboard are, with --admin-addr.
+	AdminURL string `json:"admin_url,omitempty"`
 	// With --emulator: the emulator's base URL, the demo app and its new
 	// API key (shown once, as in the banner).
 	EmulatorURL string `json:"emulator_url,omitempty"`
@@ -123,6 +127,7 @@ The redirect URI to register with Spotify for every app is <public-url>/callback
 	f.DurationVar(&opts.CacheTTL, "cache-ttl", 2*time.Second, "serve a token from memory this long before re-reading the store (bounds staleness across replicas)")
 	f.DurationVar(&opts.AuthCacheTTL, "auth-cache-ttl", server.DefaultAuthCacheTTL, "trust a verified API key this long (a revoked key stops working within it; negative: check every request)")
 	f.DurationVar(&opts.ShutdownTimeout, "shutdown-timeout", 30*time.Second, "on SIGINT/SIGTERM, wait this long for requests and refreshes in flight")
+	opts.admin.addFlags(f)
 	f.BoolVar(&opts.NoScheduler, "no-scheduler", false, "do not refresh tokens ahead of expiry (refresh only on demand)")
 	f.MarkHidden("no-scheduler")
 	f.DurationVar(&opts.SchedInterval, "scheduler-interval", 30*time.Second, "how often the scheduler looks for tokens to refresh (jittered by ±25%)")
@@ -173,6 +178,9 @@ func (o *serveOptions) validate() error {
 	if o.ShutdownTimeout <= 0 {
 		return usageError{errors.New("--shutdown-timeout must be positive")}
 	}
+	if err := o.admin.validate(); err != nil {
+		return err
+	}
 	if o.Emulator && o.store.DB == "" {
 		o.store.DB = filepath.Join(filepath.Dir(defaultDBPath()), "emulator.db")
 	}
@@ -210,6 +218,11 @@ func serveRun(ctx context.Context, ios *IOStreams, opts *serveOptions) error {
 	if publicURL == "" {
 		publicURL = scheme + "://" + displayAddr(ln.Addr())
 	}
+	admin, err := opts.admin.listen(ln, scheme, publicURL)
+	if err != nil {
+		return err
+	}
+	defer admin.close()
 
 	// The background work (scheduler, webhooks, janitor) stops on ctx;
 	// refreshes it started are drained before exit.
@@ -260,6 +273,8 @@ func serveRun(ctx context.Context, ios *IOStreams, opts *serveOptions) error {
 		Ready: readiness(store), GrantLifetime: opts.GrantLifetime, AuthCacheTTL: opts.AuthCacheTTL,
 		ExpiryWarning: expiryWarning(opts.ExpiryWarning), LinkTTL: opts.LinkTTL,
 		BodyTimeout: opts.BodyTimeout, MinBodyRate: opts.MinBodyRate, OutageGrace: opts.OutageGrace,
+		SeparateAdmin: admin.separate(), AdminURL: admin.url, MetricsToken: admin.metricsToken, NoMetrics: admin.noMetrics,
+		HSTSMaxAge:        hstsMaxAge(opts.admin.HSTSMaxAge),
 		DashboardSessions: spotoken.WebSessionLimits{PerScope: opts.DashSessionsPerApp},
 	})
 	if err != nil {
@@ -267,13 +282,16 @@ func serveRun(ctx context.Context, ios *IOStreams, opts *serveOptions) error {
 	}
 
 	info := serveInfo{URL: publicURL, CallbackURL: srv.CallbackURL()}
+	if admin.separate() {
+		info.AdminURL = admin.url
+	}
 	var banner string
 	if opts.Emulator {
 		key, err := setUpDemoApp(ctx, store, srv, now())
 		if err != nil {
 			return err
 		}
-		banner = demoBanner(publicURL, emuURL, key, opts)
+		banner = demoBanner(publicURL, admin, emuURL, key, opts)
 		info.EmulatorURL, info.App, info.APIKey = emuURL, demoAppID, key.Reveal()
 	}
 
@@ -302,13 +320,20 @@ func serveRun(ctx context.Context, ios *IOStreams, opts *serveOptions) error {
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	if opts.TLSCert != "" {
-		cert, err := tls.LoadX509KeyPair(opts.TLSCert, opts.TLSKey)
+		certs, err := tlsreload.New(opts.TLSCert, opts.TLSKey, log)
 		if err != nil {
 			return usageError{fmt.Errorf("--tls-cert/--tls-key: %w", err)}
 		}
-		hs.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+		hs.TLSConfig = &tls.Config{GetCertificate: certs.GetCertificate, MinVersion: tls.VersionTLS12}
 		ln = tls.NewListener(ln, hs.TLSConfig)
+		if opts.admin.TLSWatch > 0 {
+			background("tls-watch", func(ctx context.Context) error { certs.Watch(ctx, opts.admin.TLSWatch); return nil })
+		}
+		admin.certs = certs
 	}
+	hup := notifyHangUp()
+	background("sighup", func(ctx context.Context) error { reloadOnHangUp(ctx, log, admin.certs, hup); return nil })
+	admin.start(hs, dbguard.Handler(srv.AdminHandler()), log)
 	if opts.JSON {
 		line, _ := json.Marshal(info)
 		fmt.Fprintf(ios.Out, "%s\n", line)
@@ -316,7 +341,8 @@ func serveRun(ctx context.Context, ios *IOStreams, opts *serveOptions) error {
 		fmt.Fprintln(ios.Out, publicURL)
 		fmt.Fprint(ios.Out, banner)
 	}
-	log.Info("spotoken serving", "url", publicURL, "callback", srv.CallbackURL(), "accounts_url", accountsURL, "api_url", apiURL)
+	log.Info("spotoken serving", "url", publicURL, "callback", srv.CallbackURL(), "accounts_url", accountsURL, "api_url", apiURL,
+		"admin_url", admin.url)
 
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(ln) }()
@@ -324,6 +350,8 @@ func serveRun(ctx context.Context, ios *IOStreams, opts *serveOptions) error {
 	select {
 	case err := <-errc:
 		serveErr = fmt.Errorf("serve: %w", err)
+	case err := <-admin.errc:
+		serveErr = fmt.Errorf("serve the admin listener: %w", err)
 	case <-ctx.Done():
 	}
 	log.Info("shutting down: finishing requests and refreshes in flight")
@@ -332,6 +360,7 @@ func serveRun(ctx context.Context, ios *IOStreams, opts *serveOptions) error {
 	if err := hs.Shutdown(sctx); err != nil {
 		log.Warn("shutdown: requests still in flight", "err", err)
 	}
+	admin.shutdown(sctx, log)
 	stopBG()
 	wg.Wait()
 	if err := engine.Drain(sctx); err != nil {
@@ -424,7 +453,7 @@ func setUpDemoApp(ctx context.Context, store spotoken.Store, srv *server.Server,
 	return key, nil
 }
 
-func demoBanner(publicURL, emuURL string, key spotoken.Secret, opts *serveOptions) string {
+func demoBanner(publicURL string, admin *adminSide, emuURL string, key spotoken.Secret, opts *serveOptions) string {
 	var b strings.Builder
 	p := func(format string, args ...any) { fmt.Fprintf(&b, format+"\n", args...) }
 	p("")
@@ -455,6 +484,10 @@ func demoBanner(publicURL, emuURL string, key spotoken.Secret, opts *serveOption
 	p("")
 	p(`  curl -s -X POST %s/_emulator/clock -d '{"advance":"2h"}'`, emuURL)
 	p("")
-	p("API: %s/openapi.json · metrics: %s/metrics · dashboard: %s/ · Ctrl-C stops.", publicURL, publicURL, publicURL)
+	metrics := admin.url + "/metrics"
+	if admin.noMetrics {
+		metrics = "off on a public --addr (see --admin-addr)"
+	}
+	p("API: %s/openapi.json · metrics: %s · dashboard: %s/ · Ctrl-C stops.", publicURL, metrics, admin.url)
 	return b.String()
 }

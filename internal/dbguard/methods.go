@@ -1,5 +1,5 @@
-// Code written from the store interfaces in store.go and confirm.go: one
-// method per store method, each under Guard.do.
+// One method per method of spotoken.Store (store.go, confirm.go,
+// endpoints.go, ratelimit.go, session.go), each under Guard.do.
 
 package dbguard
 
@@ -227,4 +227,29 @@ func (g *Guard) DeleteWebSessions(ctx context.Context, scope, subject string) (i
 // DeleteExpiredWebSessions calls the store's DeleteExpiredWebSessions under the deadline.
 func (g *Guard) DeleteExpiredWebSessions(ctx context.Context, before time.Time) (int, error) {
 	return call(ctx, g, func(ctx context.Context) (int, error) { return g.store.DeleteExpiredWebSessions(ctx, before) })
+}
+
+// SetAppEndpoints calls the store's SetAppEndpoints under the deadline.
+func (g *Guard) SetAppEndpoints(ctx context.Context, appID string, e spotoken.Endpoints) error {
+	return g.do(ctx, func(ctx context.Context) error { return g.store.SetAppEndpoints(ctx, appID, e) })
+}
+
+// AppEndpoints calls the store's AppEndpoints under the deadline.
+func (g *Guard) AppEndpoints(ctx context.Context, appID string) (spotoken.Endpoints, error) {
+	return call(ctx, g, func(ctx context.Context) (spotoken.Endpoints, error) { return g.store.AppEndpoints(ctx, appID) })
+}
+
+// RateLimitedUntil calls the store's RateLimitedUntil under the deadline.
+func (g *Guard) RateLimitedUntil(ctx context.Context, appID string) (time.Time, error) {
+	return call(ctx, g, func(ctx context.Context) (time.Time, error) { return g.store.RateLimitedUntil(ctx, appID) })
+}
+
+// ExtendRateLimit calls the store's ExtendRateLimit under the deadline.
+func (g *Guard) ExtendRateLimit(ctx context.Context, appID string, until time.Time) (time.Time, error) {
+	return call(ctx, g, func(ctx context.Context) (time.Time, error) { return g.store.ExtendRateLimit(ctx, appID, until) })
+}
+
+// RateLimits calls the store's RateLimits under the deadline.
+func (g *Guard) RateLimits(ctx context.Context, after time.Time) ([]spotoken.AppRateLimit, error) {
+	return call(ctx, g, func(ctx context.Context) ([]spotoken.AppRateLimit, error) { return g.store.RateLimits(ctx, after) })
 }
