@@ -34,6 +34,10 @@ const (
 	// ELimitExceeded: an app reached one of its per-app caps (pending
 	// connect links); try again later.
 	ELimitExceeded = "limit_exceeded"
+	// EUnauthorizedClient: the app may not use this grant (RFC 6749 §5.2):
+	// a public app, which has no client secret, asked for an app token
+	// (the client-credentials grant).
+	EUnauthorizedClient = "unauthorized_client"
 )
 
 // Error is an error with a code and a message that is safe to show a client.
@@ -116,4 +120,6 @@ var (
 	ErrStoreUnavailable = &Error{Code: EStoreUnavailable, Message: "the database is unavailable"}
 	// ErrLimitExceeded: the app has as many of something pending as it may.
 	ErrLimitExceeded = &Error{Code: ELimitExceeded, Message: "limit exceeded"}
+	// ErrUnauthorizedClient: the app may not use the grant it asked for.
+	ErrUnauthorizedClient = &Error{Code: EUnauthorizedClient, Message: "the app may not use this grant"}
 )

@@ -131,8 +131,30 @@ type App struct {
 	// WebhookSecret signs webhook deliveries (Standard Webhooks: "whsec_"
 	// and the base64 of the key); sealed at rest.
 	WebhookSecret Secret
-	CreatedAt     time.Time
-	UpdatedAt     time.Time
+	// PreviousClientSecret is, while a client-secret rotation is under
+	// way, the secret ClientSecret replaced: spotoken presents it when
+	// Spotify refuses ClientSecret (invalid_client), until an operator
+	// retires it. Sealed at rest; empty when no rotation is under way.
+	PreviousClientSecret Secret
+	// PreviousWebhookSecret is, while a webhook-secret rotation is under
+	// way, the secret WebhookSecret replaced: every delivery carries a
+	// signature under each, until an operator retires it. Sealed at rest.
+	PreviousWebhookSecret Secret
+	CreatedAt             time.Time
+	UpdatedAt             time.Time
+}
+
+// ClientSecrets returns the client secrets to present to Spotify, in the
+// order to try them: ClientSecret, then PreviousClientSecret while a
+// rotation is under way. It is empty for a public client.
+func (a *App) ClientSecrets() []Secret {
+	var out []Secret
+	for _, s := range []Secret{a.ClientSecret, a.PreviousClientSecret} {
+		if s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
 }
 
 // APIKey authenticates a service to spotoken's API on behalf of one app.

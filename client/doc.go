@@ -13,6 +13,13 @@
 //     request, for any Web API client library, such as
 //     github.com/zmb3/spotify/v2.
 //
+// For catalog calls that act for no user (search, tracks, artists), the
+// app's own token, from Spotify's client-credentials grant through the
+// broker's POST /v1/app-token, comes the same ways: Client.AppToken,
+// Client.AppTokenSource, Client.AppTransport and Client.AppHTTPClient. The
+// broker refuses it (CodeUnauthorizedClient) to an app without a client
+// secret.
+//
 // The transport does what a Web API client must (SPOTIFY.md): when Spotify
 // answers 401, it asks the broker for a new token with force_refresh and
 // sends the request once more, whatever the 401 says ("Missing/invalid/

@@ -59,6 +59,7 @@ import (
 type Emulator struct {
 	cfg     Config
 	clients map[string]*Client
+	secrets clientSecrets // see SetClientSecrets
 	log     *slog.Logger
 	mux     *http.ServeMux
 

@@ -164,7 +164,9 @@ func (b *backend) CorruptTokens(t *testing.T, key spotoken.ConnectionKey) {
 // appSecretColumn checks that column is a sealed column of apps.
 func appSecretColumn(t *testing.T, column string) string {
 	t.Helper()
-	if column != "client_secret" && column != "webhook_secret" {
+	switch column {
+	case "client_secret", "webhook_secret", "previous_client_secret", "previous_webhook_secret":
+	default:
 		t.Fatalf("apps has no sealed column %q", column)
 	}
 	return column

@@ -28,13 +28,25 @@ type secretTable struct {
 // secretTables are every table holding a secret.
 var secretTables = []secretTable{
 	{
-		name: "apps", pk: []string{"id"}, secrets: []string{"client_secret", "webhook_secret"},
+		name: "apps", pk: []string{"id"},
+		secrets: []string{"client_secret", "webhook_secret", "previous_client_secret", "previous_webhook_secret"},
 		fields: func(v []any) ([]rowseal.Field, error) {
 			id, ok := v[0].(string)
 			if !ok {
 				return nil, fmt.Errorf("apps: id is %T", v[0])
 			}
-			return []rowseal.Field{rowseal.AppSecret(id), rowseal.WebhookSecret(id)}, nil
+			return []rowseal.Field{rowseal.AppSecret(id), rowseal.WebhookSecret(id),
+				rowseal.PreviousAppSecret(id), rowseal.PreviousWebhookSecret(id)}, nil
+		},
+	},
+	{
+		name: "app_tokens", pk: []string{"app_id"}, secrets: []string{"access_token"},
+		fields: func(v []any) ([]rowseal.Field, error) {
+			id, ok := v[0].(string)
+			if !ok {
+				return nil, fmt.Errorf("app_tokens: app_id is %T", v[0])
+			}
+			return []rowseal.Field{rowseal.AppToken(id)}, nil
 		},
 	},
 	{

@@ -189,9 +189,7 @@ func New(cfg Config) (*Engine, error) {
 		cfg.Now = time.Now
 	}
 	if cfg.Owner == "" {
-		b := make([]byte, 8)
-		rand.Read(b)
-		cfg.Owner = "engine-" + hex.EncodeToString(b)
+		cfg.Owner = randomOwner("engine-")
 	}
 	if cfg.LeaseTTL <= 0 {
 		cfg.LeaseTTL = 30 * time.Second
@@ -228,6 +226,13 @@ func New(cfg Config) (*Engine, error) {
 	}
 	return &Engine{cfg: cfg, limiter: rate.NewLimiter(cfg.UpstreamRate, cfg.UpstreamBurst), log: cfg.Logger,
 		genSeed: maphash.MakeSeed()}, nil
+}
+
+// randomOwner is a lease owner name: prefix and 16 random hex digits.
+func randomOwner(prefix string) string {
+	b := make([]byte, 8)
+	rand.Read(b)
+	return prefix + hex.EncodeToString(b)
 }
 
 // Stats returns the engine's counters.

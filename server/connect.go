@@ -36,13 +36,13 @@ func checkConnectionID(id string) error {
 	return nil
 }
 
-// accountsClient is the accounts-service client for app.
-func (s *Server) accountsClient(app *spotoken.App) *accounts.Client {
-	return accounts.New(accounts.Config{
-		ClientID: app.ClientID, ClientSecret: app.ClientSecret,
+// accountsClients are the accounts-service clients of app, one per client
+// secret to try (see accounts.AppClients): the current secret's first.
+func (s *Server) accountsClients(app *spotoken.App) []*accounts.Client {
+	return accounts.AppClients(accounts.Config{
 		AuthURL: s.accounts.String() + "/authorize", TokenURL: s.accounts.String() + "/api/token",
 		HTTPClient: s.cfg.HTTPClient, Now: s.cfg.Now,
-	})
+	}, app)
 }
 
 type createSessionRequest struct {
@@ -61,13 +61,11 @@ func (s *Server) handleCreateSession(w http.ResponseWriter, r *http.Request, key
 	if err := checkConnectionID(req.ConnectionID); err != nil {
 		return err
 	}
-	if len(req.Scopes) > len(spotoken.SpotifyScopes) {
-		return spotoken.Errorf(spotoken.EInvalid, "scopes: at most %d scopes (Spotify defines %d)", len(spotoken.SpotifyScopes), len(spotoken.SpotifyScopes))
+	if req.ConnectionID == appSelf {
+		return spotoken.Errorf(spotoken.EInvalid, "connection_id %q names the app itself in /v1/proxy/-/; choose another id", appSelf)
 	}
-	for _, sc := range req.Scopes {
-		if !spotoken.KnownScope(sc) {
-			return spotoken.Errorf(spotoken.EInvalid, "scopes: %q is not a scope Spotify defines (see docs/api.md)", truncate(sc, 64))
-		}
+	if err := checkScopeNames(req.Scopes); err != nil {
+		return err
 	}
 	app, err := s.cfg.Store.App(r.Context(), key.AppID)
 	if err != nil {
@@ -80,10 +78,7 @@ func (s *Server) handleCreateSession(w http.ResponseWriter, r *http.Request, key
 	if req.RequireConfirmation && returnTo == "" {
 		return spotoken.Errorf(spotoken.EInvalid, "require_confirmation needs a return_to: the confirm code travels there")
 	}
-	scopes := spotoken.Scopes(req.Scopes).Normalize()
-	if req.Scopes == nil {
-		scopes = app.DefaultScopes.Normalize()
-	}
+	scopes := linkScopes(req.Scopes, app.DefaultScopes)
 	opts := sessionOptions{requireConfirmation: req.RequireConfirmation, skipDialog: req.ShowDialog != nil && !*req.ShowDialog}
 	sess, err := s.mintSessionWith(r.Context(), app, req.ConnectionID, scopes, returnTo, s.cfg.SessionTTL, opts)
 	if err != nil {
@@ -91,6 +86,30 @@ func (s *Server) handleCreateSession(w http.ResponseWriter, r *http.Request, key
 	}
 	writeJSON(w, http.StatusCreated, sess)
 	return nil
+}
+
+// checkScopeNames checks that each requested scope is one Spotify defines
+// (made-up ones would only be stored, then refused by Spotify), and that
+// there are no more of them than Spotify defines.
+func checkScopeNames(scopes []string) error {
+	if len(scopes) > len(spotoken.SpotifyScopes) {
+		return spotoken.Errorf(spotoken.EInvalid, "scopes: at most %d scopes (Spotify defines %d)", len(spotoken.SpotifyScopes), len(spotoken.SpotifyScopes))
+	}
+	for _, sc := range scopes {
+		if !spotoken.KnownScope(sc) {
+			return spotoken.Errorf(spotoken.EInvalid, "scopes: %q is not a scope Spotify defines (see docs/api.md)", truncate(sc, 64))
+		}
+	}
+	return nil
+}
+
+// linkScopes are the scopes a connect link asks for: those requested, or
+// fallback when the request named none (nil; an empty list asks for none).
+func linkScopes(requested []string, fallback spotoken.Scopes) spotoken.Scopes {
+	if requested == nil {
+		return fallback.Normalize()
+	}
+	return spotoken.Scopes(requested).Normalize()
 }
 
 // checkReturnTo accepts an absolute http(s) URL whose origin the app
@@ -285,7 +304,7 @@ func (s *Server) handleConnect(w http.ResponseWriter, r *http.Request) {
 	// show_dialog=true makes Spotify show its consent page even to a user
 	// who approved the app before, naming the account being linked: a
 	// link forwarded to someone else is then not followed unawares.
-	http.Redirect(w, r, s.accountsClient(app).AuthCodeURL(state, s.CallbackURL(), sess.Scopes, verifier, !sess.SkipDialog), http.StatusFound)
+	http.Redirect(w, r, s.accountsClients(app)[0].AuthCodeURL(state, s.CallbackURL(), sess.Scopes, verifier, !sess.SkipDialog), http.StatusFound)
 }
 
 // consume uses up the pending authorization that token names in domain (a
@@ -378,7 +397,11 @@ func (s *Server) completeConnection(r *http.Request, key spotoken.ConnectionKey,
 		s.log.Warn("callback: the app is rate-limited at Spotify; no code exchange", "request_id", requestID(r), "connection", key.String(), "until", until)
 		return flowRateLimited, ""
 	}
-	grant, err := s.accountsClient(app).Exchange(ctx, code, p.RedirectURI, p.Verifier.Reveal())
+	// While the app's client secret is rotated, the exchange falls back to
+	// the previous secret if Spotify refuses the new one.
+	grant, err := accounts.FirstAccepted(s.accountsClients(app), func(c *accounts.Client) (*accounts.Grant, error) {
+		return c.Exchange(ctx, code, p.RedirectURI, p.Verifier.Reveal())
+	})
 	if err == nil && grant.RefreshToken == "" {
 		err = errors.New("the token response has no refresh token")
 	}

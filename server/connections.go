@@ -144,6 +144,14 @@ type tokenRequest struct {
 	ForceRefresh bool        `json:"force_refresh"`
 }
 
+// minTTL is the request's min_ttl, zero when absent.
+func (t tokenRequest) minTTL() time.Duration {
+	if t.MinTTL == nil {
+		return 0
+	}
+	return time.Duration(*t.MinTTL) * time.Second
+}
+
 // ttlSeconds is min_ttl: whole seconds from 0 to maxMinTTL.
 type ttlSeconds int
 
@@ -168,10 +176,6 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request, key *spotok
 	if err := decodeJSON(w, r, &req, true); err != nil {
 		return err
 	}
-	minTTL := 0
-	if req.MinTTL != nil {
-		minTTL = int(*req.MinTTL)
-	}
 	var at refresh.AccessToken
 	if req.ForceRefresh {
 		if wait := s.forceAllowed(ck); wait > 0 {
@@ -183,7 +187,7 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request, key *spotok
 			s.forgetForce(ck)
 		}
 	} else {
-		at, err = s.cfg.Tokens.Token(r.Context(), ck, time.Duration(minTTL)*time.Second)
+		at, err = s.cfg.Tokens.Token(r.Context(), ck, req.minTTL())
 	}
 	if err != nil {
 		s.metrics.vend(spotoken.ErrorCode(err))

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/spotoken/spotoken"
+	"github.com/spotoken/spotoken/admin"
 	"github.com/spotoken/spotoken/emulator"
 	"github.com/spotoken/spotoken/refresh"
 	"github.com/spotoken/spotoken/seal"
@@ -64,6 +65,11 @@ type harness struct {
 	logs     *syncBuffer
 	apiKey   string // the demo app's key
 	otherKey string // a key of another app
+	// admin is the admin service of the admin API; adminKey an admin
+	// credential; appTokens the apps' client-credentials tokens.
+	admin     *admin.Service
+	adminKey  string
+	appTokens *refresh.AppTokens
 	// browser follows redirects and keeps cookies, like a user's browser.
 	browser *http.Client
 }
@@ -132,9 +138,18 @@ func newHarness(t *testing.T, opts harnessOptions) *harness {
 	var handler http.Handler
 	h.ts = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { handler.ServeHTTP(w, r) }))
 	t.Cleanup(h.ts.Close)
+	spotify := &refresh.SpotifyRefresher{TokenURL: h.emuSrv.URL + "/api/token", Now: now}
+	h.appTokens, err = refresh.NewAppTokens(refresh.AppTokensConfig{Store: h.store, Spotify: spotify, Now: now, Logger: log, WaitPoll: time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.admin, err = admin.New(admin.Config{Store: h.store, Now: now, Logger: log, CheckClientSecret: spotify.CheckClientSecret})
+	if err != nil {
+		t.Fatal(err)
+	}
 	scfg := server.Config{
 		Store: h.store, Tokens: h.engine, PublicURL: h.ts.URL, AccountsURL: h.emuSrv.URL, APIURL: h.emuSrv.URL,
-		Now: now, Logger: log, EngineStats: h.engine.Stats,
+		Now: now, Logger: log, EngineStats: h.engine.Stats, AppTokens: h.appTokens, Admin: h.admin,
 	}
 	if opts.server != nil {
 		opts.server(&scfg)
@@ -158,6 +173,11 @@ func newHarness(t *testing.T, opts harnessOptions) *harness {
 	}
 	h.apiKey = h.newKey(appID)
 	h.otherKey = h.newKey(otherAppID)
+	adminKey, _, err := h.admin.CreateAdminKey(ctx, admin.Actor{Kind: admin.ActorCLI, Name: "test"}, "tester")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.adminKey = adminKey.Reveal()
 
 	jar, _ := cookiejar.New(nil)
 	h.browser = &http.Client{Jar: jar}

@@ -17,6 +17,7 @@ import (
 
 	"github.com/spotoken/spotoken"
 	"github.com/spotoken/spotoken/internal/webapi"
+	"github.com/spotoken/spotoken/refresh"
 )
 
 // The Web API proxy: ANY /v1/proxy/{id}/{path...} calls Spotify's Web API
@@ -63,32 +64,13 @@ const proxyMethods = "GET, HEAD, POST, PUT, DELETE, PATCH"
 var forwardedHeaders = []string{"Accept", "Accept-Language", "Content-Type", "If-None-Match", "If-Modified-Since"}
 
 func (s *Server) handleProxy(w http.ResponseWriter, r *http.Request, key *spotoken.APIKey) (err error) {
-	// outcome labels the request in spotoken_proxy_requests_total: Spotify's
-	// status, or the code of spotoken's own answer.
 	outcome := ""
-	defer func() {
-		if err != nil {
-			outcome = spotoken.ErrorCode(err)
-		}
-		if outcome != "" {
-			s.metrics.proxy(outcome)
-		}
-	}()
-	switch r.Method {
-	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodDelete, http.MethodPatch:
-	default:
-		w.Header().Set("Allow", proxyMethods)
-		return spotoken.Errorf(EMethodNotAllowed, "the proxy does not forward %s; allowed: %s", truncate(r.Method, 16), proxyMethods)
-	}
+	defer s.countProxy(&outcome, &err)
 	ck, err := connectionKey(r, key)
 	if err != nil {
 		return err
 	}
-	target, endpoint, err := proxyTarget(s.api, proxyRest(r.URL.EscapedPath()))
-	if err != nil {
-		return err
-	}
-	body, err := readProxyBody(w, r)
+	target, endpoint, body, err := s.proxyRequest(w, r)
 	if err != nil {
 		return err
 	}
@@ -102,7 +84,7 @@ func (s *Server) handleProxy(w http.ResponseWriter, r *http.Request, key *spotok
 			return s.insufficientScope(w, r, ck, e, at.Scopes, missing)
 		}
 	}
-	outcome = s.forward(w, r, ck, at.Token, target, body, func(err error) error {
+	outcome = s.forward(w, r, connectionSubject{s, ck}, at.Token, target, body, func(err error) error {
 		switch {
 		case errors.Is(err, errPermissionsMissing):
 			return s.permissionsMissing(r, ck, e, endpoint, at.Scopes)
@@ -114,8 +96,64 @@ func (s *Server) handleProxy(w http.ResponseWriter, r *http.Request, key *spotok
 	return nil
 }
 
-// proxyRest returns the escaped path after /v1/proxy/{id}/; the route
-// guarantees that it has that shape.
+// countProxy counts a proxied request in spotoken_proxy_requests_total by
+// its outcome: Spotify's status, or the code of spotoken's own answer err.
+func (s *Server) countProxy(outcome *string, err *error) {
+	if *err != nil {
+		*outcome = spotoken.ErrorCode(*err)
+	}
+	if *outcome != "" {
+		s.metrics.proxy(*outcome)
+	}
+}
+
+// proxySubject is whose token a proxied request carries: a connection's
+// (connectionSubject) or the app's own (appSubject).
+type proxySubject interface {
+	// invalidate tells the token's source that Spotify refused token, and
+	// returns the token to use now.
+	invalidate(ctx context.Context, token spotoken.Secret) (refresh.AccessToken, error)
+	// answer turns a failure to get a token into the API's answer.
+	answer(r *http.Request, err error) error
+	// String names the subject in logs.
+	String() string
+}
+
+// connectionSubject is a connection, as the proxy's subject.
+type connectionSubject struct {
+	s  *Server
+	ck spotoken.ConnectionKey
+}
+
+func (c connectionSubject) invalidate(ctx context.Context, token spotoken.Secret) (refresh.AccessToken, error) {
+	return c.s.cfg.Tokens.Invalidate(ctx, c.ck, token)
+}
+func (c connectionSubject) answer(r *http.Request, err error) error {
+	return c.s.tokenError(r, c.ck, err)
+}
+func (c connectionSubject) String() string { return c.ck.String() }
+
+// proxyRequest checks a proxied request's method and path and reads its
+// body: it returns the upstream URL, the decoded Web API path (/v1/...)
+// and the body.
+func (s *Server) proxyRequest(w http.ResponseWriter, r *http.Request) (target *url.URL, endpoint string, body []byte, err error) {
+	switch r.Method {
+	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodDelete, http.MethodPatch:
+	default:
+		w.Header().Set("Allow", proxyMethods)
+		return nil, "", nil, spotoken.Errorf(EMethodNotAllowed, "the proxy does not forward %s; allowed: %s", truncate(r.Method, 16), proxyMethods)
+	}
+	if target, endpoint, err = proxyTarget(s.api, proxyRest(r.URL.EscapedPath())); err != nil {
+		return nil, "", nil, err
+	}
+	if body, err = readProxyBody(w, r); err != nil {
+		return nil, "", nil, err
+	}
+	return target, endpoint, body, nil
+}
+
+// proxyRest returns the escaped path after /v1/proxy/{id}/ (or
+// /v1/proxy/-/); the route guarantees that it has that shape.
 func proxyRest(escapedPath string) string {
 	rest := strings.TrimPrefix(escapedPath, "/v1/proxy/")
 	_, rest, _ = strings.Cut(rest, "/")
@@ -246,7 +284,7 @@ func notAllowlisted(ck spotoken.ConnectionKey) error {
 // allocations next to a call to Spotify, and lets its hooks close over the
 // request's own state. The connection pool is the shared upstream
 // transport's.
-func (s *Server) forward(w http.ResponseWriter, r *http.Request, ck spotoken.ConnectionKey, token spotoken.Secret, target *url.URL, body []byte, answer func(error) error) (outcome string) {
+func (s *Server) forward(w http.ResponseWriter, r *http.Request, subj proxySubject, token spotoken.Secret, target *url.URL, body []byte, answer func(error) error) (outcome string) {
 	ctx := r.Context()
 	if d := s.cfg.HTTPClient.Timeout; d > 0 {
 		var cancel context.CancelFunc
@@ -275,7 +313,7 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request, ck spotoken.Con
 			pr.Out.TransferEncoding = nil
 			setBody(pr.Out, body)
 		},
-		Transport:  &retryTransport{s: s, key: ck, token: token, next: s.metrics.InstrumentTransport("api", upstream)},
+		Transport:  &retryTransport{s: s, subj: subj, token: token, next: s.metrics.InstrumentTransport("api", upstream)},
 		BufferPool: proxyBuffers,
 		ModifyResponse: func(resp *http.Response) error {
 			resp.Header.Del("Set-Cookie")
@@ -289,7 +327,7 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request, ck spotoken.Con
 				outcome = spotoken.ErrorCode(e)
 				return
 			}
-			outcome = s.proxyError(w, req, r.Context(), ck, err)
+			outcome = s.proxyError(w, req, r.Context(), subj, err)
 		},
 		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 	}
@@ -310,22 +348,22 @@ func setBody(out *http.Request, body []byte) {
 
 // proxyError answers a request that got no response from Spotify and
 // returns its outcome. inbound is the caller's own context.
-func (s *Server) proxyError(w http.ResponseWriter, req *http.Request, inbound context.Context, ck spotoken.ConnectionKey, err error) string {
+func (s *Server) proxyError(w http.ResponseWriter, req *http.Request, inbound context.Context, subj proxySubject, err error) string {
 	var tf *tokenFailure
 	switch {
 	case inbound.Err() != nil:
 		// The caller went away; nobody reads this answer.
-		s.log.Debug("proxy: the caller went away", "request_id", requestID(req), "connection", ck.String())
+		s.log.Debug("proxy: the caller went away", "request_id", requestID(req), "connection", subj.String())
 		writeJSON(w, http.StatusBadGateway, ErrorResponse{Error: spotoken.EUnavailable, Description: "The request was canceled."})
 		return "canceled"
 	case errors.As(err, &tf) && !errors.Is(tf.err, context.DeadlineExceeded):
 		// Spotify refused the token and getting a new one failed:
 		// needs_reauth (with a connect link), rate_limited, ...
-		e := s.tokenError(req, ck, tf.err)
+		e := subj.answer(req, tf.err)
 		s.writeError(w, req, e)
 		return spotoken.ErrorCode(e)
 	}
-	s.log.Warn("proxy: calling Spotify failed", "request_id", requestID(req), "connection", ck.String(),
+	s.log.Warn("proxy: calling Spotify failed", "request_id", requestID(req), "connection", subj.String(),
 		"method", req.Method, "err", transportErrorText(err))
 	msg := "Spotify could not be reached; try again later."
 	if errors.Is(err, context.DeadlineExceeded) {
@@ -368,7 +406,7 @@ var (
 // errNotAllowlisted, without a refresh.
 type retryTransport struct {
 	s     *Server
-	key   spotoken.ConnectionKey
+	subj  proxySubject
 	token spotoken.Secret
 	next  http.RoundTripper
 }
@@ -397,7 +435,7 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 // retry gets a new token for the one Spotify refused with resp and sends
 // req again with it; it returns resp when there is nothing new to try.
 func (t *retryTransport) retry(req *http.Request, resp *http.Response) (*http.Response, error) {
-	at, err := t.s.cfg.Tokens.Invalidate(req.Context(), t.key, t.token)
+	at, err := t.subj.invalidate(req.Context(), t.token)
 	if err != nil {
 		resp.Body.Close()
 		return nil, &tokenFailure{err}
@@ -414,7 +452,7 @@ func (t *retryTransport) retry(req *http.Request, resp *http.Response) (*http.Re
 	}
 	discard(resp)
 	t.s.log.Debug("proxy: Spotify refused the access token; retrying once with a new one",
-		"request_id", requestID(req), "connection", t.key.String())
+		"request_id", requestID(req), "connection", t.subj.String())
 	return t.next.RoundTrip(retry)
 }
 

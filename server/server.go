@@ -28,6 +28,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/spotoken/spotoken"
+	"github.com/spotoken/spotoken/admin"
 	"github.com/spotoken/spotoken/refresh"
 )
 
@@ -154,9 +155,16 @@ type Config struct {
 	// before keeps being accepted while the store answers
 	// spotoken.ErrStoreUnavailable. Zero: none.
 	OutageGrace time.Duration
+	// AppTokens, when set, serves apps' own tokens: POST /v1/app-token and
+	// the proxy's /v1/proxy/-/ (a *refresh.AppTokens). Without it those
+	// answer not_found.
+	AppTokens AppTokens
+	// Admin, when set, serves the admin API under /admin/v1/ to admin
+	// credentials; without it the admin API answers not_found.
+	Admin *admin.Service
 
-	// The admin side (see listeners.go): metrics, the dashboard and, later,
-	// the console and admin API.
+	// The admin side (see listeners.go): metrics, the dashboard, the admin
+	// API (when Admin is set) and, later, the console.
 	//
 	// SeparateAdmin serves the admin routes from AdminHandler only, for a
 	// listener of their own; otherwise Handler serves them beside the API.
@@ -349,6 +357,8 @@ func (s *Server) publicRoutes(m *http.ServeMux) {
 	api("POST /v1/connections/{id}/token", s.handleToken)
 	api("POST /v1/connections/{id}/confirm", s.handleConfirm)
 	api("/v1/proxy/{id}/{path...}", s.handleProxy)
+	api("POST /v1/app-token", s.handleAppToken)
+	api("/v1/proxy/-/{path...}", s.handleAppProxy)
 	m.HandleFunc("GET /connect/{session}", s.handleConnect)
 	m.HandleFunc("GET /callback", s.handleCallback)
 	s.healthRoutes(m)
@@ -373,6 +383,7 @@ func (s *Server) healthRoutes(m *http.ServeMux) {
 func (s *Server) operatorRoutes(m *http.ServeMux) {
 	m.Handle("GET /metrics", s.metricsHandler())
 	s.dash.routes(m)
+	s.adminRoutes(m)
 }
 
 func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) {

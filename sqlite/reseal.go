@@ -24,16 +24,28 @@ type sealedTable struct {
 // sealedTables are every table with secret columns.
 var sealedTables = []sealedTable{
 	{
-		name: "apps", key: []string{"id"}, columns: []string{"client_secret", "webhook_secret"},
+		name: "apps", key: []string{"id"},
+		columns: []string{"client_secret", "webhook_secret", "previous_client_secret", "previous_webhook_secret"},
 		field: func(v []any, column string) (rowseal.Field, error) {
 			id, ok := v[0].(string)
 			if !ok {
 				return rowseal.Field{}, fmt.Errorf("apps.id holds %T", v[0])
 			}
-			if column == "webhook_secret" {
-				return rowseal.WebhookSecret(id), nil
+			f, ok := rowseal.AppField(id, column)
+			if !ok {
+				return rowseal.Field{}, fmt.Errorf("apps.%s holds no secret", column)
 			}
-			return rowseal.AppSecret(id), nil
+			return f, nil
+		},
+	},
+	{
+		name: "app_tokens", key: []string{"app_id"}, columns: []string{"access_token"},
+		field: func(v []any, _ string) (rowseal.Field, error) {
+			id, ok := v[0].(string)
+			if !ok {
+				return rowseal.Field{}, fmt.Errorf("app_tokens.app_id holds %T", v[0])
+			}
+			return rowseal.AppToken(id), nil
 		},
 	},
 	{

@@ -36,8 +36,8 @@ type Backend interface {
 	// bypassing the store.
 	CorruptTokens(t *testing.T, key spotoken.ConnectionKey)
 	// AppCiphertext returns the bytes stored in the sealed column
-	// (client_secret or webhook_secret) of app id, nil for NULL, bypassing
-	// the store.
+	// (client_secret, webhook_secret, previous_client_secret or
+	// previous_webhook_secret) of app id, nil for NULL, bypassing the store.
 	AppCiphertext(t *testing.T, id, column string) []byte
 	// SetAppCiphertext overwrites the sealed column of app id with ct,
 	// bypassing the store, as an attacker with database access might.
@@ -114,6 +114,13 @@ func Run(t *testing.T, newBackend func(t *testing.T) Backend) {
 		{"PendingGrants", testPendingGrants},
 		{"PendingCap", testPendingCap},
 		{"RefreshUnknown", testRefreshUnknown},
+		{"AppSecretRotation", testAppSecretRotation},
+		{"AdminKeys", testAdminKeys},
+		{"AppTokens", testAppTokens},
+		{"AppTokenLeaseContention", testAppTokenLeaseContention},
+		{"EventLog", testEventLog},
+		{"FindConnections", testFindConnections},
+		{"OperatorResealAndNoPlaintext", testOperatorReseal},
 		{"Endpoints", testEndpoints},
 	}
 	for _, tt := range tests {

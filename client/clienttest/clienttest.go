@@ -80,9 +80,16 @@ type Broker struct {
 type Option func(*config)
 
 type config struct {
-	emulator func(*emulator.Config)
-	server   func(*server.Config)
-	frozen   bool
+	emulator     func(*emulator.Config)
+	server       func(*server.Config)
+	frozen       bool
+	clientSecret string
+}
+
+// ClientSecret makes the app a confidential client of the emulator with
+// secret, which can have app tokens (client credentials).
+func ClientSecret(secret string) Option {
+	return func(c *config) { c.clientSecret = secret }
 }
 
 // FrozenBroker runs the broker (store, engine, server) on the emulator's
@@ -116,7 +123,7 @@ func NewBroker(t testing.TB, opts ...Option) *Broker {
 	ecfg := emulator.Config{
 		// A loopback redirect URI registered without a port matches any
 		// port (RFC 8252), so the httptest server's port needs no registration.
-		Clients:     []emulator.Client{{ID: ClientID, RedirectURIs: []string{"http://127.0.0.1/callback"}}},
+		Clients:     []emulator.Client{{ID: ClientID, Secret: cfg.clientSecret, RedirectURIs: []string{"http://127.0.0.1/callback"}}},
 		AutoApprove: User,
 	}
 	if cfg.emulator != nil {
@@ -148,12 +155,14 @@ func NewBroker(t testing.TB, opts ...Option) *Broker {
 	}
 	t.Cleanup(func() { store.Close() })
 
-	engine, err := refresh.New(refresh.Config{
-		Store: store, Now: now,
-		Refresher: &refresh.SpotifyRefresher{TokenURL: emuSrv.URL + "/api/token", Now: now},
-	})
+	spotify := &refresh.SpotifyRefresher{TokenURL: emuSrv.URL + "/api/token", Now: now}
+	engine, err := refresh.New(refresh.Config{Store: store, Now: now, Refresher: spotify})
 	if err != nil {
 		t.Fatalf("clienttest: engine: %v", err)
+	}
+	appTokens, err := refresh.NewAppTokens(refresh.AppTokensConfig{Store: store, Spotify: spotify, Now: now})
+	if err != nil {
+		t.Fatalf("clienttest: app tokens: %v", err)
 	}
 
 	// Listen first: the public URL is part of the app's redirect URI.
@@ -162,7 +171,7 @@ func NewBroker(t testing.TB, opts ...Option) *Broker {
 	t.Cleanup(ts.Close)
 	scfg := server.Config{
 		Store: store, Tokens: engine, PublicURL: ts.URL, AccountsURL: emuSrv.URL, APIURL: emuSrv.URL,
-		Now: now, EngineStats: engine.Stats,
+		Now: now, EngineStats: engine.Stats, AppTokens: appTokens,
 	}
 	if cfg.server != nil {
 		cfg.server(&scfg)
@@ -173,7 +182,7 @@ func NewBroker(t testing.TB, opts ...Option) *Broker {
 	}
 	handler = srv
 
-	app := &spotoken.App{ID: AppID, ClientID: ClientID, RedirectURIs: []string{srv.CallbackURL()},
+	app := &spotoken.App{ID: AppID, ClientID: ClientID, ClientSecret: spotoken.Secret(cfg.clientSecret), RedirectURIs: []string{srv.CallbackURL()},
 		DefaultScopes: spotoken.Scopes(DefaultScopes).Normalize()}
 	if err := store.CreateApp(ctx, app); err != nil {
 		t.Fatalf("clienttest: app: %v", err)

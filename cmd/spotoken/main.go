@@ -180,6 +180,7 @@ Shell completion: see 'spotoken completion --help'.`,
 	root.PersistentFlags().Bool("json", false, "machine-readable output: JSON on standard output, with stable snake_case field names")
 	root.AddCommand(newEmulatorCmd(ios), newKeysCmd(ios), newServeCmd(ios), newDemoCmd(ios), newAppsCmd(ios), newAPIKeysCmd(ios), newConnectionsCmd(ios),
 		newLoginCmd(ios), newTokenCmd(ios), newStatusCmd(ios), newLogoutCmd(ios), newVersionCmd(ios), newBackupCmd(ios), newDoctorCmd(ios))
+	root.AddCommand(newAdminsCmd(ios), newWebhooksCmd(ios))
 	return root
 }
 
@@ -190,7 +191,7 @@ Shell completion: see 'spotoken completion --help'.`,
 func flagsFromEnv(cmd *cobra.Command) error {
 	var firstErr error
 	cmd.Flags().VisitAll(func(f *pflag.Flag) {
-		if f.Changed || firstErr != nil {
+		if _, noEnv := f.Annotations[noEnvAnnotation]; f.Changed || firstErr != nil || noEnv {
 			return
 		}
 		name := "SPOTOKEN_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))

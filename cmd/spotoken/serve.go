@@ -17,6 +17,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/spotoken/spotoken"
+	adminsvc "github.com/spotoken/spotoken/admin"
 	"github.com/spotoken/spotoken/emulator"
 	"github.com/spotoken/spotoken/internal/dbguard"
 	"github.com/spotoken/spotoken/internal/tlsreload"
@@ -256,9 +257,10 @@ func serveRun(ctx context.Context, ios *IOStreams, opts *serveOptions) error {
 	upstream := func(service string) *http.Client {
 		return &http.Client{Timeout: 30 * time.Second, Transport: metrics.InstrumentTransport(service, transport)}
 	}
+	spotify := &refresh.SpotifyRefresher{TokenURL: strings.TrimSuffix(accountsURL, "/") + "/api/token", HTTPClient: upstream("accounts"), Now: now}
 	engine, err := refresh.New(refresh.Config{
 		Store:       store,
-		Refresher:   &refresh.SpotifyRefresher{TokenURL: strings.TrimSuffix(accountsURL, "/") + "/api/token", HTTPClient: upstream("accounts"), Now: now},
+		Refresher:   spotify,
 		Now:         now,
 		Logger:      log,
 		CacheTTL:    opts.CacheTTL,
@@ -267,7 +269,16 @@ func serveRun(ctx context.Context, ios *IOStreams, opts *serveOptions) error {
 	if err != nil {
 		return err
 	}
+	appTokens, err := refresh.NewAppTokens(refresh.AppTokensConfig{Store: store, Spotify: spotify, Now: now, Logger: log, CacheTTL: opts.CacheTTL})
+	if err != nil {
+		return err
+	}
+	adminSvc, err := adminsvc.New(adminsvc.Config{Store: store, Now: now, Logger: log, CheckClientSecret: spotify.CheckClientSecret})
+	if err != nil {
+		return err
+	}
 	srv, err := server.New(server.Config{
+		AppTokens: appTokens, Admin: adminSvc,
 		Store: store, Tokens: engine, PublicURL: publicURL, AccountsURL: accountsURL, APIURL: apiURL,
 		HTTPClient: upstream("api"), Now: now, Logger: log, Metrics: metrics, EngineStats: engine.Stats,
 		Ready: readiness(store), GrantLifetime: opts.GrantLifetime, AuthCacheTTL: opts.AuthCacheTTL,

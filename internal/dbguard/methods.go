@@ -1,5 +1,5 @@
-// One method per method of spotoken.Store (store.go, confirm.go,
-// endpoints.go, ratelimit.go, session.go), each under Guard.do.
+// One method per method of spotoken.Store, each under Guard.do
+// (TestEveryMethodGuarded checks them all).
 
 package dbguard
 
@@ -252,4 +252,71 @@ func (g *Guard) ExtendRateLimit(ctx context.Context, appID string, until time.Ti
 // RateLimits calls the store's RateLimits under the deadline.
 func (g *Guard) RateLimits(ctx context.Context, after time.Time) ([]spotoken.AppRateLimit, error) {
 	return call(ctx, g, func(ctx context.Context) ([]spotoken.AppRateLimit, error) { return g.store.RateLimits(ctx, after) })
+}
+
+// CreateAdminKey calls the store's CreateAdminKey under the deadline.
+func (g *Guard) CreateAdminKey(ctx context.Context, key *spotoken.AdminKey) error {
+	return g.do(ctx, func(ctx context.Context) error { return g.store.CreateAdminKey(ctx, key) })
+}
+
+// AdminKeyByHash calls the store's AdminKeyByHash under the deadline.
+func (g *Guard) AdminKeyByHash(ctx context.Context, hash [32]byte) (*spotoken.AdminKey, error) {
+	return call(ctx, g, func(ctx context.Context) (*spotoken.AdminKey, error) { return g.store.AdminKeyByHash(ctx, hash) })
+}
+
+// AdminKeys calls the store's AdminKeys under the deadline.
+func (g *Guard) AdminKeys(ctx context.Context) ([]*spotoken.AdminKey, error) {
+	return call(ctx, g, func(ctx context.Context) ([]*spotoken.AdminKey, error) { return g.store.AdminKeys(ctx) })
+}
+
+// RevokeAdminKey calls the store's RevokeAdminKey under the deadline.
+func (g *Guard) RevokeAdminKey(ctx context.Context, id string, at time.Time) error {
+	return g.do(ctx, func(ctx context.Context) error { return g.store.RevokeAdminKey(ctx, id, at) })
+}
+
+// TouchAdminKey calls the store's TouchAdminKey under the deadline.
+func (g *Guard) TouchAdminKey(ctx context.Context, id string, at time.Time) error {
+	return g.do(ctx, func(ctx context.Context) error { return g.store.TouchAdminKey(ctx, id, at) })
+}
+
+// AppToken calls the store's AppToken under the deadline.
+func (g *Guard) AppToken(ctx context.Context, appID string) (*spotoken.AppToken, error) {
+	return call(ctx, g, func(ctx context.Context) (*spotoken.AppToken, error) { return g.store.AppToken(ctx, appID) })
+}
+
+// AcquireAppTokenLease calls the store's AcquireAppTokenLease under the deadline.
+func (g *Guard) AcquireAppTokenLease(ctx context.Context, appID, owner string, ttl time.Duration) (spotoken.Lease, error) {
+	return call(ctx, g, func(ctx context.Context) (spotoken.Lease, error) {
+		return g.store.AcquireAppTokenLease(ctx, appID, owner, ttl)
+	})
+}
+
+// SaveAppToken calls the store's SaveAppToken under the deadline.
+func (g *Guard) SaveAppToken(ctx context.Context, owner string, t *spotoken.AppToken) error {
+	return g.do(ctx, func(ctx context.Context) error { return g.store.SaveAppToken(ctx, owner, t) })
+}
+
+// ReleaseAppTokenLease calls the store's ReleaseAppTokenLease under the deadline.
+func (g *Guard) ReleaseAppTokenLease(ctx context.Context, appID, owner string) error {
+	return g.do(ctx, func(ctx context.Context) error { return g.store.ReleaseAppTokenLease(ctx, appID, owner) })
+}
+
+// Events calls the store's Events under the deadline.
+func (g *Guard) Events(ctx context.Context, filter spotoken.EventFilter) ([]*spotoken.Event, error) {
+	return call(ctx, g, func(ctx context.Context) ([]*spotoken.Event, error) { return g.store.Events(ctx, filter) })
+}
+
+// RedeliverEvent calls the store's RedeliverEvent under the deadline.
+func (g *Guard) RedeliverEvent(ctx context.Context, appID string, id int64) error {
+	return g.do(ctx, func(ctx context.Context) error { return g.store.RedeliverEvent(ctx, appID, id) })
+}
+
+// RedeliverEvents calls the store's RedeliverEvents under the deadline.
+func (g *Guard) RedeliverEvents(ctx context.Context, appID string, status spotoken.EventStatus) (int, error) {
+	return call(ctx, g, func(ctx context.Context) (int, error) { return g.store.RedeliverEvents(ctx, appID, status) })
+}
+
+// FindConnections calls the store's FindConnections under the deadline.
+func (g *Guard) FindConnections(ctx context.Context, q spotoken.ConnectionQuery) ([]*spotoken.Connection, error) {
+	return call(ctx, g, func(ctx context.Context) ([]*spotoken.Connection, error) { return g.store.FindConnections(ctx, q) })
 }
