@@ -134,4 +134,20 @@ func testPendingLogin(t *testing.T, h *harness) {
 			t.Errorf("ConsumePending (-got +want):\n%s", d)
 		}
 	}
+
+	// Browser sign-ins in progress do not count against the app's cap on
+	// connect links: the BFF limits them itself.
+	h.newApp(t, "b")
+	for i := range 3 {
+		if err := h.store.CreatePending(ctx, &spotoken.PendingAuthorization{StateHash: sha256.Sum256([]byte{'l', byte(i)}), AppID: "b",
+			Login: "bff", ExpiresAt: now.Add(time.Minute)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := h.store.CreatePendingWithin(ctx, &spotoken.PendingAuthorization{StateHash: sha256.Sum256([]byte("b-link")), AppID: "b",
+		ConnectionID: "c1", ExpiresAt: now.Add(time.Minute)}, 1); err != nil {
+		t.Errorf("a connect link with three sign-ins in progress and a cap of 1: %v", err)
+	}
+	wantErr(t, "a second connect link past the cap of 1", h.store.CreatePendingWithin(ctx, &spotoken.PendingAuthorization{
+		StateHash: sha256.Sum256([]byte("b-link-2")), AppID: "b", ConnectionID: "c2", ExpiresAt: now.Add(time.Minute)}, 1), spotoken.ErrLimitExceeded)
 }
