@@ -188,13 +188,24 @@ type PendingAuthorization struct {
 	// Verifier is the PKCE code verifier (sealed at rest).
 	Verifier Secret
 	Scopes   Scopes
+	// Login, when not empty, makes this a browser sign-in of that kind
+	// ("bff"): its handler names the connection once the exchange has told
+	// who the Spotify user is, and answers the browser at the end.
+	// ConnectionID is empty then.
+	Login string
 	// RedirectURI is the redirect URI sent to /authorize, needed again at the exchange.
 	RedirectURI string
 	// ReturnTo is where to send the user afterwards; empty for spotoken's own page.
-	ReturnTo  string
-	CreatedAt time.Time
-	ExpiresAt time.Time
-	UsedAt    time.Time // zero: not consumed
+	ReturnTo string
+	// RequireConfirmation holds the grant apart until the app confirms it
+	// (see PendingGrant); it needs a ReturnTo.
+	RequireConfirmation bool
+	// SkipDialog leaves show_dialog out of the authorize request, so
+	// Spotify may skip its consent page for a user who approved before.
+	SkipDialog bool
+	CreatedAt  time.Time
+	ExpiresAt  time.Time
+	UsedAt     time.Time // zero: not consumed
 }
 
 // ConnectionKey identifies a connection: the app and the app's own id for
@@ -250,6 +261,11 @@ type Connection struct {
 	ExpiryWarnedAt time.Time
 	CreatedAt      time.Time
 	UpdatedAt      time.Time
+	// RefreshUnknownAt is when a refresh was sent to Spotify and no answer
+	// came (a timeout, a connection cut): Spotify may have rotated the
+	// refresh token. Zero after a refresh with a known outcome, or a new
+	// consent.
+	RefreshUnknownAt time.Time
 }
 
 // Key returns the connection's key.

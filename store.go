@@ -222,6 +222,7 @@ type Store interface {
 	AppStore
 	APIKeyStore
 	PendingStore
+	PendingGrantStore
 	ConnectionStore
 	EventStore
 	AdminKeyStore
@@ -231,6 +232,7 @@ type Store interface {
 	EndpointStore
 	RateLimitStore
 	SessionStore
+	BrowserAppStore
 	ConnectionBrowser
 	TallyStore
 	Resealer

@@ -12,12 +12,11 @@ import (
 // a new user, which connects in the same browser, a deletion), never
 // another app's, never its keys or settings.
 func TestBrowserAppTeam(t *testing.T) {
-	chromium(t)
+	b := newBrowser(t)
 	h := newHarness(t, harnessOptions{})
 	h.connect("u1")
 	h.connect("u2")
 	h.connectAs(h.otherKey, "theirs")
-	b := newBrowser(t)
 
 	b.do("sign in with the app's API key",
 		chromedp.Navigate(h.ts.URL+"/dashboard/login"),

@@ -3,9 +3,6 @@ package console_test
 import (
 	"context"
 	"fmt"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -13,6 +10,8 @@ import (
 	"github.com/chromedp/cdproto/cdp"
 	"github.com/chromedp/cdproto/emulation"
 	"github.com/chromedp/chromedp"
+
+	"github.com/spotoken/spotoken/internal/browsertest"
 )
 
 // The console's browser tests drive a real headless Chromium as a person
@@ -34,56 +33,13 @@ type browser struct {
 	ctx context.Context
 }
 
-// chromium returns the path of chromium, or skips the test without it
-// (fails it with SPOTOKEN_TEST_BROWSER=required). Call it first, before
-// building what the test needs.
-func chromium(t *testing.T) string {
-	t.Helper()
-	path, err := exec.LookPath("chromium")
-	if err != nil {
-		if os.Getenv("SPOTOKEN_TEST_BROWSER") == "required" {
-			t.Fatalf("chromium not found (%v) and SPOTOKEN_TEST_BROWSER=required: install the Debian package chromium", err)
-		}
-		t.Skipf("chromium not found (%v): skipping the browser test; install the Debian package chromium, or set SPOTOKEN_TEST_BROWSER=required to make this a failure", err)
-	}
-	return path
-}
-
 // newBrowser starts a fresh headless Chromium (own profile, so no cookie
-// from another test) at 1280×900; its actions must end within
-// browserTimeout.
+// from another test) at 1280×900, or skips the test without chromium (fails
+// it with SPOTOKEN_TEST_BROWSER=required); its actions must end within
+// browserTimeout. Call it first, before building what the test needs.
 func newBrowser(t *testing.T) *browser {
 	t.Helper()
-	path := chromium(t)
-	profile := t.TempDir() // registered before the cancels below, so removed after Chromium exits
-	timeoutCtx, cancelTimeout := context.WithTimeout(context.Background(), browserTimeout)
-	t.Cleanup(cancelTimeout)
-	allocCtx, cancelAlloc := chromedp.NewExecAllocator(timeoutCtx,
-		chromedp.ExecPath(path),
-		chromedp.Headless,
-		chromedp.NoSandbox,
-		chromedp.DisableGPU,
-		chromedp.Flag("disable-quic", true),
-		chromedp.NoFirstRun,
-		chromedp.NoDefaultBrowserCheck,
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.Flag("disable-extensions", true),
-		chromedp.Flag("disable-default-apps", true),
-		chromedp.Flag("disable-dev-shm-usage", true),
-		chromedp.Flag("hide-scrollbars", false),
-		chromedp.Flag("no-proxy-server", true), // only 127.0.0.1 is ever asked for
-		chromedp.WindowSize(1280, 900),
-		chromedp.UserDataDir(profile),
-	)
-	t.Cleanup(cancelAlloc) // waits for the browser process to exit
-	ctx, cancel := chromedp.NewContext(allocCtx)
-	t.Cleanup(cancel)
-	if err := chromedp.Do(ctx, chromedp.EmulateViewport(1280, 900)); err != nil {
-		t.Fatalf("starting chromium %s: %v", path, err)
-	}
-	return &browser{t: t, ctx: ctx}
+	return &browser{t: t, ctx: browsertest.New(t, browserTimeout, 1280, 900)}
 }
 
 // stepTimeout bounds one step, so a page that never shows what a step
@@ -226,37 +182,14 @@ func scrollbarsHidden(hidden bool) chromedp.Action[chromedp.Void] {
 	})
 }
 
-// shot writes a full-page screenshot to the test's temporary directory
-// and, when SPOTOKEN_TEST_SCREENSHOT_DIR is set, there too.
+// shot keeps a full-page screenshot as name (see browsertest.Screenshot),
+// and the first screenful, to look at without scrolling, as name-view.
 func (b *browser) shot(name string) {
 	b.t.Helper()
-	png, err := chromedp.Run(b.ctx, chromedp.FullScreenshot(100))
-	if err != nil {
-		b.t.Fatalf("browser: screenshot: %v", err)
-	}
-	if len(png) < 8 || string(png[1:4]) != "PNG" {
-		b.t.Fatalf("screenshot is not a PNG (%d bytes)", len(png))
-	}
-	dirs := []string{b.t.TempDir()}
-	if d := os.Getenv("SPOTOKEN_TEST_SCREENSHOT_DIR"); d != "" {
-		if err := os.MkdirAll(d, 0o755); err != nil {
-			b.t.Fatalf("screenshot dir: %v", err)
-		}
-		dirs = append(dirs, d)
-	}
-	// The first screenful too, to look at without scrolling.
+	browsertest.Screenshot(b.t, b.ctx, name)
 	view, err := chromedp.Run(b.ctx, chromedp.CaptureScreenshot())
 	if err != nil {
 		b.t.Fatalf("browser: screenshot: %v", err)
 	}
-	for _, d := range dirs {
-		p := filepath.Join(d, name)
-		if err := os.WriteFile(p, png, 0o644); err != nil {
-			b.t.Fatalf("write screenshot: %v", err)
-		}
-		if err := os.WriteFile(strings.TrimSuffix(p, ".png")+"-view.png", view, 0o644); err != nil {
-			b.t.Fatalf("write screenshot: %v", err)
-		}
-		b.t.Logf("screenshot: %s", p)
-	}
+	browsertest.Keep(b.t, strings.TrimSuffix(name, ".png")+"-view.png", view)
 }

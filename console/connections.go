@@ -338,7 +338,7 @@ func (h *Handler) handleDelete(w http.ResponseWriter, r *http.Request, s *sessio
 	if server.CheckConnectionID(key.ID) != nil {
 		return errBadConnectionID
 	}
-	if err := h.cfg.Actions.DeleteConnection(r.Context(), key); err != nil {
+	if err := h.cfg.Actions.DeleteConnection(r, key, "deleted"); err != nil {
 		return err
 	}
 	if s.operator() {

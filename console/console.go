@@ -80,7 +80,7 @@ var _ Store = spotoken.Store(nil)
 type Actions interface {
 	NewConnectLink(ctx context.Context, key spotoken.ConnectionKey, scopes []string, returnTo string) (server.ConnectSession, error)
 	RefreshConnection(ctx context.Context, key spotoken.ConnectionKey) error
-	DeleteConnection(ctx context.Context, key spotoken.ConnectionKey) error
+	DeleteConnection(r *http.Request, key spotoken.ConnectionKey, reason string) error
 }
 
 var _ Actions = (*server.Server)(nil)

@@ -90,7 +90,7 @@ func (h *harness) story(id string) {
 // and signs out. Every page is measured at 1280 and 390 px: nothing may
 // stick out, and each is kept as a screenshot.
 func TestBrowserOperator(t *testing.T) {
-	chromium(t)
+	b := newBrowser(t)
 	h := newHarness(t, harnessOptions{})
 	h.story("listener-42")
 	start := time.Now()
@@ -98,7 +98,6 @@ func TestBrowserOperator(t *testing.T) {
 	h.seedLong(appID)
 	t.Logf("1,000 connections stored in %v", time.Since(start).Round(time.Millisecond))
 	total := 1002
-	b := newBrowser(t)
 
 	b.do("open the console and land on the sign-in page",
 		chromedp.Navigate(h.ts.URL+"/"),

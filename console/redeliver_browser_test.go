@@ -58,7 +58,7 @@ func (rc *receiver) got() []string {
 // Chromium clicking the button, and the receiver verifies its signature;
 // then the rest, with "Redeliver all given up".
 func TestBrowserRedeliver(t *testing.T) {
-	chromium(t)
+	b := newBrowser(t)
 	h := newHarness(t, harnessOptions{})
 	rc := &receiver{now: h.emu.Now, down: true}
 	hook := httptest.NewServer(rc)
@@ -93,7 +93,6 @@ func TestBrowserRedeliver(t *testing.T) {
 	rc.down = false
 	rc.mu.Unlock()
 
-	b := newBrowser(t)
 	b.do("sign in", chromedp.Navigate(h.ts.URL+"/console/login"), chromedp.SendKeys(chromedp.ID("credential"), h.adminKey),
 		chromedp.Click(chromedp.ID("sign-in")), chromedp.WaitVisible(chromedp.ID("apps")))
 	if row := b.text(`tr[data-app="demo"]`); !strings.Contains(row, "2 given up") {

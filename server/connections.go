@@ -117,7 +117,7 @@ func (s *Server) handleDeleteConnection(w http.ResponseWriter, r *http.Request, 
 	if err != nil {
 		return err
 	}
-	if err := s.deleteConnection(r.Context(), ck); err != nil {
+	if err := s.deleteConnection(r.Context(), ck, "deleted"); err != nil {
 		return err
 	}
 	w.WriteHeader(http.StatusNoContent)
@@ -125,11 +125,11 @@ func (s *Server) handleDeleteConnection(w http.ResponseWriter, r *http.Request, 
 }
 
 // deleteConnection deletes the connection, erasing its sealed tokens, with a
-// connection.revoked event; the API, the admin API and the console all
-// delete through it.
-func (s *Server) deleteConnection(ctx context.Context, ck spotoken.ConnectionKey) error {
+// connection.revoked event giving reason; the API, the admin API, the
+// console and a browser app's sign-out everywhere all delete through it.
+func (s *Server) deleteConnection(ctx context.Context, ck spotoken.ConnectionKey, reason string) error {
 	err := s.cfg.Store.DeleteConnection(ctx, ck,
-		spotoken.NewEvent(spotoken.EventConnectionRevoked, ck, s.cfg.Now(), map[string]any{"reason": "deleted"}))
+		spotoken.NewEvent(spotoken.EventConnectionRevoked, ck, s.cfg.Now(), map[string]any{"reason": reason}))
 	s.cfg.Tokens.Forget(ck)
 	if errors.Is(err, spotoken.ErrNotFound) {
 		return notFound(ck.ID)
@@ -137,7 +137,7 @@ func (s *Server) deleteConnection(ctx context.Context, ck spotoken.ConnectionKey
 	if err != nil {
 		return err
 	}
-	s.log.Info("connection deleted", "request_id", requestIDFrom(ctx), "connection", ck.String())
+	s.log.Info("connection deleted", "request_id", requestIDFrom(ctx), "connection", ck.String(), "reason", reason)
 	return nil
 }
 
@@ -185,12 +185,15 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request, key *spotok
 			return &spotoken.Error{Code: spotoken.ERateLimited, Message: "force_refresh is limited per connection; try again later", RetryAfter: wait}
 		}
 		at, err = s.cfg.Tokens.Refresh(r.Context(), ck)
+		if errors.Is(err, spotoken.ErrNotFound) {
+			s.forgetForce(ck)
+		}
 	} else {
 		at, err = s.cfg.Tokens.Token(r.Context(), ck, req.minTTL())
 	}
 	if err != nil {
 		s.metrics.vend(spotoken.ErrorCode(err))
-		return s.tokenError(r, ck, err)
+		return s.tokenError(r, ck, err, true)
 	}
 	s.metrics.vend("ok")
 	writeJSON(w, http.StatusOK, TokenResponse{
@@ -200,12 +203,12 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request, key *spotok
 }
 
 // tokenError turns a Tokens error into the API's answer: not found stays
-// not found; needs_reauth carries a fresh connect link.
-func (s *Server) tokenError(r *http.Request, ck spotoken.ConnectionKey, err error) error {
+// not found; needs_reauth carries a fresh connect link when links.
+func (s *Server) tokenError(r *http.Request, ck spotoken.ConnectionKey, err error, links bool) error {
 	switch {
 	case errors.Is(err, spotoken.ErrNotFound):
 		return notFound(ck.ID)
-	case errors.Is(err, spotoken.ErrNeedsReauth):
+	case errors.Is(err, spotoken.ErrNeedsReauth) && links:
 		var se *spotoken.Error
 		errors.As(err, &se)
 		return s.reconsent(r.Context(), ck, se, ErrorResponse{}, nil)
@@ -214,16 +217,32 @@ func (s *Server) tokenError(r *http.Request, ck spotoken.ConnectionKey, err erro
 }
 
 // forceAllowed takes a force_refresh allowance for the connection and
-// returns zero, or how long to wait for one.
+// returns zero, or how long to wait for one. Each app holds at most
+// Config.MaxForceLimiters allowances in memory, so one app's keys cannot
+// grow the broker's memory or push another app's limiters out; past that,
+// full (idle) ones of the same app are dropped, and if none is idle the
+// request waits.
 func (s *Server) forceAllowed(ck spotoken.ConnectionKey) time.Duration {
+	now := s.cfg.Now()
 	s.forceMu.Lock()
-	l := s.force[ck]
+	app := s.force[ck.AppID]
+	if app == nil {
+		app = make(map[string]*rate.Limiter)
+		s.force[ck.AppID] = app
+	}
+	l := app[ck.ID]
 	if l == nil {
+		if len(app) >= s.cfg.MaxForceLimiters {
+			sweepLimiters(app, now)
+		}
+		if len(app) >= s.cfg.MaxForceLimiters {
+			s.forceMu.Unlock()
+			return s.cfg.ForceRefreshInterval
+		}
 		l = rate.NewLimiter(rate.Every(s.cfg.ForceRefreshInterval), 3)
-		s.force[ck] = l
+		app[ck.ID] = l
 	}
 	s.forceMu.Unlock()
-	now := s.cfg.Now()
 	if l.AllowN(now, 1) {
 		return 0
 	}
@@ -231,4 +250,27 @@ func (s *Server) forceAllowed(ck spotoken.ConnectionKey) time.Duration {
 	wait := res.DelayFrom(now)
 	res.CancelAt(now)
 	return time.Duration(math.Ceil(wait.Seconds())) * time.Second
+}
+
+// forgetForce drops the connection's force_refresh allowance (the
+// connection does not exist: nothing to hold for it).
+func (s *Server) forgetForce(ck spotoken.ConnectionKey) {
+	s.forceMu.Lock()
+	if app := s.force[ck.AppID]; app != nil {
+		delete(app, ck.ID)
+		if len(app) == 0 {
+			delete(s.force, ck.AppID)
+		}
+	}
+	s.forceMu.Unlock()
+}
+
+// sweepLimiters drops the limiters that are full again: forgetting them
+// changes nothing.
+func sweepLimiters(m map[string]*rate.Limiter, now time.Time) {
+	for k, l := range m {
+		if l.TokensAt(now) >= float64(l.Burst()) {
+			delete(m, k)
+		}
+	}
 }

@@ -1,11 +1,12 @@
 package server
 
 // What handlers mounted on the admin side from outside this package (the
-// operator's console, see MountAdmin) use of the server: the connection
-// actions, the request id and the status of an error code. They are the
-// same code paths the API and the admin API take, so a connection deleted,
-// refreshed or sent a link from the console is treated exactly as through
-// the API.
+// operator's console, see MountAdmin) use of the server beside what
+// browser.go exports: connect links, force refresh, the status of an error
+// code. They are the same code paths the API and the admin API take, so a
+// connection refreshed or sent a link from the console is treated exactly
+// as through the API (and deleted through DeleteConnection, as the API and
+// the BFF delete).
 
 import (
 	"context"
@@ -14,10 +15,6 @@ import (
 
 	"github.com/spotoken/spotoken"
 )
-
-// RequestID returns the id the server gave r (echoed as X-Request-Id and
-// logged with the request), for error pages that point to the log.
-func RequestID(r *http.Request) string { return requestID(r) }
 
 // HTTPStatus is the HTTP status the API answers an error of code with: the
 // one table, for pages that map errors the same way.
@@ -89,16 +86,6 @@ func (s *Server) RefreshConnection(ctx context.Context, key spotoken.ConnectionK
 		return err
 	}
 	return nil
-}
-
-// DeleteConnection deletes the connection, erasing its sealed tokens, with
-// a connection.revoked event, as DELETE /v1/connections/{id} does.
-// not_found if there is no such connection.
-func (s *Server) DeleteConnection(ctx context.Context, key spotoken.ConnectionKey) error {
-	if err := checkConnectionID(key.ID); err != nil {
-		return err
-	}
-	return s.deleteConnection(ctx, key)
 }
 
 // CheckConnectionID reports, as an invalid_request error, an id that is not

@@ -18,9 +18,12 @@ import (
 
 	"github.com/spotoken/spotoken"
 	adminsvc "github.com/spotoken/spotoken/admin"
+	"github.com/spotoken/spotoken/bff"
 	"github.com/spotoken/spotoken/console"
 	"github.com/spotoken/spotoken/emulator"
+	"github.com/spotoken/spotoken/internal/dbguard"
 	"github.com/spotoken/spotoken/internal/tlsreload"
+	"github.com/spotoken/spotoken/postgres"
 	"github.com/spotoken/spotoken/refresh"
 	"github.com/spotoken/spotoken/server"
 )
@@ -47,6 +50,15 @@ type serveOptions struct {
 	AuthCacheTTL    time.Duration
 	ShutdownTimeout time.Duration
 	NoScheduler     bool
+	SchedInterval   time.Duration
+	HeaderTimeout   time.Duration
+	BodyTimeout     time.Duration
+	MinBodyRate     int
+	DBTimeout       time.Duration
+	OutageGrace     time.Duration
+	JanitorInterval time.Duration
+	BFFIdleTimeout  time.Duration
+	BFFMaxAge       time.Duration
 	JSON            bool // --json: the start-up facts as one JSON line instead of the URL and banner
 	admin           adminOptions
 
@@ -122,8 +134,19 @@ The redirect URI to register with Spotify for every app is <public-url>/callback
 	f.DurationVar(&opts.AuthCacheTTL, "auth-cache-ttl", server.DefaultAuthCacheTTL, "trust a verified API key this long (a revoked key stops working within it; negative: check every request)")
 	f.DurationVar(&opts.ShutdownTimeout, "shutdown-timeout", 30*time.Second, "on SIGINT/SIGTERM, wait this long for requests and refreshes in flight")
 	opts.admin.addFlags(f)
+	f.DurationVar(&opts.BFFIdleTimeout, "bff-idle-timeout", bff.DefaultIdleTimeout, "end a browser app's session (the backend-for-frontend's) unused this long")
+	f.DurationVar(&opts.BFFMaxAge, "bff-max-age", bff.DefaultMaxAge, "end a browser app's session this long after sign-in at the latest (sooner when its grant expires)")
 	f.BoolVar(&opts.NoScheduler, "no-scheduler", false, "do not refresh tokens ahead of expiry (refresh only on demand)")
 	f.MarkHidden("no-scheduler")
+	f.DurationVar(&opts.SchedInterval, "scheduler-interval", 30*time.Second, "how often the scheduler looks for tokens to refresh (jittered by ±25%)")
+	f.MarkHidden("scheduler-interval")
+	f.DurationVar(&opts.JanitorInterval, "janitor-interval", time.Minute, "how often expired connect links and unconfirmed grants are erased")
+	f.MarkHidden("janitor-interval")
+	f.DurationVar(&opts.DBTimeout, "db-timeout", 5*time.Second, "deadline of every database call; past it (or with the database refusing) the API answers 503 unavailable")
+	f.DurationVar(&opts.OutageGrace, "outage-grace", 10*time.Minute, "while the database is unavailable, keep serving tokens still valid in memory, to API keys verified before, this long past --cache-ttl and --auth-cache-ttl")
+	f.DurationVar(&opts.HeaderTimeout, "read-header-timeout", 10*time.Second, "how long a client may take to send a request's headers")
+	f.DurationVar(&opts.BodyTimeout, "body-timeout", server.DefaultBodyTimeout, "how long a request body may take beyond what --min-body-rate allows for its size")
+	f.IntVar(&opts.MinBodyRate, "min-body-rate", server.DefaultMinBodyRate, "bytes per second a request body must keep arriving at, after --body-timeout")
 	f.IntVar(&opts.DashSessionsPerApp, "dashboard-sessions-per-app", 0, "the most console sessions each app's team keeps (0: the default, 1000)")
 	f.MarkHidden("dashboard-sessions-per-app")
 	return cmd
@@ -154,11 +177,20 @@ func (o *serveOptions) validate() error {
 	if o.LinkTTL <= 0 {
 		return usageError{errors.New("--link-ttl must be positive")}
 	}
+	if o.DBTimeout <= 0 || o.OutageGrace < 0 {
+		return usageError{errors.New("--db-timeout must be positive and --outage-grace not negative")}
+	}
+	if o.HeaderTimeout <= 0 || o.BodyTimeout <= 0 || o.MinBodyRate <= 0 {
+		return usageError{errors.New("--read-header-timeout, --body-timeout and --min-body-rate must be positive")}
+	}
 	if o.ShutdownTimeout <= 0 {
 		return usageError{errors.New("--shutdown-timeout must be positive")}
 	}
 	if err := o.admin.validate(); err != nil {
 		return err
+	}
+	if o.BFFIdleTimeout <= 0 || o.BFFMaxAge <= 0 || o.BFFMaxAge > server.DefaultGrantLifetime {
+		return usageError{errors.New("--bff-idle-timeout and --bff-max-age must be positive, and --bff-max-age at most six months (4380h), a grant's life")}
 	}
 	if o.Emulator && o.store.DB == "" {
 		o.store.DB = filepath.Join(filepath.Dir(defaultDBPath()), "emulator.db")
@@ -219,11 +251,16 @@ func serveRun(ctx context.Context, ios *IOStreams, opts *serveOptions) error {
 		accountsURL, apiURL, now = emuURL, emuURL, emu.Now
 	}
 
-	store, err := opts.store.openStore(ctx, log, true)
+	if opts.Emulator {
+		opts.store.now = now
+	}
+	raw, err := opts.store.openStore(ctx, log, true)
 	if err != nil {
 		return err
 	}
-	defer store.Close()
+	defer raw.Close()
+	// Every call the serving side makes goes under --db-timeout.
+	store := dbguard.New(raw, dbguard.Config{Timeout: opts.DBTimeout, Unavailable: postgres.IsUnavailable, Logger: log})
 
 	metrics := server.NewMetrics()
 	transport := server.UpstreamTransport()
@@ -234,11 +271,12 @@ func serveRun(ctx context.Context, ios *IOStreams, opts *serveOptions) error {
 	// The console's charts count every refresh request by app and hour.
 	tally := &refresh.Tally{Store: store, Now: now, Logger: log}
 	engine, err := refresh.New(refresh.Config{
-		Store:     store,
-		Refresher: tally.Refresher(spotify),
-		Now:       now,
-		Logger:    log,
-		CacheTTL:  opts.CacheTTL,
+		Store:       store,
+		Refresher:   tally.Refresher(spotify),
+		Now:         now,
+		Logger:      log,
+		CacheTTL:    opts.CacheTTL,
+		OutageGrace: opts.OutageGrace,
 	})
 	if err != nil {
 		return err
@@ -257,6 +295,7 @@ func serveRun(ctx context.Context, ios *IOStreams, opts *serveOptions) error {
 		HTTPClient: upstream("api"), Now: now, Logger: log, Metrics: metrics, EngineStats: engine.Stats,
 		Ready: readiness(store), GrantLifetime: opts.GrantLifetime, AuthCacheTTL: opts.AuthCacheTTL,
 		ExpiryWarning: expiryWarning(opts.ExpiryWarning), LinkTTL: opts.LinkTTL,
+		BodyTimeout: opts.BodyTimeout, MinBodyRate: opts.MinBodyRate, OutageGrace: opts.OutageGrace,
 		SeparateAdmin: admin.separate(), AdminURL: admin.url, MetricsToken: admin.metricsToken, NoMetrics: admin.noMetrics,
 		HSTSMaxAge: hstsMaxAge(opts.admin.HSTSMaxAge),
 	})
@@ -271,6 +310,13 @@ func serveRun(ctx context.Context, ios *IOStreams, opts *serveOptions) error {
 		return usageError{err}
 	}
 	srv.MountAdmin(ops.Mount)
+	browserApps, err := bff.New(bff.Config{Store: store, Server: srv, Tokens: engine, PublicURL: publicURL,
+		IdleTimeout: opts.BFFIdleTimeout, MaxAge: opts.BFFMaxAge, Now: now, Logger: log})
+	if err != nil {
+		return usageError{err}
+	}
+	srv.HandleLogins(bff.LoginKind, browserApps)
+	srv.MountPublic(browserApps.Mount)
 
 	info := serveInfo{URL: publicURL, CallbackURL: srv.CallbackURL()}
 	if admin.separate() {
@@ -282,6 +328,10 @@ func serveRun(ctx context.Context, ios *IOStreams, opts *serveOptions) error {
 		if err != nil {
 			return err
 		}
+		if err := setUpDemoSPA(ctx, store, publicURL); err != nil {
+			return err
+		}
+		srv.MountPublic(mountExampleSPA)
 		banner = demoBanner(publicURL, admin, emuURL, key, opts)
 		info.EmulatorURL, info.App, info.APIKey = emuURL, demoAppID, key.Reveal()
 	}
@@ -297,17 +347,18 @@ func serveRun(ctx context.Context, ios *IOStreams, opts *serveOptions) error {
 		}()
 	}
 	if !opts.NoScheduler {
-		sched := &refresh.Scheduler{Engine: engine, Store: store, Now: now, Window: opts.RefreshWindow, Logger: log}
+		sched := &refresh.Scheduler{Engine: engine, Store: store, Now: now, Window: opts.RefreshWindow, Logger: log, Interval: opts.SchedInterval}
 		background("scheduler", sched.Run)
 	}
 	hooks := &server.Webhooks{Store: store, Now: now, Logger: log, Metrics: metrics, ConnectLink: srv.ConnectLink,
 		MaxAttempts: opts.HookAttempts, MaxBackoff: opts.HookMaxBackoff}
 	background("webhooks", hooks.Run)
-	background("janitor", func(ctx context.Context) error { return srv.Run(ctx, time.Minute) })
+	background("janitor", func(ctx context.Context) error { return srv.Run(ctx, opts.JanitorInterval) })
 	background("tally", tally.Run)
 
 	hs := &http.Server{
-		Handler: srv, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
+		// Each request waits out at most one failed database call.
+		Handler: dbguard.Handler(srv), ReadHeaderTimeout: opts.HeaderTimeout, IdleTimeout: 2 * time.Minute,
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	if opts.TLSCert != "" {
@@ -324,7 +375,7 @@ func serveRun(ctx context.Context, ios *IOStreams, opts *serveOptions) error {
 	}
 	hup := notifyHangUp()
 	background("sighup", func(ctx context.Context) error { reloadOnHangUp(ctx, log, admin.certs, hup); return nil })
-	admin.start(hs, srv.AdminHandler(), log)
+	admin.start(hs, dbguard.Handler(srv.AdminHandler()), log)
 	if opts.JSON {
 		line, _ := json.Marshal(info)
 		fmt.Fprintf(ios.Out, "%s\n", line)
@@ -474,6 +525,10 @@ func demoBanner(publicURL string, admin *adminSide, emuURL string, key spotoken.
 	p("Move the emulator's clock two hours on; the next token request refreshes silently:")
 	p("")
 	p(`  curl -s -X POST %s/_emulator/clock -d '{"advance":"2h"}'`, emuURL)
+	p("")
+	p("A browser app with no token in JavaScript (the example SPA, on spotoken's backend-for-frontend):")
+	p("")
+	p("  open %s/spa/", publicURL)
 	p("")
 	metrics := admin.url + "/metrics"
 	if admin.noMetrics {
