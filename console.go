@@ -129,6 +129,15 @@ type RefreshTally struct {
 	Refreshed, Failed, RateLimited int64
 }
 
+// Validate reports, as an EInvalid error, a tally a store cannot add: one
+// of no app, or with a negative count.
+func (t RefreshTally) Validate() error {
+	if t.AppID == "" || t.Refreshed < 0 || t.Failed < 0 || t.RateLimited < 0 {
+		return Errorf(EInvalid, "a refresh tally needs an app and counts of zero or more")
+	}
+	return nil
+}
+
 // TallyStore keeps the hourly refresh tallies behind the console's charts.
 // Each replica counts in memory and adds its counts every few seconds, so
 // no refresh pays a write for them.

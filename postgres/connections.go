@@ -376,10 +376,16 @@ func (db *DB) ExpiringGrants(ctx context.Context, before time.Time, limit int) (
 // CountExpiringGrants counts, by app, the active connections whose grant
 // expires before before, from the connections_grant_expiry index.
 func (db *DB) CountExpiringGrants(ctx context.Context, before time.Time) ([]spotoken.ConnectionCount, error) {
-	rows, err := db.pool.Query(ctx, `SELECT app_id, count(*) FROM connections
+	return db.countActive(ctx, "count expiring grants", `SELECT app_id, count(*) FROM connections
 		WHERE state = 'active' AND grant_expires_at < $1 GROUP BY app_id ORDER BY app_id`, tstz(before))
+}
+
+// countActive runs query, which counts active connections by app (rows of
+// app id and count), and returns the counts; what names it in errors.
+func (db *DB) countActive(ctx context.Context, what, query string, args ...any) ([]spotoken.ConnectionCount, error) {
+	rows, err := db.pool.Query(ctx, query, args...)
 	if err != nil {
-		return nil, fmt.Errorf("count expiring grants: %w", err)
+		return nil, fmt.Errorf("%s: %w", what, err)
 	}
 	counts, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (spotoken.ConnectionCount, error) {
 		n := spotoken.ConnectionCount{State: spotoken.StateActive}
@@ -389,7 +395,7 @@ func (db *DB) CountExpiringGrants(ctx context.Context, before time.Time) ([]spot
 		return n, err
 	})
 	if err != nil {
-		return nil, fmt.Errorf("count expiring grants: %w", err)
+		return nil, fmt.Errorf("%s: %w", what, err)
 	}
 	return counts, nil
 }

@@ -88,21 +88,7 @@ const countBackoffSQL = `SELECT app_id, count(*) FROM connections
 // CountBackingOff counts, by app, the active connections whose next attempt
 // is after at.
 func (db *DB) CountBackingOff(ctx context.Context, at time.Time) ([]spotoken.ConnectionCount, error) {
-	rows, err := db.pool.Query(ctx, countBackoffSQL, tstz(at))
-	if err != nil {
-		return nil, fmt.Errorf("count backing off: %w", err)
-	}
-	counts, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (spotoken.ConnectionCount, error) {
-		n := spotoken.ConnectionCount{State: spotoken.StateActive}
-		var count int64
-		err := row.Scan(&n.AppID, &count)
-		n.Count = int(count)
-		return n, err
-	})
-	if err != nil {
-		return nil, fmt.Errorf("count backing off: %w", err)
-	}
-	return counts, nil
+	return db.countActive(ctx, "count backing off", countBackoffSQL, tstz(at))
 }
 
 // countUndeliveredSQL counts the failed and given-up events by app, from the
@@ -140,8 +126,8 @@ func (db *DB) AddRefreshTallies(ctx context.Context, tallies ...spotoken.Refresh
 		return nil
 	}
 	for _, t := range tallies {
-		if t.AppID == "" || t.Refreshed < 0 || t.Failed < 0 || t.RateLimited < 0 {
-			return spotoken.Errorf(spotoken.EInvalid, "a refresh tally needs an app and counts of zero or more")
+		if err := t.Validate(); err != nil {
+			return fmt.Errorf("add refresh tallies: %w", err)
 		}
 	}
 	err := retry(ctx, func() error {

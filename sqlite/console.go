@@ -105,8 +105,8 @@ func (db *DB) AddRefreshTallies(ctx context.Context, tallies ...spotoken.Refresh
 	}
 	err := db.write(ctx, func(tx *sql.Tx) error {
 		for _, t := range tallies {
-			if t.AppID == "" || t.Refreshed < 0 || t.Failed < 0 || t.RateLimited < 0 {
-				return spotoken.Errorf(spotoken.EInvalid, "a refresh tally needs an app and counts of zero or more")
+			if err := t.Validate(); err != nil {
+				return err
 			}
 			_, err := tx.ExecContext(ctx, `INSERT INTO refresh_tallies (app_id, hour, refreshed, failed, rate_limited)
 				VALUES (?1, ?2, ?3, ?4, ?5)
