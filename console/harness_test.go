@@ -389,8 +389,6 @@ func setCookie(resp *http.Response, name string) *http.Cookie {
 
 var linkRE = regexp.MustCompile(`id="connect-link" type="text" readonly value="([^"]+)"`)
 
-var secretRE = regexp.MustCompile(`id="secret-value" type="text" readonly value="([^"]+)"`)
-
 func hasRow(body, id string) bool { return strings.Contains(body, `<tr data-connection="`+id+`"`) }
 
 var rowRE = regexp.MustCompile(`<tr data-connection="([^"]+)"`)
