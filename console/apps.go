@@ -27,9 +27,47 @@ type health struct {
 	FailingURL, GaveUpURL, ActiveURL, RevokedURL string
 }
 
-// healthOf reads every app's health, from counts each store answers from
-// an index.
+// healthOf returns every app's health: the figures counted at most
+// Config.HealthTTL ago, or counted now. Counting connections by state
+// scans an index of every connection (half a second at a million on
+// SQLite), so the console counts once for every page and person within
+// HealthTTL, one request counting while the others wait for it; its own
+// changes count again at once (see done).
 func (h *Handler) healthOf(ctx context.Context, now time.Time) (map[string]*health, error) {
+	if h.cfg.HealthTTL < 0 {
+		return h.countHealth(ctx, now)
+	}
+	h.healthMu.Lock()
+	if h.health != nil && now.Sub(h.healthAt) < h.cfg.HealthTTL && !now.Before(h.healthAt) {
+		m := h.health
+		h.healthMu.Unlock()
+		return m, nil
+	}
+	h.healthMu.Unlock()
+	v, err, _ := h.healthFlight.Do("health", func() (any, error) {
+		m, err := h.countHealth(context.WithoutCancel(ctx), now)
+		if err == nil {
+			h.healthMu.Lock()
+			h.health, h.healthAt = m, now
+			h.healthMu.Unlock()
+		}
+		return m, err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return v.(map[string]*health), nil
+}
+
+// forgetHealth makes the next page count the health figures again.
+func (h *Handler) forgetHealth() {
+	h.healthMu.Lock()
+	h.health = nil
+	h.healthMu.Unlock()
+}
+
+// countHealth counts every app's health, each figure from an index.
+func (h *Handler) countHealth(ctx context.Context, now time.Time) (map[string]*health, error) {
 	out := map[string]*health{}
 	get := func(app string) *health {
 		hh := out[app]

@@ -44,7 +44,10 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	"sync"
 	"time"
+
+	"golang.org/x/sync/singleflight"
 
 	"github.com/spotoken/spotoken"
 	"github.com/spotoken/spotoken/admin"
@@ -118,7 +121,15 @@ type Config struct {
 	// ExpiryWindow is how soon a grant must expire to count as expiring
 	// soon; default DefaultExpiryWindow.
 	ExpiryWindow time.Duration
+	// HealthTTL is how long the apps' health figures (connections by
+	// state, backing off, expiring, failing deliveries, rate-limit
+	// windows) are reused before they are counted again; default
+	// DefaultHealthTTL, negative to count on every page.
+	HealthTTL time.Duration
 }
+
+// DefaultHealthTTL is the default of Config.HealthTTL.
+const DefaultHealthTTL = 10 * time.Second
 
 // Handler serves the console. Create it with New and register its routes
 // with Mount; it is safe for concurrent use.
@@ -127,6 +138,11 @@ type Handler struct {
 	log      *slog.Logger
 	base     string // the base URL's path: every link starts with it
 	sessions *websession.Manager
+
+	healthMu     sync.Mutex
+	health       map[string]*health // counted at healthAt; nil: count again
+	healthAt     time.Time
+	healthFlight singleflight.Group
 }
 
 // Session cookie and kinds: the dashboard's cookie and kind are kept, so
@@ -162,6 +178,9 @@ func New(cfg Config) (*Handler, error) {
 	}
 	if cfg.ExpiryWindow <= 0 {
 		cfg.ExpiryWindow = DefaultExpiryWindow
+	}
+	if cfg.HealthTTL == 0 {
+		cfg.HealthTTL = DefaultHealthTTL
 	}
 	u, err := url.Parse(strings.TrimRight(cfg.BaseURL, "/"))
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
@@ -574,6 +593,7 @@ func (h *Handler) updateFlash(ctx context.Context, s *session, f *flash) error {
 // done ends an action: the outcome waits in the session for the page the
 // browser is sent to (post, redirect, get).
 func (h *Handler) done(w http.ResponseWriter, r *http.Request, s *session, f *flash, to string) error {
+	h.forgetHealth() // the action may have changed a figure
 	if f != nil {
 		h.setFlash(r, s, f)
 	}

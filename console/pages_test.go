@@ -1,17 +1,22 @@
 package console_test
 
 import (
+	"context"
 	"fmt"
 	"html"
 	"net/http"
 	"net/url"
 	"regexp"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/spotoken/spotoken"
+	"github.com/spotoken/spotoken/console"
 	"github.com/spotoken/spotoken/emulator"
+	"github.com/spotoken/spotoken/sqlite"
 )
 
 // TestPages: every page renders for whom it is for, with the console's
@@ -340,5 +345,70 @@ func TestDashboardFindings(t *testing.T) {
 	body = u.page("/console/apps/demo")
 	if !strings.Contains(body, `data-tile="revoked"`) || !strings.Contains(body, `<option value="revoked"`) {
 		t.Error("a revoked connection is not counted")
+	}
+}
+
+// countingStore counts the console's counts of connections by state.
+type countingStore struct {
+	*sqlite.DB
+	counts atomic.Int64
+}
+
+func (s *countingStore) CountConnections(ctx context.Context) ([]spotoken.ConnectionCount, error) {
+	s.counts.Add(1)
+	return s.DB.CountConnections(ctx)
+}
+
+// TestHealthReused: the apps' health figures are counted once for every
+// page and person within HealthTTL (by one request while 20 at once wait
+// for it), counted again after it, and at once after the console's own
+// changes.
+func TestHealthReused(t *testing.T) {
+	var store *countingStore
+	h := newHarness(t, harnessOptions{console: func(c *console.Config) {
+		c.HealthTTL = 10 * time.Second
+		store = &countingStore{DB: c.Store.(*sqlite.DB)}
+		c.Store = store
+	}})
+	u := newUser(h)
+	u.login(h.adminKey) // lands on the apps list: the first count
+	h.emu.Advance(11 * time.Second)
+	var wg sync.WaitGroup
+	for range 20 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			resp, _ := u.do(u.c, http.MethodGet, "/console/apps/demo", nil, nil)
+			if resp.StatusCode != http.StatusOK {
+				t.Errorf("GET /console/apps/demo: %d", resp.StatusCode)
+			}
+		}()
+	}
+	wg.Wait()
+	if n := store.counts.Load(); n != 2 {
+		t.Errorf("a page, then 20 at once 11s later, counted connections %d times, want 2", n)
+	}
+	tile := regexp.MustCompile(`<li class="tile"><a href="/console/apps/demo"><span class="n">(\d+)</span>`)
+	total := func() string {
+		m := tile.FindStringSubmatch(u.page("/console/apps/demo"))
+		if m == nil {
+			t.Fatal("no total tile")
+		}
+		return m[1]
+	}
+	h.connect("u1")
+	if got := total(); got != "0" {
+		t.Errorf("within 10s of the count the page shows %s connections, want the 0 counted", got)
+	}
+	h.emu.Advance(11 * time.Second)
+	if got := total(); got != "1" {
+		t.Errorf("11s later the page shows %s connections, want 1", got)
+	}
+	h.connect("u2")
+	if resp, _ := u.post("/console/apps/demo/keys", url.Values{"csrf_token": {u.csrf()}, "name": {"k"}}); resp.StatusCode != http.StatusOK {
+		t.Fatalf("create a key: %d", resp.StatusCode)
+	}
+	if got := total(); got != "2" {
+		t.Errorf("after a change made in the console the page shows %s connections, want 2 (counted again)", got)
 	}
 }
