@@ -360,9 +360,11 @@ func (s *countingStore) CountConnections(ctx context.Context) ([]spotoken.Connec
 }
 
 // TestHealthReused: the apps' health figures are counted once for every
-// page and person within HealthTTL (by one request while 20 at once wait
-// for it), counted again after it, and at once after the console's own
-// changes.
+// page and person within HealthTTL (21 pages, 20 of them at once, count
+// twice: once, and once more 11 s later), counted again after it, and at
+// once after the console's own changes. (Whether 20 pages arriving on a
+// cold cache wait for one count, singleflight's promise, is not forced
+// here: the pages rarely overlap on so small a table.)
 func TestHealthReused(t *testing.T) {
 	var store *countingStore
 	h := newHarness(t, harnessOptions{console: func(c *console.Config) {
