@@ -161,6 +161,7 @@ type Store interface {
 	PendingStore
 	ConnectionStore
 	EventStore
+	AuditStore
 	Resealer
 	// Close releases the store's resources.
 	Close() error

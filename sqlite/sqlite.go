@@ -300,7 +300,8 @@ func (db *DB) now() time.Time { return stored(db.clock()) }
 
 // write runs fn in a write transaction (BEGIN IMMEDIATE on the one writer
 // connection) and commits it if fn returns nil. fn's error is returned as
-// it is.
+// it is. The audit records attached to ctx (spotoken.WithAudit) are stored
+// in the same transaction, so the change commits with them or not at all.
 func (db *DB) write(ctx context.Context, fn func(tx *sql.Tx) error) error {
 	tx, err := db.w.BeginTx(ctx, nil)
 	if err != nil {
@@ -309,6 +310,11 @@ func (db *DB) write(ctx context.Context, fn func(tx *sql.Tx) error) error {
 	defer tx.Rollback()
 	if err := fn(tx); err != nil {
 		return err
+	}
+	if records := spotoken.AuditFromContext(ctx); len(records) > 0 {
+		if err := db.insertAudit(ctx, tx, db.now(), records); err != nil {
+			return err
+		}
 	}
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("commit: %w", err)

@@ -94,6 +94,10 @@ func Run(t *testing.T, newBackend func(t *testing.T) Backend) {
 		{"WrongKey", testWrongKey},
 		{"Tampering", testTampering},
 		{"AppTampering", testAppTampering},
+		{"AuditRecords", testAuditRecords},
+		{"AuditInTransaction", testAuditInTransaction},
+		{"AuditRetention", testAuditRetention},
+		{"AuditMarks", testAuditMarks},
 		{"NoPlaintextAtRest", testNoPlaintext},
 	}
 	for _, tt := range tests {
