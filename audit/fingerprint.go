@@ -1,0 +1,79 @@
+package audit
+
+import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"slices"
+	"strconv"
+
+	"github.com/spotoken/spotoken"
+)
+
+// FingerprintPrefix starts every fingerprint: "hmac-sha256:V:HEX", V the
+// version of the fingerprint key, HEX the HMAC-SHA256 of the secret.
+const FingerprintPrefix = "hmac-sha256:"
+
+// Fingerprinter computes the keyed fingerprints that the trail stores in
+// place of secrets. Its keys are derived from the deployment's sealing keys
+// (cmd/spotoken derives one per key version), so nobody without the key
+// file can test a guess against a fingerprint, and the same secret has the
+// same fingerprint on every replica. It is safe for concurrent use.
+type Fingerprinter struct {
+	keys    map[uint32][]byte
+	primary uint32
+}
+
+// NewFingerprinter returns a fingerprinter that fingerprints under the key of
+// version primary and can match fingerprints made under any of keys.
+func NewFingerprinter(keys map[uint32][]byte, primary uint32) *Fingerprinter {
+	cp := make(map[uint32][]byte, len(keys))
+	for v, k := range keys {
+		cp[v] = slices.Clone(k)
+	}
+	return &Fingerprinter{keys: cp, primary: primary}
+}
+
+// Fingerprint returns s's fingerprint under the primary key; "" for an
+// empty secret, or when the fingerprinter has no key.
+func (f *Fingerprinter) Fingerprint(s spotoken.Secret) string {
+	if f == nil || s == "" {
+		return ""
+	}
+	return f.under(f.primary, s)
+}
+
+// All returns s's fingerprints under every key, newest version first: what
+// to search the trail for, since records written before a key rotation
+// carry the older version's.
+func (f *Fingerprinter) All(s spotoken.Secret) []string {
+	if f == nil || s == "" {
+		return nil
+	}
+	versions := make([]uint32, 0, len(f.keys))
+	for v := range f.keys {
+		versions = append(versions, v)
+	}
+	slices.Sort(versions)
+	slices.Reverse(versions)
+	out := make([]string, 0, len(versions))
+	for _, v := range versions {
+		out = append(out, f.under(v, s))
+	}
+	return out
+}
+
+func (f *Fingerprinter) under(version uint32, s spotoken.Secret) string {
+	key, ok := f.keys[version]
+	if !ok {
+		return ""
+	}
+	m := hmac.New(sha256.New, key)
+	m.Write([]byte(s.Reveal()))
+	var sum [sha256.Size]byte
+	b := make([]byte, 0, len(FingerprintPrefix)+12+2*sha256.Size)
+	b = append(b, FingerprintPrefix...)
+	b = strconv.AppendUint(b, uint64(version), 10)
+	b = append(b, ':')
+	return string(hex.AppendEncode(b, m.Sum(sum[:0])))
+}
