@@ -96,6 +96,24 @@ type Config struct {
 	// end when the caller that started it gives up: abandoning a call to
 	// Spotify midway could lose a rotated refresh token. Default 60s.
 	FlightTimeout time.Duration
+	// Observe, when set, is told of the refreshes that changed what
+	// spotoken holds (a rotated refresh token, a connection moved to
+	// needs_reauth), for the audit trail's detectors. It runs on the
+	// refresh's goroutine and must not block.
+	Observe func(Outcome)
+}
+
+// Outcome is what a refresh changed, as Config.Observe is told.
+type Outcome struct {
+	Key spotoken.ConnectionKey
+	At  time.Time
+	// Rotated: Spotify returned a new refresh token, now committed.
+	Rotated bool
+	// NeedsReauth is the reason Spotify's refusal moved the connection to
+	// needs_reauth (revoked, grant_expired, rotation_lost); empty otherwise.
+	NeedsReauth string
+	// ConsentedAt and GrantExpiresAt are the connection's grant's.
+	ConsentedAt, GrantExpiresAt time.Time
 }
 
 // AccessToken is what callers get: the access token, never the refresh token.
@@ -621,6 +639,9 @@ func (e *Engine) commit(ctx context.Context, key spotoken.ConnectionKey, read *s
 	at := AccessToken{Token: c.Token.AccessToken, Expiry: c.Token.Expiry, Scopes: c.Scopes}
 	e.remember(key, at, gen)
 	e.stats.vendsRefresh.Add(1)
+	if rotated && e.cfg.Observe != nil {
+		e.cfg.Observe(Outcome{Key: key, At: now, Rotated: true, ConsentedAt: c.ConsentedAt, GrantExpiresAt: c.GrantExpiresAt})
+	}
 	e.log.Info("refreshed", "connection", key.String(), "rotated", rotated, "expires_at", at.Expiry)
 	return at, nil
 }
@@ -636,6 +657,7 @@ func (e *Engine) failed(ctx context.Context, key spotoken.ConnectionKey, read *s
 	}
 	var update func(c *spotoken.Connection) ([]spotoken.Event, error)
 	var answer error
+	var observed Outcome // what Observe is told once the failure is recorded
 	switch {
 	case isAccounts && ae.InvalidGrant():
 		e.stats.refreshInvalidGrant.Add(1)
@@ -643,6 +665,7 @@ func (e *Engine) failed(ctx context.Context, key spotoken.ConnectionKey, read *s
 		if ae.Description == "Refresh token expired" {
 			reason = "grant_expired"
 		}
+		observed = Outcome{Key: key, At: now, NeedsReauth: reason, ConsentedAt: read.ConsentedAt, GrantExpiresAt: read.GrantExpiresAt}
 		update = func(c *spotoken.Connection) ([]spotoken.Event, error) {
 			c.State, c.LastErrorCode = spotoken.StateNeedsReauth, "invalid_grant"
 			c.ConsecutiveFailures++
@@ -701,8 +724,12 @@ func (e *Engine) failed(ctx context.Context, key spotoken.ConnectionKey, read *s
 		}
 		return update(c)
 	}
-	if _, err := e.cfg.Store.UpdateConnection(context.WithoutCancel(ctx), key, guarded); err != nil && !errors.Is(err, errStale) {
+	_, err := e.cfg.Store.UpdateConnection(context.WithoutCancel(ctx), key, guarded)
+	if err != nil && !errors.Is(err, errStale) {
 		return AccessToken{}, fmt.Errorf("refresh %s: record failure: %w", key, err)
+	}
+	if err == nil && observed.NeedsReauth != "" && e.cfg.Observe != nil {
+		e.cfg.Observe(observed)
 	}
 	if answer != nil {
 		e.cache.Delete(key)

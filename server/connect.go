@@ -344,11 +344,12 @@ func (s *Server) completeConnection(r *http.Request, key spotoken.ConnectionKey,
 	for range 3 {
 		c := &spotoken.Connection{AppID: key.AppID, ID: key.ID, CreatedAt: now}
 		grantTo(c)
-		err = s.cfg.Store.CreateConnection(ctx, c, spotoken.NewEvent(spotoken.EventConnectionCreated, key, now, data))
+		err = s.cfg.Store.CreateConnection(s.flowAudit(r, spotoken.AuditConnect, key, me.ID, scopes), c,
+			spotoken.NewEvent(spotoken.EventConnectionCreated, key, now, data))
 		if !errors.Is(err, spotoken.ErrConflict) {
 			break
 		}
-		_, err = s.cfg.Store.UpdateConnection(ctx, key, func(c *spotoken.Connection) ([]spotoken.Event, error) {
+		_, err = s.cfg.Store.UpdateConnection(s.flowAudit(r, spotoken.AuditReconsent, key, me.ID, scopes), key, func(c *spotoken.Connection) ([]spotoken.Event, error) {
 			grantTo(c)
 			return []spotoken.Event{spotoken.NewEvent(spotoken.EventConnectionReauthorized, key, now, data)}, nil
 		})

@@ -106,8 +106,15 @@ func (s *Server) handleDeleteConnection(w http.ResponseWriter, r *http.Request, 
 // deleteConnection deletes the connection, erasing its sealed tokens, with a
 // connection.revoked event; the API and the dashboard both delete through it.
 func (s *Server) deleteConnection(r *http.Request, ck spotoken.ConnectionKey) error {
-	err := s.cfg.Store.DeleteConnection(r.Context(), ck,
+	ctx := r.Context()
+	if rec, ok := s.changeRecord(r, spotoken.AuditConnectionDelete, ck); ok {
+		ctx = spotoken.WithAudit(ctx, rec)
+	}
+	err := s.cfg.Store.DeleteConnection(ctx, ck,
 		spotoken.NewEvent(spotoken.EventConnectionRevoked, ck, s.cfg.Now(), map[string]any{"reason": "deleted"}))
+	if n := noteOf(r); n != nil && err == nil {
+		n.done = true // recorded with the deletion
+	}
 	s.cfg.Tokens.Forget(ck)
 	if errors.Is(err, spotoken.ErrNotFound) {
 		return notFound(ck.ID)
@@ -167,6 +174,7 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request, key *spotok
 		return s.tokenError(r, ck, err)
 	}
 	s.metrics.vend("ok")
+	noteToken(r, at.Token)
 	writeJSON(w, http.StatusOK, TokenResponse{
 		AccessToken: at.Token.Reveal(), TokenType: "Bearer", ExpiresAt: at.Expiry.UTC(), Scope: at.Scopes.String(),
 	})

@@ -44,10 +44,11 @@ const (
 // no image, no frame, forms only to this origin.
 const dashCSP = "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 
-var dashTemplates = struct{ login, overview, problem *template.Template }{
+var dashTemplates = struct{ login, overview, problem, audit *template.Template }{
 	login:    dashPage("templates/dashboard_login.html"),
 	overview: dashPage("templates/dashboard_overview.html"),
 	problem:  dashPage("templates/dashboard_problem.html"),
+	audit:    dashPage("templates/dashboard_audit.html"),
 }
 
 // dashPage parses a page with the dashboard's layout.
@@ -100,6 +101,7 @@ func (d *dashboard) routes(m *http.ServeMux) {
 	m.HandleFunc("POST /dashboard/logout", d.handleLogout)
 	m.HandleFunc("POST /dashboard/connect-link", d.signedIn(d.handleConnectLink))
 	m.HandleFunc("POST /dashboard/connections/{id}/delete", d.signedIn(d.handleDelete))
+	m.HandleFunc("GET /dashboard/connections/{id}/audit", d.signedIn(d.handleAudit))
 }
 
 // sweep drops expired sessions.
@@ -520,6 +522,7 @@ func (d *dashboard) handleDelete(w http.ResponseWriter, r *http.Request, sess *d
 		d.overview(w, r, sess, overviewExtra{status: http.StatusBadRequest, err: errBadConnectionID})
 		return
 	}
+	r = d.auditActor(r, sess)
 	if err := d.s.deleteConnection(r, spotoken.ConnectionKey{AppID: sess.appID, ID: id}); err != nil {
 		status, msg := d.errorStatus(r, err)
 		d.overview(w, r, sess, overviewExtra{status: status, err: msg})

@@ -69,6 +69,7 @@ func (s *Server) handleProxy(w http.ResponseWriter, r *http.Request, key *spotok
 		}
 		if outcome != "" {
 			s.metrics.proxy(outcome)
+			noteUpstream(r, outcome)
 		}
 	}()
 	switch r.Method {

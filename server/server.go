@@ -20,6 +20,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"strings"
 	"sync"
@@ -120,6 +121,14 @@ type Config struct {
 	// ForceRefreshInterval is the rate at which each connection may ask for
 	// force_refresh (a burst of 3, then one per interval). Default 10s.
 	ForceRefreshInterval time.Duration
+	// Audit, when set, keeps the audit trail (see Auditor), limits failed
+	// authentication per address, and serves GET /v1/audit.
+	Audit Auditor
+	// AuditStats, when set, exports the audit trail's counters.
+	AuditStats func() spotoken.AuditStats
+	// TrustedProxies are the proxies whose X-Forwarded-For names the client
+	// (see ClientIP); without them the peer's address is the client's.
+	TrustedProxies []netip.Prefix
 }
 
 // UpstreamTransport returns the transport spotoken serve uses for its calls
@@ -209,6 +218,9 @@ func New(cfg Config) (*Server, error) {
 	if cfg.EngineStats != nil {
 		s.metrics.registerEngine(cfg.EngineStats)
 	}
+	if cfg.AuditStats != nil {
+		s.metrics.registerAudit(cfg.AuditStats)
+	}
 	s.dash = newDashboard(s)
 	s.handler = s.routes()
 	return s, nil
@@ -255,6 +267,7 @@ func (s *Server) routes() http.Handler {
 	api("DELETE /v1/connections/{id}", s.handleDeleteConnection)
 	api("POST /v1/connections/{id}/token", s.handleToken)
 	api("/v1/proxy/{id}/{path...}", s.handleProxy)
+	api("GET /v1/audit", s.handleAudit)
 	m.HandleFunc("GET /connect/{session}", s.handleConnect)
 	m.HandleFunc("GET /callback", s.handleCallback)
 	m.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {

@@ -92,7 +92,8 @@ func apiKeysCreateRun(ctx context.Context, ios *IOStreams, opts *apiKeysCreateOp
 			return err
 		}
 		key, rec := spotoken.NewAPIKey(opts.App, opts.Name, now())
-		err := store.CreateAPIKey(ctx, rec)
+		err := store.CreateAPIKey(adminAudit(ctx, spotoken.AuditAPIKeyCreate, opts.App, "",
+			map[string]string{"api_key_id": rec.ID, "name": rec.Name, "prefix": rec.Prefix}), rec)
 		if errors.Is(err, spotoken.ErrNotFound) {
 			return fmt.Errorf("no app named %q (see 'spotoken apps list')", opts.App)
 		}
@@ -208,7 +209,8 @@ func apiKeysRevokeRun(ctx context.Context, ios *IOStreams, opts *apiKeysRevokeOp
 			return err
 		}
 		notFound := fmt.Errorf("app %s has no API key %q (see 'spotoken apikeys list --app %s')", opts.App, id, opts.App)
-		err := store.RevokeAPIKey(ctx, opts.App, id, now())
+		err := store.RevokeAPIKey(adminAudit(ctx, spotoken.AuditAPIKeyRevoke, opts.App, "", map[string]string{"api_key_id": id}),
+			opts.App, id, now())
 		if errors.Is(err, spotoken.ErrNotFound) {
 			return notFound
 		}

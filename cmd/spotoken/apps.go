@@ -423,7 +423,7 @@ func appsCreateRun(ctx context.Context, ios *IOStreams, opts *appsCreateOptions,
 		app.WebhookSecret = spotoken.NewWebhookSecret()
 	}
 	err = withStore(ctx, ios, &opts.store, true, func(store spotoken.Store) error {
-		err := store.CreateApp(ctx, app)
+		err := store.CreateApp(adminAudit(ctx, spotoken.AuditAppCreate, app.ID, "", map[string]string{"client_id": app.ClientID}), app)
 		if errors.Is(err, spotoken.ErrConflict) {
 			return fmt.Errorf("an app named %q already exists; delete it first with 'spotoken apps delete %s'", app.ID, app.ID)
 		}
@@ -555,7 +555,7 @@ func appsDeleteRun(cmd *cobra.Command, ios *IOStreams, opts *appsDeleteOptions, 
 				conns += c.Count
 			}
 		}
-		err = store.DeleteApp(ctx, name)
+		err = store.DeleteApp(adminAudit(ctx, spotoken.AuditAppDelete, name, "", map[string]string{"connections": fmt.Sprint(conns)}), name)
 		if errors.Is(err, spotoken.ErrNotFound) {
 			return fmt.Errorf("no app named %q (see 'spotoken apps list')", name)
 		}

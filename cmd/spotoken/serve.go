@@ -24,6 +24,7 @@ import (
 
 type serveOptions struct {
 	store           storeOptions
+	audit           auditOptions
 	Addr            string
 	PublicURL       string
 	AccountsURL     string
@@ -110,6 +111,7 @@ The redirect URI to register with Spotify for every app is <public-url>/callback
 	f.DurationVar(&opts.CacheTTL, "cache-ttl", 2*time.Second, "serve a token from memory this long before re-reading the store (bounds staleness across replicas)")
 	f.DurationVar(&opts.AuthCacheTTL, "auth-cache-ttl", server.DefaultAuthCacheTTL, "trust a verified API key this long (a revoked key stops working within it; negative: check every request)")
 	f.DurationVar(&opts.ShutdownTimeout, "shutdown-timeout", 30*time.Second, "on SIGINT/SIGTERM, wait this long for requests and refreshes in flight")
+	opts.audit.addFlags(f)
 	f.BoolVar(&opts.NoScheduler, "no-scheduler", false, "do not refresh tokens ahead of expiry (refresh only on demand)")
 	f.MarkHidden("no-scheduler")
 	return cmd
@@ -142,6 +144,9 @@ func (o *serveOptions) validate() error {
 	}
 	if o.ShutdownTimeout <= 0 {
 		return usageError{errors.New("--shutdown-timeout must be positive")}
+	}
+	if err := o.audit.validate(); err != nil {
+		return err
 	}
 	if o.Emulator && o.store.DB == "" {
 		o.store.DB = filepath.Join(filepath.Dir(defaultDBPath()), "emulator.db")
@@ -203,6 +208,12 @@ func serveRun(ctx context.Context, ios *IOStreams, opts *serveOptions) error {
 	}
 	defer store.Close()
 
+	trail, trusted, err := opts.audit.newTrail(store, &opts.store, now, log)
+	if err != nil {
+		return err
+	}
+	auditHook, auditStats := auditor(trail)
+
 	metrics := server.NewMetrics()
 	transport := server.UpstreamTransport()
 	upstream := func(service string) *http.Client {
@@ -214,6 +225,7 @@ func serveRun(ctx context.Context, ios *IOStreams, opts *serveOptions) error {
 		Now:       now,
 		Logger:    log,
 		CacheTTL:  opts.CacheTTL,
+		Observe:   observe(trail),
 	})
 	if err != nil {
 		return err
@@ -223,6 +235,7 @@ func serveRun(ctx context.Context, ios *IOStreams, opts *serveOptions) error {
 		HTTPClient: upstream("api"), Now: now, Logger: log, Metrics: metrics, EngineStats: engine.Stats,
 		Ready: readiness(store), GrantLifetime: opts.GrantLifetime, AuthCacheTTL: opts.AuthCacheTTL,
 		ExpiryWarning: expiryWarning(opts.ExpiryWarning), LinkTTL: opts.LinkTTL,
+		Audit: auditHook, AuditStats: auditStats, TrustedProxies: trusted,
 	})
 	if err != nil {
 		return usageError{err}
@@ -257,6 +270,9 @@ func serveRun(ctx context.Context, ios *IOStreams, opts *serveOptions) error {
 		MaxAttempts: opts.HookAttempts, MaxBackoff: opts.HookMaxBackoff}
 	background("webhooks", hooks.Run)
 	background("janitor", func(ctx context.Context) error { return srv.Run(ctx, time.Minute) })
+	if trail != nil {
+		background("audit", trail.Run)
+	}
 
 	hs := &http.Server{
 		Handler: srv, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
