@@ -134,7 +134,7 @@ type detectors struct {
 
 	known    map[string]time.Time // marks written recently, by kind+app+subject: when
 	firstUse map[string]keyUse    // by app+key id
-	usage map[usageKey]*usageState
+	usage    map[usageKey]*usageState
 	// pending are reuse suspicions waiting out ReuseHold.
 	pending []suspicion
 

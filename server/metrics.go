@@ -167,12 +167,12 @@ var (
 	auditWrittenDesc = prometheus.NewDesc("spotoken_audit_records_written_total", "Audit records written to the database.", nil, nil)
 	auditDroppedDesc = prometheus.NewDesc("spotoken_audit_records_dropped_total",
 		"Audit records lost, by reason (queue_full: the queue was full; write_failed: writing their batch failed).", []string{"reason"}, nil)
-	auditQueueDesc   = prometheus.NewDesc("spotoken_audit_queue_length", "Audit records waiting to be written.", nil, nil)
-	anomaliesDesc    = prometheus.NewDesc("spotoken_anomalies_total", "Alerts raised by the audit detectors, by detector.", []string{"detector"}, nil)
-	authFailDesc     = prometheus.NewDesc("spotoken_auth_failures_total", "API requests whose credentials were missing or refused.", nil, nil)
-	authLimitedDesc  = prometheus.NewDesc("spotoken_auth_limited_requests_total", "API requests refused (429) because their address failed to authenticate too often.", nil, nil)
-	authBlockedDesc  = prometheus.NewDesc("spotoken_auth_limited_addresses", "Addresses under the failed-authentication limit now.", nil, nil)
-	authTrackedDesc  = prometheus.NewDesc("spotoken_auth_tracked_addresses", "Addresses the failed-authentication limit remembers (bounded).", nil, nil)
+	auditQueueDesc  = prometheus.NewDesc("spotoken_audit_queue_length", "Audit records waiting to be written.", nil, nil)
+	anomaliesDesc   = prometheus.NewDesc("spotoken_anomalies_total", "Alerts raised by the audit detectors, by detector.", []string{"detector"}, nil)
+	authFailDesc    = prometheus.NewDesc("spotoken_auth_failures_total", "API requests whose credentials were missing or refused.", nil, nil)
+	authLimitedDesc = prometheus.NewDesc("spotoken_auth_limited_requests_total", "API requests refused (429) because their address failed to authenticate too often.", nil, nil)
+	authBlockedDesc = prometheus.NewDesc("spotoken_auth_limited_addresses", "Addresses under the failed-authentication limit now.", nil, nil)
+	authTrackedDesc = prometheus.NewDesc("spotoken_auth_tracked_addresses", "Addresses the failed-authentication limit remembers (bounded).", nil, nil)
 )
 
 // AuditDetectors are the detector label values, each exported from the

@@ -156,8 +156,12 @@ func testAuditInTransaction(t *testing.T, h *harness) {
 		ok   bool
 		do   func(ctx2 context.Context) error
 	}{
-		{"CreateApp", true, func(c2 context.Context) error { return h.store.CreateApp(c2, &spotoken.App{ID: "tx-app-2", ClientID: "x"}) }},
-		{"CreateApp conflict", false, func(c2 context.Context) error { return h.store.CreateApp(c2, &spotoken.App{ID: "tx-app", ClientID: "x"}) }},
+		{"CreateApp", true, func(c2 context.Context) error {
+			return h.store.CreateApp(c2, &spotoken.App{ID: "tx-app-2", ClientID: "x"})
+		}},
+		{"CreateApp conflict", false, func(c2 context.Context) error {
+			return h.store.CreateApp(c2, &spotoken.App{ID: "tx-app", ClientID: "x"})
+		}},
 		{"UpdateApp", true, func(c2 context.Context) error {
 			_, err := h.store.UpdateApp(c2, "tx-app-2", func(a *spotoken.App) error { a.WebhookURL = "https://x.example/h"; return nil })
 			return err
