@@ -324,7 +324,9 @@ func (s *Server) handleAudit(w http.ResponseWriter, r *http.Request, key *spotok
 		case "until":
 			filter.Until, err = ParseAuditTime(name, v[0])
 		case "cursor":
-			filter.After, err = ParseAuditCursor(v[0])
+			if v[0] != "" { // empty: the first page, as GET /v1/connections takes it
+				filter.After, err = ParseAuditCursor(v[0])
+			}
 		case "limit":
 			n, perr := strconv.Atoi(v[0])
 			if perr != nil || n < 1 || n > 1000 {
