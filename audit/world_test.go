@@ -294,3 +294,7 @@ func (w *world) wantAnomalies(want map[string]int64) {
 }
 
 func ipN(prefix string, n int) string { return fmt.Sprintf("%s.%d", prefix, n) }
+
+type contextT = context.Context
+
+func contextWithCancel() (context.Context, context.CancelFunc) { return context.WithCancel(ctx) }
