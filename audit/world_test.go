@@ -11,6 +11,7 @@ import (
 	"net/http/cookiejar"
 	"net/http/httptest"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -68,7 +69,7 @@ func (s *syncBuffer) Bytes() []byte {
 
 const clientID = "spotoken-demo"
 
-func newWorld(t testing.TB, rotation emulator.Rotation, det audit.Detectors) *world {
+func newWorld(t testing.TB, rotation emulator.Rotation, det audit.Detectors, opts ...func(*audit.Config)) *world {
 	t.Helper()
 	w := &world{t: t, logs: &syncBuffer{}}
 	var handler http.Handler
@@ -90,7 +91,7 @@ func newWorld(t testing.TB, rotation emulator.Rotation, det audit.Detectors) *wo
 	if err != nil {
 		t.Fatal(err)
 	}
-	w.dbPath = filepath.Join(t.TempDir(), "spotoken.db")
+	w.dbPath = filepath.Join(memDir(t), "spotoken.db")
 	w.store, err = sqlite.Open(ctx, sqlite.Config{Path: w.dbPath, Keys: keys, Now: emu.Now})
 	if err != nil {
 		t.Fatal(err)
@@ -99,7 +100,11 @@ func newWorld(t testing.TB, rotation emulator.Rotation, det audit.Detectors) *wo
 	log := slog.New(slog.NewJSONHandler(w.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	fk, _ := keys.DeriveKey(1, "test fingerprints")
 	w.fp = audit.NewFingerprinter(map[uint32][]byte{1: fk}, 1)
-	w.trail, err = audit.New(audit.Config{Store: w.store, Now: emu.Now, Logger: log, Fingerprints: w.fp, Detectors: det})
+	cfg := audit.Config{Store: w.store, Now: emu.Now, Logger: log, Fingerprints: w.fp, Detectors: det}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	w.trail, err = audit.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -298,3 +303,18 @@ func ipN(prefix string, n int) string { return fmt.Sprintf("%s.%d", prefix, n) }
 type contextT = context.Context
 
 func contextWithCancel() (context.Context, context.CancelFunc) { return context.WithCancel(ctx) }
+
+// memDir is a temporary directory in memory (/dev/shm) when the machine has
+// one, else t.TempDir: the scenarios commit tens of thousands of times, and
+// an fsync per commit on a disk shared with other builds would make them
+// take minutes. SQLite is the same; only its file lives in memory.
+func memDir(t testing.TB) string {
+	if fi, err := os.Stat("/dev/shm"); err == nil && fi.IsDir() {
+		dir, err := os.MkdirTemp("/dev/shm", "spotoken-audit-test-")
+		if err == nil {
+			t.Cleanup(func() { os.RemoveAll(dir) })
+			return dir
+		}
+	}
+	return t.TempDir()
+}
