@@ -132,8 +132,9 @@ type detectors struct {
 	t   *Trail
 	cfg Detectors
 
-	known    map[string]time.Time // marks written recently, by kind+app+subject: when
-	firstUse map[string]keyUse    // by app+key id
+	known    map[string]time.Time  // marks written recently, by kind+app+subject: when
+	firstUse map[string]keyUse     // by app+key id
+	seen     map[seenKey]time.Time // key and address pairs checked, and when
 	usage    map[usageKey]*usageState
 	// pending are reuse suspicions waiting out ReuseHold.
 	pending []suspicion
@@ -143,6 +144,8 @@ type detectors struct {
 }
 
 type keyUse struct{ first, written time.Time }
+
+type seenKey struct{ app, key, ip string }
 
 type usageKey struct {
 	key   spotoken.ConnectionKey
@@ -165,7 +168,7 @@ type suspicion struct {
 }
 
 func newDetectors(t *Trail) *detectors {
-	return &detectors{t: t, cfg: t.cfg.Detectors, known: make(map[string]time.Time), firstUse: make(map[string]keyUse), usage: make(map[usageKey]*usageState),
+	return &detectors{t: t, cfg: t.cfg.Detectors, known: make(map[string]time.Time), firstUse: make(map[string]keyUse), seen: make(map[seenKey]time.Time), usage: make(map[usageKey]*usageState),
 		alerts: make(map[[2]string]int64)}
 }
 
@@ -274,6 +277,14 @@ func networkOf(addr netip.Addr) netip.Prefix {
 // network: an API key used from a network it has not used before, after
 // its learning period.
 func (d *detectors) network(ctx context.Context, r *spotoken.AuditRecord, p *Pass) error {
+	seen := seenKey{r.AppID, r.ActorID, r.ClientIP}
+	if last, ok := d.seen[seen]; ok && r.At.Sub(last) < remarkEvery && !r.At.Before(last) {
+		return nil // this key from this address, checked lately
+	}
+	if len(d.seen) >= d.cfg.UsageMaxTracked {
+		clear(d.seen)
+	}
+	d.seen[seen] = r.At
 	addr, err := netip.ParseAddr(r.ClientIP)
 	if err != nil {
 		return nil // no address to judge

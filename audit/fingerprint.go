@@ -4,8 +4,11 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
+	"hash"
+	"io"
 	"slices"
 	"strconv"
+	"sync"
 
 	"github.com/spotoken/spotoken"
 )
@@ -22,6 +25,7 @@ const FingerprintPrefix = "hmac-sha256:"
 type Fingerprinter struct {
 	keys    map[uint32][]byte
 	primary uint32
+	pools   map[uint32]*sync.Pool // of hash.Hash: hmac.New costs more than the HMAC of a token
 }
 
 // NewFingerprinter returns a fingerprinter that fingerprints under the key of
@@ -31,7 +35,11 @@ func NewFingerprinter(keys map[uint32][]byte, primary uint32) *Fingerprinter {
 	for v, k := range keys {
 		cp[v] = slices.Clone(k)
 	}
-	return &Fingerprinter{keys: cp, primary: primary}
+	f := &Fingerprinter{keys: cp, primary: primary, pools: make(map[uint32]*sync.Pool, len(cp))}
+	for v, k := range cp {
+		f.pools[v] = &sync.Pool{New: func() any { return hmac.New(sha256.New, k) }}
+	}
+	return f
 }
 
 // Fingerprint returns s's fingerprint under the primary key; "" for an
@@ -64,16 +72,19 @@ func (f *Fingerprinter) All(s spotoken.Secret) []string {
 }
 
 func (f *Fingerprinter) under(version uint32, s spotoken.Secret) string {
-	key, ok := f.keys[version]
+	pool, ok := f.pools[version]
 	if !ok {
 		return ""
 	}
-	m := hmac.New(sha256.New, key)
-	m.Write([]byte(s.Reveal()))
+	m := pool.Get().(hash.Hash)
+	m.Reset()
+	io.WriteString(m, s.Reveal())
 	var sum [sha256.Size]byte
-	b := make([]byte, 0, len(FingerprintPrefix)+12+2*sha256.Size)
-	b = append(b, FingerprintPrefix...)
+	m.Sum(sum[:0])
+	pool.Put(m)
+	var buf [len(FingerprintPrefix) + 11 + 2*sha256.Size]byte
+	b := append(buf[:0], FingerprintPrefix...)
 	b = strconv.AppendUint(b, uint64(version), 10)
 	b = append(b, ':')
-	return string(hex.AppendEncode(b, m.Sum(sum[:0])))
+	return string(hex.AppendEncode(b, sum[:]))
 }

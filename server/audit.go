@@ -86,13 +86,18 @@ func userAgent(r *http.Request) string {
 	if len(ua) > 256 {
 		ua = ua[:256]
 	}
-	b := []byte(ua)
-	for i, c := range b {
-		if c < 0x20 || c > 0x7e {
-			b[i] = '?'
+	for i := 0; i < len(ua); i++ {
+		if c := ua[i]; c < 0x20 || c > 0x7e {
+			b := []byte(ua)
+			for j, c := range b {
+				if c < 0x20 || c > 0x7e {
+					b[j] = '?'
+				}
+			}
+			ua = string(b)
+			break
 		}
 	}
-	ua = string(b)
 	if i := strings.Index(ua, spotoken.APIKeyPrefix); i >= 0 {
 		ua = ua[:i] + spotoken.APIKeyPrefix + "[REDACTED]"
 	}
