@@ -97,6 +97,7 @@ func TestOpenAPIPaths(t *testing.T) {
 		"/v1/connections/{id}":       {"get", "delete"},
 		"/v1/connections/{id}/token": {"post"},
 		"/v1/proxy/{id}/{path}":      {"get", "post", "put", "delete", "patch"},
+		"/v1/audit":                  {"get"},
 		"/healthz":                   {"get"},
 		"/readyz":                    {"get"},
 		"/metrics":                   {"get"},
@@ -209,11 +210,14 @@ func TestOpenAPISchemasMatchViews(t *testing.T) {
 	doc := loadOpenAPI(t)
 	schemas := mustMap(t, mustMap(t, doc["components"])["schemas"])
 	for name, v := range map[string]any{
-		"ConnectionView": server.ConnectionView{},
-		"ConnectionList": server.ConnectionList{},
-		"TokenResponse":  server.TokenResponse{},
-		"ConnectSession": server.ConnectSession{},
-		"ErrorResponse":  server.ErrorResponse{},
+		"ConnectionView":  server.ConnectionView{},
+		"ConnectionList":  server.ConnectionList{},
+		"TokenResponse":   server.TokenResponse{},
+		"ConnectSession":  server.ConnectSession{},
+		"ErrorResponse":   server.ErrorResponse{},
+		"AuditRecordView": server.AuditRecordView{},
+		"AuditActorView":  server.AuditActorView{},
+		"AuditList":       server.AuditList{},
 	} {
 		t.Run(name, func(t *testing.T) {
 			schema, ok := schemas[name].(map[string]any)
