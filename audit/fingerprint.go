@@ -26,7 +26,17 @@ type Fingerprinter struct {
 	keys    map[uint32][]byte
 	primary uint32
 	pools   map[uint32]*sync.Pool // of hash.Hash: hmac.New costs more than the HMAC of a token
+
+	// recent remembers the primary fingerprints of recent secrets: a
+	// service vends the same cached token many times an hour. It holds
+	// what the process holds anyway (the engine caches the same tokens),
+	// in memory only, and is emptied when full.
+	mu     sync.Mutex
+	recent map[spotoken.Secret]string
 }
+
+// recentMax bounds Fingerprinter.recent.
+const recentMax = 8192
 
 // NewFingerprinter returns a fingerprinter that fingerprints under the key of
 // version primary and can match fingerprints made under any of keys.
@@ -35,7 +45,7 @@ func NewFingerprinter(keys map[uint32][]byte, primary uint32) *Fingerprinter {
 	for v, k := range keys {
 		cp[v] = slices.Clone(k)
 	}
-	f := &Fingerprinter{keys: cp, primary: primary, pools: make(map[uint32]*sync.Pool, len(cp))}
+	f := &Fingerprinter{keys: cp, primary: primary, pools: make(map[uint32]*sync.Pool, len(cp)), recent: make(map[spotoken.Secret]string)}
 	for v, k := range cp {
 		f.pools[v] = &sync.Pool{New: func() any { return hmac.New(sha256.New, k) }}
 	}
@@ -48,7 +58,20 @@ func (f *Fingerprinter) Fingerprint(s spotoken.Secret) string {
 	if f == nil || s == "" {
 		return ""
 	}
-	return f.under(f.primary, s)
+	f.mu.Lock()
+	fp, ok := f.recent[s]
+	f.mu.Unlock()
+	if ok {
+		return fp
+	}
+	fp = f.under(f.primary, s)
+	f.mu.Lock()
+	if len(f.recent) >= recentMax {
+		clear(f.recent)
+	}
+	f.recent[s] = fp
+	f.mu.Unlock()
+	return fp
 }
 
 // All returns s's fingerprints under every key, newest version first: what

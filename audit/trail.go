@@ -75,6 +75,7 @@ type Trail struct {
 
 	mu       sync.Mutex
 	queue    []spotoken.AuditRecord
+	spare    []spotoken.AuditRecord // the last written queue, reused
 	outcomes []outcome
 
 	flushMu   sync.Mutex // one flush at a time
@@ -244,8 +245,16 @@ func (t *Trail) RunOnce(ctx context.Context) (Pass, error) {
 	}
 	t.mu.Lock()
 	queued := t.queue
-	t.queue = nil
+	t.queue, t.spare = t.spare[:0], nil
 	t.mu.Unlock()
+	defer func(q []spotoken.AuditRecord) {
+		clear(q) // no references kept
+		t.mu.Lock()
+		if cap(q) <= 2*t.cfg.QueueSize {
+			t.spare = q[:0]
+		}
+		t.mu.Unlock()
+	}(queued)
 	for len(queued) > 0 {
 		n := min(len(queued), t.cfg.BatchSize)
 		batch := queued[:n]

@@ -434,7 +434,13 @@ func BenchmarkLoadVendAudit(b *testing.B) {
 	off := newLgWorldAudit(b, false)
 	on := newLgWorldAudit(b, true)
 	target := func(w *lgWorld, name string) lgTarget {
-		return lgTarget{name: name, want: http.StatusOK, body: w.vendBody, newReq: func() (*http.Request, error) { return w.vendRequest(), nil }}
+		t := lgTarget{name: name, want: http.StatusOK, body: w.vendBody, newReq: func() (*http.Request, error) { return w.vendRequest(), nil }}
+		if w.trail != nil {
+			// The records of the run are written within it: their cost
+			// is the audit side's.
+			t.settle = func() error { return w.trail.Flush(context.Background()) }
+		}
+		return t
 	}
 	for _, c := range lgConcurrencies(b) {
 		b.Run(fmt.Sprintf("c=%d", c), func(b *testing.B) {

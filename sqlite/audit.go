@@ -23,18 +23,30 @@ const auditInsertColumns = `version, at, action, app_id, connection_id, actor_ty
 // under SQLite's limit on parameters.
 const auditRowsPerInsert = 200
 
+// auditInsert returns the INSERT of n audit records.
+func auditInsert(n int) string {
+	var b strings.Builder
+	b.WriteString(`INSERT INTO audit_records (` + auditInsertColumns + `) VALUES `)
+	for i := range n {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(`(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
+	}
+	return b.String()
+}
+
+// fullAuditInsert is the INSERT of a full chunk, prepared once when the
+// store opens (DB.auditInsert): parsing it costs as much as inserting a few
+// dozen rows.
+var fullAuditInsert = auditInsert(auditRowsPerInsert)
+
 // insertAudit stores records in tx, stamping a zero At with now.
-func (db *DB) insertAudit(ctx context.Context, tx execer, now time.Time, records []spotoken.AuditRecord) error {
+func (db *DB) insertAudit(ctx context.Context, tx *sql.Tx, now time.Time, records []spotoken.AuditRecord) error {
 	for len(records) > 0 {
 		n := min(len(records), auditRowsPerInsert)
-		var b strings.Builder
-		b.WriteString(`INSERT INTO audit_records (` + auditInsertColumns + `) VALUES `)
 		args := make([]any, 0, n*18)
-		for i, r := range records[:n] {
-			if i > 0 {
-				b.WriteByte(',')
-			}
-			b.WriteString(`(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
+		for _, r := range records[:n] {
 			at := r.At
 			if at.IsZero() {
 				at = now
@@ -50,7 +62,13 @@ func (db *DB) insertAudit(ctx context.Context, tx execer, now time.Time, records
 			args = append(args, v, at.UnixMicro(), string(r.Action), r.AppID, r.ConnectionID, r.ActorType, r.ActorID, r.ActorLabel,
 				r.ClientIP, r.UserAgent, r.RequestID, r.Method, r.Route, r.Status, r.UpstreamStatus, r.Outcome, r.Fingerprint, detail)
 		}
-		if _, err := tx.ExecContext(ctx, b.String(), args...); err != nil {
+		var err error
+		if n == auditRowsPerInsert {
+			_, err = tx.StmtContext(ctx, db.auditInsert).ExecContext(ctx, args...)
+		} else {
+			_, err = tx.ExecContext(ctx, auditInsert(n), args...)
+		}
+		if err != nil {
 			return fmt.Errorf("insert audit records: %w", translate(err, "", ""))
 		}
 		records = records[n:]

@@ -97,6 +97,9 @@ type DB struct {
 	r     *sql.DB // query_only connections: every read
 	codec *rowseal.Codec
 	clock func() time.Time
+	// auditInsert is fullAuditInsert prepared on w's one connection, so a
+	// write transaction reuses it.
+	auditInsert *sql.Stmt
 }
 
 // busyTimeout is how long, in milliseconds, a connection waits for another
@@ -140,6 +143,10 @@ func Open(ctx context.Context, cfg Config) (*DB, error) {
 		db.w.Close()
 		return nil, fmt.Errorf("sqlite: open %s: %w", cfg.Path, err)
 	}
+	if db.auditInsert, err = db.w.PrepareContext(ctx, fullAuditInsert); err != nil {
+		db.w.Close()
+		return nil, fmt.Errorf("sqlite: open %s: prepare: %w", cfg.Path, err)
+	}
 
 	// Readers open after the writer has made the file WAL and migrated it.
 	if db.r, err = sql.Open("sqlite", name+common+"&_pragma=query_only(1)"); err != nil {
@@ -160,6 +167,9 @@ func Open(ctx context.Context, cfg Config) (*DB, error) {
 // write-ahead log into the file and removes it.
 func (db *DB) Close() error {
 	var errs []error
+	if db.auditInsert != nil {
+		errs = append(errs, db.auditInsert.Close())
+	}
 	if db.r != nil {
 		errs = append(errs, db.r.Close())
 	}
