@@ -27,6 +27,10 @@ const (
 	EUnavailable = "temporarily_unavailable"
 	// EAppMisconfigured: Spotify refused the app's credentials (invalid_client).
 	EAppMisconfigured = "app_misconfigured"
+	// EUnauthorizedClient: the app may not use this grant (RFC 6749 §5.2):
+	// a public app, which has no client secret, asked for an app token
+	// (the client-credentials grant).
+	EUnauthorizedClient = "unauthorized_client"
 )
 
 // Error is an error with a code and a message that is safe to show a client.
@@ -104,4 +108,6 @@ var (
 	ErrUnavailable = &Error{Code: EUnavailable, Message: "Spotify is unavailable"}
 	// ErrAppMisconfigured: Spotify refused the app's client credentials.
 	ErrAppMisconfigured = &Error{Code: EAppMisconfigured, Message: "Spotify refused the app's client credentials"}
+	// ErrUnauthorizedClient: the app may not use the grant it asked for.
+	ErrUnauthorizedClient = &Error{Code: EUnauthorizedClient, Message: "the app may not use this grant"}
 )

@@ -131,8 +131,30 @@ type App struct {
 	// WebhookSecret signs webhook deliveries (Standard Webhooks: "whsec_"
 	// and the base64 of the key); sealed at rest.
 	WebhookSecret Secret
-	CreatedAt     time.Time
-	UpdatedAt     time.Time
+	// PreviousClientSecret is, while a client-secret rotation is under
+	// way, the secret ClientSecret replaced: spotoken presents it when
+	// Spotify refuses ClientSecret (invalid_client), until an operator
+	// retires it. Sealed at rest; empty when no rotation is under way.
+	PreviousClientSecret Secret
+	// PreviousWebhookSecret is, while a webhook-secret rotation is under
+	// way, the secret WebhookSecret replaced: every delivery carries a
+	// signature under each, until an operator retires it. Sealed at rest.
+	PreviousWebhookSecret Secret
+	CreatedAt             time.Time
+	UpdatedAt             time.Time
+}
+
+// ClientSecrets returns the client secrets to present to Spotify, in the
+// order to try them: ClientSecret, then PreviousClientSecret while a
+// rotation is under way. It is empty for a public client.
+func (a *App) ClientSecrets() []Secret {
+	var out []Secret
+	for _, s := range []Secret{a.ClientSecret, a.PreviousClientSecret} {
+		if s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
 }
 
 // APIKey authenticates a service to spotoken's API on behalf of one app.
@@ -259,6 +281,11 @@ const (
 	// GrantExpiresAt. Sent once per grant.
 	EventConnectionExpiring EventType = "connection.expiring"
 	EventAppError           EventType = "app.error"
+	// EventConnectFailed: a user came back from Spotify's consent page but
+	// no grant was stored; its data's reason says why (for example
+	// user_not_allowlisted: the app is in development mode and the user is
+	// not on its allowlist).
+	EventConnectFailed EventType = "connect.failed"
 )
 
 // Event is an entry in the outbox, delivered to the app's webhook at least once.

@@ -144,6 +144,69 @@ type EventStore interface {
 	MarkEventFailed(ctx context.Context, id int64, next time.Time, lastError string) error
 }
 
+// AdminKeyStore keeps operators' admin credentials (their SHA-256 hashes,
+// never the keys).
+type AdminKeyStore interface {
+	// CreateAdminKey stores a new admin key; ErrConflict if its ID or hash
+	// exists.
+	CreateAdminKey(ctx context.Context, key *AdminKey) error
+	// AdminKeyByHash finds an admin key, revoked or not, by the SHA-256 of
+	// its value; ErrNotFound if none.
+	AdminKeyByHash(ctx context.Context, hash [32]byte) (*AdminKey, error)
+	// AdminKeys lists every admin key, oldest first.
+	AdminKeys(ctx context.Context) ([]*AdminKey, error)
+	// RevokeAdminKey marks the admin key revoked at at; ErrNotFound if no
+	// admin key has id. Revoking twice keeps the first time.
+	RevokeAdminKey(ctx context.Context, id string, at time.Time) error
+	// TouchAdminKey records that the key was used at at; the recorded time
+	// never moves backwards. ErrNotFound if no admin key has id.
+	TouchAdminKey(ctx context.Context, id string, at time.Time) error
+}
+
+// AppTokenStore keeps each app's client-credentials token, sealed, with a
+// lease so that one replica at a time asks Spotify for a new one.
+type AppTokenStore interface {
+	// AppToken returns the app's token row; ErrNotFound if the app has
+	// none yet (or does not exist).
+	AppToken(ctx context.Context, appID string) (*AppToken, error)
+	// AcquireAppTokenLease gives owner the app token's lease for ttl if
+	// nobody else holds it (or the holder's lease expired), creating the
+	// app's row if it has none; ErrLeaseHeld otherwise. An owner that
+	// already holds it gets it extended. ErrNotFound if the app does not
+	// exist.
+	AcquireAppTokenLease(ctx context.Context, appID, owner string, ttl time.Duration) (Lease, error)
+	// SaveAppToken stores t (ClientID, AccessToken, Expiry) as its app's
+	// token and increments Version, if owner holds the app token's
+	// unexpired lease; ErrLeaseLost otherwise. It keeps the lease.
+	SaveAppToken(ctx context.Context, owner string, t *AppToken) error
+	// ReleaseAppTokenLease gives up owner's lease; ErrLeaseLost if owner
+	// does not hold it, or it expired; ErrNotFound if the app has no row.
+	ReleaseAppTokenLease(ctx context.Context, appID, owner string) error
+}
+
+// EventLog is the outbox seen by operators: the deliveries of an app's
+// events and their redelivery.
+type EventLog interface {
+	// Events lists events as filter selects, newest (highest ID) first.
+	Events(ctx context.Context, filter EventFilter) ([]*Event, error)
+	// RedeliverEvent makes an app's event due again now, as if it were new
+	// (no attempts, no last error, not delivered), whatever its status;
+	// ErrNotFound if the app has no event id.
+	RedeliverEvent(ctx context.Context, appID string, id int64) error
+	// RedeliverEvents makes every event of the app with status (EventFailed
+	// or EventGaveUp; EInvalid otherwise) due again now, as RedeliverEvent
+	// does, and returns how many.
+	RedeliverEvents(ctx context.Context, appID string, status EventStatus) (int, error)
+}
+
+// ConnectionFinder searches connections across apps, for operators.
+type ConnectionFinder interface {
+	// FindConnections returns up to q.Limit connections that q selects,
+	// ordered by app then id, with no token: their Token holds only the
+	// access token's Expiry.
+	FindConnections(ctx context.Context, q ConnectionQuery) ([]*Connection, error)
+}
+
 // Resealer re-seals stored secrets under the key ring's primary key.
 type Resealer interface {
 	// Reseal re-seals, batch rows per transaction, every secret sealed under
@@ -162,6 +225,13 @@ type Store interface {
 	ConnectionStore
 	EventStore
 	AuditStore
+	AdminKeyStore
+	AppTokenStore
+	EventLog
+	ConnectionFinder
+	EndpointStore
+	RateLimitStore
+	SessionStore
 	Resealer
 	// Close releases the store's resources.
 	Close() error

@@ -50,6 +50,26 @@ func (b *broker) FetchToken(ctx context.Context, connectionID string, req TokenR
 	if connectionID == "" {
 		return nil, errors.New("client: empty connection id")
 	}
+	return b.fetch(ctx, connectionID, req)
+}
+
+// FetchAppToken calls POST /v1/app-token.
+func (b *broker) FetchAppToken(ctx context.Context, req TokenRequest) (*oauth2.Token, error) {
+	return b.fetch(ctx, "", req)
+}
+
+// subject names what a token request was for in error messages: a
+// connection, or (connectionID "") the app itself.
+func subject(connectionID string) string {
+	if connectionID == "" {
+		return "app token"
+	}
+	return fmt.Sprintf("connection %q", connectionID)
+}
+
+// fetch asks the broker for connectionID's token, or the app's own token
+// when connectionID is "".
+func (b *broker) fetch(ctx context.Context, connectionID string, req TokenRequest) (*oauth2.Token, error) {
 	body := map[string]any{}
 	if req.MinTTL > 0 {
 		body["min_ttl"] = int64((req.MinTTL + time.Second - 1) / time.Second) // rounded up
@@ -59,11 +79,16 @@ func (b *broker) FetchToken(ctx context.Context, connectionID string, req TokenR
 	}
 	raw, _ := json.Marshal(body)
 	u := *b.base
-	u.Path += "/v1/connections/" + connectionID + "/token"
-	u.RawPath = b.base.EscapedPath() + "/v1/connections/" + url.PathEscape(connectionID) + "/token"
+	if connectionID == "" {
+		u.Path += "/v1/app-token"
+		u.RawPath = b.base.EscapedPath() + "/v1/app-token"
+	} else {
+		u.Path += "/v1/connections/" + connectionID + "/token"
+		u.RawPath = b.base.EscapedPath() + "/v1/connections/" + url.PathEscape(connectionID) + "/token"
+	}
 	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, u.String(), bytes.NewReader(raw))
 	if err != nil {
-		return nil, fmt.Errorf("client: connection %q: building the token request: %w", connectionID, err)
+		return nil, fmt.Errorf("client: %s: building the token request: %w", subject(connectionID), err)
 	}
 	hreq.Header.Set("Authorization", "Bearer "+b.key)
 	hreq.Header.Set("Content-Type", "application/json")
@@ -72,21 +97,22 @@ func (b *broker) FetchToken(ctx context.Context, connectionID string, req TokenR
 	if err != nil {
 		// A *url.Error names the method and the URL, which hold neither the
 		// key nor a token.
-		return nil, fmt.Errorf("client: connection %q: asking the broker for a token: %w", connectionID, err)
+		return nil, fmt.Errorf("client: %s: asking the broker for a token: %w", subject(connectionID), err)
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, maxResponse+1))
 	if err != nil {
-		return nil, fmt.Errorf("client: connection %q: reading the broker's answer: %w", connectionID, err)
+		return nil, fmt.Errorf("client: %s: reading the broker's answer: %w", subject(connectionID), err)
 	}
 	if len(data) > maxResponse {
-		return nil, fmt.Errorf("client: connection %q: the broker's answer is larger than %d bytes", connectionID, maxResponse)
+		return nil, fmt.Errorf("client: %s: the broker's answer is larger than %d bytes", subject(connectionID), maxResponse)
 	}
 	return decodeTokenAnswer(connectionID, resp, data)
 }
 
-// decodeTokenAnswer reads the broker's answer to a token request: a token
-// on 200, an *Error otherwise. No error it returns holds the token.
+// decodeTokenAnswer reads the broker's answer to a token request for
+// connectionID ("" for the app's own token): a token on 200, an *Error
+// otherwise. No error it returns holds the token.
 func decodeTokenAnswer(connectionID string, resp *http.Response, data []byte) (*oauth2.Token, error) {
 	if resp.StatusCode != http.StatusOK {
 		return nil, brokerError(connectionID, resp, data)
@@ -94,15 +120,15 @@ func decodeTokenAnswer(connectionID string, resp *http.Response, data []byte) (*
 	var tr tokenResponse
 	if err := json.Unmarshal(data, &tr); err != nil {
 		// encoding/json's messages name a type or a character, never a value.
-		return nil, fmt.Errorf("client: connection %q: decoding the broker's token answer: %w", connectionID, err)
+		return nil, fmt.Errorf("client: %s: decoding the broker's token answer: %w", subject(connectionID), err)
 	}
 	switch {
 	case tr.AccessToken == "":
-		return nil, fmt.Errorf("client: connection %q: the broker's answer has no access_token", connectionID)
+		return nil, fmt.Errorf("client: %s: the broker's answer has no access_token", subject(connectionID))
 	case !strings.EqualFold(tr.TokenType, "Bearer"):
-		return nil, fmt.Errorf("client: connection %q: the broker's answer has token_type %q, want Bearer", connectionID, truncate(tr.TokenType, 20))
+		return nil, fmt.Errorf("client: %s: the broker's answer has token_type %q, want Bearer", subject(connectionID), truncate(tr.TokenType, 20))
 	case tr.ExpiresAt.IsZero():
-		return nil, fmt.Errorf("client: connection %q: the broker's answer has no expires_at", connectionID)
+		return nil, fmt.Errorf("client: %s: the broker's answer has no expires_at", subject(connectionID))
 	}
 	tok := &oauth2.Token{AccessToken: tr.AccessToken, TokenType: "Bearer", Expiry: tr.ExpiresAt}
 	return tok.WithExtra(map[string]any{"scope": tr.Scope}), nil

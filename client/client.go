@@ -157,6 +157,7 @@ type Client struct {
 
 	mu        sync.Mutex
 	sources   map[string]*source
+	app       *source // the app's own token; see AppTokenSource
 	nextSweep int
 }
 

@@ -13,12 +13,21 @@
 //     request, for any Web API client library, such as
 //     github.com/zmb3/spotify/v2.
 //
+// For catalog calls that act for no user (search, tracks, artists), the
+// app's own token, from Spotify's client-credentials grant through the
+// broker's POST /v1/app-token, comes the same ways: Client.AppToken,
+// Client.AppTokenSource, Client.AppTransport and Client.AppHTTPClient. The
+// broker refuses it (CodeUnauthorizedClient) to an app without a client
+// secret.
+//
 // The transport does what a Web API client must (SPOTIFY.md): when Spotify
-// answers 401 because the access token expired or is invalid (RFC 6750
-// error="invalid_token": "The access token expired", "Invalid access
-// token"), it asks the broker for a new token with force_refresh and sends
-// the request once more; any other 401, such as "Permissions missing", is
-// returned as it is. When Spotify answers 429 it waits Retry-After and
+// answers 401, it asks the broker for a new token with force_refresh and
+// sends the request once more, whatever the 401 says ("Missing/invalid/
+// expired access token" since 2026-07, "The access token expired" or
+// "Invalid access token" before): the wording of Spotify's messages is
+// never read, as it has changed before. The one exception is "Permissions
+// missing", Spotify's 401 for a player endpoint called without its scope,
+// which a new token cannot cure: it is returned as it is. When Spotify answers 429 it waits Retry-After and
 // tries again, a bounded number of times (see RetryPolicy). A request is
 // sent again only when its body can be replayed: no body, or
 // http.Request.GetBody set, as http.NewRequest does for in-memory bodies.

@@ -33,6 +33,13 @@ const (
 	// CodeAppMisconfigured: Spotify refused the app's client credentials;
 	// an operator must fix the app.
 	CodeAppMisconfigured = spotoken.EAppMisconfigured
+	// CodeUnauthorizedClient: the app may not have an app token: it has no
+	// client secret (a public, PKCE-only app).
+	CodeUnauthorizedClient = spotoken.EUnauthorizedClient
+	// CodeUserNotAllowlisted: the app is in Spotify's development mode and
+	// the connection's Spotify user is not on its allowlist; the app's
+	// owner must add the user in Spotify's developer dashboard.
+	CodeUserNotAllowlisted = "user_not_allowlisted"
 	// CodeInternal: the broker failed.
 	CodeInternal = spotoken.EInternal
 )
@@ -57,7 +64,8 @@ var (
 // Error() holds the connection id, the status, the code and the broker's
 // description; never the API key, a token or the connect link.
 type Error struct {
-	// ConnectionID is the connection the request was about.
+	// ConnectionID is the connection the request was about; empty for the
+	// app's own token.
 	ConnectionID string
 	// StatusCode is the HTTP status of the broker's answer.
 	StatusCode int

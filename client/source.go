@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -29,11 +30,12 @@ type tokenSource struct{ s *source }
 // Token implements oauth2.TokenSource.
 func (ts tokenSource) Token() (*oauth2.Token, error) { return ts.s.token(context.Background(), "") }
 
-// source is one connection's cached token and its call to the broker in
-// flight.
+// source is one connection's cached token, or the app's own (app), and
+// its call to the broker in flight.
 type source struct {
-	c  *Client
-	id string
+	c   *Client
+	id  string
+	app bool // the app's own token: id is "-"
 
 	// mu guards the fields below. Client.mu may be held when taking it,
 	// never the other way round.
@@ -119,7 +121,7 @@ func (s *source) start(ctx context.Context, rejected string) *flight {
 	s.flight = f
 	req := TokenRequest{MinTTL: s.c.opts.margin, ForceRefresh: f.force, Rejected: rejected}
 	go func() {
-		tok, err := s.c.provider.FetchToken(fctx, s.id, req)
+		tok, err := s.fetch(fctx, req)
 		cancel()
 		s.mu.Lock()
 		f.tok, f.err = tok, err
@@ -140,4 +142,16 @@ func (s *source) start(ctx context.Context, rejected string) *flight {
 func copyToken(t *oauth2.Token) *oauth2.Token {
 	c := *t
 	return &c
+}
+
+// fetch asks the provider for s's token.
+func (s *source) fetch(ctx context.Context, req TokenRequest) (*oauth2.Token, error) {
+	if !s.app {
+		return s.c.provider.FetchToken(ctx, s.id, req)
+	}
+	p, ok := s.c.provider.(AppTokenProvider)
+	if !ok {
+		return nil, errors.New("client: this client's token provider gives no app tokens")
+	}
+	return p.FetchAppToken(ctx, req)
 }

@@ -16,9 +16,10 @@ import (
 // connectionID's access token from the client's shared cache (see
 // TokenSource), replacing any Authorization header the request had.
 //
-// When Spotify answers 401 because the token expired or is invalid, the
-// transport asks for a new token with force_refresh and sends the request
-// once more; when it answers 429 with a Retry-After within the retry
+// When Spotify answers 401, for any reason but a missing scope (Spotify's
+// "Permissions missing", which a new token does not cure and which is
+// returned as it is), the transport asks for a new token with force_refresh
+// and sends the request once more, once per rejected token; when it answers 429 with a Retry-After within the retry
 // policy, it waits (until the request's context is done) and sends it
 // again. It sends a request again only if its body can be replayed (no
 // body, or GetBody set); otherwise Spotify's answer is returned as it is.
@@ -66,7 +67,7 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	refreshed, retries := false, 0
 	for err == nil && replayable {
 		switch {
-		case resp.StatusCode == http.StatusUnauthorized && !refreshed && webapi.TokenRejected(resp):
+		case !refreshed && webapi.Classify(resp) == webapi.RejectedToken:
 			refreshed = true
 			fresh, ferr := t.s.token(ctx, tok.AccessToken)
 			if ferr != nil {

@@ -46,8 +46,9 @@ type roundTripFunc func(*http.Request) (*http.Response, error)
 
 func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
 
-// TestTransportRetries401 covers Spotify's 401s: only the expired or
-// invalid token gets a forced refresh and one retry.
+// TestTransportRetries401 covers Spotify's 401s: every one, in either era's
+// wording or one nobody has seen yet, gets a forced refresh and one retry,
+// except Permissions missing, which a new token does not cure.
 func TestTransportRetries401(t *testing.T) {
 	tests := []struct {
 		name        string
@@ -57,11 +58,13 @@ func TestTransportRetries401(t *testing.T) {
 		wantForced  int
 		wantAPI401s int64
 	}{
-		{"expired", "The access token expired", 1, http.StatusOK, 1, 1},
-		{"invalid", "Invalid access token", 1, http.StatusOK, 1, 1},
+		{"2026", "Missing/invalid/expired access token", 1, http.StatusOK, 1, 1},
+		{"legacy expired", "The access token expired", 1, http.StatusOK, 1, 1},
+		{"legacy invalid", "Invalid access token", 1, http.StatusOK, 1, 1},
+		{"legacy no token provided", "No token provided", 1, http.StatusOK, 1, 1},
+		{"a wording not seen yet", "Token not accepted", 1, http.StatusOK, 1, 1},
 		{"permissions missing", "Permissions missing", 1, http.StatusUnauthorized, 0, 1},
-		{"no token provided", "No token provided", 1, http.StatusUnauthorized, 0, 1},
-		{"expired twice", "The access token expired", 2, http.StatusUnauthorized, 1, 2},
+		{"refused twice", "Missing/invalid/expired access token", 2, http.StatusUnauthorized, 1, 2},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

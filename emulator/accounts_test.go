@@ -1,6 +1,7 @@
 package emulator_test
 
 import (
+	"fmt"
 	"io"
 	"net/http"
 	"net/url"
@@ -141,6 +142,24 @@ func TestTokenErrors(t *testing.T) {
 				return form(url.Values{"grant_type": {"refresh_token"}, "refresh_token": {rt}, "client_id": {pubID}})
 			},
 			status: 400, code: "invalid_grant", desc: "Refresh token expired",
+		},
+		{
+			// Users report this answer too (felix-hilden/tekore#349).
+			name: "refresh token past its six-month life, answered as revoked",
+			mutate: func(c *emulator.Config) {
+				c.RefreshLifetime = 24 * time.Hour
+				c.ExpiredGrantDescription = "Refresh token revoked"
+			},
+			setup: func(e *env) request {
+				rt := e.pkceGrant("").str("refresh_token")
+				e.emu.Advance(24*time.Hour - time.Second)
+				if r := e.refreshPublic(rt); r.Status != http.StatusOK {
+					e.t.Fatalf("a second before the grant expires: %d %s", r.Status, r.Raw)
+				}
+				e.emu.Advance(time.Second)
+				return form(url.Values{"grant_type": {"refresh_token"}, "refresh_token": {rt}, "client_id": {pubID}})
+			},
+			status: 400, code: "invalid_grant", desc: "Refresh token revoked",
 		},
 		{
 			name: "unknown refresh token",
@@ -519,9 +538,11 @@ func TestAuthorizeConfigurationErrors(t *testing.T) {
 		want string
 	}{
 		{"unknown client", with(pkceQuery(""), "client_id", "nobody"), "INVALID_CLIENT: Invalid client"},
-		{"missing client", with(pkceQuery(""), "client_id", ""), "INVALID_CLIENT: Invalid client"},
+		{"missing client", with(pkceQuery(""), "client_id", ""), "Missing required parameter: client_id"},
 		{"unregistered redirect", with(pkceQuery(""), "redirect_uri", "https://evil.example/callback"), "INVALID_CLIENT: Invalid redirect URI"},
-		{"missing redirect", with(pkceQuery(""), "redirect_uri", ""), "INVALID_CLIENT: Invalid redirect URI"},
+		{"missing redirect", with(pkceQuery(""), "redirect_uri", ""), "Missing required parameter: redirect_uri"},
+		{"missing both", with(with(pkceQuery(""), "redirect_uri", ""), "client_id", ""), "Missing required parameter: client_id"},
+		{"missing redirect, unknown client", with(with(pkceQuery(""), "redirect_uri", ""), "client_id", "nobody"), "Missing required parameter: redirect_uri"},
 		{"trailing slash", with(confQuery(""), "redirect_uri", confRedirect+"/"), "INVALID_CLIENT: Invalid redirect URI"},
 		{"case differs", with(with(confQuery(""), "client_id", "exact"), "redirect_uri", "https://app.example/callback"), "INVALID_CLIENT: Invalid redirect URI"},
 		{"loopback other path", with(pkceQuery(""), "redirect_uri", "http://127.0.0.1:5000/other"), "INVALID_CLIENT: Invalid redirect URI"},
@@ -558,7 +579,7 @@ func TestAuthorizeRedirects(t *testing.T) {
 			url.Values{"code": {"*"}, "state": {"st4te"}}},
 		{"confidential approve", confQuery(""), confRedirect, url.Values{"code": {"*"}, "state": {"st4te"}}},
 		{"no state", func() url.Values { q := confQuery(""); q.Del("state"); return q }(), confRedirect, url.Values{"code": {"*"}}},
-		{"implicit grant is gone", func() url.Values { q := confQuery(""); q.Set("response_type", "token"); return q }(), confRedirect,
+		{"unknown response_type", func() url.Values { q := confQuery(""); q.Set("response_type", "id_token"); return q }(), confRedirect,
 			url.Values{"error": {"unsupported_response_type"}, "error_description": {"response_type must be code"}, "state": {"st4te"}}},
 		{"missing response_type", func() url.Values { q := confQuery(""); q.Del("response_type"); return q }(), confRedirect,
 			url.Values{"error": {"invalid_request"}, "error_description": {"response_type must be supplied"}, "state": {"st4te"}}},
@@ -594,6 +615,60 @@ func TestAuthorizeRedirects(t *testing.T) {
 				t.Errorf("redirect query (-got +want):\n%s", diff)
 			}
 		})
+	}
+}
+
+// TestAuthorizeImplicitGrant: response_type=token, the implicit grant
+// removed on 2025-11-27, is refused in the redirect's fragment, where the
+// implicit grant's answers always went (kaaes/albums-availability#9); the
+// query carries nothing, and no code is issued.
+func TestAuthorizeImplicitGrant(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, nil)
+	for _, tc := range []struct {
+		name, state string
+		q           url.Values
+		base        string
+	}{
+		{"confidential", "st4te", confQuery("user-read-email"), confRedirect},
+		{"public, no state", "", pkceQuery(""), pubRedirectP},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			q := tc.q
+			q.Set("response_type", "token")
+			if tc.state == "" {
+				q.Del("state")
+			}
+			resp := e.authorize(q)
+			if resp.StatusCode != http.StatusFound {
+				t.Fatalf("status %d, want 302", resp.StatusCode)
+			}
+			loc, err := url.Parse(resp.Header.Get("Location"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if loc.RawQuery != "" {
+				t.Errorf("query %q, want none: the error goes in the fragment", loc.RawQuery)
+			}
+			frag, err := url.ParseQuery(loc.Fragment)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := url.Values{"error": {"unsupported_response_type"}}
+			if tc.state != "" {
+				want.Set("state", tc.state)
+			}
+			if diff := cmp.Diff(frag, want); diff != "" {
+				t.Errorf("fragment (-got +want):\n%s", diff)
+			}
+			loc.Fragment = ""
+			if loc.String() != tc.base {
+				t.Errorf("redirected to %s, want %s", loc, tc.base)
+			}
+		})
+	}
+	if got := e.emu.Stats().TokenRequests["authorization_code"]; got != 0 {
+		t.Errorf("token requests: %d", got)
 	}
 }
 
@@ -753,7 +828,19 @@ func TestTokenFaults(t *testing.T) {
 // and past its retention, and says so the way Spotify would then.
 func TestSweepRetention(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, func(c *emulator.Config) { c.Rotation = emulator.Rotation{Mode: emulator.RotateAlways} })
+	for _, legacy := range []bool{false, true} {
+		t.Run(fmt.Sprintf("legacy 401 %v", legacy), func(t *testing.T) {
+			t.Parallel()
+			sweepRetention(t, legacy)
+		})
+	}
+}
+
+func sweepRetention(t *testing.T, legacy bool) {
+	e := newEnv(t, func(c *emulator.Config) {
+		c.Rotation = emulator.Rotation{Mode: emulator.RotateAlways}
+		c.Legacy401 = legacy
+	})
 	first := e.pkceGrant("")
 	second := e.refreshPublic(first.str("refresh_token")) // rotates first's refresh token out
 	if second.Status != 200 {
@@ -767,15 +854,29 @@ func TestSweepRetention(t *testing.T) {
 	me := func(tok string) string {
 		return e.api("GET", "/v1/me", tok, "").Body["error"].(map[string]any)["message"].(string)
 	}
+	if !legacy {
+		// Today one message covers both, so the sweep shows only in the
+		// legacy wording; the refresh tokens below tell it in both.
+		me = func(tok string) string {
+			if got := e.api("GET", "/v1/me", tok, "").Body["error"].(map[string]any)["message"].(string); got != "Missing/invalid/expired access token" {
+				return got
+			}
+			return ""
+		}
+	}
+	wantExpired, wantInvalid := "The access token expired", "Invalid access token"
+	if !legacy {
+		wantExpired, wantInvalid = "", ""
+	}
 
 	e.emu.Advance(90 * time.Minute) // expired 30 minutes ago: still known
 	sweep()
-	if got := me(first.str("access_token")); got != "The access token expired" {
+	if got := me(first.str("access_token")); got != wantExpired {
 		t.Errorf("30 min after expiry: %q", got)
 	}
 	e.emu.Advance(time.Hour) // 90 minutes after expiry: forgotten
 	sweep()
-	if got := me(first.str("access_token")); got != "Invalid access token" {
+	if got := me(first.str("access_token")); got != wantInvalid {
 		t.Errorf("90 min after expiry: %q", got)
 	}
 	if r := e.refreshPublic(first.str("refresh_token")); r.str("error_description") != "Refresh token revoked" {

@@ -91,6 +91,12 @@ func (e *Emulator) renderConsent(w http.ResponseWriter, status int, id, clientID
 // URI is trusted are sent back to it (RFC 6749 §4.1.2.1).
 func (e *Emulator) parseAuthorize(w http.ResponseWriter, r *http.Request) (authRequest, bool) {
 	q := r.URL.Query()
+	for _, p := range []string{"client_id", "redirect_uri"} {
+		if q.Get(p) == "" {
+			authorizeErrorPage(w, "Missing required parameter: "+p)
+			return authRequest{}, false
+		}
+	}
 	c := e.clients[q.Get("client_id")]
 	if c == nil {
 		authorizeErrorPage(w, "INVALID_CLIENT: Invalid client")
@@ -124,6 +130,18 @@ func (e *Emulator) parseAuthorize(w http.ResponseWriter, r *http.Request) (authR
 	case "code":
 	case "":
 		return fail("invalid_request", "response_type must be supplied")
+	case "token":
+		// The implicit grant, removed on 2025-11-27: its answers always
+		// went in the fragment, and so does this refusal.
+		params := url.Values{"error": {"unsupported_response_type"}}
+		if req.state != "" {
+			params.Set("state", req.state)
+		}
+		u, _ := url.Parse(redirect)
+		u.Fragment, u.RawFragment = "", ""
+		w.Header().Set("Cache-Control", "no-store")
+		http.Redirect(w, r, u.String()+"#"+params.Encode(), http.StatusFound)
+		return authRequest{}, false
 	default:
 		return fail("unsupported_response_type", "response_type must be code")
 	}

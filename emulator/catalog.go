@@ -62,7 +62,9 @@ var catalogTracks = func() []catalogTrack {
 	return out
 }()
 
-func artistObject(r *http.Request, a catalogArtist, full bool) map[string]any {
+// artistObject is a (simplified unless full) artist object; dev leaves out
+// what development-mode apps lost in 2026-02/03: popularity and followers.
+func artistObject(r *http.Request, a catalogArtist, full, dev bool) map[string]any {
 	o := map[string]any{
 		"external_urls": map[string]string{"spotify": "https://open.spotify.com/artist/" + a.id},
 		"href":          baseURL(r) + "/v1/artists/" + a.id,
@@ -74,15 +76,19 @@ func artistObject(r *http.Request, a catalogArtist, full bool) map[string]any {
 	if full {
 		o["genres"] = a.genres
 		o["images"] = []any{}
-		o["popularity"] = a.popularity
-		o["followers"] = map[string]any{"href": nil, "total": 1000 * a.popularity}
+		if !dev {
+			o["popularity"] = a.popularity
+			o["followers"] = map[string]any{"href": nil, "total": 1000 * a.popularity}
+		}
 	}
 	return o
 }
 
-func trackObject(r *http.Request, t catalogTrack) map[string]any {
-	artist := artistObject(r, catalogArtists[t.artist], false)
-	return map[string]any{
+// trackObject is a track object; dev leaves out its popularity, as
+// development mode does since 2026-02/03.
+func trackObject(r *http.Request, t catalogTrack, dev bool) map[string]any {
+	artist := artistObject(r, catalogArtists[t.artist], false, dev)
+	o := map[string]any{
 		"album": map[string]any{
 			"album_type":             "album",
 			"artists":                []any{artist},
@@ -113,4 +119,8 @@ func trackObject(r *http.Request, t catalogTrack) map[string]any {
 		"type":          "track",
 		"uri":           "spotify:track:" + t.id,
 	}
+	if dev {
+		delete(o, "popularity")
+	}
+	return o
 }

@@ -20,6 +20,14 @@ const (
 	// RateWindow is the rolling window over which Config.RateLimit is counted,
 	// as Spotify computes its rate limit.
 	RateWindow = 30 * time.Second
+
+	// DefaultExpiredGrantDescription is the error_description of the
+	// invalid_grant for a refresh token past its RefreshLifetime.
+	DefaultExpiredGrantDescription = "Refresh token expired"
+
+	// MaxAllowlist is how many users a development-mode app may have on
+	// its allowlist (Spotify, since 2026-02/03).
+	MaxAllowlist = 5
 )
 
 // Config describes one emulator. The zero value is usable: it registers the
@@ -52,9 +60,27 @@ type Config struct {
 	// RateWindow before it gets 429 with Retry-After. Zero means no limit.
 	RateLimit int
 
-	// DevelopmentMode makes /v1/me omit the fields Spotify withholds from
-	// development-mode apps (country, email, explicit_content, followers, product).
+	// DevelopmentMode models apps in Spotify's development mode since
+	// 2026-02/03: /v1/me omits country, email, explicit_content, followers
+	// and product; tracks and artists have no popularity, artists no
+	// followers; a playlist's tracks are under "items"; and
+	// POST /v1/users/{user_id}/playlists answers 403 Forbidden (use
+	// POST /v1/me/playlists).
 	DevelopmentMode bool
+
+	// Legacy401 makes the Web API refuse a missing, unknown or expired
+	// access token as Spotify did before 2026-07: "No token provided",
+	// "Invalid access token" or "The access token expired", each with its
+	// WWW-Authenticate challenge. By default it answers all three with
+	// today's "Missing/invalid/expired access token".
+	Legacy401 bool
+
+	// ExpiredGrantDescription is the error_description of the invalid_grant
+	// that refreshing a grant past its RefreshLifetime answers. Default
+	// DefaultExpiredGrantDescription; Spotify has also been seen answering
+	// "Refresh token revoked" (felix-hilden/tekore#349), so a client must
+	// tell an expired grant by its own clock, not by this text.
+	ExpiredGrantDescription string
 
 	// Now is the base clock; the emulator's virtual clock is Now plus every
 	// Advance. Default time.Now.
@@ -75,9 +101,54 @@ type Client struct {
 	// RedirectURIs are the registered redirect URIs, matched exactly, except that
 	// a loopback URI registered without a port matches any port (RFC 8252).
 	RedirectURIs []string
-	// Allowlist, when not empty, models a development-mode app: users not on
-	// it can log in but get 403 from the Web API.
+	// Allowlist, when not empty, models a development-mode app's user
+	// list: users not on it can log in and get tokens, but the Web API
+	// answers them 403 with the plain text "User not registered in the
+	// Developer Dashboard". At most MaxAllowlist users.
 	Allowlist []string
+}
+
+// ErrUnknownClient is returned for a client id the emulator does not have.
+var ErrUnknownClient = errors.New("emulator: unknown client")
+
+// SetAllowlist replaces clientID's allowlist, as the app's owner does in
+// Spotify's dashboard; an empty list takes the client out of development
+// mode's user limit. Issued tokens are judged by the new list at once.
+func (e *Emulator) SetAllowlist(clientID string, users []string) error {
+	c := e.clients[clientID]
+	if c == nil {
+		return fmt.Errorf("%w: %q", ErrUnknownClient, clientID)
+	}
+	check := *c
+	check.Allowlist = users
+	if err := check.validate(); err != nil {
+		return err
+	}
+	e.mu.Lock()
+	c.Allowlist = append([]string(nil), users...)
+	e.mu.Unlock()
+	return nil
+}
+
+// ParseAllowlist parses the --allowlist flag syntax [CLIENT_ID=]USER[,USER…]:
+// the users a development-mode client serves; without CLIENT_ID, every
+// registered client.
+func ParseAllowlist(s string) (clientID string, users []string, err error) {
+	list := s
+	if id, rest, ok := strings.Cut(s, "="); ok {
+		clientID, list = id, rest
+		if clientID == "" {
+			return "", nil, fmt.Errorf("allowlist %q: empty client id before '='", s)
+		}
+	}
+	for _, u := range strings.Split(list, ",") {
+		u = strings.TrimSpace(u)
+		if !userIDPattern.MatchString(u) {
+			return "", nil, fmt.Errorf("allowlist %q: user %q: want 1 to 64 of A-Z a-z 0-9 . _ -", s, u)
+		}
+		users = append(users, u)
+	}
+	return clientID, users, nil
 }
 
 // ParseClient parses the --client flag syntax ID[:SECRET]=REDIRECT_URI[,REDIRECT_URI…].
@@ -122,6 +193,14 @@ func (c Client) validate() error {
 	for _, u := range c.RedirectURIs {
 		if err := checkRedirectURI(u); err != nil {
 			return fmt.Errorf("client %q: %w", c.ID, err)
+		}
+	}
+	if len(c.Allowlist) > MaxAllowlist {
+		return fmt.Errorf("client %q: %d users on the allowlist; a development-mode app serves at most %d", c.ID, len(c.Allowlist), MaxAllowlist)
+	}
+	for _, u := range c.Allowlist {
+		if !userIDPattern.MatchString(u) {
+			return fmt.Errorf("client %q: allowlist user %q: want 1 to 64 of A-Z a-z 0-9 . _ -", c.ID, u)
 		}
 	}
 	return nil

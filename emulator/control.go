@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"strconv"
 	"strings"
@@ -38,6 +39,19 @@ type Faults struct {
 	// matching requests; zero means until cleared.
 	Count int
 
+	// Window turns the 429 status faults set in the same call into
+	// Spotify's penalty window (SPOTIFY.md, "Rate limits"): the first
+	// matching request opens a window of RetryAfter seconds on the virtual
+	// clock (hours have been seen); every request until it closes answers
+	// 429 with the seconds left as Retry-After, and lengthens the window by
+	// WindowGrowth, as calling into it does at Spotify (spotipy#1158). Once
+	// the window has passed the fault is gone. It needs a 429 and a
+	// positive RetryAfter, and no Count.
+	Window bool
+	// WindowGrowth is how much each request during the window lengthens
+	// it; zero means DefaultWindowGrowth, negative none.
+	WindowGrowth time.Duration
+
 	// Latency delays every accounts and Web API request.
 	Latency time.Duration
 
@@ -46,6 +60,10 @@ type Faults struct {
 	Outage *bool
 }
 
+// DefaultWindowGrowth is how much a request during a penalty window
+// (Faults.Window) lengthens it, unless Faults.WindowGrowth says otherwise.
+const DefaultWindowGrowth = time.Minute
+
 type statusFault struct {
 	status            int
 	code, description string // token: RFC 6749 error; API: message
@@ -53,6 +71,10 @@ type statusFault struct {
 	retryAfter        string
 	emptyBody         bool
 	remaining         int // < 0: until cleared
+
+	window    time.Duration // > 0: a penalty window (Faults.Window) this long
+	growth    time.Duration // added to the window by each request during it
+	windowEnd time.Time     // zero until the first request opens the window
 }
 
 type faultState struct {
@@ -71,6 +93,24 @@ func (e *Emulator) SetFaults(f Faults) error {
 	if f.Count < 0 || f.Latency < 0 || (f.RetryAfter != nil && *f.RetryAfter < 0) {
 		return errors.New("fault: count, latency and retry_after must not be negative")
 	}
+	var window, growth time.Duration
+	if f.Window {
+		switch {
+		case f.TokenStatus == 0 && f.APIStatus == 0,
+			f.TokenStatus != 0 && f.TokenStatus != http.StatusTooManyRequests,
+			f.APIStatus != 0 && f.APIStatus != http.StatusTooManyRequests:
+			return errors.New("fault: a window is a 429: set token_status or api_status to 429")
+		case f.RetryAfter == nil || *f.RetryAfter <= 0:
+			return errors.New("fault: a window needs a positive retry_after, its length in seconds")
+		case f.Count != 0:
+			return errors.New("fault: a window lasts its retry_after and takes no count")
+		}
+		window, growth = time.Duration(*f.RetryAfter)*time.Second, f.WindowGrowth
+		if growth == 0 {
+			growth = DefaultWindowGrowth
+		}
+		growth = max(growth, 0)
+	}
 	remaining := f.Count
 	if remaining == 0 {
 		remaining = -1
@@ -83,7 +123,7 @@ func (e *Emulator) SetFaults(f Faults) error {
 	defer e.mu.Unlock()
 	if f.TokenStatus != 0 {
 		tf := &statusFault{status: f.TokenStatus, code: f.TokenError, description: f.TokenErrorDescription,
-			retryAfter: retryAfter, remaining: remaining}
+			retryAfter: retryAfter, remaining: remaining, window: window, growth: growth}
 		switch {
 		case tf.code != "":
 		case tf.status >= 500:
@@ -102,7 +142,7 @@ func (e *Emulator) SetFaults(f Faults) error {
 			msg = apiFaultMessage(f.APIStatus)
 		}
 		e.faults.api = &statusFault{status: f.APIStatus, description: msg, reason: f.APIReason,
-			retryAfter: retryAfter, emptyBody: f.EmptyBody, remaining: remaining}
+			retryAfter: retryAfter, emptyBody: f.EmptyBody, remaining: remaining, window: window, growth: growth}
 	}
 	if f.Latency != 0 {
 		e.faults.latency = f.Latency
@@ -134,11 +174,27 @@ func (e *Emulator) ClearFaults() {
 	e.mu.Unlock()
 }
 
-// take consumes one use of *f, clearing it when used up.
-func take(f **statusFault) *statusFault {
+// take consumes one use of *f at now, clearing it when used up, and
+// returns what to answer. A penalty window opens on its first use, grows on
+// every later one, and is cleared once now has reached its end.
+func take(f **statusFault, now time.Time) *statusFault {
 	cur := *f
 	if cur == nil {
 		return nil
+	}
+	if cur.window > 0 {
+		switch {
+		case cur.windowEnd.IsZero():
+			cur.windowEnd = now.Add(cur.window)
+		case !now.Before(cur.windowEnd):
+			*f = nil
+			return nil
+		default:
+			cur.windowEnd = cur.windowEnd.Add(cur.growth)
+		}
+		answer := *cur
+		answer.retryAfter = strconv.FormatInt(int64(math.Ceil(cur.windowEnd.Sub(now).Seconds())), 10)
+		return &answer
 	}
 	if cur.remaining > 0 {
 		cur.remaining--
@@ -151,7 +207,7 @@ func take(f **statusFault) *statusFault {
 
 func (e *Emulator) takeTokenFault() *tokenError {
 	e.mu.Lock()
-	f := take(&e.faults.token)
+	f := take(&e.faults.token, e.nowLocked())
 	e.mu.Unlock()
 	if f == nil {
 		return nil
@@ -162,7 +218,7 @@ func (e *Emulator) takeTokenFault() *tokenError {
 // serveAPIFault answers an injected Web API fault, if one is active.
 func (e *Emulator) serveAPIFault(w http.ResponseWriter) bool {
 	e.mu.Lock()
-	f := take(&e.faults.api)
+	f := take(&e.faults.api, e.nowLocked())
 	e.mu.Unlock()
 	if f == nil {
 		return false
@@ -214,6 +270,8 @@ type faultsWire struct {
 	EmptyBody             bool   `json:"empty_body"`
 	RetryAfter            *int   `json:"retry_after"`
 	Count                 int    `json:"count"`
+	Window                bool   `json:"window"`
+	WindowGrowth          string `json:"window_growth"`
 	Latency               string `json:"latency"`
 	Outage                *bool  `json:"outage"`
 }
@@ -278,6 +336,22 @@ func (e *Emulator) controlRoutes(m *http.ServeMux) {
 	m.HandleFunc("POST /_emulator/users/{id}/password-change", func(w http.ResponseWriter, r *http.Request) {
 		userResult(w, e.ChangePassword(r.PathValue("id")))
 	})
+	m.HandleFunc("PUT /_emulator/clients/{id}/allowlist", func(w http.ResponseWriter, r *http.Request) {
+		var body struct {
+			Users []string `json:"users"`
+		}
+		if !decodeControl(w, r, &body) {
+			return
+		}
+		switch err := e.SetAllowlist(r.PathValue("id"), body.Users); {
+		case errors.Is(err, ErrUnknownClient):
+			controlError(w, http.StatusNotFound, "unknown client")
+		case err != nil:
+			controlError(w, http.StatusBadRequest, err.Error())
+		default:
+			w.WriteHeader(http.StatusNoContent)
+		}
+	})
 	m.HandleFunc("POST /_emulator/auto-approve", func(w http.ResponseWriter, r *http.Request) {
 		var body struct {
 			User string `json:"user"`
@@ -299,7 +373,15 @@ func (e *Emulator) controlRoutes(m *http.ServeMux) {
 		}
 		f := Faults{TokenStatus: fw.TokenStatus, TokenError: fw.TokenError, TokenErrorDescription: fw.TokenErrorDescription,
 			APIStatus: fw.APIStatus, APIMessage: fw.APIMessage, APIReason: fw.APIReason, EmptyBody: fw.EmptyBody,
-			RetryAfter: fw.RetryAfter, Count: fw.Count, Outage: fw.Outage}
+			RetryAfter: fw.RetryAfter, Count: fw.Count, Outage: fw.Outage, Window: fw.Window}
+		if fw.WindowGrowth != "" {
+			d, err := time.ParseDuration(fw.WindowGrowth)
+			if err != nil {
+				controlError(w, http.StatusBadRequest, `window_growth: want a Go duration such as "60s" (negative: none)`)
+				return
+			}
+			f.WindowGrowth = d
+		}
 		if fw.Latency != "" {
 			d, err := time.ParseDuration(fw.Latency)
 			if err != nil {

@@ -20,15 +20,26 @@
 //	POST /api/token                               authorization_code, refresh_token, client_credentials
 //	GET  /v1/me                                   current user
 //	GET  /v1/me/player/currently-playing          user-read-currently-playing
-//	PUT  /v1/me/player/play                       user-modify-playback-state, Premium
+//	PUT  /v1/me/player/play                       user-modify-playback-state, Premium, an active device
+//	PUT  /v1/me/player/pause                      user-modify-playback-state, Premium, an active device
 //	GET  /v1/me/playlists                         playlist-read-private
-//	POST /v1/users/{user_id}/playlists            playlist-modify-public or -private
+//	POST /v1/me/playlists                         playlist-modify-public or -private
+//	POST /v1/users/{user_id}/playlists            the same; 403 Forbidden in development mode
 //	GET  /v1/me/top/{artists|tracks}              user-top-read
 //	     /_emulator/...                           control: stats, clock, users, faults
 //
 // The package imports nothing from the rest of spotoken: it plays the other
 // side of the protocol, so a bug in spotoken's client cannot cancel itself out
 // here. An Emulator is an http.Handler and is safe for concurrent use.
+//
+// It behaves as Spotify does today (SPOTIFY.md, late 2026): the Web API's
+// 401 says "Missing/invalid/expired access token" whatever the reason
+// (Config.Legacy401 brings back the messages of before 2026-07), player
+// endpoints answer a missing scope with 401 "Permissions missing", a
+// development-mode app's allowlist (Client.Allowlist) refuses other users
+// with a plain-text 403, and Config.DevelopmentMode takes away what
+// development mode lost in 2026-02/03. docs/emulator.md lists every
+// behaviour with its source.
 package emulator
 
 import (
@@ -48,6 +59,7 @@ import (
 type Emulator struct {
 	cfg     Config
 	clients map[string]*Client
+	secrets clientSecrets // see SetClientSecrets
 	log     *slog.Logger
 	mux     *http.ServeMux
 
@@ -83,6 +95,9 @@ func New(cfg Config) (*Emulator, error) {
 	}
 	if cfg.RefreshLifetime == 0 {
 		cfg.RefreshLifetime = DefaultRefreshLifetime
+	}
+	if cfg.ExpiredGrantDescription == "" {
+		cfg.ExpiredGrantDescription = DefaultExpiredGrantDescription
 	}
 	if cfg.RateLimit < 0 {
 		return nil, fmt.Errorf("rate limit %d: must not be negative", cfg.RateLimit)
@@ -141,8 +156,10 @@ func (e *Emulator) routes() {
 	m.HandleFunc("GET /v1/me", e.api(nil, e.handleMe))
 	m.HandleFunc("GET /v1/me/player/currently-playing", e.api(scopes("user-read-currently-playing"), e.handleCurrentlyPlaying))
 	m.HandleFunc("PUT /v1/me/player/play", e.api(scopes("user-modify-playback-state"), e.handlePlay))
+	m.HandleFunc("PUT /v1/me/player/pause", e.api(scopes("user-modify-playback-state"), e.handlePause))
 	m.HandleFunc("GET /v1/me/playlists", e.api(scopes("playlist-read-private"), e.handleMyPlaylists))
-	m.HandleFunc("POST /v1/users/{user_id}/playlists", e.api(nil, e.handleCreatePlaylist))
+	m.HandleFunc("POST /v1/me/playlists", e.api(nil, e.handleCreatePlaylist))
+	m.HandleFunc("POST /v1/users/{user_id}/playlists", e.api(nil, e.handleCreateUserPlaylist))
 	m.HandleFunc("GET /v1/me/top/{type}", e.api(scopes("user-top-read"), e.handleTop))
 	m.HandleFunc("/v1/", e.api(nil, func(w http.ResponseWriter, r *http.Request, _ *accessToken) {
 		writeAPIError(w, http.StatusNotFound, "Service not found")

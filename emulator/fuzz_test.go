@@ -175,3 +175,73 @@ func FuzzParseRotation(f *testing.F) {
 		}
 	})
 }
+
+// FuzzParseAllowlist: the --allowlist parser never panics, and what it
+// accepts is a list New takes (within MaxAllowlist).
+func FuzzParseAllowlist(f *testing.F) {
+	for _, s := range []string{"alice", "alice,bob", "my-app=alice, bob", "=alice", "my-app=", "a,,b", "a b", "x=y=z", "\x00"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		client, users, err := emulator.ParseAllowlist(s)
+		if err != nil {
+			return
+		}
+		if len(users) == 0 || strings.ContainsAny(client, "=") {
+			t.Fatalf("ParseAllowlist(%q) = %q, %q", s, client, users)
+		}
+		if len(users) > emulator.MaxAllowlist {
+			return
+		}
+		if _, err := emulator.New(emulator.Config{Clients: []emulator.Client{{ID: "c", RedirectURIs: []string{pubRedirect}, Allowlist: users}}}); err != nil {
+			t.Fatalf("ParseAllowlist(%q) accepted %q but New refuses it: %v", s, users, err)
+		}
+	})
+}
+
+// FuzzAPIAuthorization sends arbitrary Authorization headers to the Web
+// API: only the emulator's own token is served; anything else is Spotify's
+// 400 (not one well-formed bearer token) or 401, with its error object.
+func FuzzAPIAuthorization(f *testing.F) {
+	e := newFuzzEnv(f)
+	rec := httptest.NewRecorder()
+	req := httptest.NewRequest(http.MethodPost, "/api/token", strings.NewReader(url.Values{"grant_type": {"refresh_token"},
+		"refresh_token": {e.refreshToken}, "client_id": {pubID}}.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	e.emu.ServeHTTP(rec, req)
+	var tok struct {
+		AccessToken string `json:"access_token"`
+	}
+	if err := json.Unmarshal(rec.Body.Bytes(), &tok); err != nil || tok.AccessToken == "" {
+		f.Fatalf("refresh: %d %s", rec.Code, rec.Body)
+	}
+	for _, a := range []string{"Bearer " + tok.AccessToken, "Bearer ", "Bearer", "bearer " + tok.AccessToken, "Basic Zm9vOmJhcg==",
+		"Bearer {'access_token': 'x'}", "Bearer a b", `Bearer "x"`, "Bearer abc==", "Bearer =abc", "Bearer \t" + tok.AccessToken} {
+		f.Add(a)
+	}
+	f.Fuzz(func(t *testing.T, auth string) {
+		req := httptest.NewRequest(http.MethodGet, "/v1/me", nil)
+		req.Header.Set("Authorization", auth)
+		rec := httptest.NewRecorder()
+		e.emu.ServeHTTP(rec, req)
+		switch rec.Code {
+		case http.StatusOK:
+			if auth != "Bearer "+tok.AccessToken && !strings.EqualFold(auth, "Bearer "+tok.AccessToken) {
+				t.Fatalf("served %q", auth)
+			}
+			return
+		case http.StatusBadRequest, http.StatusUnauthorized:
+		default:
+			t.Fatalf("%q: status %d", auth, rec.Code)
+		}
+		var body struct {
+			Error struct {
+				Status  int    `json:"status"`
+				Message string `json:"message"`
+			} `json:"error"`
+		}
+		if err := json.Unmarshal(rec.Body.Bytes(), &body); err != nil || body.Error.Status != rec.Code || body.Error.Message == "" {
+			t.Fatalf("%q: %d %s", auth, rec.Code, rec.Body)
+		}
+	})
+}

@@ -213,7 +213,7 @@ func (e *Emulator) authenticateClient(r *http.Request, form url.Values) (c *Clie
 	if c == nil {
 		return nil, false, errInvalidClient("Invalid client")
 	}
-	if secretGiven && (c.Secret == "" || subtle.ConstantTimeCompare([]byte(secret), []byte(c.Secret)) != 1) {
+	if secretGiven && (c.Secret == "" || !e.secretValid(c, secret)) {
 		return nil, false, errInvalidClient("Invalid client secret")
 	}
 	return c, secretGiven, nil
@@ -309,7 +309,7 @@ func (e *Emulator) refreshGrant(form url.Values, c *Client, secretGiven bool) (*
 		return nil, errInvalidGrant("Refresh token revoked")
 	}
 	if e.cfg.RefreshLifetime > 0 && !now.Before(fam.consentedAt.Add(e.cfg.RefreshLifetime)) {
-		return nil, errInvalidGrant("Refresh token expired")
+		return nil, errInvalidGrant(e.cfg.ExpiredGrantDescription)
 	}
 	if presented != fam.current {
 		switch {

@@ -24,6 +24,9 @@ type User struct {
 	Email       string `json:"email,omitempty"`        // default: ID@example.com
 	Country     string `json:"country,omitempty"`      // default: SE
 	Product     string `json:"product,omitempty"`      // "premium" (default) or "free"
+	// NoDevice: the user has no active device, so player commands answer
+	// 404 NO_ACTIVE_DEVICE.
+	NoDevice bool `json:"no_device,omitempty"`
 }
 
 type user struct {
@@ -36,6 +39,7 @@ type playback struct {
 	track     int // index into catalogTracks
 	startedAt time.Time
 	isPlaying bool
+	pausedAt  time.Time // when paused: progress stands still here
 }
 
 type playlist struct {
@@ -110,7 +114,9 @@ func scopes(s ...string) []string { return s }
 
 // api wraps h with what every Web API endpoint does first: injected faults,
 // bearer authentication, the development-mode allowlist, the per-client rate
-// limit and the scope check.
+// limit and the scope check. Player endpoints (/v1/me/player…) refuse a
+// missing scope with 401 Permissions missing, every other endpoint with 403
+// Insufficient client scope (SPOTIFY.md, "Web API errors").
 func (e *Emulator) api(required []string, h apiHandler) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		if e.serveAPIFault(w) {
@@ -125,8 +131,14 @@ func (e *Emulator) api(required []string, h apiHandler) http.HandlerFunc {
 			writeAPIError(w, http.StatusUnauthorized, "Unauthorized.")
 			return
 		}
-		if c := e.clients[tok.clientID]; len(c.Allowlist) > 0 && !slices.Contains(c.Allowlist, tok.userID) {
-			writeAPIError(w, http.StatusForbidden, "User not registered in the Developer Dashboard")
+		e.mu.Lock()
+		allowlist := e.clients[tok.clientID].Allowlist
+		e.mu.Unlock()
+		if len(allowlist) > 0 && !slices.Contains(allowlist, tok.userID) {
+			// Plain text, not the JSON error object (zmb3/spotify#232).
+			w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+			w.WriteHeader(http.StatusForbidden)
+			io.WriteString(w, notAllowlistedMessage)
 			return
 		}
 		if wait, limited := e.rateLimit(tok.clientID); limited {
@@ -135,47 +147,93 @@ func (e *Emulator) api(required []string, h apiHandler) http.HandlerFunc {
 			return
 		}
 		for _, s := range required {
-			if !tok.scopes[s] {
-				writeAPIError(w, http.StatusForbidden, "Insufficient client scope")
+			if tok.scopes[s] {
+				continue
+			}
+			if strings.HasPrefix(r.URL.Path, "/v1/me/player") {
+				writeAPIError(w, http.StatusUnauthorized, "Permissions missing")
 				return
 			}
+			writeAPIError(w, http.StatusForbidden, "Insufficient client scope")
+			return
 		}
 		h(w, r, tok)
 	}
 }
 
+// notAllowlistedMessage is Spotify's plain-text answer to a user who is not
+// on a development-mode app's allowlist.
+const notAllowlistedMessage = "User not registered in the Developer Dashboard"
+
+// The 401 messages for a token Spotify does not accept (SPOTIFY.md, "Web
+// API errors"): one since 2026-07, three before.
+const (
+	message401           = "Missing/invalid/expired access token"
+	legacyNoToken        = "No token provided"
+	legacyInvalidToken   = "Invalid access token"
+	legacyExpiredToken   = "The access token expired"
+	malformedBearerError = "Only valid bearer authentication supported"
+)
+
 // authenticateAPI checks the bearer token and answers Spotify's 400/401 when
-// it is missing, malformed, unknown or expired.
+// it is missing, malformed, unknown or expired: a 401 with today's message
+// and no WWW-Authenticate (whether Spotify still sends one is not known),
+// or with Config.Legacy401 the messages and RFC 6750 challenges of before
+// 2026-07. A value that is not one well-formed bearer token (another scheme,
+// spaces or quotes in it, as a stringified dict has) answers 400.
 func (e *Emulator) authenticateAPI(w http.ResponseWriter, r *http.Request) (*accessToken, bool) {
-	h := r.Header.Get("Authorization")
-	if h == "" {
-		w.Header().Set("WWW-Authenticate", `Bearer realm="spotify"`)
-		writeAPIError(w, http.StatusUnauthorized, "No token provided")
-		return nil, false
-	}
-	scheme, raw, _ := strings.Cut(h, " ")
-	if !strings.EqualFold(scheme, "Bearer") {
-		const msg = "Only valid bearer authentication supported"
-		w.Header().Set("WWW-Authenticate", `Bearer realm="spotify", error="invalid_request", error_description="`+msg+`"`)
-		writeAPIError(w, http.StatusBadRequest, msg)
-		return nil, false
+	h, present := r.Header["Authorization"]
+	raw := ""
+	if present {
+		scheme, value, _ := strings.Cut(strings.Join(h, ","), " ")
+		if !strings.EqualFold(scheme, "Bearer") || len(h) > 1 || !token68(value) {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="spotify", error="invalid_request", error_description="`+malformedBearerError+`"`)
+			writeAPIError(w, http.StatusBadRequest, malformedBearerError)
+			return nil, false
+		}
+		raw = value
 	}
 	e.mu.Lock()
-	tok := e.access[strings.TrimSpace(raw)]
+	tok := e.access[raw]
 	expired := tok != nil && !e.nowLocked().Before(tok.expiresAt)
 	e.mu.Unlock()
+	if tok != nil && !expired {
+		return tok, true
+	}
+	if !e.cfg.Legacy401 {
+		writeAPIError(w, http.StatusUnauthorized, message401)
+		return nil, false
+	}
 	var msg string
 	switch {
+	case raw == "" && !present:
+		w.Header().Set("WWW-Authenticate", `Bearer realm="spotify"`)
+		writeAPIError(w, http.StatusUnauthorized, legacyNoToken)
+		return nil, false
 	case tok == nil:
-		msg = "Invalid access token"
-	case expired:
-		msg = "The access token expired"
+		msg = legacyInvalidToken
 	default:
-		return tok, true
+		msg = legacyExpiredToken
 	}
 	w.Header().Set("WWW-Authenticate", `Bearer realm="spotify", error="invalid_token", error_description="`+msg+`"`)
 	writeAPIError(w, http.StatusUnauthorized, msg)
 	return nil, false
+}
+
+// token68 reports whether v is empty or an RFC 7235 token68, the shape of a
+// bearer token (RFC 6750 §2.1): letters, digits, - . _ ~ + / and trailing =.
+func token68(v string) bool {
+	i := 0
+	for ; i < len(v); i++ {
+		c := v[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.IndexByte("-._~+/", c) >= 0) {
+			break
+		}
+	}
+	if i == 0 && len(v) > 0 {
+		return false
+	}
+	return strings.Trim(v[i:], "=") == ""
 }
 
 // rateLimit counts a request against clientID's rolling window and reports
@@ -276,21 +334,53 @@ func (e *Emulator) handleCurrentlyPlaying(w http.ResponseWriter, r *http.Request
 		pb = *p
 	}
 	e.mu.Unlock()
-	if p == nil || !pb.isPlaying {
+	if p == nil {
 		w.WriteHeader(http.StatusNoContent)
 		return
 	}
+	// Paused playback is 200 with is_playing false (spotify/web-api#1373).
 	t := catalogTracks[pb.track]
-	progress := now.Sub(pb.startedAt).Milliseconds() % int64(t.durationMS)
+	at, disallow := now, "resuming"
+	if !pb.isPlaying {
+		at, disallow = pb.pausedAt, "pausing"
+	}
+	progress := at.Sub(pb.startedAt).Milliseconds() % int64(t.durationMS)
 	writeAPIJSON(w, http.StatusOK, map[string]any{
 		"timestamp":              now.UnixMilli(),
 		"context":                nil,
 		"progress_ms":            progress,
-		"item":                   trackObject(r, t),
+		"item":                   trackObject(r, t, e.cfg.DevelopmentMode),
 		"currently_playing_type": "track",
-		"actions":                map[string]any{"disallows": map[string]bool{"resuming": true}},
-		"is_playing":             true,
+		"actions":                map[string]any{"disallows": map[string]bool{disallow: true}},
+		"is_playing":             pb.isPlaying,
 	})
+}
+
+// playerCommandFailed answers a player command that u cannot run: 403
+// without Premium, 404 NO_ACTIVE_DEVICE without an active device.
+func playerCommandFailed(w http.ResponseWriter, u *user) bool {
+	switch {
+	case u.Product != "premium":
+		writeAPIErrorReason(w, http.StatusForbidden, "Player command failed: Premium required", "PREMIUM_REQUIRED")
+	case u.NoDevice:
+		writeAPIErrorReason(w, http.StatusNotFound, "Player command failed: No active device found", "NO_ACTIVE_DEVICE")
+	default:
+		return false
+	}
+	return true
+}
+
+func (e *Emulator) handlePause(w http.ResponseWriter, r *http.Request, tok *accessToken) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	u := e.ensureUserLocked(tok.userID)
+	if playerCommandFailed(w, u) {
+		return
+	}
+	if u.playing != nil && u.playing.isPlaying {
+		u.playing.isPlaying, u.playing.pausedAt = false, e.nowLocked()
+	}
+	w.WriteHeader(http.StatusNoContent)
 }
 
 func (e *Emulator) handlePlay(w http.ResponseWriter, r *http.Request, tok *accessToken) {
@@ -323,18 +413,24 @@ func (e *Emulator) handlePlay(w http.ResponseWriter, r *http.Request, tok *acces
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	u := e.ensureUserLocked(tok.userID)
-	if u.Product != "premium" {
-		writeAPIErrorReason(w, http.StatusForbidden, "Player command failed: Premium required", "PREMIUM_REQUIRED")
+	if playerCommandFailed(w, u) {
 		return
 	}
-	if track < 0 {
-		track = 0
-		if u.playing != nil {
-			track = u.playing.track
+	now := e.nowLocked()
+	switch {
+	case track < 0 && u.playing != nil && !u.playing.isPlaying && len(raw) == 0:
+		// Resume where it was paused.
+		u.playing.startedAt = now.Add(-u.playing.pausedAt.Sub(u.playing.startedAt))
+		u.playing.isPlaying = true
+	default:
+		if track < 0 {
+			track = 0
+			if u.playing != nil {
+				track = u.playing.track
+			}
 		}
+		u.playing = &playback{track: track, isPlaying: true, startedAt: now.Add(-time.Duration(body.PositionMS) * time.Millisecond)}
 	}
-	u.playing = &playback{track: track, isPlaying: true,
-		startedAt: e.nowLocked().Add(-time.Duration(body.PositionMS) * time.Millisecond)}
 	w.WriteHeader(http.StatusNoContent)
 }
 
@@ -400,12 +496,41 @@ func (e *Emulator) handleMyPlaylists(w http.ResponseWriter, r *http.Request, tok
 	e.mu.Unlock()
 	writeAPIJSON(w, http.StatusOK, page(r, lists, limit, offset, func(p *playlist) any {
 		o := playlistObject(r, p, owner)
-		o["tracks"] = map[string]any{"href": baseURL(r) + "/v1/playlists/" + p.id + "/tracks", "total": 0}
+		e.setPlaylistItems(o, map[string]any{"href": baseURL(r) + "/v1/playlists/" + p.id + "/" + e.itemsField(), "total": 0})
 		return o
 	}))
 }
 
+// itemsField is the name of a playlist's items: "tracks", or "items" in
+// development mode since 2026-02/03.
+func (e *Emulator) itemsField() string {
+	if e.cfg.DevelopmentMode {
+		return "items"
+	}
+	return "tracks"
+}
+
+func (e *Emulator) setPlaylistItems(o map[string]any, v any) { o[e.itemsField()] = v }
+
+// handleCreateUserPlaylist serves POST /v1/users/{user_id}/playlists, one of
+// the endpoints development-mode apps lost in 2026-02/03: they get 403
+// Forbidden and must use POST /v1/me/playlists.
+func (e *Emulator) handleCreateUserPlaylist(w http.ResponseWriter, r *http.Request, tok *accessToken) {
+	if e.cfg.DevelopmentMode {
+		writeAPIError(w, http.StatusForbidden, "Forbidden")
+		return
+	}
+	e.createPlaylist(w, r, tok, r.PathValue("user_id") != tok.userID)
+}
+
+// handleCreatePlaylist serves POST /v1/me/playlists.
 func (e *Emulator) handleCreatePlaylist(w http.ResponseWriter, r *http.Request, tok *accessToken) {
+	e.createPlaylist(w, r, tok, false)
+}
+
+// createPlaylist creates a playlist for tok's user; otherUser refuses it
+// (after the body and scope checks) as a playlist for another user.
+func (e *Emulator) createPlaylist(w http.ResponseWriter, r *http.Request, tok *accessToken, otherUser bool) {
 	var body struct {
 		Name          *string `json:"name"`
 		Public        *bool   `json:"public"`
@@ -430,7 +555,7 @@ func (e *Emulator) handleCreatePlaylist(w http.ResponseWriter, r *http.Request, 
 		writeAPIError(w, http.StatusForbidden, "Insufficient client scope")
 		return
 	}
-	if r.PathValue("user_id") != tok.userID {
+	if otherUser {
 		writeAPIError(w, http.StatusForbidden, "You cannot create a playlist for another user")
 		return
 	}
@@ -451,8 +576,8 @@ func (e *Emulator) handleCreatePlaylist(w http.ResponseWriter, r *http.Request, 
 	e.mu.Unlock()
 	o := playlistObject(r, p, owner)
 	o["followers"] = map[string]any{"href": nil, "total": 0}
-	o["tracks"] = map[string]any{"href": baseURL(r) + "/v1/playlists/" + p.id + "/tracks", "items": []any{},
-		"limit": 100, "next": nil, "offset": 0, "previous": nil, "total": 0}
+	e.setPlaylistItems(o, map[string]any{"href": baseURL(r) + "/v1/playlists/" + p.id + "/" + e.itemsField(), "items": []any{},
+		"limit": 100, "next": nil, "offset": 0, "previous": nil, "total": 0})
 	w.Header().Set("Location", baseURL(r)+"/v1/playlists/"+p.id)
 	writeAPIJSON(w, http.StatusCreated, o)
 }
@@ -500,11 +625,11 @@ func (e *Emulator) handleTop(w http.ResponseWriter, r *http.Request, tok *access
 	}
 	if kind == "artists" {
 		writeAPIJSON(w, http.StatusOK, page(r, rotate(catalogArtists, shift), limit, offset,
-			func(a catalogArtist) any { return artistObject(r, a, true) }))
+			func(a catalogArtist) any { return artistObject(r, a, true, e.cfg.DevelopmentMode) }))
 		return
 	}
 	writeAPIJSON(w, http.StatusOK, page(r, rotate(catalogTracks, shift), limit, offset,
-		func(t catalogTrack) any { return trackObject(r, t) }))
+		func(t catalogTrack) any { return trackObject(r, t, e.cfg.DevelopmentMode) }))
 }
 
 // rotate gives each time range its own order of the same catalog.

@@ -3,6 +3,7 @@ package emulator_test
 import (
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"io"
 	"maps"
 	"mime"
@@ -63,14 +64,30 @@ var webAPIEndpoints = []webAPIEndpoint{
 	{"create-public-playlist", http.MethodPost, "/v1/users/alice/playlists", `{"name":"Mix","public":true}`, "playlist-modify-public", http.StatusCreated},
 	{"create-playlist-public-by-default", http.MethodPost, "/v1/users/alice/playlists", `{"name":"Mix"}`, "playlist-modify-public", http.StatusCreated},
 	{"create-private-playlist", http.MethodPost, "/v1/users/alice/playlists", `{"name":"Mix","public":false}`, "playlist-modify-private", http.StatusCreated},
+	{"create-my-public-playlist", http.MethodPost, "/v1/me/playlists", `{"name":"Mix"}`, "playlist-modify-public", http.StatusCreated},
+	{"create-my-private-playlist", http.MethodPost, "/v1/me/playlists", `{"name":"Mix","public":false}`, "playlist-modify-private", http.StatusCreated},
 	{"play", http.MethodPut, "/v1/me/player/play", "", "user-modify-playback-state", http.StatusNoContent},
+	{"pause", http.MethodPut, "/v1/me/player/pause", "", "user-modify-playback-state", http.StatusNoContent},
 	{"top-artists", http.MethodGet, "/v1/me/top/artists", "", "user-top-read", http.StatusOK},
 	{"top-tracks", http.MethodGet, "/v1/me/top/tracks", "", "user-top-read", http.StatusOK},
 }
 
 // callAPI sends a Web API request with a raw Authorization header ("" sends
-// none), for the cases env.api cannot express (non-Bearer schemes).
+// none), for the cases env.api cannot express (non-Bearer schemes), and
+// decodes its JSON answer.
 func callAPI(t *testing.T, e *env, method, path, authorization, body string) apiResult {
+	t.Helper()
+	res := rawAPI(t, e, method, path, authorization, body)
+	if len(res.Raw) > 0 {
+		if err := json.Unmarshal([]byte(res.Raw), &res.Body); err != nil {
+			t.Fatalf("%s %s: body is not JSON: %q", method, path, res.Raw)
+		}
+	}
+	return res
+}
+
+// rawAPI is callAPI for answers that are not JSON.
+func rawAPI(t *testing.T, e *env, method, path, authorization, body string) apiResult {
 	t.Helper()
 	req, err := http.NewRequest(method, e.srv.URL+path, strings.NewReader(body))
 	if err != nil {
@@ -88,13 +105,7 @@ func callAPI(t *testing.T, e *env, method, path, authorization, body string) api
 	}
 	defer resp.Body.Close()
 	raw, _ := io.ReadAll(resp.Body)
-	res := apiResult{Status: resp.StatusCode, Header: resp.Header, Raw: string(raw)}
-	if len(raw) > 0 {
-		if err := json.Unmarshal(raw, &res.Body); err != nil {
-			t.Fatalf("%s %s: body is not JSON: %q", method, path, raw)
-		}
-	}
-	return res
+	return apiResult{Status: resp.StatusCode, Header: resp.Header, Raw: string(raw)}
 }
 
 // userToken authorizes userID for the public client with scope and returns
@@ -182,75 +193,96 @@ func checkRetryAfter(t *testing.T, h http.Header, lo, hi int) int {
 // sortedKeys lists m's keys in order.
 func sortedKeys(m map[string]any) []string { return slices.Sorted(maps.Keys(m)) }
 
+// The 401 messages by era (SPOTIFY.md, "Web API errors"), written out here
+// rather than taken from the emulator.
+const (
+	message2026    = "Missing/invalid/expired access token"
+	challengeNone  = `Bearer realm="spotify"`
+	invalidToken   = `Bearer realm="spotify", error="invalid_token", error_description="Invalid access token"`
+	expiredToken   = `Bearer realm="spotify", error="invalid_token", error_description="The access token expired"`
+	malformedToken = `Bearer realm="spotify", error="invalid_request", error_description="Only valid bearer authentication supported"`
+)
+
+// authCase is a way to present (or not) an access token, and what each era
+// of Spotify answers to it.
+type authCase struct {
+	name          string
+	authorization func(t *testing.T, e *env, ep webAPIEndpoint) string // "" sends no header
+	status        int
+	message       string // today's (and, for 400, both eras')
+	legacy        string // before 2026-07
+	legacyWWW     string // the legacy WWW-Authenticate; today's 401 has none
+}
+
+// expiredAuthorization grants ep's scope, checks the token works one second
+// before expires_in and returns it one second after.
+func expiredAuthorization(t *testing.T, e *env, ep webAPIEndpoint) string {
+	tok := e.pkceGrant(ep.scope).str("access_token")
+	e.emu.Advance(emulator.DefaultTokenTTL - time.Second)
+	if res := e.api(ep.method, ep.path, tok, ep.body); res.Status != ep.ok {
+		t.Fatalf("just before expiry: %d %s, want %d", res.Status, res.Raw, ep.ok)
+	}
+	e.emu.Advance(2 * time.Second)
+	return "Bearer " + tok
+}
+
+var authCases = func() []authCase {
+	basic := "Basic " + base64.StdEncoding.EncodeToString([]byte(confID+":"+confSecret))
+	const bad = "Only valid bearer authentication supported"
+	fixed := func(v string) func(*testing.T, *env, webAPIEndpoint) string {
+		return func(*testing.T, *env, webAPIEndpoint) string { return v }
+	}
+	withToken := func(format string) func(*testing.T, *env, webAPIEndpoint) string {
+		return func(t *testing.T, e *env, ep webAPIEndpoint) string {
+			return strings.ReplaceAll(format, "TOKEN", e.pkceGrant(ep.scope).str("access_token"))
+		}
+	}
+	return []authCase{
+		{"no Authorization header", fixed(""), 401, message2026, "No token provided", challengeNone},
+		{"empty bearer token", fixed("Bearer "), 401, message2026, "Invalid access token", invalidToken},
+		{"unknown token", fixed("Bearer BQnot-a-token-the-emulator-issued"), 401, message2026, "Invalid access token", invalidToken},
+		{"expired token", expiredAuthorization, 401, message2026, "The access token expired", expiredToken},
+		{"Basic instead of Bearer", fixed(basic), 400, bad, bad, malformedToken},
+		{"valid token under another scheme", withToken("Token TOKEN"), 400, bad, bad, malformedToken},
+		{"stringified dict (spotipy#687)", withToken("Bearer {'access_token': 'TOKEN', 'token_type': 'Bearer'}"), 400, bad, bad, malformedToken},
+		{"token with a space", withToken("Bearer TOKEN extra"), 400, bad, bad, malformedToken},
+		{"quoted token", withToken(`Bearer "TOKEN"`), 400, bad, bad, malformedToken},
+	}
+}()
+
 // TestWebAPIAuthErrors: the authentication rows of SPOTIFY.md's "Web API
-// errors" table, on every endpoint the emulator serves.
+// errors" table, on every endpoint the emulator serves, as Spotify answers
+// them today (one 401 message for an expired, unknown or empty token, no
+// WWW-Authenticate) and, with Legacy401, before 2026-07 (three messages,
+// each with its challenge). A malformed Authorization is 400 in both eras.
 func TestWebAPIAuthErrors(t *testing.T) {
 	t.Parallel()
-	const invalidToken = `Bearer realm="spotify", error="invalid_token", error_description="Invalid access token"`
-	const expiredToken = `Bearer realm="spotify", error="invalid_token", error_description="The access token expired"`
-	const notBearer = `Bearer realm="spotify", error="invalid_request", error_description="Only valid bearer authentication supported"`
-	basic := "Basic " + base64.StdEncoding.EncodeToString([]byte(confID+":"+confSecret))
-
-	cases := []struct {
-		name          string
-		authorization func(t *testing.T, e *env, ep webAPIEndpoint) string
-		status        int
-		message       string
-		wwwAuth       string
-	}{
-		{
-			name:          "no Authorization header",
-			authorization: func(*testing.T, *env, webAPIEndpoint) string { return "" },
-			status:        http.StatusUnauthorized, message: "No token provided", wwwAuth: `Bearer realm="spotify"`,
-		},
-		{
-			name:          "unknown token",
-			authorization: func(*testing.T, *env, webAPIEndpoint) string { return "Bearer BQnot-a-token-the-emulator-issued" },
-			status:        http.StatusUnauthorized, message: "Invalid access token", wwwAuth: invalidToken,
-		},
-		{
-			name: "expired token",
-			authorization: func(t *testing.T, e *env, ep webAPIEndpoint) string {
-				tok := e.pkceGrant(ep.scope).str("access_token")
-				// One second before expires_in it still works...
-				e.emu.Advance(emulator.DefaultTokenTTL - time.Second)
-				if res := e.api(ep.method, ep.path, tok, ep.body); res.Status != ep.ok {
-					t.Fatalf("just before expiry: %d %s, want %d", res.Status, res.Raw, ep.ok)
-				}
-				// ...and one second after it has expired.
-				e.emu.Advance(2 * time.Second)
-				return "Bearer " + tok
-			},
-			status: http.StatusUnauthorized, message: "The access token expired", wwwAuth: expiredToken,
-		},
-		{
-			name:          "Basic instead of Bearer",
-			authorization: func(*testing.T, *env, webAPIEndpoint) string { return basic },
-			status:        http.StatusBadRequest, message: "Only valid bearer authentication supported", wwwAuth: notBearer,
-		},
-		{
-			name: "valid token under another scheme",
-			authorization: func(t *testing.T, e *env, ep webAPIEndpoint) string {
-				return "Token " + e.pkceGrant(ep.scope).str("access_token")
-			},
-			status: http.StatusBadRequest, message: "Only valid bearer authentication supported", wwwAuth: notBearer,
-		},
-	}
-	for _, ep := range webAPIEndpoints {
-		for _, tc := range cases {
-			t.Run(ep.name+"/"+tc.name, func(t *testing.T) {
-				t.Parallel()
-				e := newEnv(t, nil)
-				res := callAPI(t, e, ep.method, ep.path, tc.authorization(t, e, ep), ep.body)
-				checkAPIError(t, res, tc.status, tc.message, "", tc.wwwAuth)
-			})
+	for _, legacy := range []bool{false, true} {
+		for _, ep := range webAPIEndpoints {
+			for _, tc := range authCases {
+				t.Run(fmt.Sprintf("legacy %v/%s/%s", legacy, ep.name, tc.name), func(t *testing.T) {
+					t.Parallel()
+					e := newEnv(t, func(c *emulator.Config) { c.Legacy401 = legacy })
+					res := callAPI(t, e, ep.method, ep.path, tc.authorization(t, e, ep), ep.body)
+					switch {
+					case tc.status == 400:
+						checkAPIError(t, res, 400, tc.message, "", malformedToken)
+					case legacy:
+						checkAPIError(t, res, 401, tc.legacy, "", tc.legacyWWW)
+					default:
+						checkAPIError(t, res, 401, tc.message, "", "")
+					}
+				})
+			}
 		}
 	}
 }
 
 // TestWebAPIScopes: "endpoint without the needed scope" for every row of the
-// endpoints table. A token holding every other scope is refused with 403
-// Insufficient client scope; a token holding only the needed scope is served.
+// endpoints table. A token holding every other scope is refused, by a player
+// endpoint (/v1/me/player…) with 401 Permissions missing, by any other with
+// 403 Insufficient client scope; a token holding only the needed scope is
+// served.
 func TestWebAPIScopes(t *testing.T) {
 	t.Parallel()
 	for _, ep := range webAPIEndpoints {
@@ -259,7 +291,11 @@ func TestWebAPIScopes(t *testing.T) {
 			e := newEnv(t, nil)
 			if ep.scope != "" {
 				res := e.api(ep.method, ep.path, e.pkceGrant(scopesExcept(ep.scope)).str("access_token"), ep.body)
-				checkAPIError(t, res, http.StatusForbidden, "Insufficient client scope", "", "")
+				if strings.HasPrefix(ep.path, "/v1/me/player") {
+					checkAPIError(t, res, http.StatusUnauthorized, "Permissions missing", "", "")
+				} else {
+					checkAPIError(t, res, http.StatusForbidden, "Insufficient client scope", "", "")
+				}
 			}
 			res := e.api(ep.method, ep.path, e.pkceGrant(ep.scope).str("access_token"), ep.body)
 			if res.Status != ep.ok {
@@ -284,12 +320,18 @@ func TestWebAPIErrors(t *testing.T) {
 				}
 			}
 		})
-		// alice can log in (the grant succeeds) but every endpoint refuses her.
+		// alice can log in (the grant succeeds) but every endpoint refuses
+		// her, in plain text: not Spotify's JSON error object.
 		tok := userToken(e, "alice", strings.Join(spotifyScopes, " "))
 		for _, ep := range webAPIEndpoints {
 			t.Run(ep.name, func(t *testing.T) {
-				res := callAPI(t, e, ep.method, ep.path, "Bearer "+tok, ep.body)
-				checkAPIError(t, res, http.StatusForbidden, "User not registered in the Developer Dashboard", "", "")
+				res := rawAPI(t, e, ep.method, ep.path, "Bearer "+tok, ep.body)
+				if res.Status != http.StatusForbidden || res.Raw != "User not registered in the Developer Dashboard" {
+					t.Errorf("%d %q, want 403 with the plain text", res.Status, res.Raw)
+				}
+				if ct := res.Header.Get("Content-Type"); !strings.HasPrefix(ct, "text/plain") {
+					t.Errorf("Content-Type %q, want text/plain", ct)
+				}
 			})
 		}
 		// carol is on the allowlist.
@@ -829,12 +871,12 @@ func TestWebAPIStats(t *testing.T) {
 	e.api("GET", "/v1/me/playlists?limit=0", tok, "")        // 400
 	e.api("GET", "/v1/me/top/artists", tok, "")              // 403
 	e.api("GET", "/v1/no-such-endpoint", tok, "")            // 404
-	e.api("GET", "/v1/me/player/currently-playing", tok, "") // 403
+	e.api("GET", "/v1/me/player/currently-playing", tok, "") // 401 Permissions missing
 	if code, body := e.control("POST", "faults", `{"api_status":503,"count":1}`); code != http.StatusNoContent {
 		t.Fatalf("POST faults: %d %s", code, body)
 	}
 	e.api("GET", "/v1/me", tok, "") // 503
-	want := map[string]int64{"200": 3, "400": 2, "401": 1, "403": 2, "404": 1, "503": 1}
+	want := map[string]int64{"200": 3, "400": 2, "401": 2, "403": 1, "404": 1, "503": 1}
 
 	code, raw := e.control("GET", "stats", "")
 	if code != http.StatusOK {

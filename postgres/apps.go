@@ -15,24 +15,21 @@ import (
 )
 
 const appCols = `id, client_id, client_secret, redirect_uris, default_scopes, return_to_origins, webhook_url, webhook_secret,
-	created_at, updated_at`
-
-// sealedApp is an app's two secret ciphertexts as stored; nil for NULL.
-type sealedApp struct{ client, webhook []byte }
+	created_at, updated_at, previous_client_secret, previous_webhook_secret`
 
 // scanApp reads an app row selected with appCols, returning its secrets
 // unopened.
-func scanApp(row scanner) (*spotoken.App, sealedApp, error) {
+func scanApp(row scanner) (*spotoken.App, rowseal.SealedApp, error) {
 	var (
 		a                  spotoken.App
-		sa                 sealedApp
+		sa                 rowseal.SealedApp
 		redirects, origins []string
 		scopes             []string
 		created, updated   pgtype.Timestamptz
 	)
-	if err := row.Scan(&a.ID, &a.ClientID, &sa.client, &redirects, &scopes, &origins, &a.WebhookURL, &sa.webhook,
-		&created, &updated); err != nil {
-		return nil, sealedApp{}, err
+	if err := row.Scan(&a.ID, &a.ClientID, &sa.Client, &redirects, &scopes, &origins, &a.WebhookURL, &sa.Webhook,
+		&created, &updated, &sa.PrevClient, &sa.PrevWebhook); err != nil {
+		return nil, rowseal.SealedApp{}, err
 	}
 	a.RedirectURIs = fromTextArray(redirects)
 	a.DefaultScopes = spotoken.Scopes(fromTextArray(scopes))
@@ -42,13 +39,12 @@ func scanApp(row scanner) (*spotoken.App, sealedApp, error) {
 }
 
 // openAppSecrets opens the secrets of a, an app scanned with sa.
-func (db *DB) openAppSecrets(a *spotoken.App, sa sealedApp) error {
-	var err error
-	if a.ClientSecret, err = db.codec.Open(rowseal.AppSecret(a.ID), sa.client); err != nil {
-		return fmt.Errorf("app %s: %w", a.ID, err)
-	}
-	if a.WebhookSecret, err = db.codec.Open(rowseal.WebhookSecret(a.ID), sa.webhook); err != nil {
-		return fmt.Errorf("app %s: %w", a.ID, err)
+func (db *DB) openAppSecrets(a *spotoken.App, sa rowseal.SealedApp) error {
+	for _, s := range rowseal.AppSecrets(a, &sa) {
+		var err error
+		if *s.Secret, err = db.codec.Open(s.Field, *s.Sealed); err != nil {
+			return fmt.Errorf("app %s: %w", a.ID, err)
+		}
 	}
 	return nil
 }
@@ -74,18 +70,17 @@ func (db *DB) CreateApp(ctx context.Context, app *spotoken.App) error {
 		return spotoken.Errorf(spotoken.EInvalid, "app id is required")
 	}
 	now := db.now()
-	secret, err := db.codec.Seal(rowseal.AppSecret(app.ID), app.ClientSecret)
-	if err != nil {
-		return fmt.Errorf("create app: %w", err)
+	var sa rowseal.SealedApp
+	for _, s := range rowseal.AppSecrets(app, &sa) {
+		var err error
+		if *s.Sealed, err = db.codec.Seal(s.Field, *s.Secret); err != nil {
+			return fmt.Errorf("create app: %w", err)
+		}
 	}
-	webhookSecret, err := db.codec.Seal(rowseal.WebhookSecret(app.ID), app.WebhookSecret)
-	if err != nil {
-		return fmt.Errorf("create app: %w", err)
-	}
-	err = db.withTx(ctx, func(tx pgx.Tx) error {
-		_, err := tx.Exec(ctx, `INSERT INTO apps (`+appCols+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)`,
-			app.ID, app.ClientID, secret, textArray(app.RedirectURIs), textArray(app.DefaultScopes),
-			textArray(app.ReturnToOrigins), app.WebhookURL, webhookSecret, now)
+	err := db.withTx(ctx, func(tx pgx.Tx) error {
+		_, err := tx.Exec(ctx, `INSERT INTO apps (`+appCols+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, $10, $11)`,
+			app.ID, app.ClientID, sa.Client, textArray(app.RedirectURIs), textArray(app.DefaultScopes),
+			textArray(app.ReturnToOrigins), app.WebhookURL, sa.Webhook, now, sa.PrevClient, sa.PrevWebhook)
 		return err
 	})
 	if pgCode(err) == codeUniqueViolation {
@@ -149,17 +144,18 @@ func (db *DB) UpdateApp(ctx context.Context, id string, fn func(*spotoken.App) e
 				return fnErr
 			}
 			a.ID, a.CreatedAt, a.UpdatedAt = old.ID, old.CreatedAt, db.now()
-			if sealed.client, err = db.sealIfChanged(rowseal.AppSecret(id), old.ClientSecret, a.ClientSecret, sealed.client); err != nil {
-				return err
-			}
-			if sealed.webhook, err = db.sealIfChanged(rowseal.WebhookSecret(id), old.WebhookSecret, a.WebhookSecret, sealed.webhook); err != nil {
-				return err
+			oldSecrets := rowseal.AppSecrets(old, &rowseal.SealedApp{})
+			for i, s := range rowseal.AppSecrets(&a, &sealed) {
+				if *s.Sealed, err = db.sealIfChanged(s.Field, *oldSecrets[i].Secret, *s.Secret, *s.Sealed); err != nil {
+					return err
+				}
 			}
 			if _, err := tx.Exec(ctx, `UPDATE apps SET client_id = $2, client_secret = $3, redirect_uris = $4,
-				default_scopes = $5, return_to_origins = $6, webhook_url = $7, webhook_secret = $8, updated_at = $9
+				default_scopes = $5, return_to_origins = $6, webhook_url = $7, webhook_secret = $8, updated_at = $9,
+				previous_client_secret = $10, previous_webhook_secret = $11
 				WHERE id = $1`,
-				id, a.ClientID, sealed.client, textArray(a.RedirectURIs), textArray(a.DefaultScopes),
-				textArray(a.ReturnToOrigins), a.WebhookURL, sealed.webhook, a.UpdatedAt); err != nil {
+				id, a.ClientID, sealed.Client, textArray(a.RedirectURIs), textArray(a.DefaultScopes),
+				textArray(a.ReturnToOrigins), a.WebhookURL, sealed.Webhook, a.UpdatedAt, sealed.PrevClient, sealed.PrevWebhook); err != nil {
 				return err
 			}
 			a.RedirectURIs = fromTextArray(a.RedirectURIs)

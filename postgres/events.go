@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/spotoken/spotoken"
 )
@@ -52,20 +51,7 @@ func (db *DB) PendingEvents(ctx context.Context, now time.Time, limit int) ([]*s
 	if err != nil {
 		return nil, fmt.Errorf("pending events: %w", err)
 	}
-	events, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (*spotoken.Event, error) {
-		var (
-			e                        spotoken.Event
-			typ                      string
-			attempts                 int32
-			created, next, delivered pgtype.Timestamptz
-		)
-		if err := row.Scan(&e.ID, &typ, &e.AppID, &e.ConnectionID, &e.Data, &created, &attempts, &next, &delivered, &e.LastError); err != nil {
-			return nil, err
-		}
-		e.Type, e.Attempts = spotoken.EventType(typ), int(attempts)
-		e.CreatedAt, e.NextAttemptAt, e.DeliveredAt = fromTstz(created), fromTstz(next), fromTstz(delivered)
-		return &e, nil
-	})
+	events, err := pgx.CollectRows(rows, scanEvent)
 	if err != nil {
 		return nil, fmt.Errorf("pending events: %w", err)
 	}

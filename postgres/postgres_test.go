@@ -164,7 +164,9 @@ func (b *backend) CorruptTokens(t *testing.T, key spotoken.ConnectionKey) {
 // appSecretColumn checks that column is a sealed column of apps.
 func appSecretColumn(t *testing.T, column string) string {
 	t.Helper()
-	if column != "client_secret" && column != "webhook_secret" {
+	switch column {
+	case "client_secret", "webhook_secret", "previous_client_secret", "previous_webhook_secret":
+	default:
 		t.Fatalf("apps has no sealed column %q", column)
 	}
 	return column
@@ -188,6 +190,36 @@ func (b *backend) SetAppCiphertext(t *testing.T, id, column string, ct []byte) {
 	tag, err := connect(t, b.dsn).Exec(context.Background(), `UPDATE apps SET `+appSecretColumn(t, column)+` = $2 WHERE id = $1`, id, ct)
 	if err != nil || tag.RowsAffected() != 1 {
 		t.Fatalf("write apps.%s of %s: %v, %d rows", column, id, err, tag.RowsAffected())
+	}
+}
+
+// webSessionColumn checks that column is a column of web_sessions.
+func webSessionColumn(t *testing.T, column string) string {
+	t.Helper()
+	switch column {
+	case "csrf", "data", "scope", "app_id", "subject":
+		return column
+	}
+	t.Fatalf("web_sessions has no column %q to tamper with", column)
+	return ""
+}
+
+func (b *backend) WebSessionColumn(t *testing.T, idHash [32]byte, column string) any {
+	t.Helper()
+	var v any
+	if err := connect(t, b.dsn).QueryRow(context.Background(), `SELECT `+webSessionColumn(t, column)+` FROM web_sessions WHERE id_hash = $1`,
+		idHash[:]).Scan(&v); err != nil {
+		t.Fatalf("read web_sessions.%s: %v", column, err)
+	}
+	return v
+}
+
+func (b *backend) SetWebSessionColumn(t *testing.T, idHash [32]byte, column string, value any) {
+	t.Helper()
+	tag, err := connect(t, b.dsn).Exec(context.Background(), `UPDATE web_sessions SET `+webSessionColumn(t, column)+` = $2 WHERE id_hash = $1`,
+		idHash[:], value)
+	if err != nil || tag.RowsAffected() != 1 {
+		t.Fatalf("write web_sessions.%s: %v, %d rows", column, err, tag.RowsAffected())
 	}
 }
 

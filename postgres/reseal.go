@@ -28,13 +28,25 @@ type secretTable struct {
 // secretTables are every table holding a secret.
 var secretTables = []secretTable{
 	{
-		name: "apps", pk: []string{"id"}, secrets: []string{"client_secret", "webhook_secret"},
+		name: "apps", pk: []string{"id"},
+		secrets: []string{"client_secret", "webhook_secret", "previous_client_secret", "previous_webhook_secret"},
 		fields: func(v []any) ([]rowseal.Field, error) {
 			id, ok := v[0].(string)
 			if !ok {
 				return nil, fmt.Errorf("apps: id is %T", v[0])
 			}
-			return []rowseal.Field{rowseal.AppSecret(id), rowseal.WebhookSecret(id)}, nil
+			return []rowseal.Field{rowseal.AppSecret(id), rowseal.WebhookSecret(id),
+				rowseal.PreviousAppSecret(id), rowseal.PreviousWebhookSecret(id)}, nil
+		},
+	},
+	{
+		name: "app_tokens", pk: []string{"app_id"}, secrets: []string{"access_token"},
+		fields: func(v []any) ([]rowseal.Field, error) {
+			id, ok := v[0].(string)
+			if !ok {
+				return nil, fmt.Errorf("app_tokens: app_id is %T", v[0])
+			}
+			return []rowseal.Field{rowseal.AppToken(id)}, nil
 		},
 	},
 	{
@@ -64,6 +76,25 @@ var secretTables = []secretTable{
 				return nil, fmt.Errorf("pending_authorizations: %w", err)
 			}
 			return []rowseal.Field{rowseal.Verifier(app, conn, h)}, nil
+		},
+	},
+	{
+		name: "web_sessions", pk: []string{"id_hash"}, extra: []string{"scope", "app_id", "subject"},
+		secrets: []string{"csrf", "data"},
+		fields: func(v []any) ([]rowseal.Field, error) {
+			b, ok1 := v[0].([]byte)
+			scope, ok2 := v[1].(string)
+			app, ok3 := v[2].(string) // NULL (nil): no app
+			subject, ok4 := v[3].(string)
+			if !ok1 || !ok2 || (!ok3 && v[2] != nil) || !ok4 {
+				return nil, fmt.Errorf("web_sessions: row is %T, %T, %T, %T", v[0], v[1], v[2], v[3])
+			}
+			h, err := hash32(b)
+			if err != nil {
+				return nil, fmt.Errorf("web_sessions: %w", err)
+			}
+			s := &spotoken.WebSession{IDHash: h, Scope: scope, AppID: app, Subject: subject}
+			return []rowseal.Field{rowseal.WebSessionCSRF(s), rowseal.WebSessionData(s)}, nil
 		},
 	},
 }

@@ -17,12 +17,23 @@
 // # Failures
 //
 // invalid_grant moves the connection to needs_reauth, with an event, and is
-// never retried on its own. invalid_client marks the app misconfigured, with
-// an event. 429, 5xx and timeouts back off exponentially with full jitter,
-// honouring Retry-After; a 429 also closes a per-app gate until Retry-After,
-// and while a refresh is held back the still-valid token keeps being served.
-// Callers never wait out a Retry-After: they get ErrRateLimited or
-// ErrUnavailable with the time to wait.
+// never retried on its own; the reason is grant_expired when the grant is
+// past its six months by our own clock, whatever Spotify's description says,
+// and revoked before. invalid_client marks the app misconfigured, with an
+// event. 429, 5xx and timeouts back off exponentially with full jitter,
+// honouring Retry-After, and while a refresh is held back the still-valid
+// token keeps being served. Callers never wait out a Retry-After: they get
+// ErrRateLimited or ErrUnavailable with the time to wait.
+//
+// # One 429 window per app
+//
+// A 429 from the token endpoint opens the app's rate-limit window in the
+// store (RateLimitStore), which only grows, so every replica honours it: no
+// token request for the app leaves any replica before the window ends,
+// checked under the connection's lease right before the call to Spotify,
+// and a caller whose token needs a refresh meanwhile is answered
+// rate_limited at once with the time left. Retry-After is honoured in full,
+// hours included: calling into the window makes Spotify lengthen it.
 package refresh
 
 import (
@@ -53,6 +64,8 @@ type Store interface {
 	RenewLease(ctx context.Context, key spotoken.ConnectionKey, owner string, ttl time.Duration) (spotoken.Lease, error)
 	ReleaseLease(ctx context.Context, key spotoken.ConnectionKey, owner string) error
 	AppendEvents(ctx context.Context, events ...spotoken.Event) error
+	RateLimitedUntil(ctx context.Context, appID string) (time.Time, error)
+	ExtendRateLimit(ctx context.Context, appID string, until time.Time) (time.Time, error)
 }
 
 // Refresher redeems a refresh token at Spotify for an app.
@@ -161,9 +174,6 @@ type Engine struct {
 
 	flightSeq atomic.Int64 // makes each flight's lease owner unique
 	inflight  inflight
-
-	mu    sync.Mutex
-	gates map[string]time.Time // app id → no token request before this (429)
 }
 
 // New returns an engine for cfg.
@@ -175,9 +185,7 @@ func New(cfg Config) (*Engine, error) {
 		cfg.Now = time.Now
 	}
 	if cfg.Owner == "" {
-		b := make([]byte, 8)
-		rand.Read(b)
-		cfg.Owner = "engine-" + hex.EncodeToString(b)
+		cfg.Owner = randomOwner("engine-")
 	}
 	if cfg.LeaseTTL <= 0 {
 		cfg.LeaseTTL = 30 * time.Second
@@ -206,8 +214,14 @@ func New(cfg Config) (*Engine, error) {
 	if cfg.Jitter == nil {
 		cfg.Jitter = mathrand.Float64
 	}
-	return &Engine{cfg: cfg, limiter: rate.NewLimiter(cfg.UpstreamRate, cfg.UpstreamBurst), log: cfg.Logger,
-		gates: make(map[string]time.Time)}, nil
+	return &Engine{cfg: cfg, limiter: rate.NewLimiter(cfg.UpstreamRate, cfg.UpstreamBurst), log: cfg.Logger}, nil
+}
+
+// randomOwner is a lease owner name: prefix and 16 random hex digits.
+func randomOwner(prefix string) string {
+	b := make([]byte, 8)
+	rand.Read(b)
+	return prefix + hex.EncodeToString(b)
 }
 
 // Stats returns the engine's counters.
@@ -414,10 +428,14 @@ func (e *Engine) obtain(ctx context.Context, key spotoken.ConnectionKey, req req
 			}
 			return at, err
 		}
-		if at, held, err := e.heldBack(c, req); held {
+		window, err := e.window(ctx, key)
+		if err != nil {
+			return AccessToken{}, err
+		}
+		if at, held, err := e.heldBack(c, req, window); held {
 			return at, err
 		}
-		_, err := e.cfg.Store.AcquireLease(ctx, key, owner, e.cfg.LeaseTTL)
+		_, err = e.cfg.Store.AcquireLease(ctx, key, owner, e.cfg.LeaseTTL)
 		if err == nil {
 			return e.refreshLeased(ctx, key, owner, req)
 		}
@@ -478,18 +496,24 @@ func needsReauth(c *spotoken.Connection) error {
 	return &spotoken.Error{Code: spotoken.ENeedsReauth, Message: msg}
 }
 
+// window reads the end of key's app's rate-limit window from the store.
+func (e *Engine) window(ctx context.Context, key spotoken.ConnectionKey) (time.Time, error) {
+	until, err := e.cfg.Store.RateLimitedUntil(ctx, key.AppID)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("refresh %s: rate-limit window: %w", key, err)
+	}
+	return until, nil
+}
+
 // heldBack reports whether a refresh of c must wait (backoff, or the app's
-// 429 gate), and then answers with the still-valid token or an error saying
-// how long to wait.
-func (e *Engine) heldBack(c *spotoken.Connection, req request) (AccessToken, bool, error) {
+// rate-limit window, which ends at window), and then answers with the
+// still-valid token or an error saying how long to wait.
+func (e *Engine) heldBack(c *spotoken.Connection, req request, window time.Time) (AccessToken, bool, error) {
 	now := e.cfg.Now()
 	until := c.NextAttemptAt
-	e.mu.Lock()
-	gate := e.gates[c.AppID]
-	e.mu.Unlock()
-	limited := gate.After(now)
-	if limited && gate.After(until) {
-		until = gate
+	limited := window.After(now)
+	if limited && window.After(until) {
+		until = window
 	}
 	if !until.After(now) {
 		return AccessToken{}, false, nil
@@ -550,7 +574,7 @@ func (e *Engine) refreshLeased(ctx context.Context, key spotoken.ConnectionKey, 
 	if at, done, err := e.fromRow(c, req); done {
 		return at, err
 	}
-	if at, held, err := e.heldBack(c, req); held {
+	if at, held, err := e.heldBack(c, req, time.Time{}); held {
 		return at, err
 	}
 	app, err := e.cfg.Store.App(ctx, key.AppID)
@@ -559,6 +583,15 @@ func (e *Engine) refreshLeased(ctx context.Context, key spotoken.ConnectionKey, 
 	}
 	if err := e.limiter.Wait(ctx); err != nil {
 		return AccessToken{}, fmt.Errorf("refresh %s: upstream rate limit: %w", key, err)
+	}
+	// The app's window, read last, right before the call: another replica
+	// may have met a 429 while this one waited.
+	window, err := e.window(ctx, key)
+	if err != nil {
+		return AccessToken{}, err
+	}
+	if at, held, err := e.heldBack(c, req, window); held {
+		return at, err
 	}
 	grant, err := e.callSpotify(ctx, key, owner, app, c.Token.RefreshToken)
 	if err != nil {
@@ -661,8 +694,11 @@ func (e *Engine) failed(ctx context.Context, key spotoken.ConnectionKey, read *s
 	switch {
 	case isAccounts && ae.InvalidGrant():
 		e.stats.refreshInvalidGrant.Add(1)
+		// Our own clock tells an expired grant (six months from consent),
+		// not Spotify's description, which says "Refresh token expired" or
+		// "Refresh token revoked" for one (DESIGN §3.6).
 		reason := "revoked"
-		if ae.Description == "Refresh token expired" {
+		if !read.GrantExpiresAt.IsZero() && !now.Before(read.GrantExpiresAt) {
 			reason = "grant_expired"
 		}
 		observed = Outcome{Key: key, At: now, NeedsReauth: reason, ConsentedAt: read.ConsentedAt, GrantExpiresAt: read.GrantExpiresAt}
@@ -690,12 +726,14 @@ func (e *Engine) failed(ctx context.Context, key spotoken.ConnectionKey, read *s
 		if isAccounts && ae.Status == 429 {
 			code = spotoken.ERateLimited
 			e.stats.refreshRateLimited.Add(1)
-			gate := now.Add(max(retryAfter, time.Second))
-			e.mu.Lock()
-			if gate.After(e.gates[key.AppID]) {
-				e.gates[key.AppID] = gate
+			// Open (or lengthen) the app's window for every replica,
+			// while this flight still holds the lease. The window may end
+			// later than this Retry-After: another replica's was longer.
+			until, err := e.cfg.Store.ExtendRateLimit(context.WithoutCancel(ctx), key.AppID, now.Add(max(retryAfter, time.Second)))
+			if err != nil {
+				e.log.Error("record the app's rate-limit window", "app", key.AppID, "err", err)
 			}
-			e.mu.Unlock()
+			retryAfter = max(retryAfter, until.Sub(now))
 		} else {
 			e.stats.refreshTransient.Add(1)
 		}

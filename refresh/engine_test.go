@@ -47,16 +47,26 @@ type world struct {
 
 func newWorld(t *testing.T, mode string, mutate func(*refresh.Config)) *world {
 	t.Helper()
+	return newWorldEmu(t, mode, nil, mutate)
+}
+
+// newWorldEmu is newWorld with the emulator's configuration changed by emu.
+func newWorldEmu(t *testing.T, mode string, emuCfg func(*emulator.Config), mutate func(*refresh.Config)) *world {
+	t.Helper()
 	rot, err := emulator.ParseRotation(mode)
 	if err != nil {
 		t.Fatal(err)
 	}
-	emu, err := emulator.New(emulator.Config{
+	ecfg := emulator.Config{
 		Clients:     []emulator.Client{{ID: clientID, RedirectURIs: []string{redirect}}, {ID: "conf", Secret: "right", RedirectURIs: []string{"https://x.example/cb"}}},
 		AutoApprove: "alice",
 		Rotation:    rot,
 		Now:         fixedClock{time.Date(2026, 7, 1, 12, 0, 0, 0, time.UTC)}.Now,
-	})
+	}
+	if emuCfg != nil {
+		emuCfg(&ecfg)
+	}
+	emu, err := emulator.New(ecfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -105,7 +115,7 @@ func (w *world) connect(id string, scopes ...string) spotoken.ConnectionKey {
 		w.t.Fatalf("exchange: %v", err)
 	}
 	c := &spotoken.Connection{AppID: appID, ID: id, SpotifyUserID: "alice", Scopes: g.Scopes, State: spotoken.StateActive,
-		Token: g.Token(), ConsentedAt: w.emu.Now()}
+		Token: g.Token(), ConsentedAt: w.emu.Now(), GrantExpiresAt: w.emu.Now().Add(emulator.DefaultRefreshLifetime)}
 	if err := w.store.CreateConnection(ctx, c); err != nil {
 		w.t.Fatal(err)
 	}

@@ -21,6 +21,7 @@ import (
 	"os/exec"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -298,4 +299,21 @@ func grantConnection(t *testing.T, base string, now func() time.Time, store conn
 		t.Fatal(err)
 	}
 	return c.Key()
+}
+
+// childClock follows the emulator's virtual time in a child process: now is
+// the real clock plus the offset that sync last read from the emulator at
+// emuURL (GET /_emulator/clock), which the parent moves between rounds.
+func childClock(emuURL string) (now func() time.Time, sync func() error) {
+	var offset atomic.Int64
+	now = func() time.Time { return time.Now().Add(time.Duration(offset.Load())) }
+	sync = func() error {
+		emuNow, err := emulatorNow(ctx, http.DefaultClient, emuURL)
+		if err != nil {
+			return err
+		}
+		offset.Store(int64(time.Until(emuNow)))
+		return nil
+	}
+	return now, sync
 }

@@ -4,13 +4,11 @@ import (
 	"bufio"
 	"context"
 	"fmt"
-	"net/http"
 	"net/http/httptest"
 	"os"
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -191,16 +189,7 @@ func TestEngineChild(t *testing.T) {
 
 	// The emulator's virtual time: the real clock plus an offset read from
 	// the emulator before each round (the emulator advances between rounds).
-	var offset atomic.Int64
-	now := func() time.Time { return time.Now().Add(time.Duration(offset.Load())) }
-	syncClock := func() error {
-		emuNow, err := emulatorNow(ctx, http.DefaultClient, emuURL)
-		if err != nil {
-			return err
-		}
-		offset.Store(int64(time.Until(emuNow)))
-		return nil
-	}
+	now, syncClock := childClock(emuURL)
 	if err := syncClock(); err != nil {
 		childDie("%s: %v", name, err)
 	}

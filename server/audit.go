@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/spotoken/spotoken"
+	"github.com/spotoken/spotoken/admin"
 )
 
 // Auditor keeps the audit trail: an *audit.Trail, wired in cmd/spotoken.
@@ -113,6 +114,8 @@ var auditActions = map[string]spotoken.AuditAction{
 	"GET /v1/connections/{id}":        spotoken.AuditConnectionGet,
 	"DELETE /v1/connections/{id}":     spotoken.AuditConnectionDelete,
 	"GET /v1/audit":                   spotoken.AuditAuditRead,
+	"POST /v1/app-token":              spotoken.AuditTokenVend, // the app's own token: no connection
+	"/v1/proxy/-/{path...}":           spotoken.AuditProxyCall,
 }
 
 // auditRequest writes the audit record of an API request whose outcome is
@@ -362,4 +365,18 @@ func (s *Server) handleAudit(w http.ResponseWriter, r *http.Request, key *spotok
 	}
 	writeJSON(w, http.StatusOK, out)
 	return nil
+}
+
+// adminAuditActor returns r carrying the admin credential by as the actor
+// of the changes it makes (a deletion is recorded with the deletion).
+func (s *Server) adminAuditActor(r *http.Request, by admin.Actor) *http.Request {
+	if s.cfg.Audit == nil {
+		return r
+	}
+	rec := s.auditActor(r, nil, ClientIP(r, s.cfg.TrustedProxies))
+	rec.ActorType, rec.ActorID, rec.ActorLabel = spotoken.ActorAdmin, by.ID, by.Kind+":"+by.Name
+	if rec.ActorID == "" {
+		rec.ActorID = by.Name
+	}
+	return withNote(r, rec)
 }

@@ -35,13 +35,13 @@ func checkConnectionID(id string) error {
 	return nil
 }
 
-// accountsClient is the accounts-service client for app.
-func (s *Server) accountsClient(app *spotoken.App) *accounts.Client {
-	return accounts.New(accounts.Config{
-		ClientID: app.ClientID, ClientSecret: app.ClientSecret,
+// accountsClients are the accounts-service clients of app, one per client
+// secret to try (see accounts.AppClients): the current secret's first.
+func (s *Server) accountsClients(app *spotoken.App) []*accounts.Client {
+	return accounts.AppClients(accounts.Config{
 		AuthURL: s.accounts.String() + "/authorize", TokenURL: s.accounts.String() + "/api/token",
 		HTTPClient: s.cfg.HTTPClient, Now: s.cfg.Now,
-	})
+	}, app)
 }
 
 type createSessionRequest struct {
@@ -58,10 +58,11 @@ func (s *Server) handleCreateSession(w http.ResponseWriter, r *http.Request, key
 	if err := checkConnectionID(req.ConnectionID); err != nil {
 		return err
 	}
-	for _, sc := range req.Scopes {
-		if !validScope.MatchString(sc) {
-			return spotoken.Errorf(spotoken.EInvalid, "scopes: %q is not a Spotify scope name", truncate(sc, 64))
-		}
+	if req.ConnectionID == appSelf {
+		return spotoken.Errorf(spotoken.EInvalid, "connection_id %q names the app itself in /v1/proxy/-/; choose another id", appSelf)
+	}
+	if err := checkScopeNames(req.Scopes); err != nil {
+		return err
 	}
 	app, err := s.cfg.Store.App(r.Context(), key.AppID)
 	if err != nil {
@@ -71,16 +72,33 @@ func (s *Server) handleCreateSession(w http.ResponseWriter, r *http.Request, key
 	if err != nil {
 		return err
 	}
-	scopes := spotoken.Scopes(req.Scopes).Normalize()
-	if req.Scopes == nil {
-		scopes = app.DefaultScopes.Normalize()
-	}
+	scopes := linkScopes(req.Scopes, app.DefaultScopes)
 	sess, err := s.mintSession(r.Context(), app, req.ConnectionID, scopes, returnTo, s.cfg.SessionTTL)
 	if err != nil {
 		return err
 	}
 	writeJSON(w, http.StatusCreated, sess)
 	return nil
+}
+
+// checkScopeNames checks that each requested scope looks like a Spotify
+// scope name; Spotify itself refuses unknown ones.
+func checkScopeNames(scopes []string) error {
+	for _, sc := range scopes {
+		if !validScope.MatchString(sc) {
+			return spotoken.Errorf(spotoken.EInvalid, "scopes: %q is not a Spotify scope name", truncate(sc, 64))
+		}
+	}
+	return nil
+}
+
+// linkScopes are the scopes a connect link asks for: those requested, or
+// fallback when the request named none (nil; an empty list asks for none).
+func linkScopes(requested []string, fallback spotoken.Scopes) spotoken.Scopes {
+	if requested == nil {
+		return fallback.Normalize()
+	}
+	return spotoken.Scopes(requested).Normalize()
 }
 
 // checkReturnTo accepts an absolute http(s) URL whose origin the app
@@ -154,6 +172,8 @@ const (
 	flowStateMismatch  = "state_mismatch"
 	flowExchangeFailed = "exchange_failed"
 	flowProfileFailed  = "profile_failed"
+	flowNotAllowlisted = "user_not_allowlisted"
+	flowRateLimited    = "rate_limited"
 	flowServerError    = "server_error"
 )
 
@@ -167,8 +187,12 @@ var flowMessages = map[string]string{
 	flowStateExpired:   "The sign-in took too long and expired. Nothing was stored; start again from the app.",
 	flowStateMismatch:  "This sign-in was started in another browser or tab. Nothing was stored; start again from the app.",
 	flowExchangeFailed: "Spotify did not complete the sign-in. Nothing was stored; try again from the app.",
-	flowProfileFailed:  "Spotify did not let us read your profile (is your account allowed to use this app?). Nothing was stored.",
-	flowServerError:    "Something went wrong on our side. Nothing was stored; try again later.",
+	flowProfileFailed:  "Spotify did not let us read your profile. Nothing was stored; try again from the app.",
+	flowNotAllowlisted: "This app is in Spotify's development mode, which lets only the Spotify accounts its owner has added use it, and yours is not one of them. " +
+		"Nothing was stored. The app's owner must add your account (your name and the email address of your Spotify account) under User Management " +
+		"in the Spotify developer dashboard; development mode serves up to 5 users. Then connect again from the app.",
+	flowRateLimited: "Spotify is limiting this app's requests for now. Nothing was stored; try again from the app later.",
+	flowServerError: "Something went wrong on our side. Nothing was stored; try again later.",
 }
 
 // stateCookie names the cookie that binds a state to the browser that
@@ -236,7 +260,7 @@ func (s *Server) handleConnect(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set("Referrer-Policy", "no-referrer")
 	s.metrics.connectFlow("started")
-	http.Redirect(w, r, s.accountsClient(app).AuthCodeURL(state, s.CallbackURL(), sess.Scopes, verifier, false), http.StatusFound)
+	http.Redirect(w, r, s.accountsClients(app)[0].AuthCodeURL(state, s.CallbackURL(), sess.Scopes, verifier, false), http.StatusFound)
 }
 
 // consume uses up the pending authorization that token names in domain (a
@@ -315,15 +339,41 @@ func (s *Server) completeConnection(r *http.Request, key spotoken.ConnectionKey,
 		s.log.Error("callback: load app", "request_id", requestID(r), "app", key.AppID, "err", err)
 		return flowServerError
 	}
-	grant, err := s.accountsClient(app).Exchange(ctx, code, p.RedirectURI, p.Verifier.Reveal())
+	// The exchange is a token request: none inside the app's rate-limit
+	// window (DESIGN §3.4), which a 429 here opens for every replica.
+	if until, err := s.cfg.Store.RateLimitedUntil(ctx, app.ID); err != nil {
+		s.log.Error("callback: read the app's rate-limit window", "request_id", requestID(r), "app", app.ID, "err", err)
+		return flowServerError
+	} else if until.After(s.cfg.Now()) {
+		s.log.Warn("callback: the app is rate-limited at Spotify; no code exchange", "request_id", requestID(r), "connection", key.String(), "until", until)
+		return flowRateLimited
+	}
+	// While the app's client secret is rotated, the exchange falls back to
+	// the previous secret if Spotify refuses the new one.
+	grant, err := accounts.FirstAccepted(s.accountsClients(app), func(c *accounts.Client) (*accounts.Grant, error) {
+		return c.Exchange(ctx, code, p.RedirectURI, p.Verifier.Reveal())
+	})
 	if err == nil && grant.RefreshToken == "" {
 		err = errors.New("the token response has no refresh token")
+	}
+	var ae *accounts.Error
+	if errors.As(err, &ae) && ae.Status == http.StatusTooManyRequests {
+		if _, werr := s.cfg.Store.ExtendRateLimit(ctx, app.ID, s.cfg.Now().Add(max(ae.RetryAfter, time.Second))); werr != nil {
+			s.log.Error("callback: record the app's rate-limit window", "request_id", requestID(r), "app", app.ID, "err", werr)
+		}
+		s.log.Warn("callback: Spotify rate-limited the code exchange", "request_id", requestID(r), "connection", key.String(), "retry_after", ae.RetryAfter)
+		return flowRateLimited
 	}
 	if err != nil {
 		s.log.Warn("callback: code exchange failed", "request_id", requestID(r), "connection", key.String(), "err", err)
 		return flowExchangeFailed
 	}
 	me, err := s.profile(ctx, grant.AccessToken)
+	if errors.Is(err, errProfileForbidden) {
+		s.log.Warn("callback: Spotify refused the user: the app is in development mode and the user is not on its allowlist",
+			"request_id", requestID(r), "connection", key.String())
+		return flowNotAllowlisted
+	}
 	if err != nil {
 		s.log.Warn("callback: reading the Spotify profile failed", "request_id", requestID(r), "connection", key.String(), "err", err)
 		return flowProfileFailed
@@ -371,6 +421,14 @@ type spotifyUser struct {
 	DisplayName string `json:"display_name"`
 }
 
+// errProfileForbidden: /v1/me answered 403 to a token that the code
+// exchange had just issued. /v1/me needs no scope and exists in every mode,
+// so the one thing such a 403 can mean is that the app is in development
+// mode and the user is not on its allowlist. The status decides, not the
+// body: Spotify's answer is plain text ("User not registered in the
+// Developer Dashboard"), and neither its wording nor its shape is needed.
+var errProfileForbidden = errors.New("GET /v1/me: 403: the user is not on the app's allowlist")
+
 // profile reads the user's Spotify id and display name from /v1/me.
 func (s *Server) profile(ctx context.Context, token spotoken.Secret) (*spotifyUser, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.api.String()+"/v1/me", nil)
@@ -387,6 +445,9 @@ func (s *Server) profile(ctx context.Context, token spotoken.Secret) (*spotifyUs
 	if err != nil {
 		return nil, fmt.Errorf("GET /v1/me: %w", err)
 	}
+	if resp.StatusCode == http.StatusForbidden {
+		return nil, errProfileForbidden
+	}
 	if resp.StatusCode != http.StatusOK {
 		return nil, fmt.Errorf("GET /v1/me: status %d", resp.StatusCode)
 	}
@@ -398,8 +459,17 @@ func (s *Server) profile(ctx context.Context, token spotoken.Secret) (*spotifyUs
 }
 
 // flowResult ends the flow: a redirect to the app's return_to with the
-// outcome, or spotoken's own page.
+// outcome, or spotoken's own page. A flow that failed once the user was
+// back from Spotify is a connect.failed event for the app, with the
+// outcome as its reason.
 func (s *Server) flowResult(w http.ResponseWriter, r *http.Request, p *spotoken.PendingAuthorization, outcome, connectionID string) {
+	if outcome != flowConnected {
+		key := spotoken.ConnectionKey{AppID: p.AppID, ID: p.ConnectionID}
+		ev := spotoken.NewEvent(spotoken.EventConnectFailed, key, s.cfg.Now(), map[string]any{"reason": outcome})
+		if err := s.cfg.Store.AppendEvents(r.Context(), ev); err != nil {
+			s.log.Error("callback: record connect.failed", "request_id", requestID(r), "connection", key.String(), "err", err)
+		}
+	}
 	if p.ReturnTo == "" {
 		status := http.StatusOK
 		if outcome != flowConnected {

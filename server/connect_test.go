@@ -137,21 +137,28 @@ func (h *harness) connection(app, id string) *spotoken.Connection {
 	return c
 }
 
-// events lists the undelivered events as "type app/connection".
-func (h *harness) events() []string {
+// pending returns the undelivered events.
+func (h *harness) pending() []*spotoken.Event {
 	h.t.Helper()
 	evs, err := h.store.PendingEvents(context.Background(), h.emu.Now().Add(24*time.Hour), 1000)
 	if err != nil {
 		h.t.Fatal(err)
 	}
+	return evs
+}
+
+// events lists the undelivered events as "type app/connection".
+func (h *harness) events() []string {
+	h.t.Helper()
 	out := []string{}
-	for _, e := range evs {
+	for _, e := range h.pending() {
 		out = append(out, string(e.Type)+" "+e.AppID+"/"+e.ConnectionID)
 	}
 	return out
 }
 
-// wantNothingStored checks that no connection and no event exist.
+// wantNothingStored checks that no connection exists and that no event
+// but connect.failed does.
 func (h *harness) wantNothingStored() {
 	h.t.Helper()
 	for _, app := range []string{appID, otherAppID} {
@@ -159,9 +166,32 @@ func (h *harness) wantNothingStored() {
 			h.t.Errorf("app %s has %d connections, want none (first %s)", app, len(cs), cs[0].ID)
 		}
 	}
-	if evs := h.events(); len(evs) != 0 {
-		h.t.Errorf("events %v, want none", evs)
+	for _, ev := range h.events() {
+		if !strings.HasPrefix(ev, "connect.failed ") {
+			h.t.Errorf("event %s, want none but connect.failed", ev)
+		}
 	}
+}
+
+// connectFailures returns the reasons of the connect.failed events, as
+// "app/connection reason".
+func (h *harness) connectFailures() []string {
+	h.t.Helper()
+	out := []string{}
+	for _, e := range h.pending() {
+		if e.Type != spotoken.EventConnectFailed {
+			continue
+		}
+		var data struct {
+			ConnectionID string `json:"connection_id"`
+			Reason       string `json:"reason"`
+		}
+		if err := json.Unmarshal(e.Data, &data); err != nil || data.ConnectionID != e.ConnectionID {
+			h.t.Errorf("connect.failed data %s: %v", e.Data, err)
+		}
+		out = append(out, e.AppID+"/"+e.ConnectionID+" "+data.Reason)
+	}
+	return out
 }
 
 func TestConnectHappyPath(t *testing.T) {
@@ -510,11 +540,40 @@ func TestCallbackRefusals(t *testing.T) {
 		}, "exchange_failed"},
 		{"profile unreadable", func(t *testing.T, h *harness) flowResponse {
 			f := h.startFlow(nil, h.session("c1", nil, "").URL)
-			if err := h.emu.SetFaults(emulator.Faults{APIStatus: 403, APIMessage: "User not registered in the Developer Dashboard"}); err != nil {
+			if err := h.emu.SetFaults(emulator.Faults{APIStatus: 503}); err != nil {
 				t.Fatal(err)
 			}
 			return f.callback(t, f.callbackURL)
 		}, "profile_failed"},
+		{"profile refused with 403, whatever its body", func(t *testing.T, h *harness) flowResponse {
+			f := h.startFlow(nil, h.session("c1", nil, "").URL)
+			if err := h.emu.SetFaults(emulator.Faults{APIStatus: 403, APIMessage: "Something else entirely"}); err != nil {
+				t.Fatal(err)
+			}
+			return f.callback(t, f.callbackURL)
+		}, "user_not_allowlisted"},
+		{"token endpoint rate-limits the exchange", func(t *testing.T, h *harness) flowResponse {
+			f := h.startFlow(nil, h.session("c1", nil, "").URL)
+			wait := 600
+			if err := h.emu.SetFaults(emulator.Faults{TokenStatus: 429, RetryAfter: &wait, Count: 1}); err != nil {
+				t.Fatal(err)
+			}
+			r := f.callback(t, f.callbackURL)
+			// The window is the app's now: the next flow sends no exchange.
+			until, err := h.store.RateLimitedUntil(context.Background(), appID)
+			if err != nil || !until.Equal(h.emu.Now().Add(10*time.Minute)) {
+				t.Errorf("rate-limit window %v (%v), want 10 minutes", until, err)
+			}
+			before := h.emu.Stats().TokenRequests["authorization_code"]
+			g := h.startFlow(nil, h.session("c2", nil, "").URL)
+			if again := g.callback(t, g.callbackURL); again.Outcome != "rate_limited" {
+				t.Errorf("a flow inside the window: %q, want rate_limited", again.Outcome)
+			}
+			if n := h.emu.Stats().TokenRequests["authorization_code"] - before; n != 0 {
+				t.Errorf("%d code exchanges inside the window", n)
+			}
+			return r
+		}, "rate_limited"},
 		{"session token as state", func(t *testing.T, h *harness) flowResponse {
 			sess := h.session("c1", nil, "")
 			token := strings.TrimPrefix(sess.URL, h.ts.URL+"/connect/")
@@ -558,6 +617,19 @@ func TestCallbackRefusals(t *testing.T) {
 				return // that flow went on to connect, on purpose
 			}
 			h.wantNothingStored()
+			// A flow that got back from Spotify tells the app why it
+			// failed: one connect.failed with the outcome as its reason.
+			fails := h.connectFailures()
+			switch tc.want {
+			case "invalid_session", "session_used", "session_expired", "invalid_state", "state_used", "state_expired":
+				if len(fails) != 0 {
+					t.Errorf("connect.failed %v for a flow that never got back from Spotify", fails)
+				}
+			default:
+				if len(fails) == 0 || fails[0] != appID+"/c1 "+tc.want {
+					t.Errorf("connect.failed %v, want first %s/c1 %s", fails, appID, tc.want)
+				}
+			}
 		})
 	}
 }
@@ -599,7 +671,7 @@ func TestCallbackReplayedCode(t *testing.T) {
 	if h.connection(appID, "c2") != nil {
 		t.Error("a replayed code created a connection")
 	}
-	if diff := cmp.Diff(h.events(), []string{"connection.created demo/c1"}); diff != "" {
+	if diff := cmp.Diff(h.events(), []string{"connection.created demo/c1", "connect.failed demo/c2"}); diff != "" {
 		t.Errorf("events (-got +want):\n%s", diff)
 	}
 }

@@ -2,6 +2,7 @@ package server
 
 import (
 	"errors"
+	"fmt"
 	"math"
 	"net/http"
 	"strconv"
@@ -63,13 +64,19 @@ func (s *Server) handleListConnections(w http.ResponseWriter, r *http.Request, k
 	if err != nil {
 		return err
 	}
+	window, err := s.rateLimitWindow(r, key.AppID)
+	if err != nil {
+		return err
+	}
 	out := ConnectionList{Connections: make([]ConnectionView, 0, min(len(cs), want))}
 	for i, c := range cs {
 		if i == want {
 			out.NextCursor = cs[want-1].ID
 			break
 		}
-		out.Connections = append(out.Connections, NewConnectionView(c))
+		v := NewConnectionView(c)
+		v.RateLimitedUntil = window
+		out.Connections = append(out.Connections, v)
 	}
 	writeJSON(w, http.StatusOK, out)
 	return nil
@@ -87,8 +94,21 @@ func (s *Server) handleGetConnection(w http.ResponseWriter, r *http.Request, key
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, NewConnectionView(c))
+	v := NewConnectionView(c)
+	if v.RateLimitedUntil, err = s.rateLimitWindow(r, ck.AppID); err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, v)
 	return nil
+}
+
+// rateLimitWindow is the app's rate-limit window for its views.
+func (s *Server) rateLimitWindow(r *http.Request, appID string) (*time.Time, error) {
+	until, err := s.cfg.Store.RateLimitedUntil(r.Context(), appID)
+	if err != nil {
+		return nil, fmt.Errorf("read the rate-limit window of app %s: %w", appID, err)
+	}
+	return RateLimitWindow(until, s.cfg.Now()), nil
 }
 
 func (s *Server) handleDeleteConnection(w http.ResponseWriter, r *http.Request, key *spotoken.APIKey) error {
@@ -131,6 +151,14 @@ type tokenRequest struct {
 	ForceRefresh bool        `json:"force_refresh"`
 }
 
+// minTTL is the request's min_ttl, zero when absent.
+func (t tokenRequest) minTTL() time.Duration {
+	if t.MinTTL == nil {
+		return 0
+	}
+	return time.Duration(*t.MinTTL) * time.Second
+}
+
 // ttlSeconds is min_ttl: whole seconds from 0 to maxMinTTL.
 type ttlSeconds int
 
@@ -155,10 +183,6 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request, key *spotok
 	if err := decodeJSON(w, r, &req, true); err != nil {
 		return err
 	}
-	minTTL := 0
-	if req.MinTTL != nil {
-		minTTL = int(*req.MinTTL)
-	}
 	var at refresh.AccessToken
 	if req.ForceRefresh {
 		if wait := s.forceAllowed(ck); wait > 0 {
@@ -167,7 +191,7 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request, key *spotok
 		}
 		at, err = s.cfg.Tokens.Refresh(r.Context(), ck)
 	} else {
-		at, err = s.cfg.Tokens.Token(r.Context(), ck, time.Duration(minTTL)*time.Second)
+		at, err = s.cfg.Tokens.Token(r.Context(), ck, req.minTTL())
 	}
 	if err != nil {
 		s.metrics.vend(spotoken.ErrorCode(err))

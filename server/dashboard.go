@@ -3,8 +3,8 @@ package server
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"crypto/subtle"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"html/template"
@@ -13,29 +13,35 @@ import (
 	"net/url"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/spotoken/spotoken"
+	"github.com/spotoken/spotoken/internal/websession"
 )
 
 // The dashboard is a server-rendered page at / for the people behind an
 // app: they sign in with one of the app's API keys and see the app's
 // connections, delete them and make connect links. It needs no JavaScript.
 //
-// A sign-in makes a random session kept in memory (so a restart signs
-// everyone out), named by an HttpOnly, SameSite=Strict cookie. The API key
-// itself is never stored, echoed or logged: the session keeps the key's
-// SHA-256 hash and looks the key up on every request, so revoking the key
-// ends its sessions at once. Every POST carries the session's CSRF token
-// and, when the browser sends Sec-Fetch-Site, Origin or Referer, must come
-// from the dashboard's own origin.
+// A sign-in makes a session kept in the store by internal/websession, so
+// it survives a restart and every replica sees it, named by an HttpOnly,
+// SameSite=Strict cookie (__Host-spotoken_dashboard over https). It ends
+// after an hour unused or twelve hours after sign-in. Each app keeps at
+// most Config.DashboardSessions of them (1,000, and 100 per API key by
+// default): signing in past the cap ends that app's (or that key's)
+// soonest-ending session, never another app's. The API key itself is never
+// stored, echoed or logged: the session keeps the key's SHA-256 hash, sealed,
+// and looks the key up on every request, so revoking the key ends its
+// sessions at once. Every POST carries the session's CSRF token and, when
+// the browser sends Sec-Fetch-Site, Origin or Referer, must come from the
+// dashboard's own origin.
 
 const (
 	dashCookie      = "spotoken_dashboard"
+	dashKind        = "dashboard"
 	dashSessionTTL  = 12 * time.Hour
+	dashIdleTimeout = time.Hour
 	dashPageSize    = 50
-	dashMaxSessions = 10000
 	dashMaxForm     = 16 << 10
 	dashCSRFField   = "csrf_token"
 )
@@ -58,40 +64,62 @@ func dashPage(name string) *template.Template {
 
 type dashboard struct {
 	s *Server
-	// base is the public URL's path; links, form actions and redirects
+	// base is the admin URL's path; links, form actions and redirects
 	// start with it.
-	base string
-
-	mu       sync.Mutex
-	sessions map[[32]byte]*dashSession // by the SHA-256 of the cookie's value
+	base     string
+	sessions *websession.Manager
 }
 
-// dashSession is a signed-in person. It holds the API key's hash, never the key.
+// dashSession is a signed-in person: the stored session (scope
+// dashboard:<app>, subject the API key's id) and its data. It holds the API
+// key's hash, never the key.
 type dashSession struct {
-	id       [32]byte
-	appID    string
-	keyID    string
-	keyHash  [32]byte
-	keyLabel string
-	csrf     string
-	expires  time.Time
-	// flash is shown once, by the next page: the outcome of a POST.
-	flash *dashFlash
+	ws    *spotoken.WebSession
+	appID string
+	keyID string
+	dashData
+}
+
+// dashData is what a dashboard session keeps, sealed in the store.
+type dashData struct {
+	KeyHash  []byte `json:"key_hash"`
+	KeyLabel string `json:"key_label"`
+	// Flash is shown once, by the next page: the outcome of a POST. It may
+	// hold a connect link, hence sealed.
+	Flash *dashFlash `json:"flash,omitempty"`
+}
+
+func (d dashData) encode() spotoken.Secret {
+	b, err := json.Marshal(d)
+	if err != nil {
+		panic(fmt.Sprintf("server: dashboard session data must marshal: %v", err))
+	}
+	return spotoken.Secret(b)
 }
 
 // dashFlash is what a POST tells the page it redirects to.
 type dashFlash struct {
-	Notice string
-	Link   *dashLink
+	Notice string    `json:"notice,omitempty"`
+	Link   *dashLink `json:"link,omitempty"`
 }
 
 // dashLink is a connect link just made.
 type dashLink struct {
-	ConnectionID, URL, Expires string
+	ConnectionID string `json:"connection_id"`
+	URL          string `json:"url"`
+	Expires      string `json:"expires"`
 }
 
-func newDashboard(s *Server) *dashboard {
-	return &dashboard{s: s, base: s.public.Path, sessions: make(map[[32]byte]*dashSession)}
+func newDashboard(s *Server) (*dashboard, error) {
+	sessions, err := websession.New(websession.Config{
+		Store: s.cfg.Store, Cookie: dashCookie, PublicURL: s.admin.String(), Kinds: []string{dashKind},
+		IdleTimeout: dashIdleTimeout, MaxAge: dashSessionTTL, Limits: s.cfg.DashboardSessions,
+		Now: s.cfg.Now, Logger: s.log,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("server: dashboard: %w", err)
+	}
+	return &dashboard{s: s, base: s.admin.Path, sessions: sessions}, nil
 }
 
 func (d *dashboard) routes(m *http.ServeMux) {
@@ -104,23 +132,15 @@ func (d *dashboard) routes(m *http.ServeMux) {
 	m.HandleFunc("GET /dashboard/connections/{id}/audit", d.signedIn(d.handleAudit))
 }
 
-// sweep drops expired sessions.
-func (d *dashboard) sweep() {
-	now := d.s.cfg.Now()
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	d.sweepLocked(now)
-}
-
-func (d *dashboard) sweepLocked(now time.Time) {
-	for id, sess := range d.sessions {
-		if !now.Before(sess.expires) {
-			delete(d.sessions, id)
-		}
+// sweep deletes the web sessions (the dashboard's and any other) that have
+// ended.
+func (d *dashboard) sweep(ctx context.Context) {
+	if n, err := d.s.cfg.Store.DeleteExpiredWebSessions(ctx, d.s.cfg.Now()); err != nil {
+		d.s.log.Warn("delete ended web sessions", "err", err)
+	} else if n > 0 {
+		d.s.log.Debug("deleted ended web sessions", "count", n)
 	}
 }
-
-func sessionID(token string) [32]byte { return sha256.Sum256([]byte("spotoken dashboard\x00" + token)) }
 
 // setHeaders sets the headers every dashboard response carries.
 func setHeaders(w http.ResponseWriter) {
@@ -138,22 +158,22 @@ func setHeaders(w http.ResponseWriter) {
 func (d *dashboard) signedIn(h func(w http.ResponseWriter, r *http.Request, sess *dashSession)) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		setHeaders(w)
-		if r.Method == http.MethodPost && !d.sameOrigin(r) {
+		if r.Method == http.MethodPost && !d.sessions.SameOrigin(r) {
 			d.refuse(w, r)
 			return
 		}
-		sess, had, err := d.session(r)
-		if err != nil {
-			d.fail(w, r, err)
-			return
-		}
-		if sess == nil {
+		sess, err := d.session(r)
+		if errors.Is(err, websession.ErrNoSession) || errors.Is(err, websession.ErrEnded) {
 			loginURL := d.base + "/dashboard/login"
-			if had {
-				d.clearCookie(w)
+			if errors.Is(err, websession.ErrEnded) {
+				d.sessions.ClearCookie(w)
 				loginURL += "?ended=1"
 			}
 			http.Redirect(w, r, loginURL, http.StatusSeeOther)
+			return
+		}
+		if err != nil {
+			d.fail(w, r, err)
 			return
 		}
 		if r.Method == http.MethodPost {
@@ -161,7 +181,7 @@ func (d *dashboard) signedIn(h func(w http.ResponseWriter, r *http.Request, sess
 				d.fail(w, r, err)
 				return
 			}
-			if !d.validCSRF(r, sess) {
+			if !websession.CheckCSRF(sess.ws, r.PostForm.Get(dashCSRFField)) {
 				d.refuse(w, r)
 				return
 			}
@@ -170,110 +190,45 @@ func (d *dashboard) signedIn(h func(w http.ResponseWriter, r *http.Request, sess
 	}
 }
 
-// session returns the request's live session, or nil; had reports whether
-// the request carried a session cookie at all. A session whose key was
-// revoked or deleted is dropped.
-func (d *dashboard) session(r *http.Request) (sess *dashSession, had bool, err error) {
-	c, err := r.Cookie(dashCookie)
-	if err != nil || c.Value == "" {
-		return nil, false, nil
-	}
-	if len(c.Value) > 128 {
-		return nil, true, nil
-	}
-	id := sessionID(c.Value)
-	now := d.s.cfg.Now()
-	d.mu.Lock()
-	s := d.sessions[id]
-	if s != nil && !now.Before(s.expires) {
-		delete(d.sessions, id)
-		s = nil
-	}
-	var cp dashSession
-	if s != nil {
-		cp = *s
-	}
-	d.mu.Unlock()
-	if s == nil {
-		return nil, true, nil
-	}
-	ok, err := d.keyActive(r.Context(), &cp)
+// session returns the request's live session: websession.ErrNoSession
+// without a cookie, websession.ErrEnded when it names no live session, or
+// one whose API key was revoked or deleted (every session of that key is
+// deleted then).
+func (d *dashboard) session(r *http.Request) (*dashSession, error) {
+	ws, err := d.sessions.Read(r)
 	if err != nil {
-		return nil, true, err
+		return nil, err
+	}
+	sess := &dashSession{ws: ws, appID: ws.AppID, keyID: ws.Subject}
+	if err := json.Unmarshal([]byte(ws.Data.Reveal()), &sess.dashData); err != nil || len(sess.KeyHash) != 32 {
+		d.s.log.Error("dashboard: a session's data does not decode", "request_id", requestID(r), "app", ws.AppID)
+		return nil, websession.ErrEnded
+	}
+	ok, err := d.keyActive(r.Context(), sess)
+	if err != nil {
+		return nil, err
 	}
 	if !ok {
-		d.drop(id)
-		return nil, true, nil
+		if _, err := d.s.cfg.Store.DeleteWebSessions(r.Context(), ws.Scope, ws.Subject); err != nil {
+			d.s.log.Warn("dashboard: end the sessions of a revoked key", "request_id", requestID(r), "err", err)
+		}
+		return nil, websession.ErrEnded
 	}
-	return &cp, true, nil
+	return sess, nil
 }
 
 // keyActive looks the session's API key up again: it must still exist, be
 // the same key of the same app, and not be revoked.
 func (d *dashboard) keyActive(ctx context.Context, sess *dashSession) (bool, error) {
-	key, err := d.s.cfg.Store.APIKeyByHash(ctx, sess.keyHash)
+	key, err := d.s.cfg.Store.APIKeyByHash(ctx, [32]byte(sess.KeyHash))
 	if errors.Is(err, spotoken.ErrNotFound) {
 		return false, nil
 	}
 	if err != nil {
 		return false, fmt.Errorf("dashboard: look up the session's API key: %w", err)
 	}
-	return subtle.ConstantTimeCompare(key.Hash[:], sess.keyHash[:]) == 1 &&
+	return subtle.ConstantTimeCompare(key.Hash[:], sess.KeyHash) == 1 &&
 		key.ID == sess.keyID && key.AppID == sess.appID && !key.Revoked(), nil
-}
-
-func (d *dashboard) drop(id [32]byte) {
-	d.mu.Lock()
-	delete(d.sessions, id)
-	d.mu.Unlock()
-}
-
-// sameOrigin reports whether a POST may have come from the dashboard's own
-// pages: each of Sec-Fetch-Site, Origin and Referer that the browser sent
-// must say so. Under Referrer-Policy: no-referrer browsers send a
-// same-origin form's Origin as "null", which is trusted only when
-// Sec-Fetch-Site vouches for it. Clients that send none of them (not
-// browsers) are left to the CSRF token.
-func (d *dashboard) sameOrigin(r *http.Request) bool {
-	want := origin(d.s.public)
-	site := r.Header.Get("Sec-Fetch-Site")
-	if site != "" && site != "same-origin" {
-		return false
-	}
-	if o := r.Header.Get("Origin"); o == "null" {
-		if site != "same-origin" {
-			return false
-		}
-	} else if o != "" {
-		u, err := url.Parse(o)
-		if err != nil || origin(u) != want {
-			return false
-		}
-	}
-	if ref := r.Header.Get("Referer"); ref != "" {
-		u, err := url.Parse(ref)
-		if err != nil || origin(u) != want {
-			return false
-		}
-	}
-	return true
-}
-
-// origin is u's scheme://host[:port], lower case, without a default port.
-func origin(u *url.URL) string {
-	host := strings.ToLower(u.Host)
-	scheme := strings.ToLower(u.Scheme)
-	if scheme == "http" {
-		host = strings.TrimSuffix(host, ":80")
-	} else if scheme == "https" {
-		host = strings.TrimSuffix(host, ":443")
-	}
-	return scheme + "://" + host
-}
-
-func (d *dashboard) validCSRF(r *http.Request, sess *dashSession) bool {
-	got := r.PostForm.Get(dashCSRFField)
-	return got != "" && subtle.ConstantTimeCompare([]byte(got), []byte(sess.csrf)) == 1
 }
 
 // dashFields are the form fields each POST accepts.
@@ -359,15 +314,6 @@ func (d *dashboard) render(w http.ResponseWriter, r *http.Request, status int, t
 	w.Write(buf.Bytes())
 }
 
-func (d *dashboard) setCookie(w http.ResponseWriter, value string, maxAge int) {
-	http.SetCookie(w, &http.Cookie{
-		Name: dashCookie, Value: value, Path: "/", MaxAge: maxAge,
-		HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: d.s.public.Scheme == "https",
-	})
-}
-
-func (d *dashboard) clearCookie(w http.ResponseWriter) { d.setCookie(w, "", -1) }
-
 type loginData struct {
 	Base, Notice, Error string
 }
@@ -375,7 +321,7 @@ type loginData struct {
 func (d *dashboard) handleLoginPage(w http.ResponseWriter, r *http.Request) {
 	data := loginData{Base: d.base}
 	if r.URL.Query().Get("ended") != "" {
-		data.Notice = "Your session ended: it expired, or its API key was revoked. Sign in again."
+		data.Notice = "Your session ended: it expired, was unused for an hour, or its API key was revoked. Sign in again."
 	}
 	if r.URL.Query().Get("signed_out") != "" {
 		data.Notice = "You are signed out."
@@ -387,7 +333,7 @@ func (d *dashboard) handleLoginPage(w http.ResponseWriter, r *http.Request) {
 // as the API verifies it, then looked up afresh as every later request does.
 func (d *dashboard) handleLogin(w http.ResponseWriter, r *http.Request) {
 	setHeaders(w)
-	if !d.sameOrigin(r) {
+	if !d.sessions.SameOrigin(r) {
 		d.refuse(w, r)
 		return
 	}
@@ -411,8 +357,8 @@ func (d *dashboard) handleLogin(w http.ResponseWriter, r *http.Request) {
 	key, err := d.s.auth.authenticate(authReq)
 	var sess *dashSession
 	if err == nil {
-		sess = &dashSession{appID: key.AppID, keyID: key.ID, keyHash: spotoken.HashAPIKey(spotoken.Secret(raw)),
-			keyLabel: keyLabel(key), csrf: randomToken(""), expires: d.s.cfg.Now().Add(dashSessionTTL)}
+		hash := spotoken.HashAPIKey(spotoken.Secret(raw))
+		sess = &dashSession{appID: key.AppID, keyID: key.ID, dashData: dashData{KeyHash: hash[:], KeyLabel: keyLabel(key)}}
 		var ok bool
 		if ok, err = d.keyActive(r.Context(), sess); err == nil && !ok {
 			err = errInvalidKey
@@ -428,28 +374,12 @@ func (d *dashboard) handleLogin(w http.ResponseWriter, r *http.Request) {
 		d.fail(w, r, err)
 		return
 	}
-	token := randomToken("")
-	sess.id = sessionID(token)
-	now := d.s.cfg.Now()
-	d.mu.Lock()
-	if old, err := r.Cookie(dashCookie); err == nil { // a new session replaces the browser's old one
-		delete(d.sessions, sessionID(old.Value))
+	// A new session, never the browser's old one, which ends.
+	if _, err := d.sessions.Start(w, r, websession.SignIn{Kind: dashKind, AppID: sess.appID, Subject: sess.keyID,
+		Data: sess.dashData.encode()}); err != nil {
+		d.fail(w, r, err)
+		return
 	}
-	if len(d.sessions) >= dashMaxSessions {
-		d.sweepLocked(now)
-	}
-	if len(d.sessions) >= dashMaxSessions { // still full: drop the session that would end first
-		var first *dashSession
-		for _, s := range d.sessions {
-			if first == nil || s.expires.Before(first.expires) {
-				first = s
-			}
-		}
-		delete(d.sessions, first.id)
-	}
-	d.sessions[sess.id] = sess
-	d.mu.Unlock()
-	d.setCookie(w, token, int(dashSessionTTL.Seconds()))
 	d.s.log.Info("dashboard: signed in", "request_id", requestID(r), "app", sess.appID, "key_id", sess.keyID)
 	http.Redirect(w, r, d.base+"/", http.StatusSeeOther)
 }
@@ -466,31 +396,46 @@ func keyLabel(k *spotoken.APIKey) string {
 
 func (d *dashboard) handleLogout(w http.ResponseWriter, r *http.Request) {
 	d.signedIn(func(w http.ResponseWriter, r *http.Request, sess *dashSession) {
-		d.drop(sess.id)
-		d.clearCookie(w)
+		if err := d.sessions.End(w, r); err != nil {
+			d.fail(w, r, err)
+			return
+		}
 		d.s.log.Info("dashboard: signed out", "request_id", requestID(r), "app", sess.appID, "key_id", sess.keyID)
 		http.Redirect(w, r, d.base+"/dashboard/login?signed_out=1", http.StatusSeeOther)
 	})(w, r)
 }
 
-func (d *dashboard) setFlash(sess *dashSession, f *dashFlash) {
-	d.mu.Lock()
-	if s := d.sessions[sess.id]; s != nil {
-		s.flash = f
+// setFlash keeps f in the session for the next page. Failing to is logged:
+// the action it reports was done, and the page says what it can.
+func (d *dashboard) setFlash(r *http.Request, sess *dashSession, f *dashFlash) {
+	if err := d.updateFlash(r.Context(), sess, f); err != nil {
+		d.s.log.Warn("dashboard: keep a notice for the next page", "request_id", requestID(r), "err", err)
 	}
-	d.mu.Unlock()
 }
 
-func (d *dashboard) takeFlash(sess *dashSession) *dashFlash {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	s := d.sessions[sess.id]
-	if s == nil {
+// takeFlash returns the session's flash, if any, and removes it.
+func (d *dashboard) takeFlash(r *http.Request, sess *dashSession) *dashFlash {
+	f := sess.Flash
+	if f == nil {
 		return nil
 	}
-	f := s.flash
-	s.flash = nil
+	if err := d.updateFlash(r.Context(), sess, nil); err != nil {
+		d.s.log.Warn("dashboard: remove a notice shown", "request_id", requestID(r), "err", err)
+	}
 	return f
+}
+
+func (d *dashboard) updateFlash(ctx context.Context, sess *dashSession, f *dashFlash) error {
+	_, err := d.sessions.Update(ctx, sess.ws, func(ws *spotoken.WebSession) error {
+		var data dashData
+		if err := json.Unmarshal([]byte(ws.Data.Reveal()), &data); err != nil {
+			return fmt.Errorf("dashboard: decode session data: %w", err)
+		}
+		data.Flash = f
+		ws.Data = data.encode()
+		return nil
+	})
+	return err
 }
 
 const errBadConnectionID = "The connection ID must be 1 to 128 letters, digits or . _ @ : - (no spaces). Nothing was changed."
@@ -507,7 +452,7 @@ func (d *dashboard) handleConnectLink(w http.ResponseWriter, r *http.Request, se
 		cs, err = d.s.mintSession(r.Context(), app, id, app.DefaultScopes.Normalize(), "", d.s.cfg.SessionTTL)
 		if err == nil {
 			d.s.log.Info("dashboard: connect link created", "request_id", requestID(r), "connection", spotoken.ConnectionKey{AppID: app.ID, ID: id}.String())
-			d.setFlash(sess, &dashFlash{Link: &dashLink{ConnectionID: id, URL: cs.URL, Expires: cs.ExpiresAt.UTC().Format(dashTimeFormat)}})
+			d.setFlash(r, sess, &dashFlash{Link: &dashLink{ConnectionID: id, URL: cs.URL, Expires: cs.ExpiresAt.UTC().Format(dashTimeFormat)}})
 			http.Redirect(w, r, d.base+"/", http.StatusSeeOther)
 			return
 		}
@@ -528,7 +473,7 @@ func (d *dashboard) handleDelete(w http.ResponseWriter, r *http.Request, sess *d
 		d.overview(w, r, sess, overviewExtra{status: status, err: msg})
 		return
 	}
-	d.setFlash(sess, &dashFlash{Notice: fmt.Sprintf("Deleted connection %s: its tokens are erased, and the app was sent a connection.revoked event.", id)})
+	d.setFlash(r, sess, &dashFlash{Notice: fmt.Sprintf("Deleted connection %s: its tokens are erased, and the app was sent a connection.revoked event.", id)})
 	http.Redirect(w, r, d.base+"/", http.StatusSeeOther)
 }
 
@@ -549,7 +494,7 @@ func (d *dashboard) handleOverview(w http.ResponseWriter, r *http.Request, sess 
 		d.problem(w, r, http.StatusBadRequest, "Bad request", "The cursor is not one this page made; go back to the first page.")
 		return
 	}
-	d.overview(w, r, sess, overviewExtra{status: http.StatusOK, state: state, cursor: cursor, flash: d.takeFlash(sess)})
+	d.overview(w, r, sess, overviewExtra{status: http.StatusOK, state: state, cursor: cursor, flash: d.takeFlash(r, sess)})
 }
 
 // overviewExtra is what a request adds to the overview: the filter, and
@@ -577,6 +522,9 @@ type overviewData struct {
 	Notice, Error               string
 	Link                        *dashLink
 	NewID                       string
+	// RateLimited, while the app's rate-limit window at Spotify lasts,
+	// says until when no token is refreshed.
+	RateLimited *dashTime
 }
 
 type stateCount struct {
@@ -628,15 +576,24 @@ func (d *dashboard) overview(w http.ResponseWriter, r *http.Request, sess *dashS
 		d.fail(w, r, err)
 		return
 	}
+	until, err := d.s.cfg.Store.RateLimitedUntil(ctx, sess.appID)
+	if err != nil {
+		d.fail(w, r, err)
+		return
+	}
 	now := d.s.cfg.Now()
 	data := overviewData{
-		Base: d.base, CSRF: sess.csrf, AppID: sess.appID, KeyLabel: sess.keyLabel,
+		Base: d.base, CSRF: sess.ws.CSRF.Reveal(), AppID: sess.appID, KeyLabel: sess.KeyLabel,
 		Now: now.UTC().Format(dashTimeFormat), DefaultScopes: app.DefaultScopes.Normalize().String(),
 		State: string(x.state), Filtered: x.state != "" || x.cursor != "",
 		Error: x.err, NewID: x.newID,
 	}
 	if x.flash != nil {
 		data.Notice, data.Link = x.flash.Notice, x.flash.Link
+	}
+	if until.After(now) {
+		t := newDashTime(until, now)
+		data.RateLimited = &t
 	}
 	byState := map[spotoken.State]int{}
 	for _, c := range counts {

@@ -18,7 +18,7 @@ func (d *dashboard) auditActor(r *http.Request, sess *dashSession) *http.Request
 		return r
 	}
 	rec := d.s.auditActor(r, nil, ClientIP(r, d.s.cfg.TrustedProxies))
-	rec.ActorType, rec.ActorID, rec.ActorLabel, rec.AppID = spotoken.ActorAPIKey, sess.keyID, sess.keyLabel+" (dashboard)", sess.appID
+	rec.ActorType, rec.ActorID, rec.ActorLabel, rec.AppID = spotoken.ActorAPIKey, sess.keyID, sess.KeyLabel+" (dashboard)", sess.appID
 	return withNote(r, rec)
 }
 
@@ -43,7 +43,7 @@ func (d *dashboard) handleAudit(w http.ResponseWriter, r *http.Request, sess *da
 		return
 	}
 	now := d.s.cfg.Now()
-	data := auditPageData{Base: d.base, AppID: sess.appID, KeyLabel: sess.keyLabel, CSRF: sess.csrf, ConnectionID: id,
+	data := auditPageData{Base: d.base, AppID: sess.appID, KeyLabel: sess.KeyLabel, CSRF: sess.ws.CSRF.Reveal(), ConnectionID: id,
 		Now: now.UTC().Format(dashTimeFormat), Enabled: d.s.cfg.Audit != nil}
 	if d.s.cfg.Audit != nil {
 		recs, err := d.s.cfg.Audit.Records(r.Context(), spotoken.AuditFilter{AppID: sess.appID, ConnectionID: id, Newest: true, Limit: dashAuditRows})

@@ -22,17 +22,21 @@ const dashCookie = "spotoken_dashboard"
 // dashUser is a person at the dashboard: a client with its own cookie jar
 // that sends forms the way a browser does (but no Origin header).
 type dashUser struct {
-	t    *testing.T
-	h    *harness
+	t *testing.T
+	// base is the server the requests go to: the harness's, or a replica's.
+	base string
 	jar  http.CookieJar
 	c    *http.Client // follows redirects
 	stay *http.Client // does not
 }
 
-func newDashUser(h *harness) *dashUser {
+func newDashUser(h *harness) *dashUser { return newDashUserAt(h.t, h.ts.URL) }
+
+// newDashUserAt is a person at the dashboard served at base.
+func newDashUserAt(t *testing.T, base string) *dashUser {
 	jar, _ := cookiejar.New(nil)
 	return &dashUser{
-		t: h.t, h: h, jar: jar,
+		t: t, base: base, jar: jar,
 		c: &http.Client{Jar: jar},
 		stay: &http.Client{Jar: jar, CheckRedirect: func(*http.Request, []*http.Request) error {
 			return http.ErrUseLastResponse
@@ -55,7 +59,7 @@ func (u *dashUser) do(c *http.Client, method, path string, body any, header map[
 	default:
 		u.t.Fatalf("body %T", body)
 	}
-	req, err := http.NewRequest(method, u.h.ts.URL+path, rd)
+	req, err := http.NewRequest(method, u.base+path, rd)
 	if err != nil {
 		u.t.Fatal(err)
 	}
@@ -117,7 +121,7 @@ func (u *dashUser) csrf() string {
 }
 
 func (u *dashUser) cookie() *http.Cookie {
-	base, _ := url.Parse(u.h.ts.URL)
+	base, _ := url.Parse(u.base)
 	for _, c := range u.jar.Cookies(base) {
 		if c.Name == dashCookie {
 			return c
@@ -162,6 +166,19 @@ func (h *harness) exists(app, id string) bool {
 		h.t.Fatal(err)
 	}
 	return err == nil
+}
+
+// revokeKey revokes an API key, as 'spotoken apikeys revoke' does.
+func (h *harness) revokeKey(raw string) {
+	h.t.Helper()
+	ctx := context.Background()
+	key, err := h.store.APIKeyByHash(ctx, spotoken.HashAPIKey(spotoken.Secret(raw)))
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	if err := h.store.RevokeAPIKey(ctx, key.AppID, key.ID, h.emu.Now()); err != nil {
+		h.t.Fatal(err)
+	}
 }
 
 func wantHeaders(t *testing.T, what string, resp *http.Response) {
@@ -617,14 +634,7 @@ func TestDashboardRevokedKey(t *testing.T) {
 	u := newDashUser(h)
 	u.login(h.apiKey)
 	token := u.csrf()
-	ctx := context.Background()
-	key, err := h.store.APIKeyByHash(ctx, spotoken.HashAPIKey(spotoken.Secret(h.apiKey)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := h.store.RevokeAPIKey(ctx, appID, key.ID, h.emu.Now()); err != nil {
-		t.Fatal(err)
-	}
+	h.revokeKey(h.apiKey)
 
 	// The very next request ends the session, a POST included.
 	resp, _ := u.do(u.stay, http.MethodPost, "/dashboard/connections/u1/delete", url.Values{"csrf_token": {token}}, nil)
@@ -655,12 +665,26 @@ func TestDashboardSessionExpires(t *testing.T) {
 	h := newHarness(t, harnessOptions{})
 	u := newDashUser(h)
 	u.login(h.apiKey)
-	h.emu.Advance(11 * time.Hour)
-	u.overview("")
-	h.emu.Advance(time.Hour)
+	// Used every 55 minutes, the session lasts until 12 hours after the
+	// login, and not a minute more, though last used 5 minutes before.
+	for range 13 {
+		h.emu.Advance(55 * time.Minute)
+		u.overview("")
+	}
+	h.emu.Advance(5 * time.Minute)
 	resp, _ := u.do(u.stay, http.MethodGet, "/", nil, nil)
 	if resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != "/dashboard/login?ended=1" {
 		t.Fatalf("GET / 12h after login: %d Location %q, want 303 to the login page", resp.StatusCode, resp.Header.Get("Location"))
+	}
+
+	// Unused for an hour, a session ends.
+	u.login(h.apiKey)
+	h.emu.Advance(59 * time.Minute)
+	u.overview("")
+	h.emu.Advance(time.Hour)
+	resp, _ = u.do(u.stay, http.MethodGet, "/", nil, nil)
+	if resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != "/dashboard/login?ended=1" {
+		t.Fatalf("GET / an hour after the last use: %d Location %q, want 303 to the login page", resp.StatusCode, resp.Header.Get("Location"))
 	}
 }
 

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/spotoken/spotoken"
+	"github.com/spotoken/spotoken/admin"
 	"github.com/spotoken/spotoken/emulator"
 	"github.com/spotoken/spotoken/refresh"
 	"github.com/spotoken/spotoken/seal"
@@ -57,21 +58,31 @@ type harness struct {
 	emuSrv   *httptest.Server
 	store    *sqlite.DB
 	dbPath   string
+	ring     *seal.KeyRing // the store's keys, to open it again
 	engine   *refresh.Engine
 	srv      *server.Server
 	ts       *httptest.Server
 	logs     *syncBuffer
 	apiKey   string // the demo app's key
 	otherKey string // a key of another app
+	// admin is the admin service of the admin API; adminKey an admin
+	// credential; appTokens the apps' client-credentials tokens.
+	admin     *admin.Service
+	adminKey  string
+	appTokens *refresh.AppTokens
 	// browser follows redirects and keeps cookies, like a user's browser.
 	browser *http.Client
 }
 
 type harnessOptions struct {
-	emulator func(*emulator.Config)
-	server   func(*server.Config)
-	engine   func(*refresh.Config)
-	app      func(*spotoken.App)
+	// frozenBroker runs the store, engine and server on the emulator's
+	// base clock, which Advance does not move: tokens then expire at
+	// Spotify while the broker still thinks them valid.
+	frozenBroker bool
+	emulator     func(*emulator.Config)
+	server       func(*server.Config)
+	engine       func(*refresh.Config)
+	app          func(*spotoken.App)
 }
 
 func newHarness(t *testing.T, opts harnessOptions) *harness {
@@ -90,6 +101,10 @@ func newHarness(t *testing.T, opts harnessOptions) *harness {
 		t.Fatal(err)
 	}
 	h.emu = emu
+	now := emu.Now
+	if opts.frozenBroker {
+		now = ecfg.Now
+	}
 	h.emuSrv = httptest.NewServer(emu)
 	t.Cleanup(h.emuSrv.Close)
 
@@ -97,8 +112,9 @@ func newHarness(t *testing.T, opts harnessOptions) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
+	h.ring = ring
 	h.dbPath = filepath.Join(t.TempDir(), "spotoken.db")
-	h.store, err = sqlite.Open(context.Background(), sqlite.Config{Path: h.dbPath, Keys: ring, Now: emu.Now})
+	h.store, err = sqlite.Open(context.Background(), sqlite.Config{Path: h.dbPath, Keys: ring, Now: now})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -106,8 +122,8 @@ func newHarness(t *testing.T, opts harnessOptions) *harness {
 
 	log := slog.New(slog.NewJSONHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	rcfg := refresh.Config{
-		Store: h.store, Now: emu.Now, Logger: log,
-		Refresher: &refresh.SpotifyRefresher{TokenURL: h.emuSrv.URL + "/api/token", Now: emu.Now},
+		Store: h.store, Now: now, Logger: log,
+		Refresher: &refresh.SpotifyRefresher{TokenURL: h.emuSrv.URL + "/api/token", Now: now},
 	}
 	if opts.engine != nil {
 		opts.engine(&rcfg)
@@ -122,9 +138,18 @@ func newHarness(t *testing.T, opts harnessOptions) *harness {
 	var handler http.Handler
 	h.ts = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { handler.ServeHTTP(w, r) }))
 	t.Cleanup(h.ts.Close)
+	spotify := &refresh.SpotifyRefresher{TokenURL: h.emuSrv.URL + "/api/token", Now: now}
+	h.appTokens, err = refresh.NewAppTokens(refresh.AppTokensConfig{Store: h.store, Spotify: spotify, Now: now, Logger: log, WaitPoll: time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.admin, err = admin.New(admin.Config{Store: h.store, Now: now, Logger: log, CheckClientSecret: spotify.CheckClientSecret})
+	if err != nil {
+		t.Fatal(err)
+	}
 	scfg := server.Config{
 		Store: h.store, Tokens: h.engine, PublicURL: h.ts.URL, AccountsURL: h.emuSrv.URL, APIURL: h.emuSrv.URL,
-		Now: emu.Now, Logger: log, EngineStats: h.engine.Stats,
+		Now: now, Logger: log, EngineStats: h.engine.Stats, AppTokens: h.appTokens, Admin: h.admin,
 	}
 	if opts.server != nil {
 		opts.server(&scfg)
@@ -148,6 +173,11 @@ func newHarness(t *testing.T, opts harnessOptions) *harness {
 	}
 	h.apiKey = h.newKey(appID)
 	h.otherKey = h.newKey(otherAppID)
+	adminKey, _, err := h.admin.CreateAdminKey(ctx, admin.Actor{Kind: admin.ActorCLI, Name: "test"}, "tester")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.adminKey = adminKey.Reveal()
 
 	jar, _ := cookiejar.New(nil)
 	h.browser = &http.Client{Jar: jar}

@@ -30,22 +30,27 @@ const (
 	ETooLarge = "request_too_large"
 	// EMethodNotAllowed: the path exists but not with this method.
 	EMethodNotAllowed = "method_not_allowed"
+	// EUserNotAllowlisted: Spotify refused the connection's user because the
+	// app is in development mode and the user is not on its allowlist.
+	EUserNotAllowlisted = "user_not_allowlisted"
 )
 
 // statuses maps error codes to HTTP statuses: the one table.
 var statuses = map[string]int{
-	spotoken.EInvalid:          http.StatusBadRequest,
-	spotoken.ENotFound:         http.StatusNotFound,
-	spotoken.EConflict:         http.StatusConflict,
-	spotoken.ENeedsReauth:      http.StatusConflict,
-	spotoken.ERateLimited:      http.StatusTooManyRequests,
-	spotoken.EUnavailable:      http.StatusServiceUnavailable,
-	spotoken.EAppMisconfigured: http.StatusBadGateway,
-	spotoken.EInternal:         http.StatusInternalServerError,
-	EInvalidToken:              http.StatusUnauthorized,
-	EInsufficientScope:         http.StatusForbidden,
-	ETooLarge:                  http.StatusRequestEntityTooLarge,
-	EMethodNotAllowed:          http.StatusMethodNotAllowed,
+	spotoken.EInvalid:            http.StatusBadRequest,
+	spotoken.ENotFound:           http.StatusNotFound,
+	spotoken.EConflict:           http.StatusConflict,
+	spotoken.ENeedsReauth:        http.StatusConflict,
+	spotoken.ERateLimited:        http.StatusTooManyRequests,
+	spotoken.EUnavailable:        http.StatusServiceUnavailable,
+	spotoken.EAppMisconfigured:   http.StatusBadGateway,
+	spotoken.EUnauthorizedClient: http.StatusBadRequest,
+	spotoken.EInternal:           http.StatusInternalServerError,
+	EInvalidToken:                http.StatusUnauthorized,
+	EInsufficientScope:           http.StatusForbidden,
+	ETooLarge:                    http.StatusRequestEntityTooLarge,
+	EMethodNotAllowed:            http.StatusMethodNotAllowed,
+	EUserNotAllowlisted:          http.StatusForbidden,
 }
 
 // apiError is an error answered with extra fields (a connect link, the
@@ -81,7 +86,7 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	if !ok {
 		status = http.StatusBadRequest
 	}
-	if status == http.StatusUnauthorized {
+	if status == http.StatusUnauthorized && w.Header().Get("WWW-Authenticate") == "" {
 		challenge := `Bearer realm="spotoken", error="invalid_token"`
 		if se != nil && se == errNoKey {
 			challenge = `Bearer realm="spotoken"`

@@ -129,6 +129,8 @@ var (
 	connsDesc     = prometheus.NewDesc("spotoken_connections", "Connections, by app and state.", []string{"app", "state"}, nil)
 	expiringDesc  = prometheus.NewDesc("spotoken_connections_grant_expiring",
 		"Active connections whose grant (Spotify's six months from consent) expires within the window (7d, 30d), by app.", []string{"app", "within"}, nil)
+	rateLimitDesc = prometheus.NewDesc("spotoken_app_rate_limited_seconds",
+		"Seconds left in the app's rate-limit window at Spotify's token endpoint (a 429's Retry-After, kept for every replica): no token of the app is refreshed before it ends. 0 once it has.", []string{"app"}, nil)
 )
 
 type engineCollector struct{ stats func() refresh.Stats }
@@ -219,6 +221,7 @@ func (c *auditCollector) Collect(ch chan<- prometheus.Metric) {
 type connectionCounter interface {
 	CountConnections(ctx context.Context) ([]spotoken.ConnectionCount, error)
 	CountExpiringGrants(ctx context.Context, before time.Time) ([]spotoken.ConnectionCount, error)
+	RateLimits(ctx context.Context, after time.Time) ([]spotoken.AppRateLimit, error)
 }
 
 // expiringWindows are the windows of spotoken_connections_grant_expiring.
@@ -242,11 +245,13 @@ type connCollector struct {
 	at       time.Time // wall-clock time of the last count
 	counts   []spotoken.ConnectionCount
 	expiring [][]spotoken.ConnectionCount // by expiringWindows
+	limits   []spotoken.AppRateLimit      // windows that lasted beyond the last count
 }
 
 func (c *connCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- connsDesc
 	ch <- expiringDesc
+	ch <- rateLimitDesc
 }
 
 // count reads the counts from the store.
@@ -264,7 +269,11 @@ func (c *connCollector) count() error {
 			return err
 		}
 	}
-	c.counts, c.expiring, c.at = counts, expiring, time.Now()
+	limits, err := c.store.RateLimits(ctx, now)
+	if err != nil {
+		return err
+	}
+	c.counts, c.expiring, c.limits, c.at = counts, expiring, limits, time.Now()
 	return nil
 }
 
@@ -295,5 +304,10 @@ func (c *connCollector) Collect(ch chan<- prometheus.Metric) {
 		for app, n := range byApp {
 			ch <- prometheus.MustNewConstMetric(expiringDesc, prometheus.GaugeValue, float64(n), app, w.label)
 		}
+	}
+	// The time left is computed now, so it counts down between counts.
+	now := c.now()
+	for _, l := range c.limits {
+		ch <- prometheus.MustNewConstMetric(rateLimitDesc, prometheus.GaugeValue, max(l.Until.Sub(now).Seconds(), 0), l.AppID)
 	}
 }

@@ -98,11 +98,30 @@ func TestOpenAPIPaths(t *testing.T) {
 		"/v1/connections/{id}/token": {"post"},
 		"/v1/proxy/{id}/{path}":      {"get", "post", "put", "delete", "patch"},
 		"/v1/audit":                  {"get"},
-		"/healthz":                   {"get"},
-		"/readyz":                    {"get"},
-		"/metrics":                   {"get"},
-		"/openapi.json":              {"get"},
-		"/":                          {"get"},
+		"/v1/app-token":              {"post"},
+		"/v1/proxy/-/{path}":         {"get", "post", "put", "delete", "patch"},
+
+		"/admin/v1/apps":                                     {"get", "post"},
+		"/admin/v1/apps/{app}":                               {"get", "patch", "delete"},
+		"/admin/v1/apps/{app}/client-secret/retire":          {"post"},
+		"/admin/v1/apps/{app}/webhook-secret/rotate":         {"post"},
+		"/admin/v1/apps/{app}/webhook-secret/retire":         {"post"},
+		"/admin/v1/apps/{app}/api-keys":                      {"get", "post"},
+		"/admin/v1/apps/{app}/api-keys/{key}/revoke":         {"post"},
+		"/admin/v1/apps/{app}/events":                        {"get"},
+		"/admin/v1/apps/{app}/events/redeliver":              {"post"},
+		"/admin/v1/apps/{app}/events/{event}/redeliver":      {"post"},
+		"/admin/v1/connections":                              {"get"},
+		"/admin/v1/apps/{app}/connections/{id}":              {"get", "delete"},
+		"/admin/v1/apps/{app}/connections/{id}/refresh":      {"post"},
+		"/admin/v1/apps/{app}/connections/{id}/connect-link": {"post"},
+		"/admin/v1/admin-keys":                               {"get"},
+		"/admin/v1/admin-keys/{key}/revoke":                  {"post"},
+		"/healthz":                                           {"get"},
+		"/readyz":                                            {"get"},
+		"/metrics":                                           {"get"},
+		"/openapi.json":                                      {"get"},
+		"/":                                                  {"get"},
 	}
 	for path, methods := range want {
 		item, ok := paths[path].(map[string]any)
@@ -125,8 +144,9 @@ func TestOpenAPIPaths(t *testing.T) {
 	}
 }
 
-// Every /v1 operation needs the API key; the browser and operator endpoints
-// do not.
+// Every /v1 operation needs the API key and every /admin/v1 operation an
+// admin credential, never the API key; the browser and operator endpoints
+// need neither.
 func TestOpenAPISecurity(t *testing.T) {
 	doc := loadOpenAPI(t)
 	global, _ := doc["security"].([]any)
@@ -142,8 +162,17 @@ func TestOpenAPISecurity(t *testing.T) {
 			}
 		}
 	}
+	if s, _ := schemes["adminKey"].(map[string]any); s["type"] != "http" || s["scheme"] != "bearer" {
+		t.Errorf("security scheme adminKey = %v, want http bearer", s)
+	}
 	forEachOperation(t, doc, func(path, method string, op map[string]any) {
 		sec, overridden := op["security"].([]any)
+		if strings.HasPrefix(path, "/admin/") {
+			if len(sec) != 1 || len(mustMap(t, sec[0])) != 1 || mustMap(t, sec[0])["adminKey"] == nil {
+				t.Errorf("%s %s: security %v, want the admin key alone", strings.ToUpper(method), path, sec)
+			}
+			return
+		}
 		public := overridden && len(sec) == 0
 		if wantKey := strings.HasPrefix(path, "/v1/"); wantKey == public {
 			t.Errorf("%s %s: needs the API key = %v, want %v", strings.ToUpper(method), path, !public, wantKey)
@@ -210,14 +239,29 @@ func TestOpenAPISchemasMatchViews(t *testing.T) {
 	doc := loadOpenAPI(t)
 	schemas := mustMap(t, mustMap(t, doc["components"])["schemas"])
 	for name, v := range map[string]any{
-		"ConnectionView":  server.ConnectionView{},
-		"ConnectionList":  server.ConnectionList{},
-		"TokenResponse":   server.TokenResponse{},
-		"ConnectSession":  server.ConnectSession{},
-		"ErrorResponse":   server.ErrorResponse{},
-		"AuditRecordView": server.AuditRecordView{},
-		"AuditActorView":  server.AuditActorView{},
-		"AuditList":       server.AuditList{},
+		"ConnectionView": server.ConnectionView{},
+		"ConnectionList": server.ConnectionList{},
+		"TokenResponse":  server.TokenResponse{},
+		"ConnectSession": server.ConnectSession{},
+		"ErrorResponse":  server.ErrorResponse{},
+
+		"AppView":             server.AppView{},
+		"ConnectionCounts":    server.ConnectionCounts{},
+		"AppList":             server.AppList{},
+		"AppChange":           server.AppChange{},
+		"APIKeyView":          server.APIKeyView{},
+		"APIKeyList":          server.APIKeyList{},
+		"NewAPIKey":           server.NewAPIKey{},
+		"AdminKeyView":        server.AdminKeyView{},
+		"AdminKeyList":        server.AdminKeyList{},
+		"EventView":           server.EventView{},
+		"EventList":           server.EventList{},
+		"Redelivery":          server.Redelivery{},
+		"AdminConnectionView": server.AdminConnectionView{},
+		"AdminConnectionList": server.AdminConnectionList{},
+		"AuditRecordView":     server.AuditRecordView{},
+		"AuditActorView":      server.AuditActorView{},
+		"AuditList":           server.AuditList{},
 	} {
 		t.Run(name, func(t *testing.T) {
 			schema, ok := schemas[name].(map[string]any)

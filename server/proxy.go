@@ -17,6 +17,7 @@ import (
 
 	"github.com/spotoken/spotoken"
 	"github.com/spotoken/spotoken/internal/webapi"
+	"github.com/spotoken/spotoken/refresh"
 )
 
 // The Web API proxy: ANY /v1/proxy/{id}/{path...} calls Spotify's Web API
@@ -60,33 +61,14 @@ const proxyMethods = "GET, HEAD, POST, PUT, DELETE, PATCH"
 var forwardedHeaders = []string{"Accept", "Accept-Language", "Content-Type", "If-None-Match", "If-Modified-Since"}
 
 func (s *Server) handleProxy(w http.ResponseWriter, r *http.Request, key *spotoken.APIKey) (err error) {
-	// outcome labels the request in spotoken_proxy_requests_total: Spotify's
-	// status, or the code of spotoken's own answer.
 	outcome := ""
-	defer func() {
-		if err != nil {
-			outcome = spotoken.ErrorCode(err)
-		}
-		if outcome != "" {
-			s.metrics.proxy(outcome)
-			noteUpstream(r, outcome)
-		}
-	}()
-	switch r.Method {
-	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodDelete, http.MethodPatch:
-	default:
-		w.Header().Set("Allow", proxyMethods)
-		return spotoken.Errorf(EMethodNotAllowed, "the proxy does not forward %s; allowed: %s", truncate(r.Method, 16), proxyMethods)
-	}
+	defer func() { noteUpstream(r, outcome) }() // after countProxy, which sets outcome
+	defer s.countProxy(&outcome, &err)
 	ck, err := connectionKey(r, key)
 	if err != nil {
 		return err
 	}
-	target, endpoint, err := proxyTarget(s.api, proxyRest(r.URL.EscapedPath()))
-	if err != nil {
-		return err
-	}
-	body, err := readProxyBody(w, r)
+	target, endpoint, body, err := s.proxyRequest(w, r)
 	if err != nil {
 		return err
 	}
@@ -94,17 +76,82 @@ func (s *Server) handleProxy(w http.ResponseWriter, r *http.Request, key *spotok
 	if err != nil {
 		return s.tokenError(r, ck, err)
 	}
-	if e := endpointFor(r.Method, endpoint); e != nil {
+	e := endpointFor(r.Method, endpoint)
+	if e != nil {
 		if missing := unmet(at.Scopes, e.need); len(missing) > 0 {
 			return s.insufficientScope(w, r, ck, e, at.Scopes, missing)
 		}
 	}
-	outcome = s.forward(w, r, ck, at.Token, target, body)
+	outcome = s.forward(w, r, connectionSubject{s, ck}, at.Token, target, body, func(err error) error {
+		switch {
+		case errors.Is(err, errPermissionsMissing):
+			return s.permissionsMissing(r, ck, e, endpoint, at.Scopes)
+		case errors.Is(err, errNotAllowlisted):
+			return notAllowlisted(ck)
+		}
+		return nil
+	})
 	return nil
 }
 
-// proxyRest returns the escaped path after /v1/proxy/{id}/; the route
-// guarantees that it has that shape.
+// countProxy counts a proxied request in spotoken_proxy_requests_total by
+// its outcome: Spotify's status, or the code of spotoken's own answer err.
+func (s *Server) countProxy(outcome *string, err *error) {
+	if *err != nil {
+		*outcome = spotoken.ErrorCode(*err)
+	}
+	if *outcome != "" {
+		s.metrics.proxy(*outcome)
+	}
+}
+
+// proxySubject is whose token a proxied request carries: a connection's
+// (connectionSubject) or the app's own (appSubject).
+type proxySubject interface {
+	// invalidate tells the token's source that Spotify refused token, and
+	// returns the token to use now.
+	invalidate(ctx context.Context, token spotoken.Secret) (refresh.AccessToken, error)
+	// answer turns a failure to get a token into the API's answer.
+	answer(r *http.Request, err error) error
+	// String names the subject in logs.
+	String() string
+}
+
+// connectionSubject is a connection, as the proxy's subject.
+type connectionSubject struct {
+	s  *Server
+	ck spotoken.ConnectionKey
+}
+
+func (c connectionSubject) invalidate(ctx context.Context, token spotoken.Secret) (refresh.AccessToken, error) {
+	return c.s.cfg.Tokens.Invalidate(ctx, c.ck, token)
+}
+func (c connectionSubject) answer(r *http.Request, err error) error {
+	return c.s.tokenError(r, c.ck, err)
+}
+func (c connectionSubject) String() string { return c.ck.String() }
+
+// proxyRequest checks a proxied request's method and path and reads its
+// body: it returns the upstream URL, the decoded Web API path (/v1/...)
+// and the body.
+func (s *Server) proxyRequest(w http.ResponseWriter, r *http.Request) (target *url.URL, endpoint string, body []byte, err error) {
+	switch r.Method {
+	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodDelete, http.MethodPatch:
+	default:
+		w.Header().Set("Allow", proxyMethods)
+		return nil, "", nil, spotoken.Errorf(EMethodNotAllowed, "the proxy does not forward %s; allowed: %s", truncate(r.Method, 16), proxyMethods)
+	}
+	if target, endpoint, err = proxyTarget(s.api, proxyRest(r.URL.EscapedPath())); err != nil {
+		return nil, "", nil, err
+	}
+	if body, err = readProxyBody(w, r); err != nil {
+		return nil, "", nil, err
+	}
+	return target, endpoint, body, nil
+}
+
+// proxyRest returns the escaped path after /v1/proxy/{id}/ (or
+// /v1/proxy/-/); the route guarantees that it has that shape.
 func proxyRest(escapedPath string) string {
 	rest := strings.TrimPrefix(escapedPath, "/v1/proxy/")
 	_, rest, _ = strings.Cut(rest, "/")
@@ -196,15 +243,43 @@ func (s *Server) insufficientScope(w http.ResponseWriter, r *http.Request, ck sp
 	return s.reconsent(r.Context(), ck, cause, ErrorResponse{RequiredScopes: need}, scopes)
 }
 
+// permissionsMissing is the answer to Spotify's 401 "Permissions missing"
+// (a player endpoint called without its scope): 403 insufficient_scope with
+// a link that asks the user for the scopes the endpoint needs, as far as
+// the scope table knows them, on top of those granted. Spotify had the last
+// word although the recorded scopes seemed enough: another of the table's
+// alternatives was granted, or the grant changed at Spotify.
+func (s *Server) permissionsMissing(r *http.Request, ck spotoken.ConnectionKey, e *endpointScopes, endpoint string, granted spotoken.Scopes) error {
+	var need spotoken.Scopes
+	what := "a scope it needs"
+	if e != nil && len(e.need) > 0 {
+		need = preferred(e.need)
+		what = "scope " + need.String()
+	}
+	cause := spotoken.Errorf(EInsufficientScope, "Spotify answered %s %s with 401 Permissions missing: the grant of connection %s lacks %s; send the user to connect_url to grant it",
+		r.Method, endpoint, ck.ID, what)
+	return s.reconsent(r.Context(), ck, cause, ErrorResponse{RequiredScopes: need}, append(slices.Clone(granted), need...).Normalize())
+}
+
+// notAllowlisted is the answer to Spotify's development-mode refusal of a
+// user who is not on the app's allowlist.
+func notAllowlisted(ck spotoken.ConnectionKey) error {
+	return spotoken.Errorf(EUserNotAllowlisted,
+		"Spotify refused the user of connection %s: the app is in development mode and this Spotify user is not on its allowlist; "+
+			"the app's owner must add the user under User Management in Spotify's developer dashboard (development mode serves up to 5 users)", ck.ID)
+}
+
 // forward sends the request to target with token and streams Spotify's
 // answer back, retrying once with a new token if Spotify refuses this one.
-// It returns the request's outcome for the metrics.
+// An answer that refuses the request for what the connection lacks (a
+// scope, a place on the allowlist) becomes the error answer(err) returns
+// for it. It returns the request's outcome for the metrics.
 //
 // The ReverseProxy is built for each request: it is a handful of small
 // allocations next to a call to Spotify, and lets its hooks close over the
 // request's own state. The connection pool is the shared upstream
 // transport's.
-func (s *Server) forward(w http.ResponseWriter, r *http.Request, ck spotoken.ConnectionKey, token spotoken.Secret, target *url.URL, body []byte) (outcome string) {
+func (s *Server) forward(w http.ResponseWriter, r *http.Request, subj proxySubject, token spotoken.Secret, target *url.URL, body []byte, answer func(error) error) (outcome string) {
 	ctx := r.Context()
 	if d := s.cfg.HTTPClient.Timeout; d > 0 {
 		var cancel context.CancelFunc
@@ -233,7 +308,7 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request, ck spotoken.Con
 			pr.Out.TransferEncoding = nil
 			setBody(pr.Out, body)
 		},
-		Transport:  &retryTransport{s: s, key: ck, token: token, next: s.metrics.InstrumentTransport("api", upstream)},
+		Transport:  &retryTransport{s: s, subj: subj, token: token, next: s.metrics.InstrumentTransport("api", upstream)},
 		BufferPool: proxyBuffers,
 		ModifyResponse: func(resp *http.Response) error {
 			resp.Header.Del("Set-Cookie")
@@ -242,7 +317,12 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request, ck spotoken.Con
 			return nil
 		},
 		ErrorHandler: func(w http.ResponseWriter, req *http.Request, err error) {
-			outcome = s.proxyError(w, req, r.Context(), ck, err)
+			if e := answer(err); e != nil {
+				s.writeError(w, req, e)
+				outcome = spotoken.ErrorCode(e)
+				return
+			}
+			outcome = s.proxyError(w, req, r.Context(), subj, err)
 		},
 		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 	}
@@ -263,22 +343,22 @@ func setBody(out *http.Request, body []byte) {
 
 // proxyError answers a request that got no response from Spotify and
 // returns its outcome. inbound is the caller's own context.
-func (s *Server) proxyError(w http.ResponseWriter, req *http.Request, inbound context.Context, ck spotoken.ConnectionKey, err error) string {
+func (s *Server) proxyError(w http.ResponseWriter, req *http.Request, inbound context.Context, subj proxySubject, err error) string {
 	var tf *tokenFailure
 	switch {
 	case inbound.Err() != nil:
 		// The caller went away; nobody reads this answer.
-		s.log.Debug("proxy: the caller went away", "request_id", requestID(req), "connection", ck.String())
+		s.log.Debug("proxy: the caller went away", "request_id", requestID(req), "connection", subj.String())
 		writeJSON(w, http.StatusBadGateway, ErrorResponse{Error: spotoken.EUnavailable, Description: "The request was canceled."})
 		return "canceled"
 	case errors.As(err, &tf) && !errors.Is(tf.err, context.DeadlineExceeded):
 		// Spotify refused the token and getting a new one failed:
 		// needs_reauth (with a connect link), rate_limited, ...
-		e := s.tokenError(req, ck, tf.err)
+		e := subj.answer(req, tf.err)
 		s.writeError(w, req, e)
 		return spotoken.ErrorCode(e)
 	}
-	s.log.Warn("proxy: calling Spotify failed", "request_id", requestID(req), "connection", ck.String(),
+	s.log.Warn("proxy: calling Spotify failed", "request_id", requestID(req), "connection", subj.String(),
 		"method", req.Method, "err", transportErrorText(err))
 	msg := "Spotify could not be reached; try again later."
 	if errors.Is(err, context.DeadlineExceeded) {
@@ -304,23 +384,53 @@ type tokenFailure struct{ err error }
 func (e *tokenFailure) Error() string { return "getting a new access token: " + e.err.Error() }
 func (e *tokenFailure) Unwrap() error { return e.err }
 
+// Refusals of the request for what the connection lacks, which the
+// proxy answers itself instead of passing Spotify's answer on.
+var (
+	// errPermissionsMissing: Spotify answered 401 Permissions missing.
+	errPermissionsMissing = errors.New("proxy: Spotify answered 401 Permissions missing")
+	// errNotAllowlisted: Spotify refused the user of a development-mode app.
+	errNotAllowlisted = errors.New("proxy: Spotify refused a user who is not on the app's allowlist")
+)
+
 // retryTransport sends a proxied request with token and, when Spotify
-// answers 401 because the token expired or is invalid (and for no other
-// 401, nor any other status), tells the token source and sends the request
-// once more with the new token.
+// answers 401 for any reason but a missing scope (webapi.Classify), tells
+// the token source and sends the request once more with the new token.
+// Spotify's 401 Permissions missing and its development-mode refusal of a
+// user not on the allowlist become errPermissionsMissing and
+// errNotAllowlisted, without a refresh.
 type retryTransport struct {
 	s     *Server
-	key   spotoken.ConnectionKey
+	subj  proxySubject
 	token spotoken.Secret
 	next  http.RoundTripper
 }
 
 func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	resp, err := t.next.RoundTrip(req)
-	if err != nil || resp.StatusCode != http.StatusUnauthorized || !webapi.TokenRejected(resp) {
-		return resp, err
+	if err != nil {
+		return nil, err
 	}
-	at, err := t.s.cfg.Tokens.Invalidate(req.Context(), t.key, t.token)
+	if webapi.Classify(resp) == webapi.RejectedToken {
+		if resp, err = t.retry(req, resp); err != nil {
+			return nil, err
+		}
+	}
+	switch {
+	case webapi.Classify(resp) == webapi.PermissionsMissing:
+		discard(resp)
+		return nil, errPermissionsMissing
+	case resp.StatusCode == http.StatusForbidden && t.notAllowlisted(req, resp):
+		discard(resp)
+		return nil, errNotAllowlisted
+	}
+	return resp, nil
+}
+
+// retry gets a new token for the one Spotify refused with resp and sends
+// req again with it; it returns resp when there is nothing new to try.
+func (t *retryTransport) retry(req *http.Request, resp *http.Response) (*http.Response, error) {
+	at, err := t.subj.invalidate(req.Context(), t.token)
 	if err != nil {
 		resp.Body.Close()
 		return nil, &tokenFailure{err}
@@ -335,9 +445,47 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 			return resp, nil
 		}
 	}
+	discard(resp)
+	t.s.log.Debug("proxy: Spotify refused the access token; retrying once with a new one",
+		"request_id", requestID(req), "connection", t.subj.String())
+	return t.next.RoundTrip(retry)
+}
+
+// notAllowlisted reports whether Spotify's 403 resp to req refuses the
+// connection's user because the app is in development mode and the user
+// is not on its allowlist. Two signals decide, neither of them a wording:
+// that 403 is plain text where every other 403 of the Web API is its JSON
+// error object, and GET /v1/me, which needs no scope and exists in every
+// mode, answers 403 only to such a user. So a 403 that is not the error
+// object is confirmed with /v1/me (unless it was /v1/me's own answer); a
+// 403 from something in front of Spotify is passed on as it is.
+func (t *retryTransport) notAllowlisted(req *http.Request, resp *http.Response) bool {
+	if _, isErrorObject := webapi.Message(webapi.Peek(resp, webapi.MaxRejectionBody)); isErrorObject {
+		return false
+	}
+	if resp.Request != nil {
+		req = resp.Request // the retry's, after a refresh
+	}
+	if req.Method == http.MethodGet && req.URL.Path == t.s.api.Path+"/v1/me" {
+		return true
+	}
+	me := &url.URL{Scheme: req.URL.Scheme, Host: req.URL.Host, Path: t.s.api.Path + "/v1/me"}
+	probe, err := http.NewRequestWithContext(req.Context(), http.MethodGet, me.String(), nil)
+	if err != nil {
+		return false
+	}
+	probe.Header.Set("Authorization", req.Header.Get("Authorization"))
+	pr, err := t.next.RoundTrip(probe)
+	if err != nil {
+		return false
+	}
+	discard(pr)
+	return pr.StatusCode == http.StatusForbidden
+}
+
+// discard drains a little of resp's body, so the connection can be reused,
+// and closes it.
+func discard(resp *http.Response) {
 	io.Copy(io.Discard, io.LimitReader(resp.Body, webapi.MaxRejectionBody))
 	resp.Body.Close()
-	t.s.log.Debug("proxy: Spotify refused the access token; retrying once with a new one",
-		"request_id", requestID(req), "connection", t.key.String())
-	return t.next.RoundTrip(retry)
 }

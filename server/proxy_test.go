@@ -549,8 +549,9 @@ func TestProxyRefreshesExpiredToken(t *testing.T) {
 	}
 }
 
-// Spotify's 401s: only "the token expired or is invalid" earns a refresh and
-// one retry; every other 401, a 403 and a second refusal pass through.
+// Spotify's 401s: every one earns a refresh and one retry, whatever it says,
+// except Permissions missing (insufficient_scope, no refresh); a 403 and a
+// second refusal pass through.
 func TestProxyRetryOnRefusedToken(t *testing.T) {
 	one := 1
 	tests := []struct {
@@ -559,12 +560,19 @@ func TestProxyRetryOnRefusedToken(t *testing.T) {
 		fake     func(w http.ResponseWriter, r *http.Request, n int) bool
 		status   int
 		message  string // Spotify's message, for an error passed through
+		code     string // spotoken's error code, for spotoken's own answer
 		upstream int
 		refresh  int64
 	}{
+		{name: "2026", faults: emulator.Faults{APIStatus: 401, APIMessage: "Missing/invalid/expired access token", Count: 1},
+			status: 200, upstream: 2, refresh: 1},
 		{name: "expired", faults: emulator.Faults{APIStatus: 401, APIMessage: "The access token expired", Count: 1},
 			status: 200, upstream: 2, refresh: 1},
 		{name: "invalid", faults: emulator.Faults{APIStatus: 401, APIMessage: "Invalid access token", Count: 1},
+			status: 200, upstream: 2, refresh: 1},
+		{name: "a wording not seen yet", faults: emulator.Faults{APIStatus: 401, APIMessage: "Token not accepted", Count: 1},
+			status: 200, upstream: 2, refresh: 1},
+		{name: "empty 401", faults: emulator.Faults{APIStatus: 401, EmptyBody: true, Count: 1},
 			status: 200, upstream: 2, refresh: 1},
 		{name: "invalid_token challenge, empty body", fake: func(w http.ResponseWriter, r *http.Request, n int) bool {
 			if n > 1 {
@@ -574,17 +582,27 @@ func TestProxyRetryOnRefusedToken(t *testing.T) {
 			w.WriteHeader(http.StatusUnauthorized)
 			return true
 		}, status: 200, upstream: 2, refresh: 1},
-		{name: "refused twice", faults: emulator.Faults{APIStatus: 401, APIMessage: "The access token expired", Count: 2},
-			status: 401, message: "The access token expired", upstream: 2, refresh: 1},
+		{name: "refused twice", faults: emulator.Faults{APIStatus: 401, APIMessage: "Missing/invalid/expired access token", Count: 2},
+			status: 401, message: "Missing/invalid/expired access token", upstream: 2, refresh: 1},
 		{name: "permissions missing", faults: emulator.Faults{APIStatus: 401, APIMessage: "Permissions missing", Count: 1},
-			status: 401, message: "Permissions missing", upstream: 1},
+			status: 403, code: "insufficient_scope", upstream: 1},
+		{name: "permissions missing after a refresh", fake: func(w http.ResponseWriter, r *http.Request, n int) bool {
+			msg := map[int]string{1: "Missing/invalid/expired access token", 2: "Permissions missing"}[n]
+			if msg == "" {
+				return false
+			}
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusUnauthorized)
+			io.WriteString(w, `{"error":{"status":401,"message":"`+msg+`"}}`)
+			return true
+		}, status: 403, code: "insufficient_scope", upstream: 2, refresh: 1},
 		{name: "no token provided", fake: func(w http.ResponseWriter, r *http.Request, n int) bool {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="spotify"`)
 			w.Header().Set("Content-Type", "application/json")
 			w.WriteHeader(http.StatusUnauthorized)
 			io.WriteString(w, `{"error":{"status":401,"message":"No token provided"}}`)
 			return true
-		}, status: 401, message: "No token provided", upstream: 1},
+		}, status: 401, message: "No token provided", upstream: 2, refresh: 1},
 		{name: "insufficient client scope", faults: emulator.Faults{APIStatus: 403, APIMessage: "Insufficient client scope", Count: 1},
 			status: 403, message: "Insufficient client scope", upstream: 1},
 		{name: "rate limited", faults: emulator.Faults{APIStatus: 429, RetryAfter: &one, Count: 1},
@@ -608,6 +626,12 @@ func TestProxyRetryOnRefusedToken(t *testing.T) {
 			if tt.message != "" {
 				if got := spotifyMessage(t, raw); got != tt.message {
 					t.Errorf("message %q, want Spotify's %q", got, tt.message)
+				}
+			}
+			if tt.code != "" {
+				e := wantProxyError(t, resp, raw, tt.status, tt.code)
+				if !strings.HasPrefix(e.ConnectURL, h.ts.URL+"/connect/") {
+					t.Errorf("connect_url %q, want a connect link", e.ConnectURL)
 				}
 			}
 			reqs := up.since(n)

@@ -29,6 +29,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/spotoken/spotoken"
+	"github.com/spotoken/spotoken/admin"
 	"github.com/spotoken/spotoken/refresh"
 )
 
@@ -48,6 +49,12 @@ type Store interface {
 	CountConnections(ctx context.Context) ([]spotoken.ConnectionCount, error)
 	ExpiringGrants(ctx context.Context, before time.Time, limit int) ([]spotoken.DueConnection, error)
 	CountExpiringGrants(ctx context.Context, before time.Time) ([]spotoken.ConnectionCount, error)
+	AppendEvents(ctx context.Context, events ...spotoken.Event) error
+	RateLimitedUntil(ctx context.Context, appID string) (time.Time, error)
+	ExtendRateLimit(ctx context.Context, appID string, until time.Time) (time.Time, error)
+	RateLimits(ctx context.Context, after time.Time) ([]spotoken.AppRateLimit, error)
+	// The dashboard's sessions, and the janitor's sweep of all web sessions.
+	spotoken.SessionStore
 }
 
 // Tokens hands out fresh access tokens: a *refresh.Engine.
@@ -129,6 +136,41 @@ type Config struct {
 	// TrustedProxies are the proxies whose X-Forwarded-For names the client
 	// (see ClientIP); without them the peer's address is the client's.
 	TrustedProxies []netip.Prefix
+	// AppTokens, when set, serves apps' own tokens: POST /v1/app-token and
+	// the proxy's /v1/proxy/-/ (a *refresh.AppTokens). Without it those
+	// answer not_found.
+	AppTokens AppTokens
+	// Admin, when set, serves the admin API under /admin/v1/ to admin
+	// credentials; without it the admin API answers not_found.
+	Admin *admin.Service
+
+	// The admin side (see listeners.go): metrics, the dashboard, the admin
+	// API (when Admin is set) and, later, the console.
+	//
+	// SeparateAdmin serves the admin routes from AdminHandler only, for a
+	// listener of their own; otherwise Handler serves them beside the API.
+	SeparateAdmin bool
+	// AdminURL is the base URL at which operators reach the admin routes
+	// (the dashboard's links, cookie and same-origin checks); default
+	// PublicURL.
+	AdminURL string
+	// MetricsToken, when set, is the bearer token /metrics requires.
+	MetricsToken spotoken.Secret
+	// NoMetrics leaves /metrics out (it answers 404 with the reason), for a
+	// listener reachable by anyone when no MetricsToken guards it.
+	NoMetrics bool
+	// HSTSMaxAge is the max-age of the Strict-Transport-Security header sent
+	// on responses over HTTPS (a TLS connection, or a base URL that is
+	// https behind a TLS-terminating proxy). Default one year; negative
+	// sends none.
+	HSTSMaxAge time.Duration
+
+	// DashboardSessions caps the dashboard sessions each app keeps
+	// (PerScope) and each of its API keys (PerSubject): signing in past a
+	// cap ends that app's or key's soonest-ending session, never another
+	// app's. Zero fields take websession's defaults (1,000 and 100),
+	// negative ones mean no cap.
+	DashboardSessions spotoken.WebSessionLimits
 }
 
 // UpstreamTransport returns the transport spotoken serve uses for its calls
@@ -150,9 +192,11 @@ type Server struct {
 	log      *slog.Logger
 	metrics  *Metrics
 	public   *url.URL
+	admin    *url.URL // the admin routes' base URL: Config.AdminURL
 	accounts *url.URL
 	api      *url.URL
-	handler  http.Handler
+	handler  http.Handler // the public listener's
+	muxes    muxes        // where routes are registered; see listeners.go
 	auth     authCache
 	dash     *dashboard
 
@@ -166,6 +210,13 @@ func New(cfg Config) (*Server, error) {
 		return nil, errors.New("server: Config needs a Store and Tokens")
 	}
 	public, err := parseBaseURL("public URL", cfg.PublicURL)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.AdminURL == "" {
+		cfg.AdminURL = cfg.PublicURL
+	}
+	admin, err := parseBaseURL("admin URL", cfg.AdminURL)
 	if err != nil {
 		return nil, err
 	}
@@ -206,11 +257,14 @@ func New(cfg Config) (*Server, error) {
 		cfg.ExpiryWarning = DefaultExpiryWarning
 	}
 	cfg.LinkTTL = orDefault(cfg.LinkTTL, DefaultLinkTTL)
+	if cfg.HSTSMaxAge == 0 {
+		cfg.HSTSMaxAge = DefaultHSTSMaxAge
+	}
 	if cfg.AuthCacheTTL == 0 {
 		cfg.AuthCacheTTL = DefaultAuthCacheTTL
 	}
 	s := &Server{
-		cfg: cfg, log: cfg.Logger, metrics: cfg.Metrics, public: public, accounts: accountsURL, api: api,
+		cfg: cfg, log: cfg.Logger, metrics: cfg.Metrics, public: public, admin: admin, accounts: accountsURL, api: api,
 		force: make(map[spotoken.ConnectionKey]*rate.Limiter),
 	}
 	s.auth.init(s)
@@ -221,8 +275,10 @@ func New(cfg Config) (*Server, error) {
 	if cfg.AuditStats != nil {
 		s.metrics.registerAudit(cfg.AuditStats)
 	}
-	s.dash = newDashboard(s)
-	s.handler = s.routes()
+	if s.dash, err = newDashboard(s); err != nil {
+		return nil, err
+	}
+	s.routes()
 	return s, nil
 }
 
@@ -244,7 +300,9 @@ func parseBaseURL(what, raw string) (*url.URL, error) {
 	return u, nil
 }
 
-// Handler returns the server's HTTP handler.
+// Handler returns the server's HTTP handler: the API, the connect and
+// callback pages, health checks and, unless Config.SeparateAdmin, the admin
+// routes (see AdminHandler).
 func (s *Server) Handler() http.Handler { return s.handler }
 
 // ServeHTTP implements http.Handler.
@@ -256,8 +314,10 @@ func (s *Server) CallbackURL() string { return s.public.String() + "/callback" }
 //go:embed openapi.json
 var openAPI []byte
 
-func (s *Server) routes() http.Handler {
-	m := http.NewServeMux()
+// publicRoutes registers what the public listener serves: the API, the
+// connect flow, health checks and the API's description. What is for
+// operators only goes in operatorRoutes.
+func (s *Server) publicRoutes(m *http.ServeMux) {
 	api := func(pattern string, h func(w http.ResponseWriter, r *http.Request, key *spotoken.APIKey) error) {
 		m.Handle(pattern, s.authenticated(h))
 	}
@@ -268,19 +328,33 @@ func (s *Server) routes() http.Handler {
 	api("POST /v1/connections/{id}/token", s.handleToken)
 	api("/v1/proxy/{id}/{path...}", s.handleProxy)
 	api("GET /v1/audit", s.handleAudit)
+	api("POST /v1/app-token", s.handleAppToken)
+	api("/v1/proxy/-/{path...}", s.handleAppProxy)
 	m.HandleFunc("GET /connect/{session}", s.handleConnect)
 	m.HandleFunc("GET /callback", s.handleCallback)
-	m.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
-	})
-	m.HandleFunc("GET /readyz", s.handleReady)
-	m.Handle("GET /metrics", s.metrics.handler(s.log))
+	s.healthRoutes(m)
 	m.HandleFunc("GET /openapi.json", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		w.Write(openAPI)
 	})
+}
+
+// healthRoutes registers /healthz and /readyz, which every listener serves.
+func (s *Server) healthRoutes(m *http.ServeMux) {
+	m.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	m.HandleFunc("GET /readyz", s.handleReady)
+}
+
+// operatorRoutes registers what is for operators: metrics and the
+// dashboard. With Config.SeparateAdmin they are served on the admin listener
+// only. The admin API and the console are registered here too (or mount
+// themselves with MountAdmin), never in publicRoutes.
+func (s *Server) operatorRoutes(m *http.ServeMux) {
+	m.Handle("GET /metrics", s.metricsHandler())
 	s.dash.routes(m)
-	return s.logRequests(withJSONFallback(m))
+	s.adminRoutes(m)
 }
 
 func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) {
@@ -294,8 +368,8 @@ func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
 }
 
-// Run deletes expired pending authorizations and idle per-connection rate
-// limiters every interval until ctx is done.
+// Run deletes expired pending authorizations, ended web sessions and idle
+// per-connection rate limiters every interval until ctx is done.
 func (s *Server) Run(ctx context.Context, interval time.Duration) error {
 	if interval <= 0 {
 		interval = time.Minute
@@ -321,7 +395,7 @@ func (s *Server) Run(ctx context.Context, interval time.Duration) error {
 			}
 		}
 		s.forceMu.Unlock()
-		s.dash.sweep()
+		s.dash.sweep(ctx)
 		if _, err := s.WarnExpiring(ctx); err != nil && ctx.Err() == nil {
 			s.log.Warn("warn of expiring grants", "err", err)
 		}

@@ -19,8 +19,20 @@ type ConnectionView struct {
 	LastErrorCode  string          `json:"last_error_code,omitempty"`
 	ConsentedAt    *time.Time      `json:"consented_at,omitempty"`
 	GrantExpiresAt *time.Time      `json:"grant_expires_at,omitempty"`
-	CreatedAt      time.Time       `json:"created_at"`
-	UpdatedAt      time.Time       `json:"updated_at"`
+	// RateLimitedUntil is when the app's rate-limit window at Spotify's
+	// token endpoint ends, while it lasts: no refresh before it.
+	RateLimitedUntil *time.Time `json:"rate_limited_until,omitempty"`
+	CreatedAt        time.Time  `json:"created_at"`
+	UpdatedAt        time.Time  `json:"updated_at"`
+}
+
+// RateLimitWindow is an app's window end as a view shows it: nil unless
+// the window lasts beyond now.
+func RateLimitWindow(until, now time.Time) *time.Time {
+	if !until.After(now) {
+		return nil
+	}
+	return optTime(until)
 }
 
 // NewConnectionView returns c's view.

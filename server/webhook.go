@@ -60,7 +60,7 @@ const (
 
 // webhookGaveUp is the NextAttemptAt of an event the deliverer gave up on:
 // it stays in the outbox, undelivered, for the record, and is never due.
-var webhookGaveUp = time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC)
+var webhookGaveUp = spotoken.EventGaveUpAt
 
 const (
 	webhookUserAgent = "spotoken-webhooks/1"
@@ -80,8 +80,9 @@ const (
 // with the Standard Webhooks headers webhook-id ("evt_" and the event's id,
 // the same on every attempt), webhook-timestamp (the attempt's Unix time) and
 // webhook-signature ("v1," and the base64 of the HMAC-SHA256 of
-// "{id}.{timestamp}.{body}" keyed with the app's WebhookSecret); see
-// SignWebhook and VerifyWebhook.
+// "{id}.{timestamp}.{body}" keyed with the app's WebhookSecret, and while a
+// rotation is under way a second one, space-separated, keyed with its
+// PreviousWebhookSecret); see SignWebhook and VerifyWebhook.
 //
 // Any 2xx answer is a success. Anything else is a failure: another status
 // (a redirect, which is never followed, and 410 Gone too), a timeout, a
@@ -97,7 +98,9 @@ const (
 // delivered without being sent (outcome "skipped"), so the outbox does not
 // grow. An app with a WebhookURL but no WebhookSecret gets nothing: its
 // events fail with "app has no webhook secret" (and back off) until an
-// operator gives it one; spotoken never sends an unsigned delivery.
+// operator gives it one (admin.Service.UpdateApp makes them due at once);
+// spotoken never sends an unsigned delivery. An operator can make any
+// event due again (spotoken.EventLog), a given-up one included.
 //
 // Order: an app's events are sent one at a time, oldest first. When one
 // fails, the app's later events are held back behind it: they are not sent
@@ -484,8 +487,10 @@ func (w *Webhooks) deliverApp(ctx context.Context, s *webhookSettings, appID str
 
 // webhookTarget is where and how an app's deliveries go.
 type webhookTarget struct {
-	url      string
-	key      []byte
+	url string
+	// keys sign each delivery: the webhook secret's, and during a
+	// rotation the previous secret's too.
+	keys     [][]byte
 	endpoint string // host and path: what logs may show of the URL
 	query    string // the raw query, scrubbed from error details
 }
@@ -501,8 +506,15 @@ func newWebhookTarget(app *spotoken.App) (t webhookTarget, problem string) {
 	if app.WebhookSecret == "" {
 		return t, "app has no webhook secret"
 	}
-	if t.key, err = spotoken.WebhookKey(app.WebhookSecret); err != nil {
-		return t, "app has an invalid webhook secret"
+	for _, secret := range []spotoken.Secret{app.WebhookSecret, app.PreviousWebhookSecret} {
+		if secret == "" {
+			continue
+		}
+		key, err := spotoken.WebhookKey(secret)
+		if err != nil {
+			return t, "app has an invalid webhook secret"
+		}
+		t.keys = append(t.keys, key)
 	}
 	return t, ""
 }
@@ -531,7 +543,11 @@ func (w *Webhooks) send(ctx context.Context, s *webhookSettings, t webhookTarget
 	req.Header.Set("User-Agent", webhookUserAgent)
 	req.Header.Set("webhook-id", id)
 	req.Header.Set("webhook-timestamp", strconv.FormatInt(at.Unix(), 10))
-	req.Header.Set("webhook-signature", signWebhook(t.key, id, at.Unix(), body))
+	sigs := make([]string, len(t.keys))
+	for i, key := range t.keys {
+		sigs[i] = signWebhook(key, id, at.Unix(), body)
+	}
+	req.Header.Set("webhook-signature", strings.Join(sigs, " "))
 	resp, err := s.client.Do(req)
 	if err != nil {
 		if ctx.Err() != nil {

@@ -13,20 +13,16 @@ import (
 )
 
 const appColumns = `id, client_id, client_secret, redirect_uris, default_scopes, return_to_origins, webhook_url, webhook_secret,
-	created_at, updated_at`
+	created_at, updated_at, previous_client_secret, previous_webhook_secret`
 
-// sealedApp is an app's two secret ciphertexts as stored.
-type sealedApp struct{ client, webhook []byte }
-
-// sealApp seals an app's two secrets.
-func (db *DB) sealApp(app *spotoken.App) (sealedApp, error) {
-	var sa sealedApp
-	var err error
-	if sa.client, err = db.codec.Seal(rowseal.AppSecret(app.ID), app.ClientSecret); err != nil {
-		return sealedApp{}, err
-	}
-	if sa.webhook, err = db.codec.Seal(rowseal.WebhookSecret(app.ID), app.WebhookSecret); err != nil {
-		return sealedApp{}, err
+// sealApp seals an app's secrets.
+func (db *DB) sealApp(app *spotoken.App) (rowseal.SealedApp, error) {
+	var sa rowseal.SealedApp
+	for _, s := range rowseal.AppSecrets(app, &sa) {
+		var err error
+		if *s.Sealed, err = db.codec.Seal(s.Field, *s.Secret); err != nil {
+			return rowseal.SealedApp{}, err
+		}
 	}
 	return sa, nil
 }
@@ -48,9 +44,9 @@ func (db *DB) CreateApp(ctx context.Context, app *spotoken.App) error {
 		return fmt.Errorf("create app: %w", err)
 	}
 	err = db.write(ctx, func(tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, `INSERT INTO apps (`+appColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-			app.ID, app.ClientID, blobArg(sealed.client), redirects, scopesArg(app.DefaultScopes), origins, app.WebhookURL,
-			blobArg(sealed.webhook), now.UnixMicro(), now.UnixMicro())
+		_, err := tx.ExecContext(ctx, `INSERT INTO apps (`+appColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			app.ID, app.ClientID, blobArg(sealed.Client), redirects, scopesArg(app.DefaultScopes), origins, app.WebhookURL,
+			blobArg(sealed.Webhook), now.UnixMicro(), now.UnixMicro(), blobArg(sealed.PrevClient), blobArg(sealed.PrevWebhook))
 		return translate(err, fmt.Sprintf("app %q already exists", app.ID), "")
 	})
 	if err != nil {
@@ -67,7 +63,7 @@ func (db *DB) App(ctx context.Context, id string) (*spotoken.App, error) {
 }
 
 // app reads and opens one app, returning its secrets' ciphertexts too.
-func (db *DB) app(ctx context.Context, q queryer, id string) (*spotoken.App, sealedApp, error) {
+func (db *DB) app(ctx context.Context, q queryer, id string) (*spotoken.App, rowseal.SealedApp, error) {
 	a, sa, err := db.scanApp(q.QueryRowContext(ctx, `SELECT `+appColumns+` FROM apps WHERE id = ?`, id))
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, sa, spotoken.Errorf(spotoken.ENotFound, "app %q not found", id)
@@ -106,14 +102,12 @@ func (db *DB) UpdateApp(ctx context.Context, id string, fn func(*spotoken.App) e
 		a.ID, a.CreatedAt, a.UpdatedAt = old.ID, old.CreatedAt, db.now()
 
 		// A secret fn left alone keeps its ciphertext.
-		if a.ClientSecret != old.ClientSecret {
-			if sealed.client, err = db.codec.Seal(rowseal.AppSecret(id), a.ClientSecret); err != nil {
-				return fmt.Errorf("update app: %w", err)
-			}
-		}
-		if a.WebhookSecret != old.WebhookSecret {
-			if sealed.webhook, err = db.codec.Seal(rowseal.WebhookSecret(id), a.WebhookSecret); err != nil {
-				return fmt.Errorf("update app: %w", err)
+		oldSecrets := rowseal.AppSecrets(old, &rowseal.SealedApp{})
+		for i, s := range rowseal.AppSecrets(&a, &sealed) {
+			if *s.Secret != *oldSecrets[i].Secret {
+				if *s.Sealed, err = db.codec.Seal(s.Field, *s.Secret); err != nil {
+					return fmt.Errorf("update app: %w", err)
+				}
 			}
 		}
 		redirects, err := listArg(a.RedirectURIs)
@@ -125,9 +119,10 @@ func (db *DB) UpdateApp(ctx context.Context, id string, fn func(*spotoken.App) e
 			return fmt.Errorf("update app: %w", err)
 		}
 		_, err = tx.ExecContext(ctx, `UPDATE apps SET client_id = ?, client_secret = ?, redirect_uris = ?,
-			default_scopes = ?, return_to_origins = ?, webhook_url = ?, webhook_secret = ?, updated_at = ? WHERE id = ?`,
-			a.ClientID, blobArg(sealed.client), redirects, scopesArg(a.DefaultScopes), origins, a.WebhookURL,
-			blobArg(sealed.webhook), a.UpdatedAt.UnixMicro(), id)
+			default_scopes = ?, return_to_origins = ?, webhook_url = ?, webhook_secret = ?, updated_at = ?,
+			previous_client_secret = ?, previous_webhook_secret = ? WHERE id = ?`,
+			a.ClientID, blobArg(sealed.Client), redirects, scopesArg(a.DefaultScopes), origins, a.WebhookURL,
+			blobArg(sealed.Webhook), a.UpdatedAt.UnixMicro(), blobArg(sealed.PrevClient), blobArg(sealed.PrevWebhook), id)
 		if err != nil {
 			return fmt.Errorf("update app: %w", err)
 		}
@@ -164,19 +159,19 @@ func (db *DB) DeleteApp(ctx context.Context, id string) error {
 
 // scanApp scans one row of appColumns and opens its secrets, returning
 // their ciphertexts too.
-func (db *DB) scanApp(row interface{ Scan(...any) error }) (*spotoken.App, sealedApp, error) {
+func (db *DB) scanApp(row interface{ Scan(...any) error }) (*spotoken.App, rowseal.SealedApp, error) {
 	var a spotoken.App
-	var sa sealedApp
-	if err := row.Scan(&a.ID, &a.ClientID, &sa.client, listCol{&a.RedirectURIs}, scopesCol{&a.DefaultScopes},
-		listCol{&a.ReturnToOrigins}, &a.WebhookURL, &sa.webhook, timeCol{&a.CreatedAt}, timeCol{&a.UpdatedAt}); err != nil {
+	var sa rowseal.SealedApp
+	if err := row.Scan(&a.ID, &a.ClientID, &sa.Client, listCol{&a.RedirectURIs}, scopesCol{&a.DefaultScopes},
+		listCol{&a.ReturnToOrigins}, &a.WebhookURL, &sa.Webhook, timeCol{&a.CreatedAt}, timeCol{&a.UpdatedAt},
+		&sa.PrevClient, &sa.PrevWebhook); err != nil {
 		return nil, sa, err
 	}
-	var err error
-	if a.ClientSecret, err = db.codec.Open(rowseal.AppSecret(a.ID), sa.client); err != nil {
-		return nil, sa, err
-	}
-	if a.WebhookSecret, err = db.codec.Open(rowseal.WebhookSecret(a.ID), sa.webhook); err != nil {
-		return nil, sa, err
+	for _, s := range rowseal.AppSecrets(&a, &sa) {
+		var err error
+		if *s.Secret, err = db.codec.Open(s.Field, *s.Sealed); err != nil {
+			return nil, sa, err
+		}
 	}
 	return &a, sa, nil
 }

@@ -46,14 +46,7 @@ func (db *DB) PendingEvents(ctx context.Context, now time.Time, limit int) ([]*s
 	if limit <= 0 {
 		return nil, nil
 	}
-	return queryAll(ctx, db.r, "pending events", func(r *sql.Rows) (*spotoken.Event, error) {
-		var e spotoken.Event
-		var typ string
-		err := r.Scan(&e.ID, &typ, &e.AppID, &e.ConnectionID, &e.Data, timeCol{&e.CreatedAt}, &e.Attempts,
-			timeCol{&e.NextAttemptAt}, timeCol{&e.DeliveredAt}, &e.LastError)
-		e.Type = spotoken.EventType(typ)
-		return &e, err
-	}, `SELECT `+eventColumns+` FROM events
+	return queryAll(ctx, db.r, "pending events", scanEvent, `SELECT `+eventColumns+` FROM events
 		WHERE delivered_at IS NULL AND (next_attempt_at IS NULL OR next_attempt_at <= ?) ORDER BY id LIMIT ?`, now.UnixMicro(), limit)
 }
 
@@ -80,16 +73,5 @@ func (db *DB) MarkEventFailed(ctx context.Context, id int64, next time.Time, las
 
 // updateEvent runs an UPDATE of event id; ErrNotFound if it changed no row.
 func (db *DB) updateEvent(ctx context.Context, id int64, query string, args ...any) error {
-	return db.write(ctx, func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, query, args...)
-		if err != nil {
-			return err
-		}
-		if n, err := affected(res); err != nil {
-			return err
-		} else if n == 0 {
-			return spotoken.Errorf(spotoken.ENotFound, "event %d not found", id)
-		}
-		return nil
-	})
+	return db.updateOne(ctx, spotoken.Errorf(spotoken.ENotFound, "event %d not found", id), query, args...)
 }

@@ -24,16 +24,28 @@ type sealedTable struct {
 // sealedTables are every table with secret columns.
 var sealedTables = []sealedTable{
 	{
-		name: "apps", key: []string{"id"}, columns: []string{"client_secret", "webhook_secret"},
+		name: "apps", key: []string{"id"},
+		columns: []string{"client_secret", "webhook_secret", "previous_client_secret", "previous_webhook_secret"},
 		field: func(v []any, column string) (rowseal.Field, error) {
 			id, ok := v[0].(string)
 			if !ok {
 				return rowseal.Field{}, fmt.Errorf("apps.id holds %T", v[0])
 			}
-			if column == "webhook_secret" {
-				return rowseal.WebhookSecret(id), nil
+			f, ok := rowseal.AppField(id, column)
+			if !ok {
+				return rowseal.Field{}, fmt.Errorf("apps.%s holds no secret", column)
 			}
-			return rowseal.AppSecret(id), nil
+			return f, nil
+		},
+	},
+	{
+		name: "app_tokens", key: []string{"app_id"}, columns: []string{"access_token"},
+		field: func(v []any, _ string) (rowseal.Field, error) {
+			id, ok := v[0].(string)
+			if !ok {
+				return rowseal.Field{}, fmt.Errorf("app_tokens.app_id holds %T", v[0])
+			}
+			return rowseal.AppToken(id), nil
 		},
 	},
 	{
@@ -62,6 +74,24 @@ var sealedTables = []sealedTable{
 				return rowseal.Field{}, fmt.Errorf("pending_authorizations row holds %T, %T, %T", v[0], v[1], v[2])
 			}
 			return rowseal.Verifier(app, conn, [32]byte(hash)), nil
+		},
+	},
+	{
+		name: "web_sessions", key: []string{"id_hash"}, extra: []string{"scope", "app_id", "subject"},
+		columns: []string{"csrf", "data"},
+		field: func(v []any, column string) (rowseal.Field, error) {
+			hash, ok1 := v[0].([]byte)
+			scope, ok2 := v[1].(string)
+			app, ok3 := v[2].(string) // NULL (nil): no app
+			subject, ok4 := v[3].(string)
+			if !ok1 || !ok2 || (!ok3 && v[2] != nil) || !ok4 || len(hash) != 32 {
+				return rowseal.Field{}, fmt.Errorf("web_sessions row holds %T, %T, %T, %T", v[0], v[1], v[2], v[3])
+			}
+			s := &spotoken.WebSession{IDHash: [32]byte(hash), Scope: scope, AppID: app, Subject: subject}
+			if column == "csrf" {
+				return rowseal.WebSessionCSRF(s), nil
+			}
+			return rowseal.WebSessionData(s), nil
 		},
 	},
 }

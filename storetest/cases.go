@@ -1189,9 +1189,10 @@ func testNoPlaintext(t *testing.T, h *harness) {
 	}); err != nil {
 		t.Fatal(err)
 	}
+	sessionSecrets := h.writeWebSessions(t)
 	raw := h.backend.Dump(t)
 	// The dump must really hold the data, or the search below proves nothing.
-	for _, visible := range []string{"plain-app", "spotify-c1", "https://app.example/hooks", vend.Fingerprint, string(spotoken.AuditReconsent)} {
+	for _, visible := range []string{"plain-app", "spotify-c1", "https://app.example/hooks", "key-plain", vend.Fingerprint, string(spotoken.AuditReconsent)} {
 		if !bytes.Contains(raw, []byte(visible)) {
 			t.Fatalf("the dump (%d bytes) lacks the non-secret %q: Dump does not read the data", len(raw), visible)
 		}
@@ -1203,6 +1204,11 @@ func testNoPlaintext(t *testing.T, h *harness) {
 		"access token":           c.Token.AccessToken, "refresh token": c.Token.RefreshToken,
 		"rotated access token": rotated.AccessToken, "rotated refresh token": rotated.RefreshToken,
 	} {
+		if bytes.Contains(raw, []byte(s.Reveal())) {
+			t.Errorf("the %s is in the database in plaintext", name)
+		}
+	}
+	for name, s := range sessionSecrets {
 		if bytes.Contains(raw, []byte(s.Reveal())) {
 			t.Errorf("the %s is in the database in plaintext", name)
 		}

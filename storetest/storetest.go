@@ -1,6 +1,7 @@
 // Package storetest is the one conformance suite that every spotoken store
 // passes: round trips of every type, not-found and conflict errors,
-// compare-and-swap under contention, leases, Due, counts, deletion, key
+// compare-and-swap under contention, leases, Due, counts, rate-limit
+// windows, deletion, key
 // rotation, tampering, and a raw read of the database that must find no
 // plaintext secret.
 //
@@ -35,12 +36,20 @@ type Backend interface {
 	// bypassing the store.
 	CorruptTokens(t *testing.T, key spotoken.ConnectionKey)
 	// AppCiphertext returns the bytes stored in the sealed column
-	// (client_secret or webhook_secret) of app id, nil for NULL, bypassing
-	// the store.
+	// (client_secret, webhook_secret, previous_client_secret or
+	// previous_webhook_secret) of app id, nil for NULL, bypassing the store.
 	AppCiphertext(t *testing.T, id, column string) []byte
 	// SetAppCiphertext overwrites the sealed column of app id with ct,
 	// bypassing the store, as an attacker with database access might.
 	SetAppCiphertext(t *testing.T, id, column string, ct []byte)
+	// WebSessionColumn returns the stored value of a column of the web
+	// session with idHash ([]byte, string, or nil for NULL), bypassing the
+	// store.
+	WebSessionColumn(t *testing.T, idHash [32]byte, column string) any
+	// SetWebSessionColumn overwrites a column of the web session with
+	// idHash with a value WebSessionColumn returned, bypassing the store,
+	// as an attacker with database access might.
+	SetWebSessionColumn(t *testing.T, idHash [32]byte, column string, value any)
 }
 
 // Clock is a settable clock for the stores under test.
@@ -90,6 +99,7 @@ func Run(t *testing.T, newBackend func(t *testing.T) Backend) {
 		{"ExpiringGrants", testExpiringGrants},
 		{"Delete", testDelete},
 		{"Events", testEvents},
+		{"RateLimits", testRateLimits},
 		{"KeyRotation", testKeyRotation},
 		{"WrongKey", testWrongKey},
 		{"Tampering", testTampering},
@@ -98,7 +108,21 @@ func Run(t *testing.T, newBackend func(t *testing.T) Backend) {
 		{"AuditInTransaction", testAuditInTransaction},
 		{"AuditRetention", testAuditRetention},
 		{"AuditMarks", testAuditMarks},
+		{"WebSessions", testWebSessions},
+		{"WebSessionExpiry", testWebSessionExpiry},
+		{"WebSessionCaps", testWebSessionCaps},
+		{"WebSessionsParallel", testWebSessionsParallel},
+		{"WebSessionTampering", testWebSessionTampering},
+		{"WebSessionReseal", testWebSessionReseal},
 		{"NoPlaintextAtRest", testNoPlaintext},
+		{"AppSecretRotation", testAppSecretRotation},
+		{"AdminKeys", testAdminKeys},
+		{"AppTokens", testAppTokens},
+		{"AppTokenLeaseContention", testAppTokenLeaseContention},
+		{"EventLog", testEventLog},
+		{"FindConnections", testFindConnections},
+		{"OperatorResealAndNoPlaintext", testOperatorReseal},
+		{"Endpoints", testEndpoints},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

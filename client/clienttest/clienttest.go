@@ -73,14 +73,31 @@ type Broker struct {
 
 	// browser follows redirects and keeps cookies, like a user's browser.
 	browser *http.Client
+	now     func() time.Time // the broker's clock
 }
 
 // Option changes how NewBroker builds a broker.
 type Option func(*config)
 
 type config struct {
-	emulator func(*emulator.Config)
-	server   func(*server.Config)
+	emulator     func(*emulator.Config)
+	server       func(*server.Config)
+	frozen       bool
+	clientSecret string
+}
+
+// ClientSecret makes the app a confidential client of the emulator with
+// secret, which can have app tokens (client credentials).
+func ClientSecret(secret string) Option {
+	return func(c *config) { c.clientSecret = secret }
+}
+
+// FrozenBroker runs the broker (store, engine, server) on the emulator's
+// base clock, which Advance does not move: Advance then expires tokens at
+// Spotify only, while the broker still thinks them valid, as when Spotify
+// ends a token early or the clocks disagree.
+func FrozenBroker() Option {
+	return func(c *config) { c.frozen = true }
 }
 
 // EmulatorConfig lets fn change the emulator's configuration (rotation
@@ -106,7 +123,7 @@ func NewBroker(t testing.TB, opts ...Option) *Broker {
 	ecfg := emulator.Config{
 		// A loopback redirect URI registered without a port matches any
 		// port (RFC 8252), so the httptest server's port needs no registration.
-		Clients:     []emulator.Client{{ID: ClientID, RedirectURIs: []string{"http://127.0.0.1/callback"}}},
+		Clients:     []emulator.Client{{ID: ClientID, Secret: cfg.clientSecret, RedirectURIs: []string{"http://127.0.0.1/callback"}}},
 		AutoApprove: User,
 	}
 	if cfg.emulator != nil {
@@ -118,6 +135,13 @@ func NewBroker(t testing.TB, opts ...Option) *Broker {
 	}
 	emuSrv := httptest.NewServer(emu)
 	t.Cleanup(emuSrv.Close)
+	now := emu.Now
+	if cfg.frozen {
+		now = ecfg.Now
+		if now == nil {
+			now = time.Now
+		}
+	}
 
 	dir := t.TempDir()
 	ring, err := seal.GenerateKeyFile(filepath.Join(dir, "keys"))
@@ -125,18 +149,20 @@ func NewBroker(t testing.TB, opts ...Option) *Broker {
 		t.Fatalf("clienttest: key file: %v", err)
 	}
 	ctx := context.Background()
-	store, err := sqlite.Open(ctx, sqlite.Config{Path: filepath.Join(dir, "spotoken.db"), Keys: ring, Now: emu.Now})
+	store, err := sqlite.Open(ctx, sqlite.Config{Path: filepath.Join(dir, "spotoken.db"), Keys: ring, Now: now})
 	if err != nil {
 		t.Fatalf("clienttest: store: %v", err)
 	}
 	t.Cleanup(func() { store.Close() })
 
-	engine, err := refresh.New(refresh.Config{
-		Store: store, Now: emu.Now,
-		Refresher: &refresh.SpotifyRefresher{TokenURL: emuSrv.URL + "/api/token", Now: emu.Now},
-	})
+	spotify := &refresh.SpotifyRefresher{TokenURL: emuSrv.URL + "/api/token", Now: now}
+	engine, err := refresh.New(refresh.Config{Store: store, Now: now, Refresher: spotify})
 	if err != nil {
 		t.Fatalf("clienttest: engine: %v", err)
+	}
+	appTokens, err := refresh.NewAppTokens(refresh.AppTokensConfig{Store: store, Spotify: spotify, Now: now})
+	if err != nil {
+		t.Fatalf("clienttest: app tokens: %v", err)
 	}
 
 	// Listen first: the public URL is part of the app's redirect URI.
@@ -145,7 +171,7 @@ func NewBroker(t testing.TB, opts ...Option) *Broker {
 	t.Cleanup(ts.Close)
 	scfg := server.Config{
 		Store: store, Tokens: engine, PublicURL: ts.URL, AccountsURL: emuSrv.URL, APIURL: emuSrv.URL,
-		Now: emu.Now, EngineStats: engine.Stats,
+		Now: now, EngineStats: engine.Stats, AppTokens: appTokens,
 	}
 	if cfg.server != nil {
 		cfg.server(&scfg)
@@ -156,12 +182,12 @@ func NewBroker(t testing.TB, opts ...Option) *Broker {
 	}
 	handler = srv
 
-	app := &spotoken.App{ID: AppID, ClientID: ClientID, RedirectURIs: []string{srv.CallbackURL()},
+	app := &spotoken.App{ID: AppID, ClientID: ClientID, ClientSecret: spotoken.Secret(cfg.clientSecret), RedirectURIs: []string{srv.CallbackURL()},
 		DefaultScopes: spotoken.Scopes(DefaultScopes).Normalize()}
 	if err := store.CreateApp(ctx, app); err != nil {
 		t.Fatalf("clienttest: app: %v", err)
 	}
-	key, rec := spotoken.NewAPIKey(AppID, "clienttest", emu.Now())
+	key, rec := spotoken.NewAPIKey(AppID, "clienttest", now())
 	if err := store.CreateAPIKey(ctx, rec); err != nil {
 		t.Fatalf("clienttest: API key: %v", err)
 	}
@@ -169,16 +195,17 @@ func NewBroker(t testing.TB, opts ...Option) *Broker {
 	return &Broker{
 		URL: ts.URL, APIKey: key.Reveal(), EmulatorURL: emuSrv.URL,
 		Emulator: emu, Engine: engine, Server: srv,
-		browser: &http.Client{Jar: jar},
+		browser: &http.Client{Jar: jar}, now: now,
 	}
 }
 
-// Now is the broker's (and the emulator's) clock: give it to
+// Now is the broker's clock, the emulator's unless FrozenBroker: give it to
 // client.WithClock so that the client sees tokens expire when Advance moves
 // the clock.
-func (b *Broker) Now() time.Time { return b.Emulator.Now() }
+func (b *Broker) Now() time.Time { return b.now() }
 
-// Advance moves the broker's and the emulator's clock forward by d.
+// Advance moves the emulator's clock forward by d, and so the broker's
+// unless FrozenBroker.
 func (b *Broker) Advance(d time.Duration) { b.Emulator.Advance(d) }
 
 // Refreshes is the number of refresh_token requests the emulator has seen.

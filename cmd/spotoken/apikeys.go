@@ -91,9 +91,11 @@ func apiKeysCreateRun(ctx context.Context, ios *IOStreams, opts *apiKeysCreateOp
 		if _, err := findApp(ctx, store, opts.App); err != nil {
 			return err
 		}
-		key, rec := spotoken.NewAPIKey(opts.App, opts.Name, now())
-		err := store.CreateAPIKey(adminAudit(ctx, spotoken.AuditAPIKeyCreate, opts.App, "",
-			map[string]string{"api_key_id": rec.ID, "name": rec.Name, "prefix": rec.Prefix}), rec)
+		svc, err := newAdmin(ios, store, nil, now)
+		if err != nil {
+			return err
+		}
+		key, rec, err := svc.CreateAPIKey(ctx, cliActor(), opts.App, opts.Name)
 		if errors.Is(err, spotoken.ErrNotFound) {
 			return fmt.Errorf("no app named %q (see 'spotoken apps list')", opts.App)
 		}
@@ -209,8 +211,11 @@ func apiKeysRevokeRun(ctx context.Context, ios *IOStreams, opts *apiKeysRevokeOp
 			return err
 		}
 		notFound := fmt.Errorf("app %s has no API key %q (see 'spotoken apikeys list --app %s')", opts.App, id, opts.App)
-		err := store.RevokeAPIKey(adminAudit(ctx, spotoken.AuditAPIKeyRevoke, opts.App, "", map[string]string{"api_key_id": id}),
-			opts.App, id, now())
+		svc, err := newAdmin(ios, store, nil, now)
+		if err != nil {
+			return err
+		}
+		err = svc.RevokeAPIKey(ctx, cliActor(), opts.App, id)
 		if errors.Is(err, spotoken.ErrNotFound) {
 			return notFound
 		}

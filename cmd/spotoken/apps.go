@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/url"
 	"os"
 	"slices"
@@ -20,6 +19,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/spotoken/spotoken"
+	"github.com/spotoken/spotoken/admin"
 )
 
 // The helpers at the top of this file serve every admin command (apps,
@@ -146,76 +146,38 @@ func validateClientID(id string) error {
 	if id == "" {
 		return errors.New("--client-id is required: the app's Spotify client ID (from the Spotify developer dashboard)")
 	}
-	if len(id) > 256 {
-		return fmt.Errorf("--client-id: at most 256 characters, got %d", len(id))
+	return flagError("client_id", "--client-id", admin.CheckClientID(id))
+}
+
+// flagError rewrites an admin check's error, which names the setting as
+// the admin API does (field), for the command line (flag); nil stays nil.
+func flagError(field, flag string, err error) error {
+	if err == nil {
+		return nil
 	}
-	if strings.IndexFunc(id, func(r rune) bool { return unicode.IsSpace(r) || !unicode.IsPrint(r) }) >= 0 {
-		return fmt.Errorf("--client-id %q: a client ID has no spaces or control characters", id)
-	}
-	return nil
+	return errors.New(flag + strings.TrimPrefix(spotoken.ErrorMessage(err), field))
 }
 
 // parseHTTPURL parses an absolute http or https URL with a host and no
 // fragment; flag names the flag in error messages.
 func parseHTTPURL(flag, raw string) (*url.URL, error) {
-	u, err := url.Parse(raw)
+	u, err := admin.CheckHTTPURL(flag, raw)
 	if err != nil {
-		return nil, fmt.Errorf("%s %q: not a URL: %v", flag, raw, errors.Unwrap(err))
-	}
-	if u.Scheme != "http" && u.Scheme != "https" {
-		return nil, fmt.Errorf("%s %q: want an absolute http:// or https:// URL", flag, raw)
-	}
-	if u.Host == "" || u.Hostname() == "" {
-		return nil, fmt.Errorf("%s %q: the URL has no host", flag, raw)
-	}
-	if u.Fragment != "" || strings.Contains(raw, "#") {
-		return nil, fmt.Errorf("%s %q: the URL must not have a fragment (#...)", flag, raw)
-	}
-	if u.User != nil {
-		return nil, fmt.Errorf("%s %q: the URL must not hold a user name or password", flag, u.Redacted())
+		return nil, errors.New(spotoken.ErrorMessage(err))
 	}
 	return u, nil
 }
 
 // loopbackHost reports whether host is a loopback IP literal, the only
 // host Spotify accepts over plain http.
-func loopbackHost(host string) bool {
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
-}
+func loopbackHost(host string) bool { return admin.LoopbackHost(host) }
 
 // normalizeOrigin checks and normalises a web origin, scheme://host[:port]:
 // scheme and host in lower case, the scheme's default port dropped. It
 // accepts one trailing "/" and nothing else after the authority.
 func normalizeOrigin(raw string) (string, error) {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return "", fmt.Errorf("--return-to %q: not a URL: %v", raw, errors.Unwrap(err))
-	}
-	if u.Scheme != "http" && u.Scheme != "https" || u.Opaque != "" {
-		return "", fmt.Errorf("--return-to %q: want an origin, http(s)://host[:port]", raw)
-	}
-	if u.Hostname() == "" {
-		return "", fmt.Errorf("--return-to %q: the origin has no host", raw)
-	}
-	if u.User != nil || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.ForceQuery || u.Fragment != "" || strings.Contains(raw, "#") {
-		return "", fmt.Errorf("--return-to %q: an origin is scheme://host[:port] only, without user, path, query or fragment", raw)
-	}
-	host, port := strings.ToLower(u.Hostname()), u.Port()
-	if strings.HasSuffix(u.Host, ":") {
-		return "", fmt.Errorf("--return-to %q: empty port", raw)
-	}
-	if (u.Scheme == "https" && port == "443") || (u.Scheme == "http" && port == "80") {
-		port = ""
-	}
-	if strings.Contains(host, ":") {
-		host = "[" + host + "]"
-	}
-	origin := u.Scheme + "://" + host
-	if port != "" {
-		origin += ":" + port
-	}
-	return origin, nil
+	origin, err := admin.NormalizeOrigin(raw)
+	return origin, flagError("return_to_origins", "--return-to", err)
 }
 
 // maxSecret bounds a client secret read from stdin or a file.
@@ -253,7 +215,8 @@ take as --app.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 	}
-	cmd.AddCommand(newAppsCreateCmd(ios), newAppsListCmd(ios), newAppsDeleteCmd(ios))
+	cmd.AddCommand(newAppsCreateCmd(ios), newAppsListCmd(ios), newAppsDeleteCmd(ios),
+		newAppsGetCmd(ios), newAppsUpdateCmd(ios), newAppsSecretsCmd(ios))
 	return cmd
 }
 
@@ -379,8 +342,11 @@ type appView struct {
 	Scopes          spotoken.Scopes `json:"scopes"`
 	ReturnToOrigins []string        `json:"return_to_origins"`
 	WebhookURL      string          `json:"webhook_url,omitempty"`
-	CreatedAt       time.Time       `json:"created_at"`
-	UpdatedAt       time.Time       `json:"updated_at"`
+	// RateLimitedUntil: while Spotify rate-limits the app's token requests,
+	// when that window ends.
+	RateLimitedUntil *time.Time `json:"rate_limited_until,omitempty"`
+	CreatedAt        time.Time  `json:"created_at"`
+	UpdatedAt        time.Time  `json:"updated_at"`
 }
 
 func newAppView(a *spotoken.App) appView {
@@ -419,17 +385,20 @@ func appsCreateRun(ctx context.Context, ios *IOStreams, opts *appsCreateOptions,
 			return err
 		}
 	}
-	if app.WebhookURL != "" {
-		app.WebhookSecret = spotoken.NewWebhookSecret()
-	}
 	err = withStore(ctx, ios, &opts.store, true, func(store spotoken.Store) error {
-		err := store.CreateApp(adminAudit(ctx, spotoken.AuditAppCreate, app.ID, "", map[string]string{"client_id": app.ClientID}), app)
+		svc, err := newAdmin(ios, store, nil, nil)
+		if err != nil {
+			return err
+		}
+		created, _, err := svc.CreateApp(ctx, cliActor(), admin.NewApp{ID: app.ID, ClientID: app.ClientID, ClientSecret: app.ClientSecret,
+			RedirectURIs: app.RedirectURIs, DefaultScopes: app.DefaultScopes, ReturnToOrigins: app.ReturnToOrigins, WebhookURL: app.WebhookURL})
 		if errors.Is(err, spotoken.ErrConflict) {
-			return fmt.Errorf("an app named %q already exists; delete it first with 'spotoken apps delete %s'", app.ID, app.ID)
+			return fmt.Errorf("an app named %q already exists; change it with 'spotoken apps update %s', or delete it first with 'spotoken apps delete %s'", app.ID, app.ID, app.ID)
 		}
 		if err != nil {
-			return fmt.Errorf("create app %q: %w", app.ID, err)
+			return fmt.Errorf("create app %q: %s", app.ID, errorText(err))
 		}
+		app = created
 		return nil
 	})
 	if err != nil {
@@ -459,7 +428,7 @@ func appsCreateRun(ctx context.Context, ios *IOStreams, opts *appsCreateOptions,
 	if app.WebhookSecret != "" {
 		fmt.Fprintln(ios.Err, "The webhook secret is shown only this once: give it to the service at the webhook URL now, to verify the signatures of deliveries.")
 	}
-	fmt.Fprintf(ios.Err, "Next, create an API key for the app's service: spotoken apikeys create --app %s\n", app.ID)
+	fmt.Fprintf(ios.Err, "Next, create an API key for the app's service: spotoken apikeys create --app %s%s\n", app.ID, opts.store.flagsHint())
 	return nil
 }
 
@@ -474,15 +443,24 @@ func newAppsListCmd(ios *IOStreams) *cobra.Command {
 		Short: "List the registered apps",
 		Long: `List the registered apps: name, Spotify client ID, whether the app is a
 public (PKCE) or confidential (client secret) client, redirect URIs, default
-scopes and webhook URL. Secrets are never shown.`,
+scopes and webhook URL. Secrets are never shown. The profiles of 'spotoken
+login' (kept as apps under reserved names) are not listed: see 'spotoken
+status'.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return withStore(cmd.Context(), ios, &opts.store, false, func(store spotoken.Store) error {
-				apps, err := store.Apps(cmd.Context())
+				all, err := store.Apps(cmd.Context())
 				if err != nil {
 					return fmt.Errorf("list apps: %w", err)
 				}
-				return printApps(ios.Out, apps, jsonOutput(cmd))
+				// The profiles of 'spotoken login' are apps under reserved
+				// names; 'spotoken status' lists them.
+				apps := slices.DeleteFunc(all, func(a *spotoken.App) bool { return reservedAppName(a.ID) })
+				limits, err := store.RateLimits(cmd.Context(), time.Now())
+				if err != nil {
+					return fmt.Errorf("list apps: %w", err)
+				}
+				return printApps(ios, apps, limits, jsonOutput(cmd))
 			})
 		},
 	}
@@ -490,14 +468,28 @@ scopes and webhook URL. Secrets are never shown.`,
 	return cmd
 }
 
-func printApps(w io.Writer, apps []*spotoken.App, asJSON bool) error {
+func printApps(ios *IOStreams, apps []*spotoken.App, limits []spotoken.AppRateLimit, asJSON bool) error {
+	w := ios.Out
+	limited := map[string]time.Time{}
+	for _, l := range limits {
+		limited[l.AppID] = l.Until
+	}
 	if asJSON {
 		views := make([]appView, 0, len(apps))
 		for _, a := range apps {
-			views = append(views, newAppView(a))
+			v := newAppView(a)
+			v.RateLimitedUntil = optTime(limited[a.ID])
+			views = append(views, v)
 		}
 		return writeJSON(w, views)
 	}
+	defer func() {
+		for _, a := range apps {
+			if until, ok := limited[a.ID]; ok {
+				fmt.Fprintf(ios.Err, "Spotify is rate-limiting app %s's token requests until %s: no token is refreshed before then.\n", a.ID, fmtTime(until))
+			}
+		}
+	}()
 	if len(apps) == 0 {
 		_, err := fmt.Fprintln(w, "No apps yet; register one with 'spotoken apps create'.")
 		return err
@@ -555,7 +547,11 @@ func appsDeleteRun(cmd *cobra.Command, ios *IOStreams, opts *appsDeleteOptions, 
 				conns += c.Count
 			}
 		}
-		err = store.DeleteApp(adminAudit(ctx, spotoken.AuditAppDelete, name, "", map[string]string{"connections": fmt.Sprint(conns)}), name)
+		svc, err := newAdmin(ios, store, nil, nil)
+		if err != nil {
+			return err
+		}
+		err = svc.DeleteApp(ctx, cliActor(), name)
 		if errors.Is(err, spotoken.ErrNotFound) {
 			return fmt.Errorf("no app named %q (see 'spotoken apps list')", name)
 		}

@@ -35,8 +35,11 @@ import (
 
 	"github.com/rogpeppe/go-internal/testscript"
 
+	"github.com/spotoken/spotoken"
 	"github.com/spotoken/spotoken/client/clienttest"
 	"github.com/spotoken/spotoken/emulator"
+	"github.com/spotoken/spotoken/seal"
+	"github.com/spotoken/spotoken/sqlite"
 )
 
 // The clients the script emulator registers: a public one (PKCE) and a
@@ -81,6 +84,7 @@ func TestScripts(t *testing.T) {
 			"envstdout":  cmdEnvStdout,
 			"nosecretin": cmdNoSecretIn,
 			"exitcode":   cmdExitCode,
+			"ageprofile": cmdAgeProfile,
 		},
 	})
 }
@@ -132,6 +136,8 @@ func cmdEmulator(ts *testscript.TestScript, neg bool, args []string) {
 //
 //	emuctl stats              prints the counters as JSON
 //	emuctl revoke USER CLIENT removes USER's grant to CLIENT, as on Spotify's account page
+//	emuctl fault token STATUS makes every token request answer STATUS (until cleared)
+//	emuctl clear              clears the faults
 func cmdEmuctl(ts *testscript.TestScript, neg bool, args []string) {
 	v, ok := emulators.Load(ts)
 	if !ok {
@@ -145,8 +151,14 @@ func cmdEmuctl(ts *testscript.TestScript, neg bool, args []string) {
 		fmt.Fprintf(ts.Stdout(), "%s\n", b)
 	case len(args) == 3 && args[0] == "revoke":
 		ts.Check(emu.RevokeGrant(args[1], args[2]))
+	case len(args) == 3 && args[0] == "fault" && args[1] == "token":
+		status, err := strconv.Atoi(args[2])
+		ts.Check(err)
+		ts.Check(emu.SetFaults(emulator.Faults{TokenStatus: status}))
+	case len(args) == 1 && args[0] == "clear":
+		emu.ClearFaults()
 	default:
-		ts.Fatalf("usage: emuctl stats | emuctl revoke USER CLIENT")
+		ts.Fatalf("usage: emuctl stats | emuctl revoke USER CLIENT | emuctl fault token STATUS | emuctl clear")
 	}
 }
 
@@ -177,6 +189,29 @@ func cmdBrokerctl(ts *testscript.TestScript, neg bool, args []string) {
 	b := v.(*clienttest.Broker)
 	b.RevokeGrant(ts.Value("t").(testing.TB))
 	b.Advance(2 * time.Hour)
+}
+
+// cmdAgeProfile makes the stored access token of a profile in the script's
+// default database expire D from now, as if it had aged, with no waiting:
+// ageprofile PROFILE D.
+func cmdAgeProfile(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 2 {
+		ts.Fatalf("usage: ageprofile PROFILE DURATION")
+	}
+	d, err := time.ParseDuration(args[1])
+	ts.Check(err)
+	dir := ts.Getenv("DB_DIR")
+	keys, err := seal.LoadKeyFile(filepath.Join(dir, "spotoken.keys"))
+	ts.Check(err)
+	ctx := context.Background()
+	store, err := sqlite.Open(ctx, sqlite.Config{Path: filepath.Join(dir, "spotoken.db"), Keys: keys})
+	ts.Check(err)
+	defer store.Close()
+	_, err = store.UpdateConnection(ctx, profileKey(args[0]), func(c *spotoken.Connection) ([]spotoken.Event, error) {
+		c.Token.Expiry = time.Now().Add(d)
+		return nil, nil
+	})
+	ts.Check(err)
 }
 
 // cmdExitCode runs a program, like exec, and fails unless it exits with
@@ -334,7 +369,7 @@ func TestLoginInterrupted(t *testing.T) {
 	defer cancel()
 	stderr := &cancelOnWrite{want: "Waiting for the login", cancel: cancel}
 	var stdout bytes.Buffer
-	code := Run(ctx, []string{"login", "--no-browser", "--client-id", "cli-client", "--db", db,
+	code := Run(ctx, []string{"login", "--no-browser", "--client-id", "cli-client", "--scopes", "none", "--db", db,
 		"--accounts-url", "http://127.0.0.1:1"}, strings.NewReader(""), &stdout, stderr)
 	if code != exitFailure || !strings.Contains(stderr.String(), "login cancelled; nothing was stored") {
 		t.Fatalf("exit %d, want %d; stderr:\n%s", code, exitFailure, stderr)

@@ -115,13 +115,19 @@ func connectionsListRun(ctx context.Context, ios *IOStreams, opts *connectionsLi
 		if err != nil {
 			return fmt.Errorf("list the connections of app %q: %w", opts.App, err)
 		}
+		window, err := rateLimitWindow(ctx, store, opts.App)
+		if err != nil {
+			return err
+		}
 		list := server.ConnectionList{Connections: make([]server.ConnectionView, 0, min(len(conns), opts.Limit))}
 		if len(conns) > opts.Limit {
 			conns = conns[:opts.Limit]
 			list.NextCursor = conns[len(conns)-1].ID
 		}
 		for _, c := range conns {
-			list.Connections = append(list.Connections, server.NewConnectionView(c))
+			v := server.NewConnectionView(c)
+			v.RateLimitedUntil = window
+			list.Connections = append(list.Connections, v)
 		}
 		if asJSON {
 			return writeJSON(ios.Out, list)
@@ -183,7 +189,20 @@ func printConnections(ios *IOStreams, opts *connectionsListOptions, list server.
 	if list.NextCursor != "" {
 		fmt.Fprintf(ios.Err, "More connections: pass --cursor %s for the next page.\n", list.NextCursor)
 	}
+	if w := list.Connections[0].RateLimitedUntil; w != nil {
+		fmt.Fprintf(ios.Err, "Spotify is rate-limiting app %s's token requests until %s: no token is refreshed before then.\n", opts.App, fmtTime(*w))
+	}
 	return nil
+}
+
+// rateLimitWindow is app's rate-limit window at Spotify's token endpoint,
+// as the views show it: nil unless it lasts beyond now.
+func rateLimitWindow(ctx context.Context, store spotoken.RateLimitStore, app string) (*time.Time, error) {
+	until, err := store.RateLimitedUntil(ctx, app)
+	if err != nil {
+		return nil, fmt.Errorf("read the rate-limit window of app %q: %w", app, err)
+	}
+	return server.RateLimitWindow(until, time.Now()), nil
 }
 
 func fmtOptTime(t *time.Time) string {
@@ -234,6 +253,9 @@ func newConnectionsGetCmd(ios *IOStreams) *cobra.Command {
 					return fmt.Errorf("read connection %q of app %q: %w", id, opts.App, err)
 				}
 				v := server.NewConnectionView(c)
+				if v.RateLimitedUntil, err = rateLimitWindow(ctx, store, opts.App); err != nil {
+					return err
+				}
 				if jsonOutput(cmd) {
 					return writeJSON(ios.Out, v)
 				}
@@ -262,6 +284,7 @@ func printConnection(w io.Writer, app string, c server.ConnectionView) error {
 		{"last error", orDash(c.LastErrorCode)},
 		{"consented", fmtOptTime(c.ConsentedAt)},
 		{"grant expires", fmtOptTime(c.GrantExpiresAt)},
+		{"rate limited until", fmtOptTime(c.RateLimitedUntil)},
 		{"created", fmtTime(c.CreatedAt)},
 		{"updated", fmtTime(c.UpdatedAt)},
 	} {

@@ -51,16 +51,22 @@ Every command prints its own help with ` + "`--help`" + `; this page gathers the
 ## Conventions
 
 - **Exit status**: 0 success, 1 failure, 2 usage error (a bad flag or
-  argument), 4 a login is needed (` + "`token`" + `, ` + "`status --profile`" + `: no such
-  profile or broker connection, or Spotify refused the grant; the message
-  says which ` + "`spotoken login`" + ` to run).
+  argument), 4 a login is needed (` + "`token`" + `, ` + "`status --profile`" + `, ` + "`logout`" + `: no
+  such profile or broker connection, or Spotify refused the grant; the
+  message says which ` + "`spotoken login`" + ` to run).
 - **Environment**: every flag can also be set with ` + "`SPOTOKEN_<FLAG>`" + `
   (upper case, dashes as underscores), e.g. ` + "`SPOTOKEN_DB`" + `; a flag on the
   command line wins. Secrets are never flags: ` + "`login`" + ` reads a client
   secret from ` + "`SPOTIFY_CLIENT_SECRET`" + ` or standard input, ` + "`token --server`" + `
   its API key from ` + "`SPOTOKEN_API_KEY`" + `.
 - **--json** (global): machine-readable output on standard output, with
-  stable snake_case field names.
+  stable snake_case field names; a failure is then one line of JSON on
+  standard error, ` + "`" + `{"error", "error_description", "exit_status"}` + "`" + `, where
+  ` + "`error`" + ` is ` + "`usage_error`" + ` (exit 2), ` + "`needs_login`" + ` (exit 4), an API error
+  code when the failure has one (` + "`temporarily_unavailable`" + `, ` + "`rate_limited`" + `,
+  ...), else ` + "`failed`" + `.
+- **Version**: ` + "`spotoken version`" + ` (or ` + "`--json`" + `) prints the module version and
+  the commit the binary was built from.
 - **Shell completion**: ` + "`spotoken completion bash|zsh|fish|powershell`" + ` prints
   a completion script, e.g. ` + "`source <(spotoken completion bash)`" + `; see
   ` + "`spotoken completion <shell> --help`" + ` to install it for good.
@@ -71,7 +77,10 @@ Every command prints its own help with ` + "`--help`" + `; this page gathers the
 Authorization Code flow and PKCE on a loopback redirect (RFC 8252): register
 ` + "`http://127.0.0.1/callback`" + ` (without a port: any port then matches) as a
 redirect URI of the app on Spotify's developer dashboard. Spotify refuses
-` + "`localhost`" + `. Then ` + "`spotoken token`" + ` prints a fresh access token:
+` + "`localhost`" + `. ` + "`--scopes`" + ` are required for a new profile (` + "`none`" + ` for none);
+logging in again reuses the last ones. Then ` + "`spotoken token`" + ` prints a fresh
+access token, never one valid for less than ` + "`--min-ttl`" + ` (when the refresh
+fails it exits 1 with the reason):
 
 ` + "```sh" + `
 export SPOTIFY_CLIENT_ID=0123abcd...
@@ -81,11 +90,15 @@ curl -H "Authorization: Bearer $(spotoken token)" https://api.spotify.com/v1/me/
 
 Storage: the grants live in the same database as the broker's (by default
 ` + "`$XDG_DATA_HOME/spotoken/spotoken.db`" + `, sealed with the key file beside it),
-with no table of their own. Profile *P* is the reserved app ` + "`_profile.P`" + `
+as an app and a connection like any other. Profile *P* is the reserved app ` + "`_profile.P`" + `
 (client ID, sealed client secret if any) with one connection *P* holding the
 sealed tokens, so the refresh engine refreshes it like any connection and
-persists a rotated refresh token before ` + "`token`" + ` prints anything. App names
-starting with ` + "`_`" + ` are reserved; ` + "`apps list`" + ` shows the profiles' apps.
+persists a rotated refresh token before ` + "`token`" + ` prints anything. The
+profile also records the accounts service and Web API it logged in with
+(` + "`--accounts-url`" + `, ` + "`--api-url`" + `; Spotify's by default), so ` + "`token`" + ` and
+` + "`status`" + ` need neither afterwards, against the emulator too. App names
+starting with ` + "`_`" + ` are reserved; ` + "`apps list`" + ` leaves the profiles' apps out
+(` + "`status`" + ` lists the profiles).
 ` + "`logout`" + ` deletes the app, erasing the tokens and the client secret.
 Spotify has no revocation endpoint: remove the app's access at
 https://www.spotify.com/account/apps/ .

@@ -48,19 +48,19 @@ type e2eEnv struct {
 	hooks   *e2eHooks
 }
 
-// e2eStart starts a webhook receiver and the server, and registers the app
-// "e2e" (webhooks to the receiver, return_to origin https://app.example)
-// with an API key.
-func e2eStart(t *testing.T) *e2eEnv {
+// e2eStart starts a webhook receiver and the server (with serveArgs added
+// to its flags), and registers the app "e2e" (webhooks to the receiver,
+// return_to origin https://app.example) with an API key.
+func e2eStart(t *testing.T, serveArgs ...string) *e2eEnv {
 	t.Helper()
 	dir := t.TempDir()
 	e := &e2eEnv{t: t, dir: dir, db: filepath.Join(dir, "spotoken.db"), env: []string{"XDG_DATA_HOME=" + dir}}
 	e.hooks = newE2EHooks(t)
-	e.p = startSpotoken(t, e.env, "serve", "--emulator", "--emulator-rotation", "always", "--addr", "127.0.0.1:0",
+	e.p = startSpotoken(t, e.env, append([]string{"serve", "--emulator", "--emulator-rotation", "always", "--addr", "127.0.0.1:0",
 		"--db", e.db, "--no-scheduler", "--auth-cache-ttl", "-1s",
 		// These tests send dozens of bad keys from 127.0.0.1 on purpose;
-		// TestE2EAuthLimit tests the failed-authentication limit.
-		"--auth-failures", "1000")
+		// package audit's TestAuthLimit tests the failed-authentication limit.
+		"--auth-failures", "1000"}, serveArgs...)...)
 	e.base = e.p.URL
 
 	// The banner follows the first line; it ends with "Ctrl-C stops.".

@@ -25,6 +25,9 @@ type emulatorOptions struct {
 	RefreshLifetime time.Duration
 	RateLimit       int
 	DevMode         bool
+	Legacy401       bool
+	Allowlists      []string
+	ExpiredGrant    string
 }
 
 func newEmulatorCmd(ios *IOStreams) *cobra.Command {
@@ -42,10 +45,18 @@ POST users, POST users/{id}/revoke {"client_id":"..."},
 POST users/{id}/password-change, POST and DELETE faults.
 
 Without --client, one public client "spotoken-demo" is registered with the
-redirect URI http://127.0.0.1:8080/callback.`,
+redirect URI http://127.0.0.1:8080/callback.
+
+It answers as Spotify does today (late 2026): a missing, unknown or expired
+access token gets 401 "Missing/invalid/expired access token"; --legacy-401
+brings back the three messages of before 2026-07. --allowlist makes a client
+a development-mode app that serves only the users listed (at most 5), and
+--dev-mode takes away what development mode lost in 2026-02/03.`,
 		Example: `  spotoken emulator --addr 127.0.0.1:0 --auto-approve alice
   spotoken emulator --client myapp:s3cret=https://app.example/callback --rotation always
-  spotoken emulator --client cli=http://127.0.0.1/callback --token-ttl 5m --rate-limit 100`,
+  spotoken emulator --client cli=http://127.0.0.1/callback --token-ttl 5m --rate-limit 100
+  spotoken emulator --client dev=http://127.0.0.1/callback --allowlist dev=alice,bob --dev-mode
+  spotoken emulator --legacy-401 --expired-grant-description "Refresh token revoked"`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return emulatorRun(cmd.Context(), ios, opts) },
 	}
@@ -58,7 +69,10 @@ redirect URI http://127.0.0.1:8080/callback.`,
 	f.DurationVar(&opts.CodeTTL, "code-ttl", emulator.DefaultCodeTTL, "authorization-code lifetime")
 	f.DurationVar(&opts.RefreshLifetime, "refresh-lifetime", emulator.DefaultRefreshLifetime, "absolute refresh-token lifetime from consent (negative: unlimited)")
 	f.IntVar(&opts.RateLimit, "rate-limit", 0, "Web API requests per client per rolling 30 s before 429 (0: unlimited)")
-	f.BoolVar(&opts.DevMode, "dev-mode", false, "development-mode app: /v1/me omits country, email, product, followers, explicit_content")
+	f.BoolVar(&opts.DevMode, "dev-mode", false, "development-mode app as of 2026: /v1/me without country, email, product, followers, explicit_content; no popularity; playlist items; POST /v1/users/{id}/playlists is 403")
+	f.BoolVar(&opts.Legacy401, "legacy-401", false, `answer an unusable access token with the 401 messages of before 2026-07 ("No token provided", "Invalid access token", "The access token expired")`)
+	f.StringArrayVar(&opts.Allowlists, "allowlist", nil, "development-mode allowlist: [CLIENT_ID=]USER[,USER...] (at most 5 users; without CLIENT_ID, every client; repeatable)")
+	f.StringVar(&opts.ExpiredGrant, "expired-grant-description", emulator.DefaultExpiredGrantDescription, `error_description of the invalid_grant past --refresh-lifetime (Spotify has also sent "Refresh token revoked")`)
 	return cmd
 }
 
@@ -68,13 +82,15 @@ func (o *emulatorOptions) config() (emulator.Config, error) {
 		return emulator.Config{}, usageError{fmt.Errorf("--rotation: %w", err)}
 	}
 	cfg := emulator.Config{
-		AutoApprove:     o.AutoApprove,
-		Rotation:        rot,
-		TokenTTL:        o.TokenTTL,
-		CodeTTL:         o.CodeTTL,
-		RefreshLifetime: o.RefreshLifetime,
-		RateLimit:       o.RateLimit,
-		DevelopmentMode: o.DevMode,
+		AutoApprove:             o.AutoApprove,
+		Rotation:                rot,
+		TokenTTL:                o.TokenTTL,
+		CodeTTL:                 o.CodeTTL,
+		RefreshLifetime:         o.RefreshLifetime,
+		RateLimit:               o.RateLimit,
+		DevelopmentMode:         o.DevMode,
+		Legacy401:               o.Legacy401,
+		ExpiredGrantDescription: o.ExpiredGrant,
 	}
 	for _, spec := range o.Clients {
 		c, err := emulator.ParseClient(spec)
@@ -82,6 +98,28 @@ func (o *emulatorOptions) config() (emulator.Config, error) {
 			return emulator.Config{}, usageError{fmt.Errorf("--client: %w", err)}
 		}
 		cfg.Clients = append(cfg.Clients, c)
+	}
+	if len(o.Allowlists) > 0 && len(cfg.Clients) == 0 {
+		cfg.Clients = []emulator.Client{{ID: emulator.DefaultClientID, RedirectURIs: []string{emulator.DefaultRedirectURI}}}
+	}
+	for _, spec := range o.Allowlists {
+		id, users, err := emulator.ParseAllowlist(spec)
+		if err != nil {
+			return emulator.Config{}, usageError{fmt.Errorf("--allowlist: %w", err)}
+		}
+		matched := false
+		for i := range cfg.Clients {
+			if id == "" || cfg.Clients[i].ID == id {
+				cfg.Clients[i].Allowlist = append(cfg.Clients[i].Allowlist, users...)
+				matched = true
+			}
+		}
+		if !matched {
+			return emulator.Config{}, usageError{fmt.Errorf("--allowlist %q: no --client %q", spec, id)}
+		}
+	}
+	if strings.TrimSpace(o.ExpiredGrant) == "" {
+		return emulator.Config{}, usageError{errors.New("--expired-grant-description: must not be empty")}
 	}
 	switch {
 	case o.TokenTTL < time.Second:
@@ -122,7 +160,8 @@ func emulatorRun(ctx context.Context, ios *IOStreams, opts *emulatorOptions) err
 		ids = []string{emulator.DefaultClientID}
 	}
 	log.Info("emulator listening", "url", base, "clients", strings.Join(ids, ","),
-		"rotation", cfg.Rotation.String(), "token_ttl", opts.TokenTTL, "auto_approve", cfg.AutoApprove)
+		"rotation", cfg.Rotation.String(), "token_ttl", opts.TokenTTL, "auto_approve", cfg.AutoApprove,
+		"legacy_401", cfg.Legacy401, "dev_mode", cfg.DevelopmentMode)
 	return serveUntilDone(ctx, log, ln, emu)
 }
 

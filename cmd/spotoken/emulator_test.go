@@ -176,6 +176,11 @@ func TestEmulatorCommandUsageErrors(t *testing.T) {
 		{"extra argument", []string{"extra"}, nil, "takes no arguments"},
 		{"bad env var", nil, map[string]string{"SPOTOKEN_ROTATION": "sometimes"}, "--rotation"},
 		{"bad env duration", nil, map[string]string{"SPOTOKEN_TOKEN_TTL": "soon"}, "SPOTOKEN_TOKEN_TTL"},
+		{"allowlist of six", []string{"--allowlist", "a,b,c,d,e,f"}, nil, "at most 5"},
+		{"allowlist for no client", []string{"--client", "app=https://x.example/cb", "--allowlist", "other=alice"}, nil, `no --client "other"`},
+		{"malformed allowlist", []string{"--allowlist", "al ice"}, nil, "--allowlist"},
+		{"empty expired-grant description", []string{"--expired-grant-description", " "}, nil, "--expired-grant-description"},
+		{"legacy-401 with a value", []string{"--legacy-401=sometimes"}, nil, "invalid argument"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -221,5 +226,90 @@ func TestUnknownCommandIsUsageError(t *testing.T) {
 	var stderr bytes.Buffer
 	if code := Run(context.Background(), []string{"frobnicate"}, strings.NewReader(""), io.Discard, &stderr); code != exitUsage {
 		t.Errorf("exit %d, want 2; stderr %s", code, &stderr)
+	}
+}
+
+// TestEmulatorCommandEras: the 401 for a request without a token is today's
+// by default and the one of before 2026-07 with --legacy-401.
+func TestEmulatorCommandEras(t *testing.T) {
+	for _, tc := range []struct {
+		args          []string
+		message, auth string
+	}{
+		{nil, "Missing/invalid/expired access token", ""},
+		{[]string{"--legacy-401"}, "No token provided", `Bearer realm="spotify"`},
+	} {
+		t.Run(strings.Join(append([]string{"emulator"}, tc.args...), " "), func(t *testing.T) {
+			base, _, _ := startEmulator(t, tc.args...)
+			resp, err := http.Get(base + "/v1/me")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			var body struct {
+				Error struct {
+					Status  int    `json:"status"`
+					Message string `json:"message"`
+				} `json:"error"`
+			}
+			if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+				t.Fatal(err)
+			}
+			if resp.StatusCode != 401 || body.Error.Message != tc.message || resp.Header.Get("WWW-Authenticate") != tc.auth {
+				t.Errorf("GET /v1/me without a token: %d %q, WWW-Authenticate %q; want 401 %q, %q",
+					resp.StatusCode, body.Error.Message, resp.Header.Get("WWW-Authenticate"), tc.message, tc.auth)
+			}
+		})
+	}
+}
+
+// TestEmulatorCommandAllowlist: --allowlist makes the client a
+// development-mode app; a user not on it logs in and then gets the
+// plain-text 403.
+func TestEmulatorCommandAllowlist(t *testing.T) {
+	base, _, _ := startEmulator(t, "--client", "dev=http://127.0.0.1/cb", "--allowlist", "dev=carol", "--auto-approve", "alice")
+	me := func(user string) (int, string) {
+		t.Helper()
+		if _, err := http.Post(base+"/_emulator/auto-approve", "application/json", strings.NewReader(`{"user":"`+user+`"}`)); err != nil {
+			t.Fatal(err)
+		}
+		noRedirect := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+		const verifier = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"
+		resp, err := noRedirect.Get(base + "/authorize?" + url.Values{"client_id": {"dev"}, "response_type": {"code"},
+			"redirect_uri": {"http://127.0.0.1:5555/cb"}, "code_challenge_method": {"S256"},
+			"code_challenge": {"E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"}}.Encode())
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		loc, _ := url.Parse(resp.Header.Get("Location"))
+		resp, err = http.PostForm(base+"/api/token", url.Values{"grant_type": {"authorization_code"}, "code": {loc.Query().Get("code")},
+			"redirect_uri": {"http://127.0.0.1:5555/cb"}, "client_id": {"dev"}, "code_verifier": {verifier}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var tok struct {
+			AccessToken string `json:"access_token"`
+		}
+		json.NewDecoder(resp.Body).Decode(&tok)
+		resp.Body.Close()
+		if tok.AccessToken == "" {
+			t.Fatalf("%s got no token: %d", user, resp.StatusCode)
+		}
+		req, _ := http.NewRequest("GET", base+"/v1/me", nil)
+		req.Header.Set("Authorization", "Bearer "+tok.AccessToken)
+		resp, err = http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		raw, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(raw)
+	}
+	if code, body := me("alice"); code != 403 || body != "User not registered in the Developer Dashboard" {
+		t.Errorf("alice: %d %q, want the plain-text 403", code, body)
+	}
+	if code, body := me("carol"); code != 200 {
+		t.Errorf("carol, on the allowlist: %d %s", code, body)
 	}
 }

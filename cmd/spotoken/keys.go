@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"slices"
 
@@ -59,6 +60,9 @@ func keysGenerateRun(ios *IOStreams, opts *keysOptions) error {
 		return usageError{errors.New("--key-file is required")}
 	}
 	ring, err := seal.GenerateKeyFile(opts.KeyFile)
+	if errors.Is(err, fs.ErrExist) {
+		return fmt.Errorf("key file %s already exists; it was left as it was: spotoken never overwrites a key file. To add a key to it, run 'spotoken keys add --key-file %s'", opts.KeyFile, shellQuote(opts.KeyFile))
+	}
 	if err != nil {
 		return err
 	}

@@ -99,6 +99,10 @@ func TestKeysGenerateAndAdd(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "already exists") {
 		t.Errorf("second generate: error %v, want a refusal to overwrite", err)
 	}
+	// The advice names the command to run, not the Go function behind it.
+	if err != nil && (strings.Contains(err.Error(), "AddKey") || !strings.Contains(err.Error(), "spotoken keys add --key-file "+path)) {
+		t.Errorf("second generate: error %q, want advice to run 'spotoken keys add --key-file %s' and no Go name", err, path)
+	}
 	if out != "" {
 		t.Errorf("failed generate printed %q", out)
 	}

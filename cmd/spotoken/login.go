@@ -38,6 +38,7 @@ type loginOptions struct {
 	ClientID    string
 	SecretStdin bool
 	Scopes      string
+	ScopesSet   bool // --scopes was given (or $SPOTOKEN_SCOPES)
 	Port        int
 	NoBrowser   bool
 	Timeout     time.Duration
@@ -70,8 +71,16 @@ $SPOTIFY_CLIENT_SECRET or standard input (--client-secret-stdin), never from
 the command line, and stored sealed with the profile.
 
 --scopes are Spotify's scope names, separated by spaces or commas; an unknown
-one is refused with the list of valid ones. Spotify may grant fewer than
-asked: login prints what was granted.
+one is refused with the list of valid ones. They are required for a new
+profile (there is no sensible default: ask for what your scripts use), and
+--scopes none asks for none (public data and the user's id only). Logging in
+again to an existing profile without --scopes asks for the scopes it asked
+for last time. Spotify may grant fewer than asked: login prints what was
+granted.
+
+The profile remembers the accounts service and Web API it logged in with
+(--accounts-url, --api-url; Spotify's by default), so 'spotoken token' and
+'spotoken status' need neither flag afterwards.
 
 Nothing is stored unless the login completes: denying consent, --timeout or
 Ctrl-C leave the profile as it was. Logging in again to a profile replaces
@@ -79,10 +88,11 @@ its grant. Spotify's grants expire six months after consent; 'spotoken
 status' shows when.`,
 		Example: `  export SPOTIFY_CLIENT_ID=0123abcd...
   spotoken login --scopes "user-read-currently-playing user-top-read"
-  spotoken login --profile work --no-browser --port 8888
+  spotoken login --profile work --scopes none --no-browser --port 8888
   curl -H "Authorization: Bearer $(spotoken token)" https://api.spotify.com/v1/me`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			opts.ScopesSet = cmd.Flags().Changed("scopes")
 			return loginRun(cmd.Context(), ios, opts, jsonOutput(cmd))
 		},
 	}
@@ -90,7 +100,7 @@ status' shows when.`,
 	opts.local.addFlags(f)
 	f.StringVar(&opts.ClientID, "client-id", "", "the Spotify app's client ID (default: $"+envClientID+")")
 	f.BoolVar(&opts.SecretStdin, "client-secret-stdin", false, "read the app's client secret from standard input (else $"+envClientSecret+"; none: a public PKCE client)")
-	f.StringVar(&opts.Scopes, "scopes", "", `Spotify scopes to ask for, separated by spaces or commas, e.g. "user-read-private,user-top-read"`)
+	f.StringVar(&opts.Scopes, "scopes", "", `Spotify scopes to ask for, separated by spaces or commas, e.g. "user-read-private,user-top-read"; "none" for none (required for a new profile; default for an existing one: the scopes it asked for last)`)
 	f.IntVar(&opts.Port, "port", 0, "the loopback port of the redirect URI http://127.0.0.1:PORT/callback; 0 picks a free one")
 	f.BoolVar(&opts.NoBrowser, "no-browser", false, "print the URL to open instead of starting a browser")
 	f.DurationVar(&opts.Timeout, "timeout", 5*time.Minute, "give up when the login has not completed after this long")
@@ -113,9 +123,15 @@ func (o *loginOptions) check() (spotoken.Scopes, error) {
 	if err := validateClientID(o.ClientID); err != nil {
 		return nil, usageError{err}
 	}
-	scopes, err := parseScopes(o.Scopes)
-	if err != nil {
-		return nil, usageError{fmt.Errorf("--scopes: %w", err)}
+	var scopes spotoken.Scopes
+	if o.ScopesSet && strings.TrimSpace(o.Scopes) != "none" {
+		var err error
+		if scopes, err = parseScopes(o.Scopes); err != nil {
+			return nil, usageError{fmt.Errorf("--scopes: %w", err)}
+		}
+		if len(scopes) == 0 {
+			return nil, usageError{errors.New(`--scopes is empty: name the scopes to ask for, or "none" for none`)}
+		}
 	}
 	if o.Port < 0 || o.Port > 65535 {
 		return nil, usageError{fmt.Errorf("--port %d: want 0 (any free port) to 65535", o.Port)}
@@ -129,6 +145,33 @@ func (o *loginOptions) check() (spotoken.Scopes, error) {
 		}
 	}
 	return scopes, nil
+}
+
+// scopesRequired is the usage error of a first login without --scopes.
+func scopesRequired(profile string) error {
+	return usageError{fmt.Errorf(`--scopes is required for a new profile (%q): the Spotify scopes to ask for, e.g. --scopes "user-read-private user-top-read", or --scopes none for none`, profile)}
+}
+
+// previousScopes returns the scopes the existing profile asked for when it
+// logged in last; a usage error if there is no such profile. It creates
+// nothing.
+func (o *loginOptions) previousScopes(ctx context.Context, ios *IOStreams) (spotoken.Scopes, error) {
+	store, err := o.local.openLocal(ctx, ios, true)
+	if err != nil {
+		return nil, err
+	}
+	if store == nil {
+		return nil, scopesRequired(o.local.Profile)
+	}
+	defer store.Close()
+	app, err := store.App(ctx, profileKey(o.local.Profile).AppID)
+	if errors.Is(err, spotoken.ErrNotFound) {
+		return nil, scopesRequired(o.local.Profile)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read profile %q: %w", o.local.Profile, err)
+	}
+	return app.DefaultScopes, nil
 }
 
 // clientSecret reads the client secret: standard input with
@@ -156,6 +199,11 @@ func loginRun(ctx context.Context, ios *IOStreams, opts *loginOptions, asJSON bo
 	scopes, err := opts.check()
 	if err != nil {
 		return err
+	}
+	if !opts.ScopesSet {
+		if scopes, err = opts.previousScopes(ctx, ios); err != nil {
+			return err
+		}
 	}
 	secret, err := opts.clientSecret(ios)
 	if err != nil {
@@ -255,6 +303,7 @@ func completeLogin(ctx context.Context, store spotoken.Store, opts *loginOptions
 	key := profileKey(name)
 	app := &spotoken.App{ID: key.AppID, ClientID: opts.ClientID, ClientSecret: secret,
 		RedirectURIs: []string{redirectURI}, DefaultScopes: scopes}
+	endpoints := spotoken.Endpoints{AccountsURL: strings.TrimRight(opts.AccountsURL, "/"), APIURL: strings.TrimRight(opts.APIURL, "/")}
 	conn := &spotoken.Connection{AppID: key.AppID, ID: key.ID, CreatedAt: now,
 		SpotifyUserID: me.ID, DisplayName: me.DisplayName, Scopes: granted, State: spotoken.StateActive,
 		Token: grant.Token(), ConsentedAt: now, GrantExpiresAt: now.Add(server.DefaultGrantLifetime)}
@@ -262,15 +311,17 @@ func completeLogin(ctx context.Context, store spotoken.Store, opts *loginOptions
 	// meanwhile, in one short step that is rolled back if it fails halfway.
 	sctx, scancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer scancel()
-	if err := saveProfile(sctx, store, app, conn); err != nil {
+	if err := saveProfile(sctx, store, app, endpoints, conn); err != nil {
 		return profile{}, fmt.Errorf("store profile %q: %w", name, err)
 	}
-	return newProfile(app, conn), nil
+	return newProfile(app, &endpoints, conn), nil
 }
 
-// saveProfile creates or replaces the profile's app and connection. If the
-// connection cannot be written, the app is put back as it was.
-func saveProfile(ctx context.Context, store spotoken.Store, app *spotoken.App, conn *spotoken.Connection) error {
+// saveProfile creates or replaces the profile's app, its endpoints and its
+// connection. If the endpoints or the connection cannot be written, the app
+// and its endpoints are put back as they were.
+func saveProfile(ctx context.Context, store spotoken.Store, app *spotoken.App, endpoints spotoken.Endpoints, conn *spotoken.Connection) error {
+	oldEndpoints, endpointsErr := store.AppEndpoints(ctx, app.ID)
 	old, err := store.App(ctx, app.ID)
 	switch {
 	case errors.Is(err, spotoken.ErrNotFound):
@@ -288,7 +339,10 @@ func saveProfile(ctx context.Context, store spotoken.Store, app *spotoken.App, c
 			return err
 		}
 	}
-	err = store.CreateConnection(ctx, conn)
+	err = store.SetAppEndpoints(ctx, app.ID, endpoints)
+	if err == nil {
+		err = store.CreateConnection(ctx, conn)
+	}
 	if errors.Is(err, spotoken.ErrConflict) {
 		_, err = store.UpdateConnection(ctx, conn.Key(), func(c *spotoken.Connection) ([]spotoken.Event, error) {
 			c.Token, c.Scopes, c.State = conn.Token, conn.Scopes, conn.State
@@ -308,6 +362,9 @@ func saveProfile(ctx context.Context, store spotoken.Store, app *spotoken.App, c
 			a.ClientID, a.ClientSecret, a.RedirectURIs, a.DefaultScopes = old.ClientID, old.ClientSecret, old.RedirectURIs, old.DefaultScopes
 			return nil
 		})
+		if endpointsErr == nil {
+			store.SetAppEndpoints(ctx, app.ID, oldEndpoints)
+		}
 	}
 	return err
 }

@@ -19,7 +19,9 @@ func newLogoutCmd(ios *IOStreams) *cobra.Command {
 app's client secret, if any, are deleted.
 
 Spotify has no revocation endpoint: the app keeps its place on your Spotify
-account until you remove its access at ` + spotifyAccountApps + ` .`,
+account until you remove its access at ` + spotifyAccountApps + ` .
+
+Exit status 4 when there is no such profile.`,
 		Example: `  spotoken logout
   spotoken logout --profile work`,
 		Args: noArgs,
@@ -36,7 +38,7 @@ func logoutRun(ctx context.Context, ios *IOStreams, opts *localOptions, asJSON b
 	if err := validateProfile(name); err != nil {
 		return err
 	}
-	store, err := opts.openLocal(ctx, ios)
+	store, err := opts.openLocal(ctx, ios, false)
 	if err != nil {
 		return err
 	}
@@ -68,5 +70,5 @@ func logoutRun(ctx context.Context, ios *IOStreams, opts *localOptions, asJSON b
 }
 
 func noProfileToLogOut(name string) error {
-	return fmt.Errorf("not logged in: no profile %q (see 'spotoken status')", name)
+	return needsLoginError{fmt.Errorf("not logged in: no profile %q (see 'spotoken status')", name)}
 }

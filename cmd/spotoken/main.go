@@ -7,16 +7,20 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
+
+	"github.com/spotoken/spotoken"
 )
 
 // Exit statuses, as documented in DESIGN.md §4.
@@ -65,21 +69,85 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	root.SetIn(stdin)
 	root.SetOut(stdout)
 	root.SetErr(stderr)
-	err := root.ExecuteContext(ctx)
+	cmd, err := root.ExecuteContextC(ctx)
 	if err == nil {
 		return exitOK
 	}
+	code := exitStatus(err)
+	if wantsJSON(cmd, args) {
+		writeJSONError(stderr, err, code)
+		return code
+	}
 	fmt.Fprintln(stderr, "spotoken:", err)
+	if code == exitUsage {
+		fmt.Fprintln(stderr, "Run 'spotoken --help' for usage.")
+	}
+	return code
+}
+
+// exitStatus is the exit status that err calls for.
+func exitStatus(err error) int {
 	var nl needsLoginError
 	if errors.As(err, &nl) {
 		return exitNeedsLogin
 	}
 	var ue usageError
 	if errors.As(err, &ue) || isCobraUsageError(err) {
-		fmt.Fprintln(stderr, "Run 'spotoken --help' for usage.")
 		return exitUsage
 	}
 	return exitFailure
+}
+
+// cliError is an error as --json writes it on standard error: the API's
+// error shape, plus the exit status.
+type cliError struct {
+	// Error is "usage_error" (exit 2), "needs_login" (exit 4), an API error
+	// code when the failure carries one (not_found, unavailable,
+	// rate_limited, ...), else "failed".
+	Error       string `json:"error"`
+	Description string `json:"error_description"`
+	ExitStatus  int    `json:"exit_status"`
+}
+
+// writeJSONError writes err as one line of JSON to w.
+func writeJSONError(w io.Writer, err error, status int) {
+	ce := cliError{Error: "failed", Description: err.Error(), ExitStatus: status}
+	var se *spotoken.Error
+	switch {
+	case status == exitUsage:
+		ce.Error = "usage_error"
+	case status == exitNeedsLogin:
+		ce.Error = "needs_login"
+	case errors.As(err, &se) && se.Code != spotoken.EInternal:
+		ce.Error = se.Code
+	}
+	line, _ := json.Marshal(ce)
+	fmt.Fprintf(w, "%s\n", line)
+}
+
+// wantsJSON reports whether the command line asked for --json, also when
+// it failed before its flags were parsed: then it looks for the flag in
+// args (before a "--") and in $SPOTOKEN_JSON.
+func wantsJSON(cmd *cobra.Command, args []string) bool {
+	if cmd != nil {
+		if f := cmd.Flags().Lookup("json"); f != nil && f.Changed {
+			return f.Value.String() == "true"
+		}
+	}
+	for _, a := range args {
+		if a == "--" {
+			break
+		}
+		if a == "--json" {
+			return true
+		}
+		if v, ok := strings.CutPrefix(a, "--json="); ok {
+			b, err := strconv.ParseBool(v)
+			return err == nil && b
+		}
+	}
+	b, err := strconv.ParseBool(os.Getenv("SPOTOKEN_JSON"))
+	return err == nil && b
 }
 
 // isCobraUsageError recognises the errors cobra returns for an unknown
@@ -111,22 +179,24 @@ Shell completion: see 'spotoken completion --help'.`,
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	root.PersistentFlags().Bool("json", false, "machine-readable output: JSON on standard output, with stable snake_case field names")
 	root.AddCommand(newEmulatorCmd(ios), newKeysCmd(ios), newServeCmd(ios), newDemoCmd(ios), newAppsCmd(ios), newAPIKeysCmd(ios), newConnectionsCmd(ios), newAuditCmd(ios),
-		newLoginCmd(ios), newTokenCmd(ios), newStatusCmd(ios), newLogoutCmd(ios))
+		newLoginCmd(ios), newTokenCmd(ios), newStatusCmd(ios), newLogoutCmd(ios), newVersionCmd(ios), newBackupCmd(ios), newDoctorCmd(ios))
+	root.AddCommand(newAdminsCmd(ios), newWebhooksCmd(ios))
 	return root
 }
 
 // flagsFromEnv sets every flag not given on the command line from
 // SPOTOKEN_<FLAG> (upper case, dashes as underscores). A repeatable flag's
-// variable holds its values separated by spaces.
+// variable holds its values separated by spaces. A variable set to the empty
+// string counts as unset.
 func flagsFromEnv(cmd *cobra.Command) error {
 	var firstErr error
 	cmd.Flags().VisitAll(func(f *pflag.Flag) {
-		if f.Changed || firstErr != nil {
+		if _, noEnv := f.Annotations[noEnvAnnotation]; f.Changed || firstErr != nil || noEnv {
 			return
 		}
 		name := "SPOTOKEN_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
-		v, ok := os.LookupEnv(name)
-		if !ok {
+		v := os.Getenv(name)
+		if v == "" { // unset, or set to nothing: the flag's default
 			return
 		}
 		values := []string{v}

@@ -1,10 +1,11 @@
 package main
 
 // The personal commands (login, token, status, logout) keep their grants in
-// the same store as the broker, with no table of their own: a profile P is
+// the same store as the broker, as an app and a connection: a profile P is
 // the reserved app "_profile.P" (its Spotify client ID and sealed client
 // secret, if any) with one connection, also named P, holding the sealed
-// tokens. So tokens are sealed like every other connection's, the refresh
+// tokens, and the app's endpoints (AppEndpoints) recording where it logged
+// in. So tokens are sealed like every other connection's, the refresh
 // engine refreshes them unchanged (persisting rotation before it hands out a
 // token), and logout is DeleteApp, which erases the tokens and the client
 // secret. App names starting with '_' are reserved: 'apps create' refuses them.
@@ -14,7 +15,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"net/http"
 	"os"
 	"strings"
 	"time"
@@ -22,7 +22,6 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/spotoken/spotoken"
-	"github.com/spotoken/spotoken/refresh"
 )
 
 const (
@@ -61,17 +60,22 @@ func validateProfile(name string) error {
 	return nil
 }
 
-// loginHint is the advice of every "needs login" error.
-func loginHint(profile string) string {
+// loginCommand is the command that logs in to profile again.
+func loginCommand(profile string) string {
 	if profile == defaultProfile {
-		return "run 'spotoken login'"
+		return "spotoken login"
 	}
-	return fmt.Sprintf("run 'spotoken login --profile %s'", profile)
+	return "spotoken login --profile " + profile
 }
 
-// noProfile is the error for a profile that does not exist.
+// loginHint is the advice of every "needs login" error of a profile that
+// exists: a new login asks for the scopes the last one asked for.
+func loginHint(profile string) string { return "run '" + loginCommand(profile) + "'" }
+
+// noProfile is the error for a profile that does not exist; a first login
+// needs --scopes.
 func noProfile(profile string) error {
-	return needsLoginError{fmt.Errorf("not logged in: no profile %q; %s", profile, loginHint(profile))}
+	return needsLoginError{fmt.Errorf("not logged in: no profile %q; run '%s --scopes SCOPES'", profile, loginCommand(profile))}
 }
 
 // localOptions are the flags of the commands on local profiles.
@@ -86,14 +90,19 @@ func (o *localOptions) addFlags(f *pflag.FlagSet) {
 }
 
 // openLocal opens the store for a command on profiles. A SQLite database
-// that does not exist yet holds no profile: then it returns (nil, nil).
-func (o *localOptions) openLocal(ctx context.Context, ios *IOStreams) (spotoken.Store, error) {
+// that does not exist yet holds no profile: then it returns (nil, nil),
+// unless --db named it and !missingOK, when the path is more likely
+// mistyped: then the error says to check it.
+func (o *localOptions) openLocal(ctx context.Context, ios *IOStreams, missingOK bool) (spotoken.Store, error) {
 	db := o.store.DB
 	if db == "" {
 		db = defaultDBPath()
 	}
 	if !isPostgres(db) {
 		if _, err := os.Stat(db); errors.Is(err, fs.ErrNotExist) {
+			if o.store.DB != "" && !missingOK {
+				return nil, o.store.checkExists(db)
+			}
 			return nil, nil
 		}
 	}
@@ -113,25 +122,36 @@ type profile struct {
 	LastErrorCode  string          `json:"last_error,omitempty"`
 	ConsentedAt    *time.Time      `json:"consented_at,omitempty"`
 	GrantExpiresAt *time.Time      `json:"grant_expires_at,omitempty"`
+	// The accounts service and Web API the profile logged in with; left
+	// out for profiles made before spotoken recorded them (Spotify's).
+	AccountsURL string `json:"accounts_url,omitempty"`
+	APIURL      string `json:"api_url,omitempty"`
 }
 
-func newProfile(app *spotoken.App, c *spotoken.Connection) profile {
-	return profile{
+// newProfile describes the profile of app and c; e is its endpoints, nil
+// when none are recorded.
+func newProfile(app *spotoken.App, e *spotoken.Endpoints, c *spotoken.Connection) profile {
+	p := profile{
 		Profile: c.ID, State: c.State, SpotifyUserID: c.SpotifyUserID, DisplayName: c.DisplayName,
 		ClientID: app.ClientID, Scopes: nonNil(c.Scopes), ExpiresAt: optTime(c.Token.Expiry),
 		LastRefreshAt: optTime(c.LastRefreshAt), LastErrorCode: c.LastErrorCode,
 		ConsentedAt: optTime(c.ConsentedAt), GrantExpiresAt: optTime(c.GrantExpiresAt),
 	}
+	if e != nil {
+		p.AccountsURL, p.APIURL = e.AccountsURL, e.APIURL
+	}
+	return p
 }
 
-// newLocalEngine returns a refresh engine over store that refreshes at the
-// accounts service at accountsURL.
-func newLocalEngine(store spotoken.Store, accountsURL string) (*refresh.Engine, error) {
-	return refresh.New(refresh.Config{
-		Store: store,
-		Refresher: &refresh.SpotifyRefresher{
-			TokenURL:   strings.TrimSuffix(accountsURL, "/") + "/api/token",
-			HTTPClient: &http.Client{Timeout: 30 * time.Second},
-		},
-	})
+// profileEndpoints returns the endpoints recorded for profile name, or nil
+// for a profile made before they were recorded.
+func profileEndpoints(ctx context.Context, store spotoken.EndpointStore, name string) (*spotoken.Endpoints, error) {
+	e, err := store.AppEndpoints(ctx, profileKey(name).AppID)
+	if errors.Is(err, spotoken.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read the endpoints of profile %q: %w", name, err)
+	}
+	return &e, nil
 }

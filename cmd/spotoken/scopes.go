@@ -1,59 +1,23 @@
 package main
 
 import (
-	"fmt"
-	"slices"
+	"errors"
 	"strings"
 
 	"github.com/spotoken/spotoken"
+	"github.com/spotoken/spotoken/admin"
 )
 
 // spotifyScopes are the authorization scopes Spotify defines, sorted; its
-// /authorize refuses any other ("Illegal scope"). Source: Spotify's
-// developer documentation, "Scopes".
-var spotifyScopes = []string{
-	"app-remote-control",
-	"playlist-modify-private",
-	"playlist-modify-public",
-	"playlist-read-collaborative",
-	"playlist-read-private",
-	"soa-create-partner",
-	"soa-manage-entitlements",
-	"soa-manage-partner",
-	"streaming",
-	"ugc-image-upload",
-	"user-follow-modify",
-	"user-follow-read",
-	"user-library-modify",
-	"user-library-read",
-	"user-modify-playback-state",
-	"user-read-currently-playing",
-	"user-read-email",
-	"user-read-playback-position",
-	"user-read-playback-state",
-	"user-read-private",
-	"user-read-recently-played",
-	"user-soa-link",
-	"user-soa-unlink",
-	"user-top-read",
-}
+// /authorize refuses any other ("Illegal scope").
+var spotifyScopes = admin.SpotifyScopes
 
 // parseScopes parses a list of Spotify scopes separated by spaces or commas
 // and refuses any scope Spotify does not define.
 func parseScopes(s string) (spotoken.Scopes, error) {
 	scopes := spotoken.Scopes(strings.FieldsFunc(s, func(r rune) bool { return r == ',' || r == ' ' || r == '\t' || r == '\n' })).Normalize()
-	var unknown []string
-	for _, sc := range scopes {
-		if _, ok := slices.BinarySearch(spotifyScopes, sc); !ok {
-			unknown = append(unknown, fmt.Sprintf("%q", sc))
-		}
-	}
-	if len(unknown) > 0 {
-		word := "scope"
-		if len(unknown) > 1 {
-			word = "scopes"
-		}
-		return nil, fmt.Errorf("unknown Spotify %s %s; valid scopes are: %s", word, strings.Join(unknown, ", "), strings.Join(spotifyScopes, " "))
+	if err := admin.CheckScopes(scopes); err != nil {
+		return nil, errors.New(strings.TrimPrefix(spotoken.ErrorMessage(err), "default_scopes: "))
 	}
 	return scopes, nil
 }

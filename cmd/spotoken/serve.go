@@ -17,7 +17,9 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/spotoken/spotoken"
+	adminsvc "github.com/spotoken/spotoken/admin"
 	"github.com/spotoken/spotoken/emulator"
+	"github.com/spotoken/spotoken/internal/tlsreload"
 	"github.com/spotoken/spotoken/refresh"
 	"github.com/spotoken/spotoken/server"
 )
@@ -46,12 +48,19 @@ type serveOptions struct {
 	ShutdownTimeout time.Duration
 	NoScheduler     bool
 	JSON            bool // --json: the start-up facts as one JSON line instead of the URL and banner
+	admin           adminOptions
+
+	// DashSessionsPerApp caps each app's dashboard sessions (hidden: for
+	// tests of the cap; 0 is the server's default).
+	DashSessionsPerApp int
 }
 
 // serveInfo is what serve --json prints when it is ready, on one line.
 type serveInfo struct {
 	URL         string `json:"url"`
 	CallbackURL string `json:"callback_url"`
+	// AdminURL is where metrics and the dashboard are, with --admin-addr.
+	AdminURL string `json:"admin_url,omitempty"`
 	// With --emulator: the emulator's base URL, the demo app and its new
 	// API key (shown once, as in the banner).
 	EmulatorURL string `json:"emulator_url,omitempty"`
@@ -112,8 +121,11 @@ The redirect URI to register with Spotify for every app is <public-url>/callback
 	f.DurationVar(&opts.AuthCacheTTL, "auth-cache-ttl", server.DefaultAuthCacheTTL, "trust a verified API key this long (a revoked key stops working within it; negative: check every request)")
 	f.DurationVar(&opts.ShutdownTimeout, "shutdown-timeout", 30*time.Second, "on SIGINT/SIGTERM, wait this long for requests and refreshes in flight")
 	opts.audit.addFlags(f)
+	opts.admin.addFlags(f)
 	f.BoolVar(&opts.NoScheduler, "no-scheduler", false, "do not refresh tokens ahead of expiry (refresh only on demand)")
 	f.MarkHidden("no-scheduler")
+	f.IntVar(&opts.DashSessionsPerApp, "dashboard-sessions-per-app", 0, "the most dashboard sessions each app keeps (0: the default, 1000)")
+	f.MarkHidden("dashboard-sessions-per-app")
 	return cmd
 }
 
@@ -146,6 +158,9 @@ func (o *serveOptions) validate() error {
 		return usageError{errors.New("--shutdown-timeout must be positive")}
 	}
 	if err := o.audit.validate(); err != nil {
+		return err
+	}
+	if err := o.admin.validate(); err != nil {
 		return err
 	}
 	if o.Emulator && o.store.DB == "" {
@@ -185,6 +200,11 @@ func serveRun(ctx context.Context, ios *IOStreams, opts *serveOptions) error {
 	if publicURL == "" {
 		publicURL = scheme + "://" + displayAddr(ln.Addr())
 	}
+	admin, err := opts.admin.listen(ln, scheme, publicURL)
+	if err != nil {
+		return err
+	}
+	defer admin.close()
 
 	// The background work (scheduler, webhooks, janitor) stops on ctx;
 	// refreshes it started are drained before exit.
@@ -219,9 +239,10 @@ func serveRun(ctx context.Context, ios *IOStreams, opts *serveOptions) error {
 	upstream := func(service string) *http.Client {
 		return &http.Client{Timeout: 30 * time.Second, Transport: metrics.InstrumentTransport(service, transport)}
 	}
+	spotify := &refresh.SpotifyRefresher{TokenURL: strings.TrimSuffix(accountsURL, "/") + "/api/token", HTTPClient: upstream("accounts"), Now: now}
 	engine, err := refresh.New(refresh.Config{
 		Store:     store,
-		Refresher: &refresh.SpotifyRefresher{TokenURL: strings.TrimSuffix(accountsURL, "/") + "/api/token", HTTPClient: upstream("accounts"), Now: now},
+		Refresher: spotify,
 		Now:       now,
 		Logger:    log,
 		CacheTTL:  opts.CacheTTL,
@@ -230,25 +251,41 @@ func serveRun(ctx context.Context, ios *IOStreams, opts *serveOptions) error {
 	if err != nil {
 		return err
 	}
+	appTokens, err := refresh.NewAppTokens(refresh.AppTokensConfig{Store: store, Spotify: spotify, Now: now, Logger: log, CacheTTL: opts.CacheTTL})
+	if err != nil {
+		return err
+	}
+	adminSvc, err := adminsvc.New(adminsvc.Config{Store: store, Now: now, Logger: log, CheckClientSecret: spotify.CheckClientSecret,
+		Record: auditAdminChanges(store, log, trail != nil)})
+	if err != nil {
+		return err
+	}
 	srv, err := server.New(server.Config{
+		AppTokens: appTokens, Admin: adminSvc,
 		Store: store, Tokens: engine, PublicURL: publicURL, AccountsURL: accountsURL, APIURL: apiURL,
 		HTTPClient: upstream("api"), Now: now, Logger: log, Metrics: metrics, EngineStats: engine.Stats,
 		Ready: readiness(store), GrantLifetime: opts.GrantLifetime, AuthCacheTTL: opts.AuthCacheTTL,
 		ExpiryWarning: expiryWarning(opts.ExpiryWarning), LinkTTL: opts.LinkTTL,
 		Audit: auditHook, AuditStats: auditStats, TrustedProxies: trusted,
+		SeparateAdmin: admin.separate(), AdminURL: admin.url, MetricsToken: admin.metricsToken, NoMetrics: admin.noMetrics,
+		HSTSMaxAge:        hstsMaxAge(opts.admin.HSTSMaxAge),
+		DashboardSessions: spotoken.WebSessionLimits{PerScope: opts.DashSessionsPerApp},
 	})
 	if err != nil {
 		return usageError{err}
 	}
 
 	info := serveInfo{URL: publicURL, CallbackURL: srv.CallbackURL()}
+	if admin.separate() {
+		info.AdminURL = admin.url
+	}
 	var banner string
 	if opts.Emulator {
 		key, err := setUpDemoApp(ctx, store, srv, now())
 		if err != nil {
 			return err
 		}
-		banner = demoBanner(publicURL, emuURL, key, opts)
+		banner = demoBanner(publicURL, admin, emuURL, key, opts)
 		info.EmulatorURL, info.App, info.APIKey = emuURL, demoAppID, key.Reveal()
 	}
 
@@ -279,13 +316,20 @@ func serveRun(ctx context.Context, ios *IOStreams, opts *serveOptions) error {
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	if opts.TLSCert != "" {
-		cert, err := tls.LoadX509KeyPair(opts.TLSCert, opts.TLSKey)
+		certs, err := tlsreload.New(opts.TLSCert, opts.TLSKey, log)
 		if err != nil {
 			return usageError{fmt.Errorf("--tls-cert/--tls-key: %w", err)}
 		}
-		hs.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+		hs.TLSConfig = &tls.Config{GetCertificate: certs.GetCertificate, MinVersion: tls.VersionTLS12}
 		ln = tls.NewListener(ln, hs.TLSConfig)
+		if opts.admin.TLSWatch > 0 {
+			background("tls-watch", func(ctx context.Context) error { certs.Watch(ctx, opts.admin.TLSWatch); return nil })
+		}
+		admin.certs = certs
 	}
+	hup := notifyHangUp()
+	background("sighup", func(ctx context.Context) error { reloadOnHangUp(ctx, log, admin.certs, hup); return nil })
+	admin.start(hs, srv.AdminHandler(), log)
 	if opts.JSON {
 		line, _ := json.Marshal(info)
 		fmt.Fprintf(ios.Out, "%s\n", line)
@@ -293,7 +337,8 @@ func serveRun(ctx context.Context, ios *IOStreams, opts *serveOptions) error {
 		fmt.Fprintln(ios.Out, publicURL)
 		fmt.Fprint(ios.Out, banner)
 	}
-	log.Info("spotoken serving", "url", publicURL, "callback", srv.CallbackURL(), "accounts_url", accountsURL, "api_url", apiURL)
+	log.Info("spotoken serving", "url", publicURL, "callback", srv.CallbackURL(), "accounts_url", accountsURL, "api_url", apiURL,
+		"admin_url", admin.url)
 
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(ln) }()
@@ -301,6 +346,8 @@ func serveRun(ctx context.Context, ios *IOStreams, opts *serveOptions) error {
 	select {
 	case err := <-errc:
 		serveErr = fmt.Errorf("serve: %w", err)
+	case err := <-admin.errc:
+		serveErr = fmt.Errorf("serve the admin listener: %w", err)
 	case <-ctx.Done():
 	}
 	log.Info("shutting down: finishing requests and refreshes in flight")
@@ -309,6 +356,7 @@ func serveRun(ctx context.Context, ios *IOStreams, opts *serveOptions) error {
 	if err := hs.Shutdown(sctx); err != nil {
 		log.Warn("shutdown: requests still in flight", "err", err)
 	}
+	admin.shutdown(sctx, log)
 	stopBG()
 	wg.Wait()
 	if err := engine.Drain(sctx); err != nil {
@@ -401,7 +449,7 @@ func setUpDemoApp(ctx context.Context, store spotoken.Store, srv *server.Server,
 	return key, nil
 }
 
-func demoBanner(publicURL, emuURL string, key spotoken.Secret, opts *serveOptions) string {
+func demoBanner(publicURL string, admin *adminSide, emuURL string, key spotoken.Secret, opts *serveOptions) string {
 	var b strings.Builder
 	p := func(format string, args ...any) { fmt.Fprintf(&b, format+"\n", args...) }
 	p("")
@@ -432,6 +480,10 @@ func demoBanner(publicURL, emuURL string, key spotoken.Secret, opts *serveOption
 	p("")
 	p(`  curl -s -X POST %s/_emulator/clock -d '{"advance":"2h"}'`, emuURL)
 	p("")
-	p("API: %s/openapi.json · metrics: %s/metrics · dashboard: %s/ · Ctrl-C stops.", publicURL, publicURL, publicURL)
+	metrics := admin.url + "/metrics"
+	if admin.noMetrics {
+		metrics = "off on a public --addr (see --admin-addr)"
+	}
+	p("API: %s/openapi.json · metrics: %s · dashboard: %s/ · Ctrl-C stops.", publicURL, metrics, admin.url)
 	return b.String()
 }

@@ -64,7 +64,7 @@ func statusRun(ctx context.Context, ios *IOStreams, opts *statusOptions, asJSON 
 		}
 	}
 	lo := &localOptions{store: opts.store}
-	store, err := lo.openLocal(ctx, ios)
+	store, err := lo.openLocal(ctx, ios, false)
 	if err != nil {
 		return err
 	}
@@ -82,7 +82,7 @@ func statusRun(ctx context.Context, ios *IOStreams, opts *statusOptions, asJSON 
 		return writeJSON(ios.Out, nonNil(profiles))
 	}
 	if len(profiles) == 0 {
-		_, err := fmt.Fprintln(ios.Out, "Not logged in: no profiles yet; log in with 'spotoken login'.")
+		_, err := fmt.Fprintln(ios.Out, "Not logged in: no profiles yet; log in with 'spotoken login --scopes SCOPES'.")
 		return err
 	}
 	tw := newTable(ios.Out)
@@ -97,6 +97,11 @@ func statusRun(ctx context.Context, ios *IOStreams, opts *statusOptions, asJSON 
 	}
 	if err := tw.Flush(); err != nil {
 		return err
+	}
+	for _, p := range profiles {
+		if p.AccountsURL != "" && p.AccountsURL != defaultAccountsURL {
+			fmt.Fprintf(ios.Out, "Profile %s refreshes at %s, not at Spotify.\n", p.Profile, p.AccountsURL)
+		}
 	}
 	for _, p := range profiles {
 		if p.State == spotoken.StateNeedsReauth {
@@ -125,7 +130,11 @@ func listProfiles(ctx context.Context, store spotoken.Store, only string) ([]pro
 		if err != nil {
 			return nil, fmt.Errorf("read profile %q: %w", name, err)
 		}
-		out = append(out, newProfile(app, c))
+		e, err := profileEndpoints(ctx, store, name)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, newProfile(app, e, c))
 	}
 	return out, nil
 }

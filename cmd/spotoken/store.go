@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -89,6 +90,13 @@ func (o *storeOptions) openStore(ctx context.Context, log *slog.Logger, create b
 	if db == "" {
 		db = defaultDBPath()
 	}
+	// A missing database is found before its keys, whose advice would be
+	// about a key file beside a database that is not there either.
+	if !isPostgres(db) && !create {
+		if err := o.checkExists(db); err != nil {
+			return nil, err
+		}
+	}
 	ring, err := o.keyRing(log, db, create)
 	if err != nil {
 		return nil, err
@@ -96,11 +104,73 @@ func (o *storeOptions) openStore(ctx context.Context, log *slog.Logger, create b
 	if isPostgres(db) {
 		return postgres.Open(ctx, postgres.Config{DSN: db, Keys: ring})
 	}
-	if _, err := os.Stat(db); errors.Is(err, fs.ErrNotExist) && !create {
-		return nil, fmt.Errorf("no database at %s: pass --db, or start 'spotoken serve' once to create it", db)
-	}
 	if err := os.MkdirAll(filepath.Dir(db), 0o700); err != nil {
 		return nil, fmt.Errorf("create database directory: %w", err)
 	}
 	return sqlite.Open(ctx, sqlite.Config{Path: db, Keys: ring})
+}
+
+// checkExists fails unless the SQLite database db exists. Its advice never
+// leads to a new, empty database at a mistyped path: a path given with
+// --db is to be checked; only the default location gets the advice to
+// create it (there a new database is what the user wants).
+func (o *storeOptions) checkExists(db string) error {
+	_, err := os.Stat(db)
+	if err == nil {
+		return nil
+	}
+	if !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("database %s: %w", db, err)
+	}
+	if o.DB != "" {
+		why := ""
+		if _, derr := os.Stat(filepath.Dir(db)); errors.Is(derr, fs.ErrNotExist) {
+			why = fmt.Sprintf(" (there is no directory %s)", filepath.Dir(db))
+		}
+		return fmt.Errorf("no database at %s%s: check --db, which names an existing SQLite file or a postgres:// URL; nothing was created", db, why)
+	}
+	return fmt.Errorf("no database yet at %s, the default: register an app with 'spotoken apps create' or start 'spotoken serve' to create it, or pass --db", db)
+}
+
+// flagsHint returns the --db and --key-file flags that a follow-up command
+// needs to reach the same store: those given on the command line (not from
+// the environment, which the follow-up reads too). A password in a
+// PostgreSQL URL is replaced by "xxxxx", for the user to fill in.
+func (o *storeOptions) flagsHint() string {
+	var b strings.Builder
+	if o.DB != "" && os.Getenv("SPOTOKEN_DB") != o.DB {
+		b.WriteString(" --db " + shellQuote(redactDSN(o.DB)))
+	}
+	if o.KeyFile != "" && os.Getenv("SPOTOKEN_KEY_FILE") != o.KeyFile {
+		b.WriteString(" --key-file " + shellQuote(o.KeyFile))
+	}
+	return b.String()
+}
+
+// redactDSN hides the password of a postgres:// URL, in its user info or
+// its query (password=...); other values are returned as they are.
+func redactDSN(db string) string {
+	if !isPostgres(db) {
+		return db
+	}
+	u, err := url.Parse(db)
+	if err != nil {
+		return "postgres://(unparsable URL, not shown)"
+	}
+	q := u.Query()
+	if q.Has("password") {
+		q.Set("password", "xxxxx")
+		u.RawQuery = q.Encode()
+	}
+	return u.Redacted()
+}
+
+// shellQuote quotes s for a POSIX shell when it needs quoting.
+func shellQuote(s string) string {
+	if s != "" && strings.IndexFunc(s, func(r rune) bool {
+		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("-_./:@,+=%", r))
+	}) < 0 {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }

@@ -23,8 +23,9 @@ func TestOpenStoreCreatesKeyFileOnce(t *testing.T) {
 	log := slog.New(slog.NewTextHandler(&logs, nil))
 	opts := &storeOptions{DB: filepath.Join(dir, "data", "spotoken.db")}
 
-	if _, err := opts.openStore(context.Background(), log, false); err == nil || !strings.Contains(err.Error(), "no key file") {
-		t.Fatalf("open without create: %v, want a missing key file error", err)
+	// Without create, the missing database is the error (not its key file).
+	if _, err := opts.openStore(context.Background(), log, false); err == nil || !strings.Contains(err.Error(), "no database at") {
+		t.Fatalf("open without create: %v, want a missing database error", err)
 	}
 	for i := 0; i < 2; i++ {
 		store, err := opts.openStore(context.Background(), log, true)

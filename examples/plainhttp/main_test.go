@@ -64,8 +64,18 @@ func TestRunErrors(t *testing.T) {
 	}
 	var out bytes.Buffer
 
-	// Spotify's own refusal: the scope is missing.
+	// Spotify's own refusal: the scope is missing. A player endpoint says
+	// so with 401 Permissions missing, which a new token does not cure: no
+	// refresh, and Spotify's answer is passed on.
+	refreshes := b.Refreshes()
 	err := run(context.Background(), args("-path", "/v1/me/player/currently-playing"), &out)
+	if err == nil || !strings.Contains(err.Error(), "401 Unauthorized: Permissions missing") {
+		t.Errorf("GET without the scope: %v", err)
+	}
+	if b.Refreshes() != refreshes {
+		t.Error("Permissions missing caused a refresh")
+	}
+	err = run(context.Background(), args("-path", "/v1/me/top/tracks"), &out)
 	if err == nil || !strings.Contains(err.Error(), "403 Forbidden: Insufficient client scope") {
 		t.Errorf("GET without the scope: %v", err)
 	}

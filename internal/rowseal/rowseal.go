@@ -47,6 +47,62 @@ func WebhookSecret(appID string) Field {
 	return Field{Table: "apps", Column: "webhook_secret", Row: []string{appID}}
 }
 
+// PreviousAppSecret is the client secret an app's current one replaced,
+// kept while a rotation is under way.
+func PreviousAppSecret(appID string) Field {
+	return Field{Table: "apps", Column: "previous_client_secret", Row: []string{appID}}
+}
+
+// PreviousWebhookSecret is the webhook secret an app's current one
+// replaced, kept while a rotation is under way.
+func PreviousWebhookSecret(appID string) Field {
+	return Field{Table: "apps", Column: "previous_webhook_secret", Row: []string{appID}}
+}
+
+// AppToken is an app's client-credentials access token.
+func AppToken(appID string) Field {
+	return Field{Table: "app_tokens", Column: "access_token", Row: []string{appID}}
+}
+
+// SealedApp is an app's secret ciphertexts as a store keeps them, nil for
+// an empty secret.
+type SealedApp struct{ Client, Webhook, PrevClient, PrevWebhook []byte }
+
+// AppSecretField is one of an app's secrets, its field and its ciphertext.
+type AppSecretField struct {
+	Field  Field
+	Secret *spotoken.Secret
+	Sealed *[]byte
+}
+
+// AppSecrets pairs each of app's secrets with its field and its
+// ciphertext in sa, so a store seals, opens or compares them in one loop.
+func AppSecrets(app *spotoken.App, sa *SealedApp) []AppSecretField {
+	return []AppSecretField{
+		{AppSecret(app.ID), &app.ClientSecret, &sa.Client},
+		{WebhookSecret(app.ID), &app.WebhookSecret, &sa.Webhook},
+		{PreviousAppSecret(app.ID), &app.PreviousClientSecret, &sa.PrevClient},
+		{PreviousWebhookSecret(app.ID), &app.PreviousWebhookSecret, &sa.PrevWebhook},
+	}
+}
+
+// AppField names the sealed column of the apps table called column, for a
+// store that walks the table's columns; ok is false for a column that holds
+// no secret.
+func AppField(appID, column string) (f Field, ok bool) {
+	switch column {
+	case "client_secret":
+		return AppSecret(appID), true
+	case "webhook_secret":
+		return WebhookSecret(appID), true
+	case "previous_client_secret":
+		return PreviousAppSecret(appID), true
+	case "previous_webhook_secret":
+		return PreviousWebhookSecret(appID), true
+	}
+	return Field{}, false
+}
+
 // AccessToken is a connection's access token.
 func AccessToken(k spotoken.ConnectionKey) Field {
 	return Field{Table: "connections", Column: "access_token", Row: []string{k.AppID, k.ID}}
