@@ -264,11 +264,15 @@ func (d *detectors) records(ctx context.Context, batch []spotoken.AuditRecord, p
 
 // networkOf is the network an address belongs to for the new-network
 // detector: its /24 (IPv4, and IPv4-mapped IPv6) or /48 (IPv6).
-func networkOf(addr netip.Addr) netip.Prefix {
+func networkOf(addr netip.Addr) netip.Prefix { return prefixOf(addr, 24, 48) }
+
+// prefixOf is the prefix of addr (IPv4-mapped addresses as IPv4) of v4 or
+// v6 bits.
+func prefixOf(addr netip.Addr, v4, v6 int) netip.Prefix {
 	addr = addr.Unmap()
-	bits := 48
+	bits := v6
 	if addr.Is4() {
-		bits = 24
+		bits = v4
 	}
 	p, _ := addr.Prefix(bits)
 	return p

@@ -40,15 +40,7 @@ func newAuthGuard(cfg Detectors) *authGuard {
 }
 
 // guardKey is the unit an address is limited in.
-func guardKey(addr netip.Addr) netip.Prefix {
-	addr = addr.Unmap()
-	bits := 64
-	if addr.Is4() {
-		bits = 32
-	}
-	p, _ := addr.Prefix(bits)
-	return p
-}
+func guardKey(addr netip.Addr) netip.Prefix { return prefixOf(addr, 32, 64) }
 
 // wait returns how long addr must wait before it may authenticate; zero
 // when it may. A refused request counts as limited.
