@@ -308,9 +308,13 @@ func (t *Trail) Run(ctx context.Context) error {
 			return nil
 		case <-tick.C:
 		}
-		if _, err := t.RunOnce(ctx); err != nil && ctx.Err() == nil {
+		// A pass outlives a shutdown that begins during it: cancelling
+		// its write would lose the records it took from the queue.
+		pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		if _, err := t.RunOnce(pctx); err != nil {
 			t.log.Warn("audit: pass", "err", err)
 		}
+		cancel()
 	}
 }
 
