@@ -27,6 +27,13 @@ const (
 	EUnavailable = "temporarily_unavailable"
 	// EAppMisconfigured: Spotify refused the app's credentials (invalid_client).
 	EAppMisconfigured = "app_misconfigured"
+	// EStoreUnavailable: spotoken's own database cannot be reached or did
+	// not answer in time; try again after RetryAfter. Distinct from
+	// EUnavailable, which is Spotify's side.
+	EStoreUnavailable = "unavailable"
+	// ELimitExceeded: an app reached one of its per-app caps (pending
+	// connect links); try again later.
+	ELimitExceeded = "limit_exceeded"
 	// EUnauthorizedClient: the app may not use this grant (RFC 6749 §5.2):
 	// a public app, which has no client secret, asked for an app token
 	// (the client-credentials grant).
@@ -108,6 +115,11 @@ var (
 	ErrUnavailable = &Error{Code: EUnavailable, Message: "Spotify is unavailable"}
 	// ErrAppMisconfigured: Spotify refused the app's client credentials.
 	ErrAppMisconfigured = &Error{Code: EAppMisconfigured, Message: "Spotify refused the app's client credentials"}
+	// ErrStoreUnavailable: the database cannot be reached or did not answer
+	// within its deadline; see Error.RetryAfter.
+	ErrStoreUnavailable = &Error{Code: EStoreUnavailable, Message: "the database is unavailable"}
+	// ErrLimitExceeded: the app has as many of something pending as it may.
+	ErrLimitExceeded = &Error{Code: ELimitExceeded, Message: "limit exceeded"}
 	// ErrUnauthorizedClient: the app may not use the grant it asked for.
 	ErrUnauthorizedClient = &Error{Code: EUnauthorizedClient, Message: "the app may not use this grant"}
 )

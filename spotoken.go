@@ -191,10 +191,16 @@ type PendingAuthorization struct {
 	// RedirectURI is the redirect URI sent to /authorize, needed again at the exchange.
 	RedirectURI string
 	// ReturnTo is where to send the user afterwards; empty for spotoken's own page.
-	ReturnTo  string
-	CreatedAt time.Time
-	ExpiresAt time.Time
-	UsedAt    time.Time // zero: not consumed
+	ReturnTo string
+	// RequireConfirmation holds the grant apart until the app confirms it
+	// (see PendingGrant); it needs a ReturnTo.
+	RequireConfirmation bool
+	// SkipDialog leaves show_dialog out of the authorize request, so
+	// Spotify may skip its consent page for a user who approved before.
+	SkipDialog bool
+	CreatedAt  time.Time
+	ExpiresAt  time.Time
+	UsedAt     time.Time // zero: not consumed
 }
 
 // ConnectionKey identifies a connection: the app and the app's own id for
@@ -250,6 +256,11 @@ type Connection struct {
 	ExpiryWarnedAt time.Time
 	CreatedAt      time.Time
 	UpdatedAt      time.Time
+	// RefreshUnknownAt is when a refresh was sent to Spotify and no answer
+	// came (a timeout, a connection cut): Spotify may have rotated the
+	// refresh token. Zero after a refresh with a known outcome, or a new
+	// consent.
+	RefreshUnknownAt time.Time
 }
 
 // Key returns the connection's key.

@@ -222,6 +222,7 @@ type Store interface {
 	AppStore
 	APIKeyStore
 	PendingStore
+	PendingGrantStore
 	ConnectionStore
 	EventStore
 	AuditStore

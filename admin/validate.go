@@ -19,34 +19,8 @@ import (
 const MaxAppID = 64
 
 // SpotifyScopes are the authorization scopes Spotify defines, sorted; its
-// /authorize refuses any other ("Illegal scope"). Source: Spotify's
-// developer documentation, "Scopes".
-var SpotifyScopes = []string{
-	"app-remote-control",
-	"playlist-modify-private",
-	"playlist-modify-public",
-	"playlist-read-collaborative",
-	"playlist-read-private",
-	"soa-create-partner",
-	"soa-manage-entitlements",
-	"soa-manage-partner",
-	"streaming",
-	"ugc-image-upload",
-	"user-follow-modify",
-	"user-follow-read",
-	"user-library-modify",
-	"user-library-read",
-	"user-modify-playback-state",
-	"user-read-currently-playing",
-	"user-read-email",
-	"user-read-playback-position",
-	"user-read-playback-state",
-	"user-read-private",
-	"user-read-recently-played",
-	"user-soa-link",
-	"user-soa-unlink",
-	"user-top-read",
-}
+// /authorize refuses any other ("Illegal scope"): spotoken.SpotifyScopes.
+var SpotifyScopes = spotoken.SpotifyScopes
 
 func invalid(format string, args ...any) error {
 	return spotoken.Errorf(spotoken.EInvalid, format, args...)
@@ -173,7 +147,7 @@ func NormalizeOrigin(raw string) (string, error) {
 func CheckScopes(scopes spotoken.Scopes) error {
 	var unknown []string
 	for _, sc := range scopes {
-		if _, ok := slices.BinarySearch(SpotifyScopes, sc); !ok {
+		if !spotoken.KnownScope(sc) {
 			unknown = append(unknown, strconv.Quote(truncate(sc, 64)))
 		}
 	}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/spotoken/spotoken"
@@ -307,7 +308,8 @@ func (db *DB) TouchAPIKey(ctx context.Context, id string, at time.Time) error {
 	return nil
 }
 
-const pendingCols = `state_hash, app_id, connection_id, verifier, scopes, redirect_uri, return_to, created_at, expires_at, used_at`
+const pendingCols = `state_hash, app_id, connection_id, verifier, scopes, redirect_uri, return_to, created_at, expires_at, used_at,
+	require_confirmation, skip_dialog`
 
 // scanPending reads a pending authorization selected with pendingCols,
 // returning the sealed verifier unopened.
@@ -318,7 +320,8 @@ func scanPending(row scanner) (*spotoken.PendingAuthorization, []byte, error) {
 		scopes                 []string
 		created, expires, used pgtype.Timestamptz
 	)
-	if err := row.Scan(&hash, &p.AppID, &p.ConnectionID, &verifier, &scopes, &p.RedirectURI, &p.ReturnTo, &created, &expires, &used); err != nil {
+	if err := row.Scan(&hash, &p.AppID, &p.ConnectionID, &verifier, &scopes, &p.RedirectURI, &p.ReturnTo, &created, &expires, &used,
+		&p.RequireConfirmation, &p.SkipDialog); err != nil {
 		return nil, nil, err
 	}
 	var err error
@@ -335,23 +338,32 @@ func scanPending(row scanner) (*spotoken.PendingAuthorization, []byte, error) {
 // its app does not exist.
 func (db *DB) CreatePending(ctx context.Context, p *spotoken.PendingAuthorization) error {
 	now := db.now()
-	verifier, err := db.codec.Seal(rowseal.Verifier(p.AppID, p.ConnectionID, p.StateHash), p.Verifier)
-	if err != nil {
+	if err := db.insertPending(ctx, db.pool, p, now); err != nil {
 		return fmt.Errorf("create pending authorization: %w", err)
 	}
-	_, err = db.pool.Exec(ctx, `INSERT INTO pending_authorizations (`+pendingCols+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL)`,
-		p.StateHash[:], p.AppID, p.ConnectionID, verifier, textArray(p.Scopes), p.RedirectURI, p.ReturnTo, now, tstz(p.ExpiresAt))
+	p.CreatedAt, p.UsedAt = now, time.Time{}
+	return nil
+}
+
+// insertPending inserts p, created at now, through q (the pool or a
+// transaction).
+func (db *DB) insertPending(ctx context.Context, q interface {
+	Exec(context.Context, string, ...any) (pgconn.CommandTag, error)
+}, p *spotoken.PendingAuthorization, now time.Time) error {
+	verifier, err := db.codec.Seal(rowseal.Verifier(p.AppID, p.ConnectionID, p.StateHash), p.Verifier)
+	if err != nil {
+		return err
+	}
+	_, err = q.Exec(ctx, `INSERT INTO pending_authorizations (`+pendingCols+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL, $10, $11)`,
+		p.StateHash[:], p.AppID, p.ConnectionID, verifier, textArray(p.Scopes), p.RedirectURI, p.ReturnTo, now, tstz(p.ExpiresAt),
+		p.RequireConfirmation, p.SkipDialog)
 	switch pgCode(err) {
 	case codeUniqueViolation:
 		return spotoken.Errorf(spotoken.EConflict, "pending authorization already exists")
 	case codeForeignKeyViolation:
 		return appNotFound(p.AppID)
 	}
-	if err != nil {
-		return fmt.Errorf("create pending authorization: %w", err)
-	}
-	p.CreatedAt, p.UsedAt = now, time.Time{}
-	return nil
+	return err
 }
 
 // ConsumePending marks the pending authorization with stateHash used and

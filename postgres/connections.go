@@ -16,7 +16,8 @@ import (
 
 const connCols = `app_id, id, spotify_user_id, display_name, scopes, state, access_token, refresh_token,
 	access_expires_at, version, lease_owner, lease_expires_at, last_refresh_at, consecutive_failures,
-	next_attempt_at, last_error_code, consented_at, grant_expires_at, expiry_warned_at, created_at, updated_at`
+	next_attempt_at, last_error_code, consented_at, grant_expires_at, expiry_warned_at, created_at, updated_at,
+	refresh_unknown_at`
 
 // sealedConnection is a connection row with its tokens still sealed.
 type sealedConnection struct {
@@ -34,12 +35,12 @@ func scanConnection(row scanner) (sealedConnection, error) {
 		leaseOwner                           pgtype.Text
 		expiry, leaseExp, lastRefresh, next  pgtype.Timestamptz
 		consented, grantExp, warned, created pgtype.Timestamptz
-		update                               pgtype.Timestamptz
+		update, unknown                      pgtype.Timestamptz
 		failures                             int32
 	)
 	if err := row.Scan(&c.AppID, &c.ID, &c.SpotifyUserID, &c.DisplayName, &scopes, &state, &access, &refresh,
 		&expiry, &c.Version, &leaseOwner, &leaseExp, &lastRefresh, &failures,
-		&next, &c.LastErrorCode, &consented, &grantExp, &warned, &created, &update); err != nil {
+		&next, &c.LastErrorCode, &consented, &grantExp, &warned, &created, &update, &unknown); err != nil {
 		return sealedConnection{}, err
 	}
 	c.Scopes = spotoken.Scopes(fromTextArray(scopes))
@@ -53,6 +54,7 @@ func scanConnection(row scanner) (sealedConnection, error) {
 	c.NextAttemptAt = fromTstz(next)
 	c.ConsentedAt, c.GrantExpiresAt, c.ExpiryWarnedAt = fromTstz(consented), fromTstz(grantExp), fromTstz(warned)
 	c.CreatedAt, c.UpdatedAt = fromTstz(created), fromTstz(update)
+	c.RefreshUnknownAt = fromTstz(unknown)
 	return sealedConnection{c: &c, access: access, refresh: refresh}, nil
 }
 
@@ -92,6 +94,7 @@ func normConnection(c *spotoken.Connection) {
 	c.ExpiryWarnedAt = norm(c.ExpiryWarnedAt)
 	c.CreatedAt = norm(c.CreatedAt)
 	c.UpdatedAt = norm(c.UpdatedAt)
+	c.RefreshUnknownAt = norm(c.RefreshUnknownAt)
 }
 
 // CreateConnection stores a new connection with Version 1, no lease, and
@@ -112,10 +115,10 @@ func (db *DB) CreateConnection(ctx context.Context, c *spotoken.Connection, even
 	}
 	err = db.withTx(ctx, func(tx pgx.Tx) error {
 		_, err := tx.Exec(ctx, `INSERT INTO connections (`+connCols+`)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 1, NULL, NULL, $10, $11, $12, $13, $14, $15, $16, $17, $17)`,
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 1, NULL, NULL, $10, $11, $12, $13, $14, $15, $16, $17, $17, $18)`,
 			c.AppID, c.ID, c.SpotifyUserID, c.DisplayName, textArray(c.Scopes), string(c.State), access, refresh,
 			tstz(c.Token.Expiry), tstz(c.LastRefreshAt), int32(c.ConsecutiveFailures),
-			tstz(c.NextAttemptAt), c.LastErrorCode, tstz(c.ConsentedAt), tstz(c.GrantExpiresAt), tstz(c.ExpiryWarnedAt), now)
+			tstz(c.NextAttemptAt), c.LastErrorCode, tstz(c.ConsentedAt), tstz(c.GrantExpiresAt), tstz(c.ExpiryWarnedAt), now, tstz(c.RefreshUnknownAt))
 		switch pgCode(err) {
 		case codeUniqueViolation:
 			return spotoken.Errorf(spotoken.EConflict, "connection %s already exists", c.Key())
@@ -197,11 +200,11 @@ func (db *DB) UpdateConnection(ctx context.Context, key spotoken.ConnectionKey, 
 			tag, err := tx.Exec(ctx, `UPDATE connections SET spotify_user_id = $3, display_name = $4, scopes = $5,
 				state = $6, access_token = $7, refresh_token = $8, access_expires_at = $9, version = version + 1,
 				last_refresh_at = $10, consecutive_failures = $11, next_attempt_at = $12, last_error_code = $13,
-				consented_at = $14, grant_expires_at = $15, updated_at = $16, expiry_warned_at = $18
+				consented_at = $14, grant_expires_at = $15, updated_at = $16, expiry_warned_at = $18, refresh_unknown_at = $19
 				WHERE app_id = $1 AND id = $2 AND version = $17`,
 				key.AppID, key.ID, c.SpotifyUserID, c.DisplayName, textArray(c.Scopes), string(c.State), access, refresh,
 				tstz(c.Token.Expiry), tstz(c.LastRefreshAt), int32(c.ConsecutiveFailures), tstz(c.NextAttemptAt),
-				c.LastErrorCode, tstz(c.ConsentedAt), tstz(c.GrantExpiresAt), c.UpdatedAt, old.Version, tstz(c.ExpiryWarnedAt))
+				c.LastErrorCode, tstz(c.ConsentedAt), tstz(c.GrantExpiresAt), c.UpdatedAt, old.Version, tstz(c.ExpiryWarnedAt), tstz(c.RefreshUnknownAt))
 			if err != nil {
 				return err
 			}

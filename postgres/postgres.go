@@ -93,6 +93,12 @@ func Open(ctx context.Context, cfg Config) (*DB, error) {
 	if err != nil {
 		return nil, fmt.Errorf("postgres: parse dsn: %w", err)
 	}
+	if pcfg.ConnConfig.ConnectTimeout == 0 {
+		// A database that accepts connections and never answers (a dead
+		// host behind a live proxy) must not hold a connection attempt
+		// forever; connect_timeout in the DSN overrides this.
+		pcfg.ConnConfig.ConnectTimeout = 10 * time.Second
+	}
 	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
 	if err != nil {
 		return nil, fmt.Errorf("postgres: open: %w", err)

@@ -79,6 +79,23 @@ var secretTables = []secretTable{
 		},
 	},
 	{
+		name: "pending_grants", pk: []string{"code_hash"}, extra: []string{"app_id", "connection_id"},
+		secrets: []string{"access_token", "refresh_token"},
+		fields: func(v []any) ([]rowseal.Field, error) {
+			b, ok1 := v[0].([]byte)
+			app, ok2 := v[1].(string)
+			conn, ok3 := v[2].(string)
+			if !ok1 || !ok2 || !ok3 {
+				return nil, fmt.Errorf("pending_grants: key is %T, %T, %T", v[0], v[1], v[2])
+			}
+			h, err := hash32(b)
+			if err != nil {
+				return nil, fmt.Errorf("pending_grants: %w", err)
+			}
+			return []rowseal.Field{rowseal.PendingGrantToken(app, conn, h, "access_token"), rowseal.PendingGrantToken(app, conn, h, "refresh_token")}, nil
+		},
+	},
+	{
 		name: "web_sessions", pk: []string{"id_hash"}, extra: []string{"scope", "app_id", "subject"},
 		secrets: []string{"csrf", "data"},
 		fields: func(v []any) ([]rowseal.Field, error) {

@@ -42,8 +42,10 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"log/slog"
 	mathrand "math/rand/v2"
+	"net"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -109,6 +111,21 @@ type Config struct {
 	// end when the caller that started it gives up: abandoning a call to
 	// Spotify midway could lose a rotated refresh token. Default 60s.
 	FlightTimeout time.Duration
+	// RotationLossWindow is how long after a refresh whose outcome is
+	// unknown (sent to Spotify, no answer) an invalid_grant is reported as
+	// rotation_lost rather than revoked: Spotify may have rotated the
+	// refresh token in the answer that was lost. Default 24h.
+	RotationLossWindow time.Duration
+	// OutageGrace is how long past its CacheTTL a token in memory, still
+	// valid, keeps being served while the store answers
+	// spotoken.ErrStoreUnavailable. Zero serves none.
+	OutageGrace time.Duration
+	// CommitPatience is how long Spotify's answer to a refresh that
+	// rotated the refresh token is held in memory, its commit retried in
+	// the background and the lease kept, when the store did not take it
+	// (the database went away while Spotify was answering); see
+	// keepCommitting. Default 10m.
+	CommitPatience time.Duration
 	// Observe, when set, is told of the refreshes that changed what
 	// spotoken holds (a rotated refresh token, a connection moved to
 	// needs_reauth), for the audit trail's detectors. It runs on the
@@ -164,16 +181,21 @@ type stats struct {
 
 // Engine hands out fresh access tokens. It is safe for concurrent use.
 type Engine struct {
-	cfg     Config
-	cache   sync.Map // ConnectionKey → *cached, never modified once stored
-	gens    sync.Map // ConnectionKey → *atomic.Uint64, counting Forget calls
+	cfg   Config
+	cache sync.Map // ConnectionKey → *cached, never modified once stored
+	// gens counts Forget calls, in a fixed number of slots that keys hash
+	// into: nothing is kept per key, so made-up keys cost no memory, and a
+	// Forget of one key only makes keys sharing its slot skip one cache fill.
+	gens    [genSlots]atomic.Uint64
+	genSeed maphash.Seed
 	flights singleflight.Group
 	limiter *rate.Limiter
 	log     *slog.Logger
 	stats   stats
 
-	flightSeq atomic.Int64 // makes each flight's lease owner unique
-	inflight  inflight
+	flightSeq  atomic.Int64 // makes each flight's lease owner unique
+	inflight   inflight
+	committing sync.Map // ConnectionKey → chan struct{}: a rotated grant waits to be stored
 }
 
 // New returns an engine for cfg.
@@ -205,6 +227,12 @@ func New(cfg Config) (*Engine, error) {
 	if cfg.FlightTimeout <= 0 {
 		cfg.FlightTimeout = 60 * time.Second
 	}
+	if cfg.RotationLossWindow <= 0 {
+		cfg.RotationLossWindow = 24 * time.Hour
+	}
+	if cfg.CommitPatience <= 0 {
+		cfg.CommitPatience = 10 * time.Minute
+	}
 	if cfg.WaitPoll <= 0 {
 		cfg.WaitPoll = 50 * time.Millisecond
 	}
@@ -214,7 +242,8 @@ func New(cfg Config) (*Engine, error) {
 	if cfg.Jitter == nil {
 		cfg.Jitter = mathrand.Float64
 	}
-	return &Engine{cfg: cfg, limiter: rate.NewLimiter(cfg.UpstreamRate, cfg.UpstreamBurst), log: cfg.Logger}, nil
+	return &Engine{cfg: cfg, limiter: rate.NewLimiter(cfg.UpstreamRate, cfg.UpstreamBurst), log: cfg.Logger,
+		genSeed: maphash.MakeSeed()}, nil
 }
 
 // randomOwner is a lease owner name: prefix and 16 random hex digits.
@@ -257,13 +286,25 @@ type request struct {
 // Errors wrap spotoken.ErrNotFound, ErrNeedsReauth, ErrRateLimited,
 // ErrUnavailable (both with RetryAfter) or ErrAppMisconfigured.
 func (e *Engine) Token(ctx context.Context, key spotoken.ConnectionKey, minTTL time.Duration) (AccessToken, error) {
+	var mem *cached
 	if v, ok := e.cache.Load(key); ok {
-		if c, now := v.(*cached), e.cfg.Now(); c.Valid(now, minTTL) && (c.until.IsZero() || now.Before(c.until)) {
+		mem = v.(*cached)
+		if now := e.cfg.Now(); mem.Valid(now, minTTL) && (mem.until.IsZero() || now.Before(mem.until)) {
 			e.stats.vendsMemory.add()
-			return c.AccessToken, nil
+			return mem.AccessToken, nil
 		}
 	}
-	return e.fly(ctx, key, request{minTTL: minTTL})
+	at, err := e.fly(ctx, key, request{minTTL: minTTL})
+	if err != nil && mem != nil && errors.Is(err, spotoken.ErrStoreUnavailable) {
+		// The database is away: a token still valid in memory is served
+		// for up to OutageGrace past its CacheTTL (bounded staleness: a
+		// deletion on another replica is not seen meanwhile).
+		if now := e.cfg.Now(); mem.Valid(now, 0) && (mem.until.IsZero() || now.Before(mem.until.Add(e.cfg.OutageGrace))) {
+			e.stats.servedStale.Add(1)
+			return mem.AccessToken, nil
+		}
+	}
+	return at, err
 }
 
 // Refresh refreshes key's token now, whatever its expiry, and returns the
@@ -363,13 +404,17 @@ func (e *Engine) remember(key spotoken.ConnectionKey, at AccessToken, gen uint64
 	}
 }
 
-// generation is key's Forget counter.
+// genSlots is how many Forget counters keys share.
+const genSlots = 4096
+
+// generation is the Forget counter of key's slot. It allocates nothing.
 func (e *Engine) generation(key spotoken.ConnectionKey) *atomic.Uint64 {
-	if g, ok := e.gens.Load(key); ok {
-		return g.(*atomic.Uint64)
-	}
-	g, _ := e.gens.LoadOrStore(key, new(atomic.Uint64))
-	return g.(*atomic.Uint64)
+	var h maphash.Hash
+	h.SetSeed(e.genSeed)
+	h.WriteString(key.AppID)
+	h.WriteByte(0)
+	h.WriteString(key.ID)
+	return &e.gens[h.Sum64()%genSlots]
 }
 
 // fly runs req for key, sharing the work with concurrent callers of the same
@@ -434,6 +479,9 @@ func (e *Engine) obtain(ctx context.Context, key spotoken.ConnectionKey, req req
 		}
 		if at, held, err := e.heldBack(c, req, window); held {
 			return at, err
+		}
+		if err := e.uncommitted(key); err != nil {
+			return AccessToken{}, err
 		}
 		_, err = e.cfg.Store.AcquireLease(ctx, key, owner, e.cfg.LeaseTTL)
 		if err == nil {
@@ -556,8 +604,11 @@ func (e *Engine) waitForOther(ctx context.Context, key spotoken.ConnectionKey, v
 }
 
 // refreshLeased refreshes key while holding its lease, and releases it.
-func (e *Engine) refreshLeased(ctx context.Context, key spotoken.ConnectionKey, owner string, req request) (AccessToken, error) {
+func (e *Engine) refreshLeased(ctx context.Context, key spotoken.ConnectionKey, owner string, req request) (_ AccessToken, err error) {
 	defer func() {
+		if errors.Is(err, errKeptLease) {
+			return // keepCommitting holds the lease until the answer is stored
+		}
 		// Release even if ctx is done; a lease left behind would hold others back for its TTL.
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
@@ -593,11 +644,16 @@ func (e *Engine) refreshLeased(ctx context.Context, key spotoken.ConnectionKey, 
 	if at, held, err := e.heldBack(c, req, window); held {
 		return at, err
 	}
+	if err := e.storeAway(); err != nil {
+		// Spotify's answer could not be committed, and with rotation
+		// the refresh token it replaces would be gone: send nothing.
+		return AccessToken{}, fmt.Errorf("refresh %s: not sent: %w", key, err)
+	}
 	grant, err := e.callSpotify(ctx, key, owner, app, c.Token.RefreshToken)
 	if err != nil {
 		return e.failed(ctx, key, c, err)
 	}
-	return e.commit(ctx, key, c, grant, req.gen)
+	return e.commit(ctx, key, owner, c, grant, req.gen)
 }
 
 // callSpotify redeems the refresh token, renewing the lease while the call
@@ -628,7 +684,7 @@ func (e *Engine) callSpotify(ctx context.Context, key spotoken.ConnectionKey, ow
 }
 
 // commit stores a successful refresh before anyone sees the new token.
-func (e *Engine) commit(ctx context.Context, key spotoken.ConnectionKey, read *spotoken.Connection, g *accounts.Grant, gen uint64) (AccessToken, error) {
+func (e *Engine) commit(ctx context.Context, key spotoken.ConnectionKey, owner string, read *spotoken.Connection, g *accounts.Grant, gen uint64) (AccessToken, error) {
 	e.stats.refreshOK.Add(1)
 	now := e.cfg.Now()
 	rotated := g.RefreshToken != "" && g.RefreshToken != read.Token.RefreshToken
@@ -649,34 +705,37 @@ func (e *Engine) commit(ctx context.Context, key spotoken.ConnectionKey, read *s
 			c.Scopes = g.Scopes
 		}
 		c.LastRefreshAt, c.ConsecutiveFailures, c.NextAttemptAt, c.LastErrorCode = now, 0, time.Time{}, ""
+		c.RefreshUnknownAt = time.Time{}
 		events := []spotoken.Event{event(spotoken.EventConnectionRefreshed, key, map[string]any{"expires_at": g.Expiry.UTC()})}
 		if rotated {
 			events = append(events, event(spotoken.EventConnectionRotated, key, nil))
 		}
 		return events, nil
 	}
-	// The new refresh token exists only in this process until it is
-	// committed: retry a failing store briefly rather than drop it.
-	var c *spotoken.Connection
-	var err error
-	for attempt := 0; attempt < 5; attempt++ {
-		if c, err = e.cfg.Store.UpdateConnection(context.WithoutCancel(ctx), key, update); err == nil || errors.Is(err, spotoken.ErrConflict) || errors.Is(err, spotoken.ErrNotFound) {
-			break
-		}
-		time.Sleep(time.Duration(attempt+1) * 100 * time.Millisecond)
+	c, err := e.cfg.Store.UpdateConnection(context.WithoutCancel(ctx), key, update)
+	if err != nil && rotated && !errors.Is(err, spotoken.ErrConflict) && !errors.Is(err, spotoken.ErrNotFound) {
+		// The new refresh token exists only in this process: hold it
+		// and keep trying, and answer now.
+		e.keepCommitting(key, owner, update, gen, err)
+		return AccessToken{}, fmt.Errorf("refresh %s: commit: %w (%w)", key, err, errKeptLease)
 	}
 	if err != nil {
 		e.log.Error("commit refresh", "connection", key.String(), "rotated", rotated, "err", err)
 		return AccessToken{}, fmt.Errorf("refresh %s: commit: %w", key, err)
 	}
+	return e.committed(key, c, gen, rotated), nil
+}
+
+// committed records a stored refresh and returns its token.
+func (e *Engine) committed(key spotoken.ConnectionKey, c *spotoken.Connection, gen uint64, rotated bool) AccessToken {
 	at := AccessToken{Token: c.Token.AccessToken, Expiry: c.Token.Expiry, Scopes: c.Scopes}
 	e.remember(key, at, gen)
 	e.stats.vendsRefresh.Add(1)
 	if rotated && e.cfg.Observe != nil {
-		e.cfg.Observe(Outcome{Key: key, At: now, Rotated: true, ConsentedAt: c.ConsentedAt, GrantExpiresAt: c.GrantExpiresAt})
+		e.cfg.Observe(Outcome{Key: key, At: e.cfg.Now(), Rotated: true, ConsentedAt: c.ConsentedAt, GrantExpiresAt: c.GrantExpiresAt})
 	}
 	e.log.Info("refreshed", "connection", key.String(), "rotated", rotated, "expires_at", at.Expiry)
-	return at, nil
+	return at
 }
 
 // failed records a failed refresh and answers the caller.
@@ -698,8 +757,13 @@ func (e *Engine) failed(ctx context.Context, key spotoken.ConnectionKey, read *s
 		// not Spotify's description, which says "Refresh token expired" or
 		// "Refresh token revoked" for one (DESIGN §3.6).
 		reason := "revoked"
-		if !read.GrantExpiresAt.IsZero() && !now.Before(read.GrantExpiresAt) {
+		switch {
+		case !read.GrantExpiresAt.IsZero() && !now.Before(read.GrantExpiresAt):
 			reason = "grant_expired"
+		case !read.RefreshUnknownAt.IsZero() && now.Sub(read.RefreshUnknownAt) <= e.cfg.RotationLossWindow:
+			// An earlier refresh got no answer: Spotify may have rotated
+			// the refresh token in it, and this one is the old token.
+			reason = "rotation_lost"
 		}
 		observed = Outcome{Key: key, At: now, NeedsReauth: reason, ConsentedAt: read.ConsentedAt, GrantExpiresAt: read.GrantExpiresAt}
 		update = func(c *spotoken.Connection) ([]spotoken.Event, error) {
@@ -739,9 +803,16 @@ func (e *Engine) failed(ctx context.Context, key spotoken.ConnectionKey, read *s
 		}
 		delay := e.backoff(read.ConsecutiveFailures+1, retryAfter)
 		next := now.Add(delay)
+		unknown := outcomeUnknown(cause)
+		if unknown {
+			code = "outcome_unknown"
+		}
 		update = func(c *spotoken.Connection) ([]spotoken.Event, error) {
 			c.ConsecutiveFailures++
 			c.NextAttemptAt, c.LastErrorCode = next, code
+			if unknown {
+				c.RefreshUnknownAt = now
+			}
 			return nil, nil
 		}
 		e.log.Warn("refresh failed, backing off", "connection", key.String(), "error", code, "retry_in", delay, "err", cause)
@@ -778,6 +849,26 @@ func (e *Engine) failed(ctx context.Context, key spotoken.ConnectionKey, read *s
 }
 
 var errStale = errors.New("refresh: connection changed meanwhile")
+
+// outcomeUnknown reports whether a failed refresh may have reached Spotify
+// and been carried out without its answer reaching us: no HTTP status came
+// back (a timeout, a connection cut mid-answer) or the answer could not be
+// read. A connection that could not be opened (dial, DNS) sent nothing.
+func outcomeUnknown(err error) bool {
+	var ae *accounts.Error
+	if errors.As(err, &ae) {
+		return false
+	}
+	if errors.Is(err, accounts.ErrMalformedResponse) {
+		return true
+	}
+	var dns *net.DNSError
+	var op *net.OpError
+	if errors.As(err, &dns) || (errors.As(err, &op) && op.Op == "dial") {
+		return false
+	}
+	return accounts.IsTransient(err)
+}
 
 // backoff is exponential backoff with full jitter after failures, and at
 // least retryAfter.

@@ -223,17 +223,34 @@ func (s *Server) changeRecord(r *http.Request, action spotoken.AuditAction, ck s
 	return rec, true
 }
 
-// flowAudit returns r's context carrying the record of a user's consent
-// (connect or re-consent) to key, for the store write that makes it: the
-// user's browser is the actor.
-func (s *Server) flowAudit(r *http.Request, action spotoken.AuditAction, key spotoken.ConnectionKey, spotifyUser string, scopes spotoken.Scopes) context.Context {
-	rec, ok := s.changeRecord(r, action, key)
-	if !ok {
+// userActor returns r's context naming the Spotify user userID, whose
+// browser r comes from, as the actor of the consent it stores.
+func (s *Server) userActor(r *http.Request, userID string) context.Context {
+	if s.cfg.Audit == nil {
 		return r.Context()
 	}
-	rec.ActorType, rec.ActorID, rec.ActorLabel = spotoken.ActorUser, spotifyUser, ""
+	rec := s.auditActor(r, nil, ClientIP(r, s.cfg.TrustedProxies))
+	rec.ActorType, rec.ActorID = spotoken.ActorUser, userID
+	rec.Method, rec.Route = r.Method, routeTemplate(r.Pattern)
+	return context.WithValue(r.Context(), auditNoteKey{}, &auditNote{actor: rec})
+}
+
+// flowAudit returns ctx carrying the record of a consent (connect or
+// re-consent) to key, for the store write that makes it. The actor is
+// the one ctx names (the user's browser at the callback, the app's key
+// when it confirms a grant), else spotoken.
+func (s *Server) flowAudit(ctx context.Context, action spotoken.AuditAction, key spotoken.ConnectionKey, spotifyUser string, scopes spotoken.Scopes) context.Context {
+	if s.cfg.Audit == nil {
+		return ctx
+	}
+	rec := spotoken.AuditRecord{ActorType: spotoken.ActorSystem}
+	if n, _ := ctx.Value(auditNoteKey{}).(*auditNote); n != nil {
+		rec = n.actor
+	}
+	rec.Version, rec.At, rec.Action, rec.Outcome = spotoken.AuditVersion, s.cfg.Now(), action, "ok"
+	rec.AppID, rec.ConnectionID = key.AppID, key.ID
 	rec.Detail = map[string]string{"spotify_user_id": spotifyUser, "scopes": scopes.String()}
-	return spotoken.WithAudit(r.Context(), rec)
+	return spotoken.WithAudit(ctx, rec)
 }
 
 // AuditRecordView is an audit record as the API, the CLI and exports show

@@ -42,12 +42,20 @@ func (a *authCache) init(s *Server) {
 // learns no more.
 var errInvalidKey = &spotoken.Error{Code: EInvalidToken, Message: "A valid API key is required: Authorization: Bearer sk_…"}
 
+// errTwoKeys: the request carries more than one Authorization header.
+var errTwoKeys = spotoken.Errorf(spotoken.EInvalid, "the request has more than one Authorization header; send one")
+
 // errNoKey: the request carries no Bearer credentials at all, so the
 // challenge names no error (RFC 6750 §3.1).
 var errNoKey = &spotoken.Error{Code: EInvalidToken, Message: "An API key is required: Authorization: Bearer sk_…"}
 
 // authenticate returns the active API key that r carries.
 func (a *authCache) authenticate(r *http.Request) (*spotoken.APIKey, error) {
+	if len(r.Header.Values("Authorization")) > 1 {
+		// Which one counts would depend on who reads them: a proxy in
+		// front may check the first while another reads the last.
+		return nil, errTwoKeys
+	}
 	scheme, raw, ok := strings.Cut(r.Header.Get("Authorization"), " ")
 	if !ok || !strings.EqualFold(scheme, "Bearer") {
 		return nil, errNoKey
@@ -66,6 +74,14 @@ func (a *authCache) authenticate(r *http.Request) (*spotoken.APIKey, error) {
 		if errors.Is(err, spotoken.ErrNotFound) {
 			a.forget(hash)
 			return nil, errInvalidKey
+		}
+		if err != nil && e != nil && errors.Is(err, spotoken.ErrStoreUnavailable) && now.Sub(e.checked) < ttl+a.s.cfg.OutageGrace {
+			// The database is away: a key verified before keeps working
+			// for up to OutageGrace past its AuthCacheTTL.
+			if subtle.ConstantTimeCompare(e.key.Hash[:], hash[:]) != 1 || e.key.Revoked() {
+				return nil, errInvalidKey
+			}
+			return e.key, nil
 		}
 		if err != nil {
 			return nil, err

@@ -2,8 +2,11 @@ package server
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
+	"encoding/base64"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -13,6 +16,7 @@ import (
 	"net/url"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -22,9 +26,6 @@ import (
 
 // validConnectionID: the app's own id for its user.
 var validConnectionID = regexp.MustCompile(`^[A-Za-z0-9._@:-]{1,128}$`)
-
-// validScope: a Spotify scope name's shape; Spotify itself refuses unknown ones.
-var validScope = regexp.MustCompile(`^[a-z][a-z0-9-]{0,63}$`)
 
 func checkConnectionID(id string) error {
 	// "." and ".." would be path segments that HTTP clients and the router
@@ -45,9 +46,11 @@ func (s *Server) accountsClients(app *spotoken.App) []*accounts.Client {
 }
 
 type createSessionRequest struct {
-	ConnectionID string   `json:"connection_id"`
-	Scopes       []string `json:"scopes"`
-	ReturnTo     string   `json:"return_to"`
+	ConnectionID        string   `json:"connection_id"`
+	Scopes              []string `json:"scopes"`
+	ReturnTo            string   `json:"return_to"`
+	RequireConfirmation bool     `json:"require_confirmation"`
+	ShowDialog          *bool    `json:"show_dialog"`
 }
 
 func (s *Server) handleCreateSession(w http.ResponseWriter, r *http.Request, key *spotoken.APIKey) error {
@@ -72,8 +75,12 @@ func (s *Server) handleCreateSession(w http.ResponseWriter, r *http.Request, key
 	if err != nil {
 		return err
 	}
+	if req.RequireConfirmation && returnTo == "" {
+		return spotoken.Errorf(spotoken.EInvalid, "require_confirmation needs a return_to: the confirm code travels there")
+	}
 	scopes := linkScopes(req.Scopes, app.DefaultScopes)
-	sess, err := s.mintSession(r.Context(), app, req.ConnectionID, scopes, returnTo, s.cfg.SessionTTL)
+	opts := sessionOptions{requireConfirmation: req.RequireConfirmation, skipDialog: req.ShowDialog != nil && !*req.ShowDialog}
+	sess, err := s.mintSessionWith(r.Context(), app, req.ConnectionID, scopes, returnTo, s.cfg.SessionTTL, opts)
 	if err != nil {
 		return err
 	}
@@ -81,12 +88,16 @@ func (s *Server) handleCreateSession(w http.ResponseWriter, r *http.Request, key
 	return nil
 }
 
-// checkScopeNames checks that each requested scope looks like a Spotify
-// scope name; Spotify itself refuses unknown ones.
+// checkScopeNames checks that each requested scope is one Spotify defines
+// (made-up ones would only be stored, then refused by Spotify), and that
+// there are no more of them than Spotify defines.
 func checkScopeNames(scopes []string) error {
+	if len(scopes) > len(spotoken.SpotifyScopes) {
+		return spotoken.Errorf(spotoken.EInvalid, "scopes: at most %d scopes (Spotify defines %d)", len(spotoken.SpotifyScopes), len(spotoken.SpotifyScopes))
+	}
 	for _, sc := range scopes {
-		if !validScope.MatchString(sc) {
-			return spotoken.Errorf(spotoken.EInvalid, "scopes: %q is not a Spotify scope name", truncate(sc, 64))
+		if !spotoken.KnownScope(sc) {
+			return spotoken.Errorf(spotoken.EInvalid, "scopes: %q is not a scope Spotify defines (see docs/api.md)", truncate(sc, 64))
 		}
 	}
 	return nil
@@ -120,20 +131,40 @@ func checkReturnTo(app *spotoken.App, raw string) (string, error) {
 	return "", spotoken.Errorf(spotoken.EInvalid, "return_to origin %s is not among the app's allowed origins", origin)
 }
 
+// sessionOptions are a connect session's choices beyond its connection,
+// scopes and return_to.
+type sessionOptions struct {
+	requireConfirmation bool // hold the grant until the app confirms it
+	skipDialog          bool // do not send show_dialog=true
+}
+
 // mintSession stores a one-time connect link for the connection, valid for ttl.
 func (s *Server) mintSession(ctx context.Context, app *spotoken.App, connectionID string, scopes spotoken.Scopes, returnTo string, ttl time.Duration) (ConnectSession, error) {
+	return s.mintSessionWith(ctx, app, connectionID, scopes, returnTo, ttl, sessionOptions{})
+}
+
+// mintSessionWith is mintSession with options. An app may have at most
+// Config.MaxPending connect links and grants waiting at once.
+func (s *Server) mintSessionWith(ctx context.Context, app *spotoken.App, connectionID string, scopes spotoken.Scopes, returnTo string, ttl time.Duration, opts sessionOptions) (ConnectSession, error) {
 	if !slices.Contains(app.RedirectURIs, s.CallbackURL()) {
 		return ConnectSession{}, spotoken.Errorf(spotoken.EAppMisconfigured,
 			"app %s has no redirect URI %s; register it with Spotify and with 'spotoken apps' (the app has %s)",
 			app.ID, s.CallbackURL(), strings.Join(app.RedirectURIs, ", "))
 	}
-	token := randomToken("cs_")
 	now := s.cfg.Now()
+	expires := now.Add(ttl)
+	token := newSessionToken(expires)
 	p := &spotoken.PendingAuthorization{
 		StateHash: pendingHash(domainSession, token), AppID: app.ID, ConnectionID: connectionID,
-		Scopes: scopes, ReturnTo: returnTo, CreatedAt: now, ExpiresAt: now.Add(ttl),
+		Scopes: scopes, ReturnTo: returnTo, CreatedAt: now, ExpiresAt: expires,
+		RequireConfirmation: opts.requireConfirmation, SkipDialog: opts.skipDialog,
 	}
-	if err := s.cfg.Store.CreatePending(ctx, p); err != nil {
+	err := s.cfg.Store.CreatePendingWithin(ctx, p, s.cfg.MaxPending)
+	if errors.Is(err, spotoken.ErrLimitExceeded) {
+		return ConnectSession{}, &spotoken.Error{Code: ELimitExceeded, RetryAfter: time.Minute,
+			Message: fmt.Sprintf("app %s has %d connect links and grants pending, its limit; unused ones expire within %s", app.ID, s.cfg.MaxPending, s.cfg.SessionTTL)}
+	}
+	if err != nil {
 		return ConnectSession{}, fmt.Errorf("store connect session: %w", err)
 	}
 	return ConnectSession{URL: s.public.String() + "/connect/" + token, ExpiresAt: p.ExpiresAt.UTC()}, nil
@@ -175,6 +206,10 @@ const (
 	flowNotAllowlisted = "user_not_allowlisted"
 	flowRateLimited    = "rate_limited"
 	flowServerError    = "server_error"
+	flowUnavailable    = "unavailable"
+	// flowConfirm: the grant waits for the app's confirmation; the
+	// redirect to return_to carries the confirm code.
+	flowConfirm = "confirmation_required"
 )
 
 var flowMessages = map[string]string{
@@ -193,6 +228,7 @@ var flowMessages = map[string]string{
 		"in the Spotify developer dashboard; development mode serves up to 5 users. Then connect again from the app.",
 	flowRateLimited: "Spotify is limiting this app's requests for now. Nothing was stored; try again from the app later.",
 	flowServerError: "Something went wrong on our side. Nothing was stored; try again later.",
+	flowUnavailable: "We cannot reach our database right now. Nothing was stored; try again in a minute.",
 }
 
 // stateCookie names the cookie that binds a state to the browser that
@@ -231,14 +267,18 @@ func (s *Server) handleConnect(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	token := r.PathValue("session")
-	sess, ok := s.consume(w, r, domainSession, token, [3]string{flowInvalidSession, flowSessionUsed, flowSessionExpired})
+	unknown := flowInvalidSession
+	if sessionTokenExpired(token, s.cfg.Now()) {
+		unknown = flowSessionExpired // the janitor deleted it after it expired
+	}
+	sess, ok := s.consume(w, r, domainSession, token, [3]string{unknown, flowSessionUsed, flowSessionExpired})
 	if !ok {
 		return
 	}
 	app, err := s.cfg.Store.App(r.Context(), sess.AppID)
 	if err != nil {
 		s.log.Error("connect: load app", "request_id", requestID(r), "app", sess.AppID, "err", err)
-		s.flowPage(w, r, http.StatusInternalServerError, flowServerError, "")
+		s.flowFailed(w, r, err)
 		return
 	}
 	state, verifier := randomToken(""), accounts.GenerateVerifier()
@@ -247,10 +287,11 @@ func (s *Server) handleConnect(w http.ResponseWriter, r *http.Request) {
 		StateHash: pendingHash(domainState, state), AppID: sess.AppID, ConnectionID: sess.ConnectionID,
 		Verifier: spotoken.Secret(verifier), Scopes: sess.Scopes, RedirectURI: s.CallbackURL(),
 		ReturnTo: sess.ReturnTo, CreatedAt: now, ExpiresAt: now.Add(s.cfg.StateTTL),
+		RequireConfirmation: sess.RequireConfirmation, SkipDialog: sess.SkipDialog,
 	}
 	if err := s.cfg.Store.CreatePending(r.Context(), p); err != nil {
 		s.log.Error("connect: store state", "request_id", requestID(r), "err", err)
-		s.flowPage(w, r, http.StatusInternalServerError, flowServerError, "")
+		s.flowFailed(w, r, err)
 		return
 	}
 	http.SetCookie(w, &http.Cookie{
@@ -260,7 +301,10 @@ func (s *Server) handleConnect(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set("Referrer-Policy", "no-referrer")
 	s.metrics.connectFlow("started")
-	http.Redirect(w, r, s.accountsClients(app)[0].AuthCodeURL(state, s.CallbackURL(), sess.Scopes, verifier, false), http.StatusFound)
+	// show_dialog=true makes Spotify show its consent page even to a user
+	// who approved the app before, naming the account being linked: a
+	// link forwarded to someone else is then not followed unawares.
+	http.Redirect(w, r, s.accountsClients(app)[0].AuthCodeURL(state, s.CallbackURL(), sess.Scopes, verifier, !sess.SkipDialog), http.StatusFound)
 }
 
 // consume uses up the pending authorization that token names in domain (a
@@ -280,7 +324,7 @@ func (s *Server) consume(w http.ResponseWriter, r *http.Request, domain, token s
 		outcome = outcomes[2]
 	case err != nil:
 		s.log.Error("consume pending authorization", "request_id", requestID(r), "err", err)
-		s.flowPage(w, r, http.StatusInternalServerError, flowServerError, "")
+		s.flowFailed(w, r, err)
 		return nil, false
 	case (p.Verifier != "") != (domain == domainState):
 		outcome = outcomes[0]
@@ -326,27 +370,32 @@ func (s *Server) handleCallback(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	key := spotoken.ConnectionKey{AppID: p.AppID, ID: p.ConnectionID}
-	outcome := s.completeConnection(r, key, p, code)
-	s.flowResult(w, r, p, outcome, key.ID)
+	outcome, confirm := s.completeConnection(r, key, p, code)
+	if outcome == flowUnavailable {
+		w.Header().Set("Retry-After", strconv.Itoa(int(storeRetryAfter.Seconds())))
+	}
+	s.flowResultWith(w, r, p, outcome, key.ID, confirm)
 }
 
 // completeConnection exchanges the code, reads the user's profile and
-// stores the grant, creating the connection or replacing its grant.
-func (s *Server) completeConnection(r *http.Request, key spotoken.ConnectionKey, p *spotoken.PendingAuthorization, code string) string {
+// stores the grant, creating the connection or replacing its grant; or,
+// when the session requires the app's confirmation, holds the grant apart
+// and returns the confirm code.
+func (s *Server) completeConnection(r *http.Request, key spotoken.ConnectionKey, p *spotoken.PendingAuthorization, code string) (outcome, confirm string) {
 	ctx := r.Context()
 	app, err := s.cfg.Store.App(ctx, key.AppID)
 	if err != nil {
 		s.log.Error("callback: load app", "request_id", requestID(r), "app", key.AppID, "err", err)
-		return flowServerError
+		return flowFailure(err), ""
 	}
 	// The exchange is a token request: none inside the app's rate-limit
 	// window (DESIGN §3.4), which a 429 here opens for every replica.
 	if until, err := s.cfg.Store.RateLimitedUntil(ctx, app.ID); err != nil {
 		s.log.Error("callback: read the app's rate-limit window", "request_id", requestID(r), "app", app.ID, "err", err)
-		return flowServerError
+		return flowFailure(err), ""
 	} else if until.After(s.cfg.Now()) {
 		s.log.Warn("callback: the app is rate-limited at Spotify; no code exchange", "request_id", requestID(r), "connection", key.String(), "until", until)
-		return flowRateLimited
+		return flowRateLimited, ""
 	}
 	// While the app's client secret is rotated, the exchange falls back to
 	// the previous secret if Spotify refuses the new one.
@@ -362,44 +411,68 @@ func (s *Server) completeConnection(r *http.Request, key spotoken.ConnectionKey,
 			s.log.Error("callback: record the app's rate-limit window", "request_id", requestID(r), "app", app.ID, "err", werr)
 		}
 		s.log.Warn("callback: Spotify rate-limited the code exchange", "request_id", requestID(r), "connection", key.String(), "retry_after", ae.RetryAfter)
-		return flowRateLimited
+		return flowRateLimited, ""
 	}
 	if err != nil {
 		s.log.Warn("callback: code exchange failed", "request_id", requestID(r), "connection", key.String(), "err", err)
-		return flowExchangeFailed
+		return flowExchangeFailed, ""
 	}
 	me, err := s.profile(ctx, grant.AccessToken)
 	if errors.Is(err, errProfileForbidden) {
 		s.log.Warn("callback: Spotify refused the user: the app is in development mode and the user is not on its allowlist",
 			"request_id", requestID(r), "connection", key.String())
-		return flowNotAllowlisted
+		return flowNotAllowlisted, ""
 	}
 	if err != nil {
 		s.log.Warn("callback: reading the Spotify profile failed", "request_id", requestID(r), "connection", key.String(), "err", err)
-		return flowProfileFailed
+		return flowProfileFailed, ""
 	}
 	scopes := grant.Scopes
 	if scopes == nil {
 		scopes = p.Scopes
 	}
+	if p.RequireConfirmation {
+		confirm = randomToken("cc_")
+		g := &spotoken.PendingGrant{CodeHash: pendingHash(domainConfirm, confirm), AppID: key.AppID, ConnectionID: key.ID,
+			SpotifyUserID: me.ID, DisplayName: me.DisplayName, Scopes: scopes, Token: grant.Token(),
+			ExpiresAt: s.cfg.Now().Add(s.cfg.ConfirmTTL)}
+		if err := s.cfg.Store.CreatePendingGrant(ctx, g); err != nil {
+			s.log.Error("callback: store the grant awaiting confirmation", "request_id", requestID(r), "connection", key.String(), "err", err)
+			return flowFailure(err), ""
+		}
+		s.log.Info("connection authorized, awaiting the app's confirmation", "request_id", requestID(r), "connection", key.String())
+		return flowConfirm, confirm
+	}
+	if err := s.applyGrant(s.userActor(r, me.ID), key, grant.Token(), scopes, me.ID, me.DisplayName); err != nil {
+		s.log.Error("callback: store connection", "request_id", requestID(r), "connection", key.String(), "err", err)
+		return flowFailure(err), ""
+	}
+	s.log.Info("connection authorized", "request_id", requestID(r), "connection", key.String(), "scopes", scopes.String())
+	return flowConnected, ""
+}
+
+// applyGrant makes a user's new grant the connection's, creating it or
+// replacing its grant, with a connection.created or .reauthorized event.
+func (s *Server) applyGrant(ctx context.Context, key spotoken.ConnectionKey, token spotoken.Token, scopes spotoken.Scopes, userID, displayName string) error {
 	now := s.cfg.Now()
 	grantTo := func(c *spotoken.Connection) {
-		c.Token = grant.Token()
+		c.Token = token
 		c.Scopes, c.State = scopes, spotoken.StateActive
-		c.SpotifyUserID, c.DisplayName = me.ID, me.DisplayName
+		c.SpotifyUserID, c.DisplayName = userID, displayName
 		c.ConsentedAt, c.GrantExpiresAt, c.ExpiryWarnedAt = now, now.Add(s.cfg.GrantLifetime), time.Time{}
-		c.LastErrorCode, c.ConsecutiveFailures, c.NextAttemptAt = "", 0, time.Time{}
+		c.LastErrorCode, c.ConsecutiveFailures, c.NextAttemptAt, c.RefreshUnknownAt = "", 0, time.Time{}, time.Time{}
 	}
-	data := map[string]any{"spotify_user_id": me.ID, "scopes": scopes, "grant_expires_at": now.Add(s.cfg.GrantLifetime).UTC()}
+	data := map[string]any{"spotify_user_id": userID, "scopes": scopes, "grant_expires_at": now.Add(s.cfg.GrantLifetime).UTC()}
+	var err error
 	for range 3 {
 		c := &spotoken.Connection{AppID: key.AppID, ID: key.ID, CreatedAt: now}
 		grantTo(c)
-		err = s.cfg.Store.CreateConnection(s.flowAudit(r, spotoken.AuditConnect, key, me.ID, scopes), c,
+		err = s.cfg.Store.CreateConnection(s.flowAudit(ctx, spotoken.AuditConnect, key, userID, scopes), c,
 			spotoken.NewEvent(spotoken.EventConnectionCreated, key, now, data))
 		if !errors.Is(err, spotoken.ErrConflict) {
 			break
 		}
-		_, err = s.cfg.Store.UpdateConnection(s.flowAudit(r, spotoken.AuditReconsent, key, me.ID, scopes), key, func(c *spotoken.Connection) ([]spotoken.Event, error) {
+		_, err = s.cfg.Store.UpdateConnection(s.flowAudit(ctx, spotoken.AuditReconsent, key, userID, scopes), key, func(c *spotoken.Connection) ([]spotoken.Event, error) {
 			grantTo(c)
 			return []spotoken.Event{spotoken.NewEvent(spotoken.EventConnectionReauthorized, key, now, data)}, nil
 		})
@@ -408,12 +481,10 @@ func (s *Server) completeConnection(r *http.Request, key spotoken.ConnectionKey,
 		}
 	}
 	if err != nil {
-		s.log.Error("callback: store connection", "request_id", requestID(r), "connection", key.String(), "err", err)
-		return flowServerError
+		return err
 	}
 	s.cfg.Tokens.Forget(key)
-	s.log.Info("connection authorized", "request_id", requestID(r), "connection", key.String(), "scopes", scopes.String())
-	return flowConnected
+	return nil
 }
 
 type spotifyUser struct {
@@ -463,7 +534,13 @@ func (s *Server) profile(ctx context.Context, token spotoken.Secret) (*spotifyUs
 // back from Spotify is a connect.failed event for the app, with the
 // outcome as its reason.
 func (s *Server) flowResult(w http.ResponseWriter, r *http.Request, p *spotoken.PendingAuthorization, outcome, connectionID string) {
-	if outcome != flowConnected {
+	s.flowResultWith(w, r, p, outcome, connectionID, "")
+}
+
+// flowResultWith is flowResult with the confirm code of a grant that waits
+// for the app's confirmation.
+func (s *Server) flowResultWith(w http.ResponseWriter, r *http.Request, p *spotoken.PendingAuthorization, outcome, connectionID, confirm string) {
+	if outcome != flowConnected && outcome != flowConfirm {
 		key := spotoken.ConnectionKey{AppID: p.AppID, ID: p.ConnectionID}
 		ev := spotoken.NewEvent(spotoken.EventConnectFailed, key, s.cfg.Now(), map[string]any{"reason": outcome})
 		if err := s.cfg.Store.AppendEvents(r.Context(), ev); err != nil {
@@ -472,7 +549,13 @@ func (s *Server) flowResult(w http.ResponseWriter, r *http.Request, p *spotoken.
 	}
 	if p.ReturnTo == "" {
 		status := http.StatusOK
-		if outcome != flowConnected {
+		switch outcome {
+		case flowConnected:
+		case flowServerError:
+			status = http.StatusInternalServerError
+		case flowUnavailable:
+			status = http.StatusServiceUnavailable
+		default:
 			status = http.StatusBadRequest
 		}
 		s.flowPage(w, r, status, outcome, connectionID)
@@ -486,9 +569,13 @@ func (s *Server) flowResult(w http.ResponseWriter, r *http.Request, p *spotoken.
 	s.metrics.connectFlow(outcome)
 	q := u.Query()
 	q.Set("connection_id", p.ConnectionID)
-	if outcome == flowConnected {
+	switch outcome {
+	case flowConnected:
 		q.Set("status", flowConnected)
-	} else {
+	case flowConfirm:
+		q.Set("status", flowConfirm)
+		q.Set("confirm", confirm)
+	default:
 		q.Set("error", outcome)
 		q.Set("error_description", flowMessages[outcome])
 	}
@@ -503,4 +590,52 @@ func truncate(s string, n int) string {
 		return s[:n] + "…"
 	}
 	return s
+}
+
+// flowFailure is the flow outcome of a store error: unavailable while the
+// database cannot be reached, else server_error.
+func flowFailure(err error) string {
+	if errors.Is(err, spotoken.ErrStoreUnavailable) {
+		return flowUnavailable
+	}
+	return flowServerError
+}
+
+// flowFailed shows the user the page for a store error.
+func (s *Server) flowFailed(w http.ResponseWriter, r *http.Request, err error) {
+	if outcome := flowFailure(err); outcome == flowUnavailable {
+		w.Header().Set("Retry-After", strconv.Itoa(int(storeRetryAfter.Seconds())))
+		s.flowPage(w, r, http.StatusServiceUnavailable, outcome, "")
+		return
+	}
+	s.flowPage(w, r, http.StatusInternalServerError, flowServerError, "")
+}
+
+// storeRetryAfter is the Retry-After of pages shown while the database
+// cannot be reached.
+const storeRetryAfter = 10 * time.Second
+
+// newSessionToken is a connect session's token: cs_ and, in URL-safe
+// base64, its expiry (unix seconds, big-endian) and 32 random bytes. The
+// expiry is not secret; it lets a link that expired and was swept away
+// say so, with nothing kept.
+func newSessionToken(expires time.Time) string {
+	b := make([]byte, 8+32)
+	binary.BigEndian.PutUint64(b, uint64(expires.Unix()))
+	rand.Read(b[8:])
+	return "cs_" + base64.RawURLEncoding.EncodeToString(b)
+}
+
+// sessionTokenExpired reports whether token has newSessionToken's shape
+// and an expiry at or before now.
+func sessionTokenExpired(token string, now time.Time) bool {
+	raw, ok := strings.CutPrefix(token, "cs_")
+	if !ok || len(raw) != 54 {
+		return false
+	}
+	b, err := base64.RawURLEncoding.DecodeString(raw)
+	if err != nil || len(b) != 40 {
+		return false
+	}
+	return !now.Before(time.Unix(int64(binary.BigEndian.Uint64(b)), 0))
 }

@@ -190,6 +190,9 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request, key *spotok
 			return &spotoken.Error{Code: spotoken.ERateLimited, Message: "force_refresh is limited per connection; try again later", RetryAfter: wait}
 		}
 		at, err = s.cfg.Tokens.Refresh(r.Context(), ck)
+		if errors.Is(err, spotoken.ErrNotFound) {
+			s.forgetForce(ck)
+		}
 	} else {
 		at, err = s.cfg.Tokens.Token(r.Context(), ck, req.minTTL())
 	}
@@ -220,16 +223,32 @@ func (s *Server) tokenError(r *http.Request, ck spotoken.ConnectionKey, err erro
 }
 
 // forceAllowed takes a force_refresh allowance for the connection and
-// returns zero, or how long to wait for one.
+// returns zero, or how long to wait for one. Each app holds at most
+// Config.MaxForceLimiters allowances in memory, so one app's keys cannot
+// grow the broker's memory or push another app's limiters out; past that,
+// full (idle) ones of the same app are dropped, and if none is idle the
+// request waits.
 func (s *Server) forceAllowed(ck spotoken.ConnectionKey) time.Duration {
+	now := s.cfg.Now()
 	s.forceMu.Lock()
-	l := s.force[ck]
+	app := s.force[ck.AppID]
+	if app == nil {
+		app = make(map[string]*rate.Limiter)
+		s.force[ck.AppID] = app
+	}
+	l := app[ck.ID]
 	if l == nil {
+		if len(app) >= s.cfg.MaxForceLimiters {
+			sweepLimiters(app, now)
+		}
+		if len(app) >= s.cfg.MaxForceLimiters {
+			s.forceMu.Unlock()
+			return s.cfg.ForceRefreshInterval
+		}
 		l = rate.NewLimiter(rate.Every(s.cfg.ForceRefreshInterval), 3)
-		s.force[ck] = l
+		app[ck.ID] = l
 	}
 	s.forceMu.Unlock()
-	now := s.cfg.Now()
 	if l.AllowN(now, 1) {
 		return 0
 	}
@@ -237,4 +256,27 @@ func (s *Server) forceAllowed(ck spotoken.ConnectionKey) time.Duration {
 	wait := res.DelayFrom(now)
 	res.CancelAt(now)
 	return time.Duration(math.Ceil(wait.Seconds())) * time.Second
+}
+
+// forgetForce drops the connection's force_refresh allowance (the
+// connection does not exist: nothing to hold for it).
+func (s *Server) forgetForce(ck spotoken.ConnectionKey) {
+	s.forceMu.Lock()
+	if app := s.force[ck.AppID]; app != nil {
+		delete(app, ck.ID)
+		if len(app) == 0 {
+			delete(s.force, ck.AppID)
+		}
+	}
+	s.forceMu.Unlock()
+}
+
+// sweepLimiters drops the limiters that are full again: forgetting them
+// changes nothing.
+func sweepLimiters(m map[string]*rate.Limiter, now time.Time) {
+	for k, l := range m {
+		if l.TokensAt(now) >= float64(l.Burst()) {
+			delete(m, k)
+		}
+	}
 }

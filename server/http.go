@@ -13,6 +13,7 @@ import (
 	"net/http/httptest"
 	"path"
 	"reflect"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -30,6 +31,11 @@ const (
 	ETooLarge = "request_too_large"
 	// EMethodNotAllowed: the path exists but not with this method.
 	EMethodNotAllowed = "method_not_allowed"
+	// ELimitExceeded: the app reached one of its per-app caps (pending
+	// connect links); try again after Retry-After.
+	ELimitExceeded = spotoken.ELimitExceeded
+	// ETimeout: the request's body did not arrive in time.
+	ETimeout = "request_timeout"
 	// EUserNotAllowlisted: Spotify refused the connection's user because the
 	// app is in development mode and the user is not on its allowlist.
 	EUserNotAllowlisted = "user_not_allowlisted"
@@ -46,6 +52,9 @@ var statuses = map[string]int{
 	spotoken.EAppMisconfigured:   http.StatusBadGateway,
 	spotoken.EUnauthorizedClient: http.StatusBadRequest,
 	spotoken.EInternal:           http.StatusInternalServerError,
+	spotoken.EStoreUnavailable:   http.StatusServiceUnavailable,
+	ELimitExceeded:               http.StatusTooManyRequests,
+	ETimeout:                     http.StatusRequestTimeout,
 	EInvalidToken:                http.StatusUnauthorized,
 	EInsufficientScope:           http.StatusForbidden,
 	ETooLarge:                    http.StatusRequestEntityTooLarge,
@@ -138,7 +147,7 @@ func decodeJSON(w http.ResponseWriter, r *http.Request, v any, emptyOK bool) err
 		return spotoken.Errorf(ETooLarge, "the body is over %d bytes", maxBody)
 	}
 	if err != nil {
-		return spotoken.Errorf(spotoken.EInvalid, "reading the body failed")
+		return bodyReadError(w, err)
 	}
 	if len(bytes.TrimSpace(body)) == 0 {
 		if emptyOK {
@@ -409,15 +418,23 @@ func (s *Server) logRequests(next http.Handler) http.Handler {
 }
 
 // logPath is a request path safe to log: a connect link's session is a
-// bearer credential until used.
+// bearer credential until used. Whatever the route, and in any case, a
+// path under /connect/ is logged without its rest, and anything shaped like
+// a session token (cs_…) is redacted.
 func logPath(p string) string {
 	// Any spelling the router would clean to /connect/… ("//connect/x",
-	// "/./connect/x") and any path with the token in a segment cleaned away.
-	if strings.Contains(p, "/connect/") || strings.HasPrefix(path.Clean("/"+p), "/connect/") {
+	// "/./connect/x", "/Connect/x") and any path with the token in a
+	// segment cleaned away.
+	lower := strings.ToLower(p)
+	if strings.Contains(lower, "/connect/") || strings.HasPrefix(path.Clean("/"+lower), "/connect/") {
 		return "/connect/[REDACTED]"
 	}
+	p = sessionTokenPattern.ReplaceAllString(p, "cs_[REDACTED]")
 	if len(p) > 256 {
 		p = p[:256] + "…"
 	}
 	return p
 }
+
+// sessionTokenPattern matches a connect session token in a path.
+var sessionTokenPattern = regexp.MustCompile(`(?i)cs_[a-z0-9_-]+`)

@@ -49,11 +49,11 @@ func (s *Server) routes() {
 	}
 }
 
-// wrap adds what every response gets: the request log and id, JSON for
-// unmatched routes, and HSTS when served over HTTPS (base is the URL the
-// listener is reached at).
+// wrap adds what every response gets: the request log and id, a deadline
+// on the request's body, JSON for unmatched routes, and HSTS when served
+// over HTTPS (base is the URL the listener is reached at).
 func (s *Server) wrap(m *http.ServeMux, base *url.URL) http.Handler {
-	return s.logRequests(s.hsts(base, withJSONFallback(m)))
+	return s.logRequests(s.withBodyDeadline(s.hsts(base, withJSONFallback(m))))
 }
 
 // AdminHandler returns the handler of the admin routes (metrics, the

@@ -90,16 +90,17 @@ func TestOpenAPIPaths(t *testing.T) {
 	doc := loadOpenAPI(t)
 	paths, _ := doc["paths"].(map[string]any)
 	want := map[string][]string{
-		"/v1/connect-sessions":       {"post"},
-		"/connect/{session}":         {"get"},
-		"/callback":                  {"get"},
-		"/v1/connections":            {"get"},
-		"/v1/connections/{id}":       {"get", "delete"},
-		"/v1/connections/{id}/token": {"post"},
-		"/v1/proxy/{id}/{path}":      {"get", "post", "put", "delete", "patch"},
-		"/v1/audit":                  {"get"},
-		"/v1/app-token":              {"post"},
-		"/v1/proxy/-/{path}":         {"get", "post", "put", "delete", "patch"},
+		"/v1/connect-sessions":         {"post"},
+		"/connect/{session}":           {"get"},
+		"/callback":                    {"get"},
+		"/v1/connections":              {"get"},
+		"/v1/connections/{id}":         {"get", "delete"},
+		"/v1/connections/{id}/token":   {"post"},
+		"/v1/connections/{id}/confirm": {"post"},
+		"/v1/proxy/{id}/{path}":        {"get", "post", "put", "delete", "patch"},
+		"/v1/audit":                    {"get"},
+		"/v1/app-token":                {"post"},
+		"/v1/proxy/-/{path}":           {"get", "post", "put", "delete", "patch"},
 
 		"/admin/v1/apps":                                     {"get", "post"},
 		"/admin/v1/apps/{app}":                               {"get", "patch", "delete"},

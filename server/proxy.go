@@ -40,6 +40,9 @@ const (
 	proxyMinTTL = 30 * time.Second
 	// maxProxyPath bounds the Web API path, escaped.
 	maxProxyPath = 2048
+	// proxyRetryAfter is the Retry-After of a 503 when Spotify could not
+	// be reached or did not answer in time.
+	proxyRetryAfter = 5 * time.Second
 )
 
 // proxyBuffers lends the proxy its 32 KiB copy buffers, which it would
@@ -226,6 +229,9 @@ func readProxyBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
 		return nil, tooLarge
 	}
 	if err != nil {
+		if errors.Is(err, errBodyTimeout) {
+			return nil, bodyReadError(w, err)
+		}
 		return nil, spotoken.Errorf(spotoken.EInvalid, "reading the body: %v", err)
 	}
 	return body, nil
@@ -364,7 +370,7 @@ func (s *Server) proxyError(w http.ResponseWriter, req *http.Request, inbound co
 	if errors.Is(err, context.DeadlineExceeded) {
 		msg = "Spotify did not answer in time; try again later."
 	}
-	writeJSON(w, http.StatusBadGateway, ErrorResponse{Error: spotoken.EUnavailable, Description: msg})
+	s.writeError(w, req, &spotoken.Error{Code: spotoken.EUnavailable, Message: msg, RetryAfter: proxyRetryAfter})
 	return spotoken.EUnavailable
 }
 

@@ -878,8 +878,8 @@ func TestProxyUpstreamUnreachable(t *testing.T) {
 		return true
 	})
 	resp, raw := proxyDo(t, h, "GET", "/v1/proxy/u1/v1/me?secret=shh", nil, map[string]string{"X-Request-Id": "req-down"})
-	if resp.StatusCode != http.StatusBadGateway {
-		t.Fatalf("%d %s, want 502", resp.StatusCode, raw)
+	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" {
+		t.Fatalf("%d (Retry-After %q) %s, want 503 with Retry-After", resp.StatusCode, resp.Header.Get("Retry-After"), raw)
 	}
 	var e server.ErrorResponse
 	if err := json.Unmarshal(raw, &e); err != nil || e.Error != spotoken.EUnavailable || e.Description == "" {

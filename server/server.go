@@ -53,6 +53,7 @@ type Store interface {
 	RateLimitedUntil(ctx context.Context, appID string) (time.Time, error)
 	ExtendRateLimit(ctx context.Context, appID string, until time.Time) (time.Time, error)
 	RateLimits(ctx context.Context, after time.Time) ([]spotoken.AppRateLimit, error)
+	spotoken.PendingGrantStore
 	// The dashboard's sessions, and the janitor's sweep of all web sessions.
 	spotoken.SessionStore
 }
@@ -78,6 +79,13 @@ const (
 	DefaultGrantLifetime = 4380 * time.Hour // Spotify's six months from consent
 	DefaultAuthCacheTTL  = 2 * time.Second
 	DefaultForceInterval = 10 * time.Second
+	DefaultConfirmTTL    = 10 * time.Minute
+	// DefaultMaxPending is how many connect links and grants awaiting
+	// confirmation one app may have pending at once.
+	DefaultMaxPending = 1000
+	// DefaultMaxForceLimiters is how many connections of one app may have
+	// a force_refresh allowance in memory at once.
+	DefaultMaxForceLimiters = 10000
 )
 
 // Config configures a Server. Store, Tokens and PublicURL are required.
@@ -136,6 +144,26 @@ type Config struct {
 	// TrustedProxies are the proxies whose X-Forwarded-For names the client
 	// (see ClientIP); without them the peer's address is the client's.
 	TrustedProxies []netip.Prefix
+	// ConfirmTTL is how long a grant awaiting the app's confirmation (a
+	// connect session with require_confirmation) waits before it is
+	// erased. Default 10 minutes.
+	ConfirmTTL time.Duration
+	// MaxPending caps, per app, the connect links not yet used and the
+	// grants awaiting confirmation. Default DefaultMaxPending.
+	MaxPending int
+	// MaxForceLimiters caps, per app, the connections with a
+	// force_refresh allowance held in memory. Default DefaultMaxForceLimiters.
+	MaxForceLimiters int
+	// BodyTimeout is how long a request's body may take beyond what
+	// MinBodyRate (bytes per second) allows for its size; see
+	// withBodyDeadline. Defaults 10s and 1 KiB/s; a negative BodyTimeout
+	// sets no deadline.
+	BodyTimeout time.Duration
+	MinBodyRate int
+	// OutageGrace is how long past AuthCacheTTL an API key verified
+	// before keeps being accepted while the store answers
+	// spotoken.ErrStoreUnavailable. Zero: none.
+	OutageGrace time.Duration
 	// AppTokens, when set, serves apps' own tokens: POST /v1/app-token and
 	// the proxy's /v1/proxy/-/ (a *refresh.AppTokens). Without it those
 	// answer not_found.
@@ -201,7 +229,7 @@ type Server struct {
 	dash     *dashboard
 
 	forceMu sync.Mutex
-	force   map[spotoken.ConnectionKey]*rate.Limiter
+	force   map[string]map[string]*rate.Limiter // app id → connection id → force_refresh allowance
 }
 
 // New returns a server for cfg.
@@ -253,6 +281,19 @@ func New(cfg Config) (*Server, error) {
 	cfg.StateTTL = orDefault(cfg.StateTTL, DefaultStateTTL)
 	cfg.GrantLifetime = orDefault(cfg.GrantLifetime, DefaultGrantLifetime)
 	cfg.ForceRefreshInterval = orDefault(cfg.ForceRefreshInterval, DefaultForceInterval)
+	cfg.ConfirmTTL = orDefault(cfg.ConfirmTTL, DefaultConfirmTTL)
+	if cfg.MaxPending <= 0 {
+		cfg.MaxPending = DefaultMaxPending
+	}
+	if cfg.BodyTimeout == 0 {
+		cfg.BodyTimeout = DefaultBodyTimeout
+	}
+	if cfg.MinBodyRate <= 0 {
+		cfg.MinBodyRate = DefaultMinBodyRate
+	}
+	if cfg.MaxForceLimiters <= 0 {
+		cfg.MaxForceLimiters = DefaultMaxForceLimiters
+	}
 	if cfg.ExpiryWarning == 0 {
 		cfg.ExpiryWarning = DefaultExpiryWarning
 	}
@@ -265,7 +306,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	s := &Server{
 		cfg: cfg, log: cfg.Logger, metrics: cfg.Metrics, public: public, admin: admin, accounts: accountsURL, api: api,
-		force: make(map[spotoken.ConnectionKey]*rate.Limiter),
+		force: make(map[string]map[string]*rate.Limiter),
 	}
 	s.auth.init(s)
 	s.metrics.registerStore(cfg.Store, cfg.Now)
@@ -326,6 +367,7 @@ func (s *Server) publicRoutes(m *http.ServeMux) {
 	api("GET /v1/connections/{id}", s.handleGetConnection)
 	api("DELETE /v1/connections/{id}", s.handleDeleteConnection)
 	api("POST /v1/connections/{id}/token", s.handleToken)
+	api("POST /v1/connections/{id}/confirm", s.handleConfirm)
 	api("/v1/proxy/{id}/{path...}", s.handleProxy)
 	api("GET /v1/audit", s.handleAudit)
 	api("POST /v1/app-token", s.handleAppToken)
@@ -362,7 +404,11 @@ func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	if err := s.cfg.Ready(ctx); err != nil {
 		s.log.Warn("not ready", "err", err)
-		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unavailable", "error": "the database is not reachable or not migrated"})
+		reason := "the database is not reachable or not migrated"
+		if errors.Is(err, spotoken.ErrStoreUnavailable) {
+			reason = spotoken.ErrorMessage(err) // why: refused, or no answer within the deadline
+		}
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unavailable", "error": reason})
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
@@ -387,11 +433,16 @@ func (s *Server) Run(ctx context.Context, interval time.Duration) error {
 		} else if n > 0 {
 			s.log.Debug("deleted expired pending authorizations", "count", n)
 		}
+		if n, err := s.cfg.Store.DeleteExpiredPendingGrants(ctx, s.cfg.Now()); err != nil {
+			s.log.Warn("erase expired grants awaiting confirmation", "err", err)
+		} else if n > 0 {
+			s.log.Info("erased grants their apps never confirmed", "count", n)
+		}
 		s.forceMu.Lock()
 		now := s.cfg.Now()
-		for k, l := range s.force {
-			if l.TokensAt(now) >= float64(l.Burst()) {
-				delete(s.force, k)
+		for app, m := range s.force {
+			if sweepLimiters(m, now); len(m) == 0 {
+				delete(s.force, app)
 			}
 		}
 		s.forceMu.Unlock()
@@ -415,6 +466,7 @@ func randomToken(prefix string) string {
 const (
 	domainSession = "spotoken connect-session\x00"
 	domainState   = "spotoken state\x00"
+	domainConfirm = "spotoken confirm\x00"
 )
 
 func pendingHash(domain, token string) [32]byte { return sha256.Sum256([]byte(domain + token)) }

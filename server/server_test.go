@@ -855,8 +855,9 @@ func TestOpenAPIServed(t *testing.T) {
 }
 
 // TestRunDeletesExpiredPending: Run sweeps connect sessions past their
-// expiry: an old link goes from expired (then used) to unknown, while a
-// fresh one stays.
+// expiry: an old link goes from expired (then used) to expired again, told
+// by the expiry its token carries once its row is gone, while a fresh one
+// stays.
 func TestRunDeletesExpiredPending(t *testing.T) {
 	h := newHarness(t, harnessOptions{})
 	old := h.session("old", nil, "")
@@ -872,7 +873,7 @@ func TestRunDeletesExpiredPending(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- h.srv.Run(ctx, 5*time.Millisecond) }()
 	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
-		if r := flowGet(t, stayClient(nil), old.URL); r.Outcome == "invalid_session" {
+		if r := flowGet(t, stayClient(nil), old.URL); r.Outcome == "session_expired" {
 			break
 		}
 		if time.Now().After(deadline) {

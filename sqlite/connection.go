@@ -14,7 +14,8 @@ import (
 
 const connectionColumns = `app_id, id, spotify_user_id, display_name, scopes, state, access_token, refresh_token,
 	access_expires_at, version, lease_owner, lease_expires_at, last_refresh_at, consecutive_failures,
-	next_attempt_at, last_error_code, consented_at, grant_expires_at, expiry_warned_at, created_at, updated_at`
+	next_attempt_at, last_error_code, consented_at, grant_expires_at, expiry_warned_at, created_at, updated_at,
+	refresh_unknown_at`
 
 // sealedToken is a connection's two token ciphertexts as stored.
 type sealedToken struct{ access, refresh []byte }
@@ -34,11 +35,11 @@ func (db *DB) CreateConnection(ctx context.Context, c *spotoken.Connection, even
 	}
 	err = db.write(ctx, func(tx *sql.Tx) error {
 		_, err := tx.ExecContext(ctx, `INSERT INTO connections (`+connectionColumns+`)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1, NULL, NULL, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1, NULL, NULL, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 			c.AppID, c.ID, c.SpotifyUserID, c.DisplayName, scopesArg(c.Scopes), string(c.State), blobArg(access), blobArg(refresh),
 			timeArg(c.Token.Expiry), timeArg(c.LastRefreshAt), c.ConsecutiveFailures,
 			timeArg(c.NextAttemptAt), c.LastErrorCode, timeArg(c.ConsentedAt), timeArg(c.GrantExpiresAt), timeArg(c.ExpiryWarnedAt),
-			now.UnixMicro(), now.UnixMicro())
+			now.UnixMicro(), now.UnixMicro(), timeArg(c.RefreshUnknownAt))
 		if err != nil {
 			return translate(err, fmt.Sprintf("connection %s already exists", c.Key()), fmt.Sprintf("app %q not found", c.AppID))
 		}
@@ -108,12 +109,12 @@ func (db *DB) UpdateConnection(ctx context.Context, key spotoken.ConnectionKey, 
 		res, err := tx.ExecContext(ctx, `UPDATE connections SET spotify_user_id = ?, display_name = ?, scopes = ?, state = ?,
 				access_token = ?, refresh_token = ?, access_expires_at = ?, last_refresh_at = ?, consecutive_failures = ?,
 				next_attempt_at = ?, last_error_code = ?, consented_at = ?, grant_expires_at = ?, expiry_warned_at = ?, updated_at = ?,
-				version = version + 1
+				refresh_unknown_at = ?, version = version + 1
 			WHERE app_id = ? AND id = ? AND version = ?`,
 			c.SpotifyUserID, c.DisplayName, scopesArg(c.Scopes), string(c.State),
 			blobArg(access), blobArg(refresh), timeArg(c.Token.Expiry), timeArg(c.LastRefreshAt), c.ConsecutiveFailures,
 			timeArg(c.NextAttemptAt), c.LastErrorCode, timeArg(c.ConsentedAt), timeArg(c.GrantExpiresAt), timeArg(c.ExpiryWarnedAt), c.UpdatedAt.UnixMicro(),
-			key.AppID, key.ID, old.Version)
+			timeArg(c.RefreshUnknownAt), key.AppID, key.ID, old.Version)
 		if err != nil {
 			return fmt.Errorf("update connection %s: %w", key, err)
 		}
@@ -130,7 +131,7 @@ func (db *DB) UpdateConnection(ctx context.Context, key spotoken.ConnectionKey, 
 		}
 		c.Version = old.Version + 1
 		// Return what is stored: times at the store's precision, in UTC.
-		for _, t := range []*time.Time{&c.Token.Expiry, &c.LastRefreshAt, &c.NextAttemptAt, &c.ConsentedAt, &c.GrantExpiresAt, &c.ExpiryWarnedAt} {
+		for _, t := range []*time.Time{&c.Token.Expiry, &c.LastRefreshAt, &c.NextAttemptAt, &c.ConsentedAt, &c.GrantExpiresAt, &c.ExpiryWarnedAt, &c.RefreshUnknownAt} {
 			*t = stored(*t)
 		}
 		out = &c
@@ -344,7 +345,7 @@ func (db *DB) scanConnection(row interface{ Scan(...any) error }) (*spotoken.Con
 		&st.access, &st.refresh, timeCol{&c.Token.Expiry}, &c.Version,
 		nullString{&c.Lease.Owner}, timeCol{&c.Lease.ExpiresAt}, timeCol{&c.LastRefreshAt}, &c.ConsecutiveFailures,
 		timeCol{&c.NextAttemptAt}, &c.LastErrorCode, timeCol{&c.ConsentedAt}, timeCol{&c.GrantExpiresAt}, timeCol{&c.ExpiryWarnedAt},
-		timeCol{&c.CreatedAt}, timeCol{&c.UpdatedAt}); err != nil {
+		timeCol{&c.CreatedAt}, timeCol{&c.UpdatedAt}, timeCol{&c.RefreshUnknownAt}); err != nil {
 		return nil, st, err
 	}
 	c.State = spotoken.State(state)

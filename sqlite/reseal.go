@@ -77,6 +77,19 @@ var sealedTables = []sealedTable{
 		},
 	},
 	{
+		name: "pending_grants", key: []string{"code_hash"}, extra: []string{"app_id", "connection_id"},
+		columns: []string{"access_token", "refresh_token"},
+		field: func(v []any, column string) (rowseal.Field, error) {
+			hash, ok1 := v[0].([]byte)
+			app, ok2 := v[1].(string)
+			conn, ok3 := v[2].(string)
+			if !ok1 || !ok2 || !ok3 || len(hash) != 32 {
+				return rowseal.Field{}, fmt.Errorf("pending_grants row holds %T, %T, %T", v[0], v[1], v[2])
+			}
+			return rowseal.PendingGrantToken(app, conn, [32]byte(hash), column), nil
+		},
+	},
+	{
 		name: "web_sessions", key: []string{"id_hash"}, extra: []string{"scope", "app_id", "subject"},
 		columns: []string{"csrf", "data"},
 		field: func(v []any, column string) (rowseal.Field, error) {

@@ -57,6 +57,7 @@ import (
 	"fmt"
 	"io/fs"
 	"net/url"
+	"os"
 	"path"
 	"runtime"
 	"slices"
@@ -114,6 +115,13 @@ func Open(ctx context.Context, cfg Config) (*DB, error) {
 	}
 	if cfg.Keys == nil {
 		return nil, errors.New("sqlite: open: no key ring")
+	}
+	// A new database file is readable by its owner alone; SQLite gives
+	// the -wal and -shm files it makes the database file's permissions.
+	if f, err := os.OpenFile(cfg.Path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600); err == nil {
+		f.Close()
+	} else if !errors.Is(err, fs.ErrExist) {
+		return nil, fmt.Errorf("sqlite: create %s: %w", cfg.Path, err)
 	}
 	db := &DB{codec: rowseal.New(cfg.Keys), clock: cfg.Now}
 	if db.clock == nil {

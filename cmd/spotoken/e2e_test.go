@@ -337,7 +337,7 @@ func (e *e2eEnv) connection(key, id string) server.ConnectionView {
 
 // e2eRaw sends a request with exactly this request target over a new TCP
 // connection, so that no client cleans or re-encodes the path.
-func e2eRaw(t *testing.T, base, method, target, key string) e2eResp {
+func e2eRaw(t *testing.T, base, method, target, key string, headers ...string) e2eResp {
 	t.Helper()
 	u, err := url.Parse(base)
 	if err != nil {
@@ -352,6 +352,9 @@ func e2eRaw(t *testing.T, base, method, target, key string) e2eResp {
 	req := fmt.Sprintf("%s %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n", method, target, u.Host)
 	if key != "" {
 		req += "Authorization: Bearer " + key + "\r\n"
+	}
+	for _, h := range headers {
+		req += h + "\r\n"
 	}
 	if _, err := io.WriteString(conn, req+"\r\n"); err != nil {
 		t.Fatal(err)
@@ -975,6 +978,66 @@ func TestE2ESecurity(t *testing.T) {
 	if s := e.stats(); s.APIResponses["200"] != statsBefore.APIResponses["200"]+1 {
 		t.Errorf("a proxied /v1/me was not counted: %v -> %v", statsBefore.APIResponses, s.APIResponses)
 	}
+
+	// Two Authorization headers (issue 13 finding 8): which one counts
+	// would depend on who reads them (a proxy in front may check one, the
+	// broker another), so any two are refused, in either order, whatever
+	// they hold, before any store or Spotify work.
+	statsBefore = e.stats()
+	for name, second := range map[string]string{
+		"the same key twice": "Bearer " + e.appKey, "another app's key": "Bearer " + e.demoKey,
+		"a wrong key": "Bearer sk_" + strings.Repeat("x", 32), "Basic credentials": "Basic ZTJlOng=",
+	} {
+		for _, req := range [][2]string{{"GET", "/v1/connections/u1"}, {"POST", "/v1/connections/u1/token"}, {"GET", "/v1/proxy/u1/v1/me"}} {
+			first := e2eRaw(t, e.base, req[0], req[1], e.appKey, "Authorization: "+second)
+			swapped := e2eRaw(t, e.base, req[0], req[1], "", "Authorization: "+second, "Authorization: Bearer "+e.appKey)
+			for _, r := range []e2eResp{first, swapped} {
+				if r.Status != http.StatusBadRequest || r.json(t)["error"] != "invalid_request" || bytes.Contains(r.Body, []byte(tokU1.AccessToken)) {
+					t.Errorf("two Authorization headers (%s), %s %s: %d %s, want 400 invalid_request", name, req[0], req[1], r.Status, r.Body)
+				}
+			}
+		}
+	}
+	if s := e.stats(); s.apiTotal() != statsBefore.apiTotal() || s.tokenTotal() != statsBefore.tokenTotal() {
+		t.Errorf("requests with two Authorization headers reached Spotify: %+v -> %+v", statsBefore, s)
+	}
+
+	// Connect sessions take only scopes Spotify defines (finding 8: made-up
+	// ones were stored, 12.5 MB for 300 sessions), and not too many.
+	many := make([]string, 1000)
+	for i := range many {
+		many[i] = fmt.Sprintf("made-up-scope-%d", i)
+	}
+	for name, scopes := range map[string][]string{
+		"a made-up scope": {"user-read-email", "made-up"}, "another case": {"User-Read-Email"},
+		"a scope with a space": {"user-read-email playlist-read-private"}, "1,000 made-up scopes": many,
+		"every scope twice": append(slices.Clone(spotoken.SpotifyScopes), spotoken.SpotifyScopes...),
+	} {
+		r := e.api("POST", "/v1/connect-sessions", e.appKey, map[string]any{"connection_id": "u3", "scopes": scopes})
+		if r.Status != http.StatusBadRequest || r.json(t)["error"] != "invalid_request" {
+			t.Errorf("connect session with %s: %d %.200s, want 400 invalid_request", name, r.Status, r.Body)
+		}
+	}
+	if r := e.api("POST", "/v1/connect-sessions", e.appKey, map[string]any{"connection_id": "u3", "scopes": spotoken.SpotifyScopes}); r.Status != http.StatusCreated {
+		t.Errorf("connect session with every scope Spotify defines: %d %s", r.Status, r.Body)
+	} else {
+		var s server.ConnectSession
+		json.Unmarshal(r.Body, &s)
+		secrets["a connect session with every scope"] = strings.TrimPrefix(s.URL, e.base+"/connect/")
+	}
+
+	// A connect session in a path the router does not serve (404) is
+	// still redacted in the log (finding 8: /Connect/cs_… was logged as it
+	// came); stopAndSearch below finds none of these sessions in the log.
+	unused := secrets["an unused connect session"]
+	for _, target := range []string{"/Connect/" + unused, "/CONNECT/" + unused + "/x", "/v1/" + unused, "/x/" + strings.ToUpper(unused),
+		"//connect/" + unused, "/connect/" + unused + "/extra", "/%63s_" + strings.TrimPrefix(unused, "cs_")} {
+		if r := e2eRaw(t, e.base, "GET", target, ""); r.Status == http.StatusOK || r.Status >= 500 {
+			t.Errorf("GET %s: %d", strings.ReplaceAll(target, unused, "cs_…"), r.Status)
+		}
+	}
+	secrets["the unused connect session in upper case"] = strings.ToUpper(unused)
+	secrets["the unused connect session's random part"] = strings.TrimPrefix(unused, "cs_")
 
 	// No secret in the clear: not in the log, not in the database files,
 	// while the server runs and after it stopped.

@@ -8,9 +8,8 @@ import (
 	"github.com/spotoken/spotoken/admin"
 )
 
-// spotifyScopes are the authorization scopes Spotify defines, sorted; its
-// /authorize refuses any other ("Illegal scope").
-var spotifyScopes = admin.SpotifyScopes
+// spotifyScopes are the authorization scopes Spotify defines, sorted.
+var spotifyScopes = spotoken.SpotifyScopes
 
 // parseScopes parses a list of Spotify scopes separated by spaces or commas
 // and refuses any scope Spotify does not define.

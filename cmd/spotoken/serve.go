@@ -19,7 +19,9 @@ import (
 	"github.com/spotoken/spotoken"
 	adminsvc "github.com/spotoken/spotoken/admin"
 	"github.com/spotoken/spotoken/emulator"
+	"github.com/spotoken/spotoken/internal/dbguard"
 	"github.com/spotoken/spotoken/internal/tlsreload"
+	"github.com/spotoken/spotoken/postgres"
 	"github.com/spotoken/spotoken/refresh"
 	"github.com/spotoken/spotoken/server"
 )
@@ -47,6 +49,13 @@ type serveOptions struct {
 	AuthCacheTTL    time.Duration
 	ShutdownTimeout time.Duration
 	NoScheduler     bool
+	SchedInterval   time.Duration
+	HeaderTimeout   time.Duration
+	BodyTimeout     time.Duration
+	MinBodyRate     int
+	DBTimeout       time.Duration
+	OutageGrace     time.Duration
+	JanitorInterval time.Duration
 	JSON            bool // --json: the start-up facts as one JSON line instead of the URL and banner
 	admin           adminOptions
 
@@ -124,6 +133,15 @@ The redirect URI to register with Spotify for every app is <public-url>/callback
 	opts.admin.addFlags(f)
 	f.BoolVar(&opts.NoScheduler, "no-scheduler", false, "do not refresh tokens ahead of expiry (refresh only on demand)")
 	f.MarkHidden("no-scheduler")
+	f.DurationVar(&opts.SchedInterval, "scheduler-interval", 30*time.Second, "how often the scheduler looks for tokens to refresh (jittered by ±25%)")
+	f.MarkHidden("scheduler-interval")
+	f.DurationVar(&opts.JanitorInterval, "janitor-interval", time.Minute, "how often expired connect links and unconfirmed grants are erased")
+	f.MarkHidden("janitor-interval")
+	f.DurationVar(&opts.DBTimeout, "db-timeout", 5*time.Second, "deadline of every database call; past it (or with the database refusing) the API answers 503 unavailable")
+	f.DurationVar(&opts.OutageGrace, "outage-grace", 10*time.Minute, "while the database is unavailable, keep serving tokens still valid in memory, to API keys verified before, this long past --cache-ttl and --auth-cache-ttl")
+	f.DurationVar(&opts.HeaderTimeout, "read-header-timeout", 10*time.Second, "how long a client may take to send a request's headers")
+	f.DurationVar(&opts.BodyTimeout, "body-timeout", server.DefaultBodyTimeout, "how long a request body may take beyond what --min-body-rate allows for its size")
+	f.IntVar(&opts.MinBodyRate, "min-body-rate", server.DefaultMinBodyRate, "bytes per second a request body must keep arriving at, after --body-timeout")
 	f.IntVar(&opts.DashSessionsPerApp, "dashboard-sessions-per-app", 0, "the most dashboard sessions each app keeps (0: the default, 1000)")
 	f.MarkHidden("dashboard-sessions-per-app")
 	return cmd
@@ -153,6 +171,12 @@ func (o *serveOptions) validate() error {
 	}
 	if o.LinkTTL <= 0 {
 		return usageError{errors.New("--link-ttl must be positive")}
+	}
+	if o.DBTimeout <= 0 || o.OutageGrace < 0 {
+		return usageError{errors.New("--db-timeout must be positive and --outage-grace not negative")}
+	}
+	if o.HeaderTimeout <= 0 || o.BodyTimeout <= 0 || o.MinBodyRate <= 0 {
+		return usageError{errors.New("--read-header-timeout, --body-timeout and --min-body-rate must be positive")}
 	}
 	if o.ShutdownTimeout <= 0 {
 		return usageError{errors.New("--shutdown-timeout must be positive")}
@@ -222,11 +246,16 @@ func serveRun(ctx context.Context, ios *IOStreams, opts *serveOptions) error {
 		accountsURL, apiURL, now = emuURL, emuURL, emu.Now
 	}
 
-	store, err := opts.store.openStore(ctx, log, true)
+	if opts.Emulator {
+		opts.store.now = now
+	}
+	raw, err := opts.store.openStore(ctx, log, true)
 	if err != nil {
 		return err
 	}
-	defer store.Close()
+	defer raw.Close()
+	// Every call the serving side makes goes under --db-timeout.
+	store := dbguard.New(raw, dbguard.Config{Timeout: opts.DBTimeout, Unavailable: postgres.IsUnavailable, Logger: log})
 
 	trail, trusted, err := opts.audit.newTrail(store, &opts.store, now, log)
 	if err != nil {
@@ -241,12 +270,13 @@ func serveRun(ctx context.Context, ios *IOStreams, opts *serveOptions) error {
 	}
 	spotify := &refresh.SpotifyRefresher{TokenURL: strings.TrimSuffix(accountsURL, "/") + "/api/token", HTTPClient: upstream("accounts"), Now: now}
 	engine, err := refresh.New(refresh.Config{
-		Store:     store,
-		Refresher: spotify,
-		Now:       now,
-		Logger:    log,
-		CacheTTL:  opts.CacheTTL,
-		Observe:   observe(trail),
+		Store:       store,
+		Refresher:   spotify,
+		Now:         now,
+		Logger:      log,
+		CacheTTL:    opts.CacheTTL,
+		OutageGrace: opts.OutageGrace,
+		Observe:     observe(trail),
 	})
 	if err != nil {
 		return err
@@ -267,6 +297,7 @@ func serveRun(ctx context.Context, ios *IOStreams, opts *serveOptions) error {
 		Ready: readiness(store), GrantLifetime: opts.GrantLifetime, AuthCacheTTL: opts.AuthCacheTTL,
 		ExpiryWarning: expiryWarning(opts.ExpiryWarning), LinkTTL: opts.LinkTTL,
 		Audit: auditHook, AuditStats: auditStats, TrustedProxies: trusted,
+		BodyTimeout: opts.BodyTimeout, MinBodyRate: opts.MinBodyRate, OutageGrace: opts.OutageGrace,
 		SeparateAdmin: admin.separate(), AdminURL: admin.url, MetricsToken: admin.metricsToken, NoMetrics: admin.noMetrics,
 		HSTSMaxAge:        hstsMaxAge(opts.admin.HSTSMaxAge),
 		DashboardSessions: spotoken.WebSessionLimits{PerScope: opts.DashSessionsPerApp},
@@ -300,19 +331,20 @@ func serveRun(ctx context.Context, ios *IOStreams, opts *serveOptions) error {
 		}()
 	}
 	if !opts.NoScheduler {
-		sched := &refresh.Scheduler{Engine: engine, Store: store, Now: now, Window: opts.RefreshWindow, Logger: log}
+		sched := &refresh.Scheduler{Engine: engine, Store: store, Now: now, Window: opts.RefreshWindow, Logger: log, Interval: opts.SchedInterval}
 		background("scheduler", sched.Run)
 	}
 	hooks := &server.Webhooks{Store: store, Now: now, Logger: log, Metrics: metrics, ConnectLink: srv.ConnectLink,
 		MaxAttempts: opts.HookAttempts, MaxBackoff: opts.HookMaxBackoff}
 	background("webhooks", hooks.Run)
-	background("janitor", func(ctx context.Context) error { return srv.Run(ctx, time.Minute) })
+	background("janitor", func(ctx context.Context) error { return srv.Run(ctx, opts.JanitorInterval) })
 	if trail != nil {
 		background("audit", trail.Run)
 	}
 
 	hs := &http.Server{
-		Handler: srv, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
+		// Each request waits out at most one failed database call.
+		Handler: dbguard.Handler(srv), ReadHeaderTimeout: opts.HeaderTimeout, IdleTimeout: 2 * time.Minute,
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	if opts.TLSCert != "" {
@@ -329,7 +361,7 @@ func serveRun(ctx context.Context, ios *IOStreams, opts *serveOptions) error {
 	}
 	hup := notifyHangUp()
 	background("sighup", func(ctx context.Context) error { reloadOnHangUp(ctx, log, admin.certs, hup); return nil })
-	admin.start(hs, srv.AdminHandler(), log)
+	admin.start(hs, dbguard.Handler(srv.AdminHandler()), log)
 	if opts.JSON {
 		line, _ := json.Marshal(info)
 		fmt.Fprintf(ios.Out, "%s\n", line)

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/spf13/pflag"
 
@@ -24,6 +25,10 @@ import (
 type storeOptions struct {
 	DB      string
 	KeyFile string
+	// now is the store's clock; nil for time.Now. serve --emulator gives
+	// it the emulator's, the engine's clock, so that times the store
+	// compares (backoff, leases, expiry) are on the same clock.
+	now func() time.Time
 }
 
 // addFlags registers --db and --key-file.
@@ -102,12 +107,12 @@ func (o *storeOptions) openStore(ctx context.Context, log *slog.Logger, create b
 		return nil, err
 	}
 	if isPostgres(db) {
-		return postgres.Open(ctx, postgres.Config{DSN: db, Keys: ring})
+		return postgres.Open(ctx, postgres.Config{DSN: db, Keys: ring, Now: o.now})
 	}
 	if err := os.MkdirAll(filepath.Dir(db), 0o700); err != nil {
 		return nil, fmt.Errorf("create database directory: %w", err)
 	}
-	return sqlite.Open(ctx, sqlite.Config{Path: db, Keys: ring})
+	return sqlite.Open(ctx, sqlite.Config{Path: db, Keys: ring, Now: o.now})
 }
 
 // checkExists fails unless the SQLite database db exists. Its advice never

@@ -118,6 +118,12 @@ func Verifier(appID, connectionID string, stateHash [32]byte) Field {
 	return Field{Table: "pending_authorizations", Column: "verifier", Row: []string{appID, connectionID, hex.EncodeToString(stateHash[:])}}
 }
 
+// PendingGrantToken is one token (column access_token or refresh_token) of
+// a grant waiting for its app's confirmation.
+func PendingGrantToken(appID, connectionID string, codeHash [32]byte, column string) Field {
+	return Field{Table: "pending_grants", Column: column, Row: []string{appID, connectionID, hex.EncodeToString(codeHash[:])}}
+}
+
 // Codec seals and opens fields with a key ring. It is safe for concurrent use.
 type Codec struct {
 	keys *seal.KeyRing
@@ -185,6 +191,31 @@ func (c *Codec) OpenToken(k spotoken.ConnectionKey, access, refresh []byte) (at,
 		return "", "", fmt.Errorf("connection %s: %w", k, err)
 	}
 	return at, rt, nil
+}
+
+// SealPendingGrant seals the two tokens of a grant waiting for its app's
+// confirmation, and checks it has an expiry.
+func (c *Codec) SealPendingGrant(g *spotoken.PendingGrant) (access, refresh []byte, err error) {
+	if g.ExpiresAt.IsZero() {
+		return nil, nil, spotoken.Errorf(spotoken.EInvalid, "pending grant has no expiry")
+	}
+	if access, err = c.Seal(PendingGrantToken(g.AppID, g.ConnectionID, g.CodeHash, "access_token"), g.Token.AccessToken); err != nil {
+		return nil, nil, err
+	}
+	if refresh, err = c.Seal(PendingGrantToken(g.AppID, g.ConnectionID, g.CodeHash, "refresh_token"), g.Token.RefreshToken); err != nil {
+		return nil, nil, err
+	}
+	return access, refresh, nil
+}
+
+// OpenPendingGrant opens the two tokens of g (whose row fields are read)
+// into g.Token.
+func (c *Codec) OpenPendingGrant(g *spotoken.PendingGrant, access, refresh []byte) (err error) {
+	if g.Token.AccessToken, err = c.Open(PendingGrantToken(g.AppID, g.ConnectionID, g.CodeHash, "access_token"), access); err != nil {
+		return err
+	}
+	g.Token.RefreshToken, err = c.Open(PendingGrantToken(g.AppID, g.ConnectionID, g.CodeHash, "refresh_token"), refresh)
+	return err
 }
 
 // keyCheckText is the known plaintext of a key-check row.
