@@ -29,10 +29,14 @@ func (g *Guard) MarkAudit(ctx context.Context, m spotoken.AuditMark) (spotoken.A
 
 // AuditMark calls the store's AuditMark under the deadline.
 func (g *Guard) AuditMark(ctx context.Context, kind, appID, subject string) (spotoken.AuditMark, error) {
-	return call(ctx, g, func(ctx context.Context) (spotoken.AuditMark, error) { return g.store.AuditMark(ctx, kind, appID, subject) })
+	return call(ctx, g, func(ctx context.Context) (spotoken.AuditMark, error) {
+		return g.store.AuditMark(ctx, kind, appID, subject)
+	})
 }
 
 // CountAuditMarks calls the store's CountAuditMarks under the deadline.
 func (g *Guard) CountAuditMarks(ctx context.Context, kind string, since time.Time) ([]spotoken.AuditMarkCount, error) {
-	return call(ctx, g, func(ctx context.Context) ([]spotoken.AuditMarkCount, error) { return g.store.CountAuditMarks(ctx, kind, since) })
+	return call(ctx, g, func(ctx context.Context) ([]spotoken.AuditMarkCount, error) {
+		return g.store.CountAuditMarks(ctx, kind, since)
+	})
 }
