@@ -253,7 +253,10 @@ func (d *detectors) records(ctx context.Context, batch []spotoken.AuditRecord, p
 		if err := d.network(ctx, r, p); err != nil {
 			errs = append(errs, err)
 		}
-		if r.ConnectionID != "" && (r.Action == spotoken.AuditTokenVend || r.Action == spotoken.AuditProxyCall) {
+		// Only uses that reached a connection: an id that does not exist
+		// (not_found) must not make the detector track it.
+		if r.ConnectionID != "" && (r.Action == spotoken.AuditTokenVend || r.Action == spotoken.AuditProxyCall) &&
+			(r.Status < 400 || r.UpstreamStatus != 0) {
 			if err := d.use(ctx, r, p); err != nil {
 				errs = append(errs, err)
 			}
