@@ -50,6 +50,7 @@ type PendingGrantStore interface {
 	// clock: then ErrLimitExceeded, and nothing is stored. Counting and
 	// storing are one transaction, serialized per app, so the cap holds
 	// exactly however many callers, on however many replicas, create at
-	// once, while other apps go on in parallel.
+	// once, while other apps go on in parallel. Browser sign-ins (a Login
+	// kind) are not counted: the backend-for-frontend limits its own.
 	CreatePendingWithin(ctx context.Context, p *PendingAuthorization, max int) error
 }

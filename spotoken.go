@@ -188,6 +188,11 @@ type PendingAuthorization struct {
 	// Verifier is the PKCE code verifier (sealed at rest).
 	Verifier Secret
 	Scopes   Scopes
+	// Login, when not empty, makes this a browser sign-in of that kind
+	// ("bff"): its handler names the connection once the exchange has told
+	// who the Spotify user is, and answers the browser at the end.
+	// ConnectionID is empty then.
+	Login string
 	// RedirectURI is the redirect URI sent to /authorize, needed again at the exchange.
 	RedirectURI string
 	// ReturnTo is where to send the user afterwards; empty for spotoken's own page.

@@ -233,6 +233,7 @@ type Store interface {
 	EndpointStore
 	RateLimitStore
 	SessionStore
+	BrowserAppStore
 	Resealer
 	// Close releases the store's resources.
 	Close() error

@@ -36,6 +36,7 @@ type Store interface {
 	spotoken.EventLog
 	spotoken.ConnectionFinder
 	CountConnections(ctx context.Context) ([]spotoken.ConnectionCount, error)
+	spotoken.BrowserAppStore
 }
 
 var _ Store = spotoken.Store(nil)
@@ -213,6 +214,8 @@ type AppPatch struct {
 	WebhookURL *string
 	// RotateWebhookSecret gives the app a new webhook secret; see UpdateApp.
 	RotateWebhookSecret bool
+	// BrowserApp changes the app's backend-for-frontend settings.
+	BrowserApp *BrowserAppPatch
 }
 
 // Update is what UpdateApp did.
@@ -220,7 +223,8 @@ type Update struct {
 	App *spotoken.App
 	// Changed names the settings that changed (client_id, client_secret,
 	// redirect_uris, default_scopes, return_to_origins, webhook_url,
-	// webhook_secret), in that order.
+	// webhook_secret, bff_origins, bff_scopes, bff_token_scopes), in that
+	// order.
 	Changed []string
 	// WebhookSecret is the app's new webhook secret, to hand to the
 	// receiver now: it is shown this once. Empty when none was made.
@@ -250,6 +254,17 @@ func (s *Service) UpdateApp(ctx context.Context, by Actor, id string, patch AppP
 	if patch.ClientSecret != nil {
 		if err := CheckClientSecret(*patch.ClientSecret); err != nil {
 			return nil, err
+		}
+	}
+	var bff *browserAppChange
+	if patch.BrowserApp != nil {
+		bp := *patch.BrowserApp
+		if err := bp.check(); err != nil {
+			return nil, err
+		}
+		var err error
+		if bff, err = s.planBrowserApp(ctx, id, bp); err != nil {
+			return nil, s.storeErr("update app", id, err)
 		}
 	}
 	up := &Update{}
@@ -319,6 +334,15 @@ func (s *Service) UpdateApp(ctx context.Context, by Actor, id string, patch AppP
 		return nil, s.storeErr("update app", id, err)
 	}
 	up.App = app
+	if bff != nil {
+		// After the app's own settings, which are checked whole there; the
+		// BFF's were checked before either was stored.
+		changed, err := bff.apply(ctx, s.cfg.Store)
+		if err != nil {
+			return nil, s.storeErr("update app", id, err)
+		}
+		up.Changed = append(up.Changed, changed...)
+	}
 	if slices.Contains(up.Changed, "webhook_url") || slices.Contains(up.Changed, "webhook_secret") {
 		n, err := s.cfg.Store.RedeliverEvents(ctx, id, spotoken.EventFailed)
 		if err != nil {

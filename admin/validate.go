@@ -110,35 +110,12 @@ func LoopbackHost(host string) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
-// NormalizeOrigin checks and normalizes a web origin, scheme://host[:port]:
-// scheme and host in lower case, the scheme's default port dropped; one
-// trailing "/" is accepted and nothing else after the authority.
+// NormalizeOrigin checks and normalizes a web origin, scheme://host[:port]
+// (spotoken.NormalizeOrigin), naming return_to_origins in its errors.
 func NormalizeOrigin(raw string) (string, error) {
-	const field = "return_to_origins"
-	u, err := url.Parse(raw)
+	origin, err := spotoken.NormalizeOrigin(raw)
 	if err != nil {
-		return "", invalid("%s %q: not a URL", field, raw)
-	}
-	switch {
-	case u.Scheme != "http" && u.Scheme != "https" || u.Opaque != "":
-		return "", invalid("%s %q: want an origin, http(s)://host[:port]", field, raw)
-	case u.Hostname() == "":
-		return "", invalid("%s %q: the origin has no host", field, raw)
-	case u.User != nil || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.ForceQuery || u.Fragment != "" || strings.Contains(raw, "#"):
-		return "", invalid("%s %q: an origin is scheme://host[:port] only, without user, path, query or fragment", field, raw)
-	case strings.HasSuffix(u.Host, ":"):
-		return "", invalid("%s %q: empty port", field, raw)
-	}
-	host, port := strings.ToLower(u.Hostname()), u.Port()
-	if (u.Scheme == "https" && port == "443") || (u.Scheme == "http" && port == "80") {
-		port = ""
-	}
-	if strings.Contains(host, ":") {
-		host = "[" + host + "]"
-	}
-	origin := u.Scheme + "://" + host
-	if port != "" {
-		origin += ":" + port
+		return "", invalid("return_to_origins%s", strings.TrimPrefix(spotoken.ErrorMessage(err), spotoken.OriginField))
 	}
 	return origin, nil
 }

@@ -309,7 +309,7 @@ func (db *DB) TouchAPIKey(ctx context.Context, id string, at time.Time) error {
 }
 
 const pendingCols = `state_hash, app_id, connection_id, verifier, scopes, redirect_uri, return_to, created_at, expires_at, used_at,
-	require_confirmation, skip_dialog`
+	require_confirmation, skip_dialog, login`
 
 // scanPending reads a pending authorization selected with pendingCols,
 // returning the sealed verifier unopened.
@@ -321,7 +321,7 @@ func scanPending(row scanner) (*spotoken.PendingAuthorization, []byte, error) {
 		created, expires, used pgtype.Timestamptz
 	)
 	if err := row.Scan(&hash, &p.AppID, &p.ConnectionID, &verifier, &scopes, &p.RedirectURI, &p.ReturnTo, &created, &expires, &used,
-		&p.RequireConfirmation, &p.SkipDialog); err != nil {
+		&p.RequireConfirmation, &p.SkipDialog, &p.Login); err != nil {
 		return nil, nil, err
 	}
 	var err error
@@ -354,9 +354,9 @@ func (db *DB) insertPending(ctx context.Context, q interface {
 	if err != nil {
 		return err
 	}
-	_, err = q.Exec(ctx, `INSERT INTO pending_authorizations (`+pendingCols+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL, $10, $11)`,
+	_, err = q.Exec(ctx, `INSERT INTO pending_authorizations (`+pendingCols+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL, $10, $11, $12)`,
 		p.StateHash[:], p.AppID, p.ConnectionID, verifier, textArray(p.Scopes), p.RedirectURI, p.ReturnTo, now, tstz(p.ExpiresAt),
-		p.RequireConfirmation, p.SkipDialog)
+		p.RequireConfirmation, p.SkipDialog, p.Login)
 	switch pgCode(err) {
 	case codeUniqueViolation:
 		return spotoken.Errorf(spotoken.EConflict, "pending authorization already exists")

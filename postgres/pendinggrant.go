@@ -101,7 +101,7 @@ func (db *DB) CreatePendingWithin(ctx context.Context, p *spotoken.PendingAuthor
 		}
 		var n int
 		if err := tx.QueryRow(ctx, `SELECT
-			(SELECT count(*) FROM pending_authorizations WHERE app_id = $1 AND expires_at > $2 AND used_at IS NULL) +
+			(SELECT count(*) FROM pending_authorizations WHERE app_id = $1 AND expires_at > $2 AND used_at IS NULL AND login = '') +
 			(SELECT count(*) FROM pending_grants WHERE app_id = $1 AND expires_at > $2)`, p.AppID, now).Scan(&n); err != nil {
 			return fmt.Errorf("count pending: %w", err)
 		}

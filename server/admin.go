@@ -109,6 +109,11 @@ func (s *Server) adminAppView(r *http.Request, app *spotoken.App) (AppView, erro
 	if v.RateLimitedUntil, err = s.rateLimitWindow(r, app.ID); err != nil {
 		return AppView{}, err
 	}
+	b, err := s.cfg.Admin.BrowserApp(r.Context(), app.ID)
+	if err != nil {
+		return AppView{}, err
+	}
+	v.BFF = NewBrowserAppView(b)
 	return v, nil
 }
 
@@ -154,6 +159,11 @@ func (s *Server) adminListApps(w http.ResponseWriter, r *http.Request, _ admin.A
 	for _, a := range apps {
 		v := appView(a, counts)
 		v.RateLimitedUntil = windows[a.ID]
+		b, err := s.cfg.Admin.BrowserApp(r.Context(), a.ID)
+		if err != nil {
+			return err
+		}
+		v.BFF = NewBrowserAppView(b)
 		out.Apps = append(out.Apps, v)
 	}
 	writeJSON(w, http.StatusOK, out)
@@ -216,6 +226,31 @@ type patchAppRequest struct {
 	ReturnToOrigins     *[]string `json:"return_to_origins"`
 	WebhookURL          *string   `json:"webhook_url"`
 	RotateWebhookSecret bool      `json:"rotate_webhook_secret"`
+	// BFF changes the app's backend-for-frontend: origins [] turns it off.
+	BFF *patchBFFRequest `json:"bff"`
+}
+
+type patchBFFRequest struct {
+	Origins     *[]string `json:"origins"`
+	Scopes      *[]string `json:"scopes"`
+	TokenScopes *[]string `json:"token_scopes"`
+}
+
+// patch is the admin patch of the request.
+func (b *patchBFFRequest) patch() *admin.BrowserAppPatch {
+	if b == nil {
+		return nil
+	}
+	p := &admin.BrowserAppPatch{Origins: b.Origins}
+	if b.Scopes != nil {
+		scopes := spotoken.Scopes(*b.Scopes)
+		p.Scopes = &scopes
+	}
+	if b.TokenScopes != nil {
+		scopes := spotoken.Scopes(*b.TokenScopes)
+		p.TokenScopes = &scopes
+	}
+	return p
 }
 
 // refuseNulls answers a body whose top-level object has a null member: in
@@ -252,7 +287,7 @@ func (s *Server) adminPatchApp(w http.ResponseWriter, r *http.Request, by admin.
 		return err
 	}
 	patch := admin.AppPatch{ClientID: req.ClientID, RedirectURIs: req.RedirectURIs, ReturnToOrigins: req.ReturnToOrigins,
-		WebhookURL: req.WebhookURL, RotateWebhookSecret: req.RotateWebhookSecret}
+		WebhookURL: req.WebhookURL, RotateWebhookSecret: req.RotateWebhookSecret, BrowserApp: req.BFF.patch()}
 	if req.ClientSecret != nil {
 		secret := spotoken.Secret(*req.ClientSecret)
 		patch.ClientSecret = &secret
@@ -565,7 +600,7 @@ func (s *Server) adminDeleteConnection(w http.ResponseWriter, r *http.Request, b
 		return err
 	}
 	r = s.adminAuditActor(r, by)
-	if err := s.deleteConnection(r, ck); err != nil {
+	if err := s.deleteConnection(r, ck, "deleted"); err != nil {
 		return err
 	}
 	s.cfg.Admin.Record(r.Context(), admin.Change{Actor: by, Action: admin.ActionConnectionDelete, AppID: ck.AppID, Target: ck.ID})

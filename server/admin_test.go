@@ -361,3 +361,44 @@ func TestAdminAPIOnTheAdminListener(t *testing.T) {
 		t.Errorf("the admin API on the admin listener: %d", resp.StatusCode)
 	}
 }
+
+// The app's backend-for-frontend through the admin API: PATCH turns it on
+// and changes it (kept when not given), the views show it, [] turns it off.
+func TestAdminAppBFF(t *testing.T) {
+	h := newHarness(t, harnessOptions{})
+	var got server.AppView
+	if resp, raw := h.adminCall("GET", "/admin/v1/apps/"+appID, nil, &got); resp.StatusCode != http.StatusOK || got.BFF != nil || strings.Contains(string(raw), `"bff"`) {
+		t.Fatalf("an app with the BFF off: %d %s", resp.StatusCode, raw)
+	}
+	var changed server.AppChange
+	resp, raw := h.adminCall("PATCH", "/admin/v1/apps/"+appID, map[string]any{
+		"bff": map[string]any{"origins": []string{"HTTPS://SPA.Example:443/"}, "token_scopes": []string{"streaming"}}}, &changed)
+	if resp.StatusCode != http.StatusOK || !slices.Equal(changed.Changed, []string{"bff_origins", "bff_token_scopes"}) ||
+		changed.App.BFF == nil || !slices.Equal(changed.App.BFF.Origins, []string{"https://spa.example"}) {
+		t.Fatalf("turn the BFF on: %d %s", resp.StatusCode, raw)
+	}
+	resp, raw = h.adminCall("PATCH", "/admin/v1/apps/"+appID, map[string]any{"bff": map[string]any{"scopes": []string{"user-read-private"}}}, &changed)
+	if resp.StatusCode != http.StatusOK || len(changed.App.BFF.Origins) != 1 || changed.App.BFF.TokenScopes.String() != "streaming" ||
+		changed.App.BFF.Scopes.String() != "user-read-private" {
+		t.Errorf("change the sign-in scopes: %d %s", resp.StatusCode, raw)
+	}
+	var list server.AppList
+	h.adminCall("GET", "/admin/v1/apps", nil, &list)
+	if list.Apps[0].ID != appID || list.Apps[0].BFF == nil || list.Apps[1].BFF != nil {
+		t.Errorf("the list shows the BFF of %+v", list.Apps)
+	}
+	for _, body := range []string{`{"bff": {"origins": ["https://spa.example/app"]}}`, `{"bff": {"tokens": []}}`, `{"bff": {"scopes": ["nope"]}}`,
+		`{"client_id": "changed", "bff": {"origins": ["*"]}}`} {
+		if resp, raw := h.adminCall("PATCH", "/admin/v1/apps/"+appID, body, nil); resp.StatusCode != http.StatusBadRequest {
+			t.Errorf("patch %s: %d %s", body, resp.StatusCode, raw)
+		}
+	}
+	if app, _ := h.store.App(context.Background(), appID); app.ClientID != clientID {
+		t.Error("a patch refused for its BFF part changed the app")
+	}
+	var off server.AppChange
+	resp, raw = h.adminCall("PATCH", "/admin/v1/apps/"+appID, map[string]any{"bff": map[string]any{"origins": []string{}}}, &off)
+	if resp.StatusCode != http.StatusOK || off.App.BFF != nil {
+		t.Errorf("turn the BFF off: %d %s", resp.StatusCode, raw)
+	}
+}

@@ -41,8 +41,30 @@ type AppView struct {
 	// RateLimitedUntil is when the app's rate-limit window at Spotify's
 	// token endpoint ends, while it lasts.
 	RateLimitedUntil *time.Time `json:"rate_limited_until,omitempty"`
-	CreatedAt        time.Time  `json:"created_at"`
-	UpdatedAt        time.Time  `json:"updated_at"`
+	// BFF is the app's backend-for-frontend, when it is on.
+	BFF       *BrowserAppView `json:"bff,omitempty"`
+	CreatedAt time.Time       `json:"created_at"`
+	UpdatedAt time.Time       `json:"updated_at"`
+}
+
+// BrowserAppView is an app's backend-for-frontend settings (see
+// docs/browser-apps.md).
+type BrowserAppView struct {
+	// Origins are the SPA's origins.
+	Origins []string `json:"origins"`
+	// Scopes are asked at sign-in; empty for the app's default scopes.
+	Scopes spotoken.Scopes `json:"scopes"`
+	// TokenScopes, when not empty, turn on the token-mediating mode.
+	TokenScopes spotoken.Scopes `json:"token_scopes"`
+}
+
+// NewBrowserAppView returns b's view; nil for nil (the BFF is off).
+func NewBrowserAppView(b *spotoken.BrowserApp) *BrowserAppView {
+	if b == nil {
+		return nil
+	}
+	return &BrowserAppView{Origins: nonNilList(b.Origins), Scopes: spotoken.Scopes(nonNilList(b.Scopes)),
+		TokenScopes: spotoken.Scopes(nonNilList(b.TokenScopes))}
 }
 
 // NewAppView returns a's view with its connection counts.

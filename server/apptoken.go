@@ -66,7 +66,7 @@ func (s *Server) handleAppProxy(w http.ResponseWriter, r *http.Request, key *spo
 	if s.cfg.AppTokens == nil {
 		return errNoAppTokens
 	}
-	target, endpoint, body, err := s.proxyRequest(w, r)
+	target, endpoint, body, err := s.proxyRequest(w, r, proxyRest(r.URL.EscapedPath()))
 	if err != nil {
 		return err
 	}
@@ -77,7 +77,7 @@ func (s *Server) handleAppProxy(w http.ResponseWriter, r *http.Request, key *spo
 	if err != nil {
 		return err
 	}
-	outcome = s.forward(w, r, appSubject{s, key.AppID}, at.Token, target, body, func(err error) error {
+	outcome = s.forward(w, r, appSubject{s, key.AppID}, at.Token, target, body, s.writeError, func(err error) error {
 		if errors.Is(err, errPermissionsMissing) {
 			return spotoken.Errorf(EInsufficientScope, "Spotify answered 401 Permissions missing: %s %s needs a user's token, and an app token has none; call it through /v1/proxy/{connection id}/", r.Method, endpoint)
 		}

@@ -294,6 +294,12 @@ func (s *Server) handleConnect(w http.ResponseWriter, r *http.Request) {
 		s.flowFailed(w, r, err)
 		return
 	}
+	s.authorize(w, r, app, state, verifier, sess.Scopes, !sess.SkipDialog)
+}
+
+// authorize sets the cookie that binds state to this browser and sends the
+// browser to Spotify's consent page.
+func (s *Server) authorize(w http.ResponseWriter, r *http.Request, app *spotoken.App, state, verifier string, scopes spotoken.Scopes, showDialog bool) {
 	http.SetCookie(w, &http.Cookie{
 		Name: stateCookie(state), Value: stateCookieValue(state), Path: s.callbackPath(),
 		MaxAge: int(s.cfg.StateTTL.Seconds()), HttpOnly: true, Secure: s.public.Scheme == "https", SameSite: http.SameSiteLaxMode,
@@ -304,7 +310,7 @@ func (s *Server) handleConnect(w http.ResponseWriter, r *http.Request) {
 	// show_dialog=true makes Spotify show its consent page even to a user
 	// who approved the app before, naming the account being linked: a
 	// link forwarded to someone else is then not followed unawares.
-	http.Redirect(w, r, s.accountsClients(app)[0].AuthCodeURL(state, s.CallbackURL(), sess.Scopes, verifier, !sess.SkipDialog), http.StatusFound)
+	http.Redirect(w, r, s.accountsClients(app)[0].AuthCodeURL(state, s.CallbackURL(), scopes, verifier, showDialog), http.StatusFound)
 }
 
 // consume uses up the pending authorization that token names in domain (a
@@ -370,7 +376,7 @@ func (s *Server) handleCallback(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	key := spotoken.ConnectionKey{AppID: p.AppID, ID: p.ConnectionID}
-	outcome, confirm := s.completeConnection(r, key, p, code)
+	outcome, confirm := s.completeConnection(r, &key, p, code)
 	if outcome == flowUnavailable {
 		w.Header().Set("Retry-After", strconv.Itoa(int(storeRetryAfter.Seconds())))
 	}
@@ -380,8 +386,9 @@ func (s *Server) handleCallback(w http.ResponseWriter, r *http.Request) {
 // completeConnection exchanges the code, reads the user's profile and
 // stores the grant, creating the connection or replacing its grant; or,
 // when the session requires the app's confirmation, holds the grant apart
-// and returns the confirm code.
-func (s *Server) completeConnection(r *http.Request, key spotoken.ConnectionKey, p *spotoken.PendingAuthorization, code string) (outcome, confirm string) {
+// and returns the confirm code. For a browser sign-in, whose connection is
+// named only now that the Spotify user is known, it sets key.ID.
+func (s *Server) completeConnection(r *http.Request, key *spotoken.ConnectionKey, p *spotoken.PendingAuthorization, code string) (outcome, confirm string) {
 	ctx := r.Context()
 	app, err := s.cfg.Store.App(ctx, key.AppID)
 	if err != nil {
@@ -427,6 +434,12 @@ func (s *Server) completeConnection(r *http.Request, key spotoken.ConnectionKey,
 		s.log.Warn("callback: reading the Spotify profile failed", "request_id", requestID(r), "connection", key.String(), "err", err)
 		return flowProfileFailed, ""
 	}
+	if p.Login != "" {
+		if key.ID, err = s.loginConnection(p, me.ID); err != nil {
+			s.log.Error("callback: name the connection of a browser sign-in", "request_id", requestID(r), "app", key.AppID, "login", p.Login, "err", err)
+			return flowServerError, ""
+		}
+	}
 	scopes := grant.Scopes
 	if scopes == nil {
 		scopes = p.Scopes
@@ -443,7 +456,7 @@ func (s *Server) completeConnection(r *http.Request, key spotoken.ConnectionKey,
 		s.log.Info("connection authorized, awaiting the app's confirmation", "request_id", requestID(r), "connection", key.String())
 		return flowConfirm, confirm
 	}
-	if err := s.applyGrant(s.userActor(r, me.ID), key, grant.Token(), scopes, me.ID, me.DisplayName); err != nil {
+	if err := s.applyGrant(s.userActor(r, me.ID), *key, grant.Token(), scopes, me.ID, me.DisplayName); err != nil {
 		s.log.Error("callback: store connection", "request_id", requestID(r), "connection", key.String(), "err", err)
 		return flowFailure(err), ""
 	}
@@ -546,6 +559,10 @@ func (s *Server) flowResultWith(w http.ResponseWriter, r *http.Request, p *spoto
 		if err := s.cfg.Store.AppendEvents(r.Context(), ev); err != nil {
 			s.log.Error("callback: record connect.failed", "request_id", requestID(r), "connection", key.String(), "err", err)
 		}
+	}
+	if p.Login != "" {
+		s.finishLogin(w, r, p, outcome, connectionID)
+		return
 	}
 	if p.ReturnTo == "" {
 		status := http.StatusOK

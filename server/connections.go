@@ -116,7 +116,7 @@ func (s *Server) handleDeleteConnection(w http.ResponseWriter, r *http.Request, 
 	if err != nil {
 		return err
 	}
-	if err := s.deleteConnection(r, ck); err != nil {
+	if err := s.deleteConnection(r, ck, "deleted"); err != nil {
 		return err
 	}
 	w.WriteHeader(http.StatusNoContent)
@@ -124,14 +124,17 @@ func (s *Server) handleDeleteConnection(w http.ResponseWriter, r *http.Request, 
 }
 
 // deleteConnection deletes the connection, erasing its sealed tokens, with a
-// connection.revoked event; the API and the dashboard both delete through it.
-func (s *Server) deleteConnection(r *http.Request, ck spotoken.ConnectionKey) error {
+// connection.revoked event giving reason; the API, the dashboard and a
+// browser app's sign-out everywhere all delete through it. With the audit
+// trail, the deletion's record is written in its transaction.
+func (s *Server) deleteConnection(r *http.Request, ck spotoken.ConnectionKey, reason string) error {
 	ctx := r.Context()
 	if rec, ok := s.changeRecord(r, spotoken.AuditConnectionDelete, ck); ok {
+		rec.Detail = map[string]string{"reason": reason}
 		ctx = spotoken.WithAudit(ctx, rec)
 	}
 	err := s.cfg.Store.DeleteConnection(ctx, ck,
-		spotoken.NewEvent(spotoken.EventConnectionRevoked, ck, s.cfg.Now(), map[string]any{"reason": "deleted"}))
+		spotoken.NewEvent(spotoken.EventConnectionRevoked, ck, s.cfg.Now(), map[string]any{"reason": reason}))
 	if n := noteOf(r); n != nil && err == nil {
 		n.done = true // recorded with the deletion
 	}
@@ -142,7 +145,7 @@ func (s *Server) deleteConnection(r *http.Request, ck spotoken.ConnectionKey) er
 	if err != nil {
 		return err
 	}
-	s.log.Info("connection deleted", "request_id", requestID(r), "connection", ck.String())
+	s.log.Info("connection deleted", "request_id", requestID(r), "connection", ck.String(), "reason", reason)
 	return nil
 }
 
@@ -198,7 +201,7 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request, key *spotok
 	}
 	if err != nil {
 		s.metrics.vend(spotoken.ErrorCode(err))
-		return s.tokenError(r, ck, err)
+		return s.tokenError(r, ck, err, true)
 	}
 	s.metrics.vend("ok")
 	noteToken(r, at.Token)
@@ -209,12 +212,12 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request, key *spotok
 }
 
 // tokenError turns a Tokens error into the API's answer: not found stays
-// not found; needs_reauth carries a fresh connect link.
-func (s *Server) tokenError(r *http.Request, ck spotoken.ConnectionKey, err error) error {
+// not found; needs_reauth carries a fresh connect link when links.
+func (s *Server) tokenError(r *http.Request, ck spotoken.ConnectionKey, err error, links bool) error {
 	switch {
 	case errors.Is(err, spotoken.ErrNotFound):
 		return notFound(ck.ID)
-	case errors.Is(err, spotoken.ErrNeedsReauth):
+	case errors.Is(err, spotoken.ErrNeedsReauth) && links:
 		var se *spotoken.Error
 		errors.As(err, &se)
 		return s.reconsent(r.Context(), ck, se, ErrorResponse{}, nil)

@@ -468,7 +468,7 @@ func (d *dashboard) handleDelete(w http.ResponseWriter, r *http.Request, sess *d
 		return
 	}
 	r = d.auditActor(r, sess)
-	if err := d.s.deleteConnection(r, spotoken.ConnectionKey{AppID: sess.appID, ID: id}); err != nil {
+	if err := d.s.deleteConnection(r, spotoken.ConnectionKey{AppID: sess.appID, ID: id}, "deleted"); err != nil {
 		status, msg := d.errorStatus(r, err)
 		d.overview(w, r, sess, overviewExtra{status: status, err: msg})
 		return

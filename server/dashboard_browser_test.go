@@ -2,9 +2,6 @@ package server_test
 
 import (
 	"context"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -12,6 +9,7 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/spotoken/spotoken"
+	"github.com/spotoken/spotoken/internal/browsertest"
 )
 
 // The dashboard's browser test drives a real headless Chromium as a person
@@ -28,70 +26,12 @@ const dashBrowserTimeout = 60 * time.Second
 // from another test) and returns a tab context bounded by dashBrowserTimeout.
 func newDashBrowser(t *testing.T) context.Context {
 	t.Helper()
-	path, err := exec.LookPath("chromium")
-	if err != nil {
-		if os.Getenv("SPOTOKEN_TEST_BROWSER") == "required" {
-			t.Fatalf("chromium not found (%v) and SPOTOKEN_TEST_BROWSER=required: install the Debian package chromium", err)
-		}
-		t.Skipf("chromium not found (%v): skipping the browser test; install the Debian package chromium, or set SPOTOKEN_TEST_BROWSER=required to make this a failure", err)
-	}
-	profile := t.TempDir() // registered before the cancels below, so removed after Chromium exits
-
-	timeoutCtx, cancelTimeout := context.WithTimeout(context.Background(), dashBrowserTimeout)
-	t.Cleanup(cancelTimeout)
-	allocCtx, cancelAlloc := chromedp.NewExecAllocator(timeoutCtx,
-		chromedp.ExecPath(path),
-		chromedp.Headless,
-		chromedp.NoSandbox,
-		chromedp.DisableGPU,
-		chromedp.Flag("disable-quic", true),
-		chromedp.NoFirstRun,
-		chromedp.NoDefaultBrowserCheck,
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.Flag("disable-extensions", true),
-		chromedp.Flag("disable-default-apps", true),
-		chromedp.Flag("disable-dev-shm-usage", true),
-		chromedp.Flag("no-proxy-server", true), // only 127.0.0.1 is ever asked for
-		chromedp.WindowSize(1280, 900),
-		chromedp.UserDataDir(profile),
-	)
-	t.Cleanup(cancelAlloc) // waits for the browser process to exit
-	ctx, cancel := chromedp.NewContext(allocCtx)
-	t.Cleanup(cancel)
-	if err := chromedp.Do(ctx); err != nil { // start the browser now, so a launch failure is reported as such
-		t.Fatalf("starting chromium %s: %v", path, err)
-	}
-	return ctx
+	return browsertest.New(t, dashBrowserTimeout, 1280, 900)
 }
 
 // dashShot writes a full-page screenshot to t.TempDir() and, when
 // SPOTOKEN_TEST_SCREENSHOT_DIR is set, there too.
-func dashShot(t *testing.T, ctx context.Context, name string) {
-	t.Helper()
-	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
-	if err != nil {
-		t.Fatalf("browser: screenshot: %v", err)
-	}
-	if len(png) < 8 || string(png[1:4]) != "PNG" {
-		t.Fatalf("screenshot is not a PNG (%d bytes)", len(png))
-	}
-	dirs := []string{t.TempDir()}
-	if d := os.Getenv("SPOTOKEN_TEST_SCREENSHOT_DIR"); d != "" {
-		if err := os.MkdirAll(d, 0o755); err != nil {
-			t.Fatalf("screenshot dir: %v", err)
-		}
-		dirs = append(dirs, d)
-	}
-	for _, d := range dirs {
-		p := filepath.Join(d, name)
-		if err := os.WriteFile(p, png, 0o644); err != nil {
-			t.Fatalf("write screenshot: %v", err)
-		}
-		t.Logf("screenshot: %s", p)
-	}
-}
+func dashShot(t *testing.T, ctx context.Context, name string) { browsertest.Screenshot(t, ctx, name) }
 
 func rowOf(id string) chromedp.CSS { return chromedp.CSS(`tr[data-connection="` + id + `"]`) }
 

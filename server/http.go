@@ -95,7 +95,10 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	if !ok {
 		status = http.StatusBadRequest
 	}
-	if status == http.StatusUnauthorized && w.Header().Get("WWW-Authenticate") == "" {
+	var st *StatusError
+	if errors.As(err, &st) {
+		status = st.Status
+	} else if status == http.StatusUnauthorized && w.Header().Get("WWW-Authenticate") == "" {
 		challenge := `Bearer realm="spotoken", error="invalid_token"`
 		if se != nil && se == errNoKey {
 			challenge = `Bearer realm="spotoken"`

@@ -247,6 +247,7 @@ func TestOpenAPISchemasMatchViews(t *testing.T) {
 		"ErrorResponse":  server.ErrorResponse{},
 
 		"AppView":             server.AppView{},
+		"BrowserAppView":      server.BrowserAppView{},
 		"ConnectionCounts":    server.ConnectionCounts{},
 		"AppList":             server.AppList{},
 		"AppChange":           server.AppChange{},

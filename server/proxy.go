@@ -63,32 +63,61 @@ const proxyMethods = "GET, HEAD, POST, PUT, DELETE, PATCH"
 // length is sent from the buffered body, not from the caller's header.
 var forwardedHeaders = []string{"Accept", "Accept-Language", "Content-Type", "If-None-Match", "If-Modified-Since"}
 
-func (s *Server) handleProxy(w http.ResponseWriter, r *http.Request, key *spotoken.APIKey) (err error) {
+func (s *Server) handleProxy(w http.ResponseWriter, r *http.Request, key *spotoken.APIKey) error {
+	ck, err := connectionKey(r, key)
+	if err != nil {
+		s.countProxy(new(string), &err)
+		return err
+	}
+	return s.proxyConnection(w, r, ck, proxyRest(r.URL.EscapedPath()), proxyOptions{links: true})
+}
+
+// proxyOptions are what the API's proxy and a browser app's differ in.
+type proxyOptions struct {
+	// links: a needs_reauth or insufficient_scope answer carries a connect
+	// link for the user (an app's service hands it on; a browser app signs
+	// in again instead, and must not see one).
+	links bool
+	// fail answers an error met after the request went to Spotify (a
+	// failed refresh, a refusal for what the connection lacks); nil for
+	// writeError.
+	fail func(w http.ResponseWriter, r *http.Request, err error)
+}
+
+// write returns what answers an error met after the request went to
+// Spotify.
+func (o proxyOptions) write(s *Server) func(w http.ResponseWriter, r *http.Request, err error) {
+	if o.fail != nil {
+		return o.fail
+	}
+	return s.writeError
+}
+
+// proxyConnection calls the Web API at rest (escaped, without its leading
+// slash) as connection ck's user; it returns the errors met before calling
+// Spotify.
+func (s *Server) proxyConnection(w http.ResponseWriter, r *http.Request, ck spotoken.ConnectionKey, rest string, opts proxyOptions) (err error) {
 	outcome := ""
 	defer func() { noteUpstream(r, outcome) }() // after countProxy, which sets outcome
 	defer s.countProxy(&outcome, &err)
-	ck, err := connectionKey(r, key)
-	if err != nil {
-		return err
-	}
-	target, endpoint, body, err := s.proxyRequest(w, r)
+	target, endpoint, body, err := s.proxyRequest(w, r, rest)
 	if err != nil {
 		return err
 	}
 	at, err := s.cfg.Tokens.Token(r.Context(), ck, proxyMinTTL)
 	if err != nil {
-		return s.tokenError(r, ck, err)
+		return s.tokenError(r, ck, err, opts.links)
 	}
 	e := endpointFor(r.Method, endpoint)
 	if e != nil {
 		if missing := unmet(at.Scopes, e.need); len(missing) > 0 {
-			return s.insufficientScope(w, r, ck, e, at.Scopes, missing)
+			return s.insufficientScope(w, r, ck, e, at.Scopes, missing, opts.links)
 		}
 	}
-	outcome = s.forward(w, r, connectionSubject{s, ck}, at.Token, target, body, func(err error) error {
+	outcome = s.forward(w, r, connectionSubject{s, ck, opts.links}, at.Token, target, body, opts.write(s), func(err error) error {
 		switch {
 		case errors.Is(err, errPermissionsMissing):
-			return s.permissionsMissing(r, ck, e, endpoint, at.Scopes)
+			return s.permissionsMissing(r, ck, e, endpoint, at.Scopes, opts.links)
 		case errors.Is(err, errNotAllowlisted):
 			return notAllowlisted(ck)
 		}
@@ -120,31 +149,33 @@ type proxySubject interface {
 	String() string
 }
 
-// connectionSubject is a connection, as the proxy's subject.
+// connectionSubject is a connection, as the proxy's subject; links as in
+// proxyOptions.
 type connectionSubject struct {
-	s  *Server
-	ck spotoken.ConnectionKey
+	s     *Server
+	ck    spotoken.ConnectionKey
+	links bool
 }
 
 func (c connectionSubject) invalidate(ctx context.Context, token spotoken.Secret) (refresh.AccessToken, error) {
 	return c.s.cfg.Tokens.Invalidate(ctx, c.ck, token)
 }
 func (c connectionSubject) answer(r *http.Request, err error) error {
-	return c.s.tokenError(r, c.ck, err)
+	return c.s.tokenError(r, c.ck, err, c.links)
 }
 func (c connectionSubject) String() string { return c.ck.String() }
 
-// proxyRequest checks a proxied request's method and path and reads its
-// body: it returns the upstream URL, the decoded Web API path (/v1/...)
-// and the body.
-func (s *Server) proxyRequest(w http.ResponseWriter, r *http.Request) (target *url.URL, endpoint string, body []byte, err error) {
+// proxyRequest checks a proxied request's method and its Web API path rest
+// (escaped, without its leading slash) and reads its body: it returns the
+// upstream URL, the decoded Web API path (/v1/...) and the body.
+func (s *Server) proxyRequest(w http.ResponseWriter, r *http.Request, rest string) (target *url.URL, endpoint string, body []byte, err error) {
 	switch r.Method {
 	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodDelete, http.MethodPatch:
 	default:
 		w.Header().Set("Allow", proxyMethods)
 		return nil, "", nil, spotoken.Errorf(EMethodNotAllowed, "the proxy does not forward %s; allowed: %s", truncate(r.Method, 16), proxyMethods)
 	}
-	if target, endpoint, err = proxyTarget(s.api, proxyRest(r.URL.EscapedPath())); err != nil {
+	if target, endpoint, err = proxyTarget(s.api, rest); err != nil {
 		return nil, "", nil, err
 	}
 	if body, err = readProxyBody(w, r); err != nil {
@@ -240,8 +271,12 @@ func readProxyBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
 // insufficientScope answers 403 insufficient_scope (RFC 6750 §3.1) with a
 // link that asks the user for the scopes the request lacks on top of those
 // granted.
-func (s *Server) insufficientScope(w http.ResponseWriter, r *http.Request, ck spotoken.ConnectionKey, e *endpointScopes, granted spotoken.Scopes, missing []anyOf) error {
+func (s *Server) insufficientScope(w http.ResponseWriter, r *http.Request, ck spotoken.ConnectionKey, e *endpointScopes, granted spotoken.Scopes, missing []anyOf, links bool) error {
 	need := preferred(missing)
+	if !links {
+		return &apiError{err: spotoken.Errorf(EInsufficientScope, "%s %s needs scope %s, which this sign-in did not grant",
+			r.Method, e.path, describe(missing)), body: ErrorResponse{RequiredScopes: need}}
+	}
 	w.Header().Set("WWW-Authenticate", `Bearer realm="spotoken", error="insufficient_scope", scope="`+need.String()+`"`)
 	cause := spotoken.Errorf(EInsufficientScope, "%s %s needs scope %s, which connection %s lacks; send the user to connect_url to grant it",
 		r.Method, e.path, describe(missing), ck.ID)
@@ -255,12 +290,16 @@ func (s *Server) insufficientScope(w http.ResponseWriter, r *http.Request, ck sp
 // the scope table knows them, on top of those granted. Spotify had the last
 // word although the recorded scopes seemed enough: another of the table's
 // alternatives was granted, or the grant changed at Spotify.
-func (s *Server) permissionsMissing(r *http.Request, ck spotoken.ConnectionKey, e *endpointScopes, endpoint string, granted spotoken.Scopes) error {
+func (s *Server) permissionsMissing(r *http.Request, ck spotoken.ConnectionKey, e *endpointScopes, endpoint string, granted spotoken.Scopes, links bool) error {
 	var need spotoken.Scopes
 	what := "a scope it needs"
 	if e != nil && len(e.need) > 0 {
 		need = preferred(e.need)
 		what = "scope " + need.String()
+	}
+	if !links {
+		return &apiError{err: spotoken.Errorf(EInsufficientScope, "Spotify answered %s %s with 401 Permissions missing: this sign-in lacks %s",
+			r.Method, endpoint, what), body: ErrorResponse{RequiredScopes: need}}
 	}
 	cause := spotoken.Errorf(EInsufficientScope, "Spotify answered %s %s with 401 Permissions missing: the grant of connection %s lacks %s; send the user to connect_url to grant it",
 		r.Method, endpoint, ck.ID, what)
@@ -285,7 +324,8 @@ func notAllowlisted(ck spotoken.ConnectionKey) error {
 // allocations next to a call to Spotify, and lets its hooks close over the
 // request's own state. The connection pool is the shared upstream
 // transport's.
-func (s *Server) forward(w http.ResponseWriter, r *http.Request, subj proxySubject, token spotoken.Secret, target *url.URL, body []byte, answer func(error) error) (outcome string) {
+func (s *Server) forward(w http.ResponseWriter, r *http.Request, subj proxySubject, token spotoken.Secret, target *url.URL, body []byte,
+	write func(http.ResponseWriter, *http.Request, error), answer func(error) error) (outcome string) {
 	ctx := r.Context()
 	if d := s.cfg.HTTPClient.Timeout; d > 0 {
 		var cancel context.CancelFunc
@@ -317,18 +357,23 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request, subj proxySubje
 		Transport:  &retryTransport{s: s, subj: subj, token: token, next: s.metrics.InstrumentTransport("api", upstream)},
 		BufferPool: proxyBuffers,
 		ModifyResponse: func(resp *http.Response) error {
-			resp.Header.Del("Set-Cookie")
-			resp.Header.Del("Set-Cookie2")
+			for k := range resp.Header {
+				// Spotify's own CORS answer (Access-Control-Allow-Origin: *)
+				// is not spotoken's: a browser app's is set by its handler.
+				if k == "Set-Cookie" || k == "Set-Cookie2" || strings.HasPrefix(k, "Access-Control-") {
+					delete(resp.Header, k)
+				}
+			}
 			outcome = strconv.Itoa(resp.StatusCode)
 			return nil
 		},
 		ErrorHandler: func(w http.ResponseWriter, req *http.Request, err error) {
 			if e := answer(err); e != nil {
-				s.writeError(w, req, e)
+				write(w, req, e)
 				outcome = spotoken.ErrorCode(e)
 				return
 			}
-			outcome = s.proxyError(w, req, r.Context(), subj, err)
+			outcome = s.proxyError(w, req, r.Context(), subj, err, write)
 		},
 		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 	}
@@ -349,7 +394,8 @@ func setBody(out *http.Request, body []byte) {
 
 // proxyError answers a request that got no response from Spotify and
 // returns its outcome. inbound is the caller's own context.
-func (s *Server) proxyError(w http.ResponseWriter, req *http.Request, inbound context.Context, subj proxySubject, err error) string {
+func (s *Server) proxyError(w http.ResponseWriter, req *http.Request, inbound context.Context, subj proxySubject, err error,
+	write func(http.ResponseWriter, *http.Request, error)) string {
 	var tf *tokenFailure
 	switch {
 	case inbound.Err() != nil:
@@ -361,7 +407,7 @@ func (s *Server) proxyError(w http.ResponseWriter, req *http.Request, inbound co
 		// Spotify refused the token and getting a new one failed:
 		// needs_reauth (with a connect link), rate_limited, ...
 		e := subj.answer(req, tf.err)
-		s.writeError(w, req, e)
+		write(w, req, e)
 		return spotoken.ErrorCode(e)
 	}
 	s.log.Warn("proxy: calling Spotify failed", "request_id", requestID(req), "connection", subj.String(),

@@ -227,6 +227,7 @@ type Server struct {
 	muxes    muxes        // where routes are registered; see listeners.go
 	auth     authCache
 	dash     *dashboard
+	logins   map[string]LoginHandler // by kind: see HandleLogins
 
 	forceMu sync.Mutex
 	force   map[string]map[string]*rate.Limiter // app id → connection id → force_refresh allowance

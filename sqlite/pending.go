@@ -12,7 +12,7 @@ import (
 )
 
 const pendingColumns = `state_hash, app_id, connection_id, verifier, scopes, redirect_uri, return_to, created_at, expires_at, used_at,
-	require_confirmation, skip_dialog`
+	require_confirmation, skip_dialog, login`
 
 // CreatePending stores a pending authorization, unused, setting its
 // CreatedAt from the store's clock; ErrConflict if its state hash exists,
@@ -40,9 +40,9 @@ func (db *DB) createPending(ctx context.Context, p *spotoken.PendingAuthorizatio
 				return spotoken.Errorf(spotoken.ELimitExceeded, "app %s has %d pending authorizations and grants, its limit", p.AppID, n)
 			}
 		}
-		_, err := tx.ExecContext(ctx, `INSERT INTO pending_authorizations (`+pendingColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?)`,
+		_, err := tx.ExecContext(ctx, `INSERT INTO pending_authorizations (`+pendingColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?, ?)`,
 			p.StateHash[:], p.AppID, p.ConnectionID, blobArg(verifier), scopesArg(p.Scopes), p.RedirectURI, p.ReturnTo,
-			now.UnixMicro(), p.ExpiresAt.UnixMicro(), p.RequireConfirmation, p.SkipDialog)
+			now.UnixMicro(), p.ExpiresAt.UnixMicro(), p.RequireConfirmation, p.SkipDialog, p.Login)
 		return translate(err, "pending authorization already exists", fmt.Sprintf("app %q not found", p.AppID))
 	})
 	if err != nil {
@@ -115,7 +115,7 @@ func (db *DB) scanPending(row interface{ Scan(...any) error }) (*spotoken.Pendin
 	var verifier []byte
 	if err := row.Scan(hashCol{&p.StateHash}, &p.AppID, &p.ConnectionID, &verifier, scopesCol{&p.Scopes},
 		&p.RedirectURI, &p.ReturnTo, timeCol{&p.CreatedAt}, timeCol{&p.ExpiresAt}, timeCol{&p.UsedAt},
-		&p.RequireConfirmation, &p.SkipDialog); err != nil {
+		&p.RequireConfirmation, &p.SkipDialog, &p.Login); err != nil {
 		return nil, err
 	}
 	v, err := db.codec.Open(rowseal.Verifier(p.AppID, p.ConnectionID, p.StateHash), verifier)

@@ -86,7 +86,7 @@ func (db *DB) CreatePendingWithin(ctx context.Context, p *spotoken.PendingAuthor
 func countPending(ctx context.Context, q queryer, appID string, now time.Time) (int, error) {
 	var n int
 	err := q.QueryRowContext(ctx, `SELECT
-		(SELECT count(*) FROM pending_authorizations WHERE app_id = ?1 AND expires_at > ?2 AND used_at IS NULL) +
+		(SELECT count(*) FROM pending_authorizations WHERE app_id = ?1 AND expires_at > ?2 AND used_at IS NULL AND login = '') +
 		(SELECT count(*) FROM pending_grants WHERE app_id = ?1 AND expires_at > ?2)`, appID, now.UnixMicro()).Scan(&n)
 	if err != nil {
 		return 0, fmt.Errorf("count pending: %w", err)

@@ -114,6 +114,8 @@ func Run(t *testing.T, newBackend func(t *testing.T) Backend) {
 		{"WebSessionsParallel", testWebSessionsParallel},
 		{"WebSessionTampering", testWebSessionTampering},
 		{"WebSessionReseal", testWebSessionReseal},
+		{"BrowserApps", testBrowserApps},
+		{"PendingLogin", testPendingLogin},
 		{"NoPlaintextAtRest", testNoPlaintext},
 		{"PendingGrants", testPendingGrants},
 		{"PendingCap", testPendingCap},

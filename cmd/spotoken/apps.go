@@ -172,9 +172,8 @@ func parseHTTPURL(flag, raw string) (*url.URL, error) {
 // host Spotify accepts over plain http.
 func loopbackHost(host string) bool { return admin.LoopbackHost(host) }
 
-// normalizeOrigin checks and normalises a web origin, scheme://host[:port]:
-// scheme and host in lower case, the scheme's default port dropped. It
-// accepts one trailing "/" and nothing else after the authority.
+// normalizeOrigin checks and normalises a web origin of --return-to (see
+// spotoken.NormalizeOrigin).
 func normalizeOrigin(raw string) (string, error) {
 	origin, err := admin.NormalizeOrigin(raw)
 	return origin, flagError("return_to_origins", "--return-to", err)
@@ -216,7 +215,7 @@ take as --app.`,
 		RunE: func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 	}
 	cmd.AddCommand(newAppsCreateCmd(ios), newAppsListCmd(ios), newAppsDeleteCmd(ios),
-		newAppsGetCmd(ios), newAppsUpdateCmd(ios), newAppsSecretsCmd(ios))
+		newAppsGetCmd(ios), newAppsUpdateCmd(ios), newAppsSecretsCmd(ios), newAppsBFFCmd(ios))
 	return cmd
 }
 

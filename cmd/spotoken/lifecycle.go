@@ -115,10 +115,29 @@ secret, and whether a rotation of either is under way. Secrets are never shown.`
 				if err != nil {
 					return err
 				}
+				b, err := browserApp(cmd.Context(), store, app.ID)
+				if err != nil {
+					return err
+				}
 				if jsonOutput(cmd) {
-					return writeJSON(ios.Out, newAppDetail(app))
+					var bff *bffView
+					if b != nil {
+						v := newBFFView(app.ID, b)
+						bff = &v
+					}
+					return writeJSON(ios.Out, struct {
+						appDetail
+						BFF *bffView `json:"bff,omitempty"`
+					}{newAppDetail(app), bff})
 				}
 				printAppDetail(ios.Out, app)
+				if b != nil {
+					tw := newTable(ios.Out)
+					for _, row := range bffRows(app, b) {
+						fmt.Fprintf(tw, "bff %s:\t%s\n", row[0], row[1])
+					}
+					tw.Flush()
+				}
 				return nil
 			})
 		},
@@ -137,6 +156,7 @@ type appsUpdateOptions struct {
 	ClientSecretIn      bool
 	ClientSecretFile    string
 	RotateWebhookSecret bool
+	bff                 bffFlags
 }
 
 func newAppsUpdateCmd(ios *IOStreams) *cobra.Command {
@@ -165,7 +185,11 @@ secret changes, events that failed are sent again at once; events given up
 are sent again by 'spotoken webhooks redeliver'.
 
 Changing --client-id points the app at another Spotify app: its connections'
-refresh tokens belong to the old one and stop refreshing.`,
+refresh tokens belong to the old one and stop refreshing.
+
+--bff-origin, --bff-scopes and --bff-token-scopes change the app's
+backend-for-frontend for a single-page app, as 'spotoken apps bff' does
+(--bff-origin "" turns it off); see docs/browser-apps.md.`,
 		Example: `  pass show spotify/new-secret | spotoken apps update playlist-sync --client-secret-stdin
   spotoken apps update bot --webhook-url https://bot.example/hooks/v2
   spotoken apps update bot --redirect-uri https://broker.example/callback --redirect-uri http://127.0.0.1:8080/callback
@@ -186,7 +210,9 @@ refresh tokens belong to the old one and stop refreshing.`,
 	f.BoolVar(&opts.ClientSecretIn, "client-secret-stdin", false, "stage a new Spotify client secret read from standard input")
 	f.StringVar(&opts.ClientSecretFile, "client-secret-file", "", "stage a new Spotify client secret read from this file")
 	f.BoolVar(&opts.RotateWebhookSecret, "rotate-webhook-secret", false, "make a new webhook secret; the current one also signs until retired")
-	for _, name := range []string{"client-id", "redirect-uri", "scopes", "return-to", "webhook-url", "client-secret-stdin", "client-secret-file", "rotate-webhook-secret"} {
+	opts.bff.addFlags(f, "bff-")
+	for _, name := range []string{"client-id", "redirect-uri", "scopes", "return-to", "webhook-url", "client-secret-stdin", "client-secret-file", "rotate-webhook-secret",
+		"bff-origin", "bff-scopes", "bff-token-scopes"} {
 		f.SetAnnotation(name, noEnvAnnotation, []string{"true"})
 	}
 	return cmd
@@ -273,6 +299,9 @@ func (o *appsUpdateOptions) patch(cmd *cobra.Command, ios *IOStreams) (admin.App
 		p.ClientSecret = &secret
 	}
 	p.RotateWebhookSecret = o.RotateWebhookSecret
+	if p.BrowserApp, err = o.bff.patch(cmd, "bff-"); err != nil {
+		return p, nil, err
+	}
 	if p == (admin.AppPatch{}) {
 		return p, nil, usageError{errors.New("nothing to change: give at least one setting (see 'spotoken apps update --help')")}
 	}

@@ -18,6 +18,7 @@ import (
 
 	"github.com/spotoken/spotoken"
 	adminsvc "github.com/spotoken/spotoken/admin"
+	"github.com/spotoken/spotoken/bff"
 	"github.com/spotoken/spotoken/emulator"
 	"github.com/spotoken/spotoken/internal/dbguard"
 	"github.com/spotoken/spotoken/internal/tlsreload"
@@ -56,6 +57,8 @@ type serveOptions struct {
 	DBTimeout       time.Duration
 	OutageGrace     time.Duration
 	JanitorInterval time.Duration
+	BFFIdleTimeout  time.Duration
+	BFFMaxAge       time.Duration
 	JSON            bool // --json: the start-up facts as one JSON line instead of the URL and banner
 	admin           adminOptions
 
@@ -131,6 +134,8 @@ The redirect URI to register with Spotify for every app is <public-url>/callback
 	f.DurationVar(&opts.ShutdownTimeout, "shutdown-timeout", 30*time.Second, "on SIGINT/SIGTERM, wait this long for requests and refreshes in flight")
 	opts.audit.addFlags(f)
 	opts.admin.addFlags(f)
+	f.DurationVar(&opts.BFFIdleTimeout, "bff-idle-timeout", bff.DefaultIdleTimeout, "end a browser app's session (the backend-for-frontend's) unused this long")
+	f.DurationVar(&opts.BFFMaxAge, "bff-max-age", bff.DefaultMaxAge, "end a browser app's session this long after sign-in at the latest (sooner when its grant expires)")
 	f.BoolVar(&opts.NoScheduler, "no-scheduler", false, "do not refresh tokens ahead of expiry (refresh only on demand)")
 	f.MarkHidden("no-scheduler")
 	f.DurationVar(&opts.SchedInterval, "scheduler-interval", 30*time.Second, "how often the scheduler looks for tokens to refresh (jittered by ±25%)")
@@ -186,6 +191,9 @@ func (o *serveOptions) validate() error {
 	}
 	if err := o.admin.validate(); err != nil {
 		return err
+	}
+	if o.BFFIdleTimeout <= 0 || o.BFFMaxAge <= 0 || o.BFFMaxAge > server.DefaultGrantLifetime {
+		return usageError{errors.New("--bff-idle-timeout and --bff-max-age must be positive, and --bff-max-age at most six months (4380h), a grant's life")}
 	}
 	if o.Emulator && o.store.DB == "" {
 		o.store.DB = filepath.Join(filepath.Dir(defaultDBPath()), "emulator.db")
@@ -305,6 +313,13 @@ func serveRun(ctx context.Context, ios *IOStreams, opts *serveOptions) error {
 	if err != nil {
 		return usageError{err}
 	}
+	browserApps, err := bff.New(bff.Config{Store: store, Server: srv, Tokens: engine, PublicURL: publicURL,
+		IdleTimeout: opts.BFFIdleTimeout, MaxAge: opts.BFFMaxAge, Now: now, Logger: log})
+	if err != nil {
+		return usageError{err}
+	}
+	srv.HandleLogins(bff.LoginKind, browserApps)
+	srv.MountPublic(browserApps.Mount)
 
 	info := serveInfo{URL: publicURL, CallbackURL: srv.CallbackURL()}
 	if admin.separate() {
@@ -316,6 +331,10 @@ func serveRun(ctx context.Context, ios *IOStreams, opts *serveOptions) error {
 		if err != nil {
 			return err
 		}
+		if err := setUpDemoSPA(ctx, store, publicURL); err != nil {
+			return err
+		}
+		srv.MountPublic(mountExampleSPA)
 		banner = demoBanner(publicURL, admin, emuURL, key, opts)
 		info.EmulatorURL, info.App, info.APIKey = emuURL, demoAppID, key.Reveal()
 	}
@@ -511,6 +530,10 @@ func demoBanner(publicURL string, admin *adminSide, emuURL string, key spotoken.
 	p("Move the emulator's clock two hours on; the next token request refreshes silently:")
 	p("")
 	p(`  curl -s -X POST %s/_emulator/clock -d '{"advance":"2h"}'`, emuURL)
+	p("")
+	p("A browser app with no token in JavaScript (the example SPA, on spotoken's backend-for-frontend):")
+	p("")
+	p("  open %s/spa/", publicURL)
 	p("")
 	metrics := admin.url + "/metrics"
 	if admin.noMetrics {
