@@ -225,6 +225,7 @@ type Store interface {
 	PendingGrantStore
 	ConnectionStore
 	EventStore
+	AuditStore
 	AdminKeyStore
 	AppTokenStore
 	EventLog

@@ -42,6 +42,49 @@ type connectionPage struct {
 	Back           string
 	CanRedeliver   bool
 	GrantExpiresIn string
+	// AuditOn: the audit trail is kept; Audit is the connection's latest
+	// records.
+	AuditOn bool
+	Audit   []auditView
+}
+
+// auditRows is how many audit records a connection's page shows.
+const auditRows = 50
+
+// auditView is an audit record as a connection's page shows it.
+type auditView struct {
+	At                                          when
+	Action, Actor, ActorID, ClientIP, UserAgent string
+	Route, Status, Upstream, Outcome            string
+	// Fingerprint is the keyed fingerprint of the token handed out
+	// (hmac-sha256:…), never the token.
+	Fingerprint string
+}
+
+func newAuditView(rec *spotoken.AuditRecord, now time.Time) auditView {
+	v := auditView{At: newWhen(rec.At, now), Action: string(rec.Action), Actor: rec.ActorType, ActorID: rec.ActorID,
+		ClientIP: rec.ClientIP, UserAgent: rec.UserAgent, Route: strings.TrimSpace(rec.Method + " " + rec.Route),
+		Outcome: rec.Outcome, Fingerprint: rec.Fingerprint}
+	if rec.ActorLabel != "" {
+		v.ActorID = rec.ActorLabel
+	}
+	if rec.Status != 0 {
+		v.Status = strconv.Itoa(rec.Status)
+	}
+	if rec.UpstreamStatus != 0 {
+		v.Upstream = strconv.Itoa(rec.UpstreamStatus)
+	}
+	return v
+}
+
+// handleOldAudit sends the dashboard's audit page of a connection to the
+// connection's page, which shows its audit trail.
+func (h *Handler) handleOldAudit(w http.ResponseWriter, r *http.Request, s *session) error {
+	if server.CheckConnectionID(r.PathValue("id")) != nil {
+		return errBadConnectionID
+	}
+	http.Redirect(w, r, h.connURL(s.appID, r.PathValue("id"))+"#audit-heading", http.StatusSeeOther)
+	return nil
 }
 
 func (h *Handler) handleConnection(w http.ResponseWriter, r *http.Request, s *session) error {
@@ -108,6 +151,16 @@ func (h *Handler) handleConnection(w http.ResponseWriter, r *http.Request, s *se
 		p.NewestURL = h.connURL(key.AppID, key.ID)
 	}
 	p.Why = h.why(c, events)
+	if h.cfg.Audit != nil {
+		p.AuditOn = true
+		recs, err := h.cfg.Audit.Records(ctx, spotoken.AuditFilter{AppID: key.AppID, ConnectionID: key.ID, Newest: true, Limit: auditRows})
+		if err != nil {
+			return err
+		}
+		for _, rec := range recs {
+			p.Audit = append(p.Audit, newAuditView(rec, now))
+		}
+	}
 	h.render(w, r, http.StatusOK, pages.connection, p)
 	return nil
 }
@@ -338,7 +391,7 @@ func (h *Handler) handleDelete(w http.ResponseWriter, r *http.Request, s *sessio
 	if server.CheckConnectionID(key.ID) != nil {
 		return errBadConnectionID
 	}
-	if err := h.cfg.Actions.DeleteConnection(r, key, "deleted"); err != nil {
+	if err := h.cfg.Actions.DeleteConnection(h.auditAs(r, s), key, "deleted"); err != nil {
 		return err
 	}
 	if s.operator() {

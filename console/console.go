@@ -84,6 +84,14 @@ type Actions interface {
 	NewConnectLink(ctx context.Context, key spotoken.ConnectionKey, scopes []string, returnTo string) (server.ConnectSession, error)
 	RefreshConnection(ctx context.Context, key spotoken.ConnectionKey) error
 	DeleteConnection(r *http.Request, key spotoken.ConnectionKey, reason string) error
+	// AuditAs names who acts in r, for the audit trail's record of the
+	// changes the server makes for it.
+	AuditAs(r *http.Request, actorType, id, label, appID string) *http.Request
+}
+
+// AuditReader reads the audit trail (an *audit.Trail).
+type AuditReader interface {
+	Records(ctx context.Context, filter spotoken.AuditFilter) ([]*spotoken.AuditRecord, error)
 }
 
 var _ Actions = (*server.Server)(nil)
@@ -101,6 +109,9 @@ type Config struct {
 	Admin *admin.Service
 	// Actions deletes, refreshes and sends connect links for connections.
 	Actions Actions
+	// Audit, when set, is the audit trail whose records of a connection
+	// its page shows; without it the page says the trail is off.
+	Audit AuditReader
 	// BaseURL is where operators' browsers reach the admin side (the
 	// server's AdminURL): its origin is the only one forms are accepted
 	// from, https gives the cookie the __Host- prefix, and its path prefixes
@@ -238,6 +249,7 @@ func (h *Handler) Mount(m *http.ServeMux) {
 	m.HandleFunc("POST /dashboard/logout", h.signedIn(h.handleLogout))
 	m.HandleFunc("POST /dashboard/connect-link", h.signedIn(h.ownApp(h.handleNewConnectLink)))
 	m.HandleFunc("POST /dashboard/connections/{id}/delete", h.signedIn(h.ownApp(h.handleDelete)))
+	m.HandleFunc("GET /dashboard/connections/{id}/audit", h.signedIn(h.ownApp(h.handleOldAudit)))
 }
 
 // staticFiles serves the stylesheet with the console's headers, cacheable.
@@ -284,6 +296,16 @@ func (s *session) operator() bool { return s.appID == "" }
 // actor is who an operator's change is recorded as made by.
 func (s *session) actor() admin.Actor {
 	return admin.Actor{Kind: admin.ActorAdminKey, ID: s.subject, Name: s.data.Name}
+}
+
+// auditAs returns r naming the signed-in person as who acts, for the audit
+// trail's record of a change the server makes (as the admin API and the
+// API name theirs, with "(console)" in the label).
+func (h *Handler) auditAs(r *http.Request, s *session) *http.Request {
+	if s.operator() {
+		return h.cfg.Actions.AuditAs(r, spotoken.ActorAdmin, s.subject, admin.ActorAdminKey+":"+s.data.Name+" (console)", "")
+	}
+	return h.cfg.Actions.AuditAs(r, spotoken.ActorAPIKey, s.subject, s.data.Label+" (console)", s.appID)
 }
 
 // sessionData is what a session keeps, sealed in the store.

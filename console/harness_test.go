@@ -20,6 +20,7 @@ import (
 
 	"github.com/spotoken/spotoken"
 	"github.com/spotoken/spotoken/admin"
+	"github.com/spotoken/spotoken/audit"
 	"github.com/spotoken/spotoken/console"
 	"github.com/spotoken/spotoken/emulator"
 	"github.com/spotoken/spotoken/refresh"
@@ -70,6 +71,7 @@ type harness struct {
 	ring     *seal.KeyRing
 	engine   *refresh.Engine
 	tally    *refresh.Tally
+	trail    *audit.Trail // with harnessOptions.audit
 	srv      *server.Server
 	admin    *admin.Service
 	console  *console.Handler
@@ -88,6 +90,9 @@ type harnessOptions struct {
 	// base, when set, is the URL the console is told it is served at
 	// (default the test server's).
 	base string
+	// audit keeps the audit trail (h.trail), for the server and the
+	// console.
+	audit bool
 }
 
 func newHarness(t *testing.T, opts harnessOptions) *harness {
@@ -130,6 +135,12 @@ func newHarness(t *testing.T, opts harnessOptions) *harness {
 	}
 	scfg := server.Config{Store: h.store, Tokens: h.engine, PublicURL: h.ts.URL, AccountsURL: h.emuSrv.URL, APIURL: h.emuSrv.URL,
 		Now: now, Logger: log, EngineStats: h.engine.Stats, Admin: h.admin}
+	if opts.audit {
+		if h.trail, err = audit.New(audit.Config{Store: h.store, Now: now, Logger: log}); err != nil {
+			t.Fatal(err)
+		}
+		scfg.Audit = h.trail
+	}
 	if opts.server != nil {
 		opts.server(&scfg)
 	}
@@ -144,6 +155,9 @@ func newHarness(t *testing.T, opts harnessOptions) *harness {
 	// store behind the console's back on a clock that does not move.
 	// TestHealthReused checks the reuse.
 	ccfg := console.Config{Store: h.store, Admin: h.admin, Actions: h.srv, BaseURL: base, Now: now, Logger: log, HealthTTL: -1}
+	if h.trail != nil {
+		ccfg.Audit = h.trail
+	}
 	if opts.console != nil {
 		opts.console(&ccfg)
 	}

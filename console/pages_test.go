@@ -414,3 +414,95 @@ func TestHealthReused(t *testing.T) {
 		t.Errorf("after a change made in the console the page shows %s connections, want 2 (counted again)", got)
 	}
 }
+
+// TestAuditTrail: a connection's page shows its audit records (the API
+// key that vended its token, from where, the token only as a fingerprint),
+// and a deletion made in the console is recorded as made by the person
+// signed in, "(console)"; without the trail the page says it is off. The
+// dashboard's audit URL leads to the connection's page.
+func TestAuditTrail(t *testing.T) {
+	h := newHarness(t, harnessOptions{audit: true})
+	h.connect("u1")
+	h.connect("u2")
+	var tok struct {
+		AccessToken string `json:"access_token"`
+	}
+	if resp, raw := h.call("POST", "/v1/connections/u1/token", h.apiKey, map[string]any{}, &tok); resp.StatusCode != 200 {
+		t.Fatalf("vend: %d %s", resp.StatusCode, raw)
+	}
+	if err := h.trail.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	team := newUser(h)
+	team.login(h.apiKey)
+	page := team.page("/console/apps/demo/connections/u1")
+	i := strings.Index(page, `id="audit"`)
+	if i < 0 {
+		t.Fatalf("u1's page has no audit records:\n%s", page)
+	}
+	rows := page[i:]
+	for _, want := range []string{`data-action="token.vend"`, "api_key", "team (sk_", "127.0.0.1", "POST /v1/connections/{id}/token", `data-action="connection.connect"`} {
+		if !strings.Contains(rows, want) {
+			t.Errorf("u1's audit records lack %q:\n%s", want, rows)
+		}
+	}
+	if strings.Contains(page, tok.AccessToken) {
+		t.Error("the page shows the access token vended")
+	}
+	if strings.Contains(rows, "u2") {
+		t.Error("u1's audit records show u2's")
+	}
+	resp, _ := team.do(team.stay, http.MethodGet, "/dashboard/connections/u1/audit", nil, nil)
+	if resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != "/console/apps/demo/connections/u1#audit-heading" {
+		t.Errorf("the dashboard's audit page: %d Location %q", resp.StatusCode, resp.Header.Get("Location"))
+	}
+
+	for _, who := range []struct {
+		u    *user
+		conn string
+		want spotoken.AuditRecord
+	}{
+		{team, "u2", spotoken.AuditRecord{ActorType: spotoken.ActorAPIKey, ActorLabel: " (console)"}},
+	} {
+		if resp, _ := who.u.post("/console/apps/demo/connections/"+who.conn+"/delete", url.Values{"csrf_token": {who.u.csrf()}}); resp.StatusCode != 200 {
+			t.Fatalf("delete %s: %d", who.conn, resp.StatusCode)
+		}
+		recs, err := h.trail.Records(ctx, spotoken.AuditFilter{AppID: appID, ConnectionID: who.conn})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var del *spotoken.AuditRecord
+		for _, r := range recs {
+			if r.Action == spotoken.AuditConnectionDelete {
+				del = r
+			}
+		}
+		if del == nil || del.ActorType != who.want.ActorType || !strings.HasSuffix(del.ActorLabel, who.want.ActorLabel) || del.ClientIP != "127.0.0.1" {
+			t.Errorf("the deletion of %s is recorded as %+v, want by %s …%s from 127.0.0.1", who.conn, del, who.want.ActorType, who.want.ActorLabel)
+		}
+	}
+
+	// An operator's deletion is recorded as the operator's.
+	h.connect("u3")
+	op := newUser(h)
+	op.login(h.adminKey)
+	if resp, _ := op.post("/console/apps/demo/connections/u3/delete", url.Values{"csrf_token": {op.csrf()}}); resp.StatusCode != 200 {
+		t.Fatalf("delete u3: %d", resp.StatusCode)
+	}
+	recs, _ := h.trail.Records(ctx, spotoken.AuditFilter{AppID: appID, ConnectionID: "u3"})
+	found := false
+	for _, r := range recs {
+		found = found || r.Action == spotoken.AuditConnectionDelete && r.ActorType == spotoken.ActorAdmin && r.ActorLabel == "admin_key:ops-oncall (console)"
+	}
+	if !found {
+		t.Errorf("the operator's deletion of u3 is not recorded as theirs: %+v", recs)
+	}
+
+	off := newHarness(t, harnessOptions{})
+	off.connect("u1")
+	u := newUser(off)
+	u.login(off.adminKey)
+	if page := u.page("/console/apps/demo/connections/u1"); !strings.Contains(page, `id="audit-off"`) {
+		t.Error("without the trail the page does not say it is off")
+	}
+}

@@ -78,9 +78,12 @@ func (db *DB) CreateApp(ctx context.Context, app *spotoken.App) error {
 			return fmt.Errorf("create app: %w", err)
 		}
 	}
-	_, err := db.pool.Exec(ctx, `INSERT INTO apps (`+appCols+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, $10, $11)`,
-		app.ID, app.ClientID, sa.Client, textArray(app.RedirectURIs), textArray(app.DefaultScopes),
-		textArray(app.ReturnToOrigins), app.WebhookURL, sa.Webhook, now, sa.PrevClient, sa.PrevWebhook)
+	err := db.withTx(ctx, func(tx pgx.Tx) error {
+		_, err := tx.Exec(ctx, `INSERT INTO apps (`+appCols+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, $10, $11)`,
+			app.ID, app.ClientID, sa.Client, textArray(app.RedirectURIs), textArray(app.DefaultScopes),
+			textArray(app.ReturnToOrigins), app.WebhookURL, sa.Webhook, now, sa.PrevClient, sa.PrevWebhook)
+		return err
+	})
 	if pgCode(err) == codeUniqueViolation {
 		return spotoken.Errorf(spotoken.EConflict, "app %q already exists", app.ID)
 	}
@@ -227,8 +230,11 @@ func (db *DB) CreateAPIKey(ctx context.Context, key *spotoken.APIKey) error {
 		return spotoken.Errorf(spotoken.EInvalid, "api key id is required")
 	}
 	now := db.now()
-	_, err := db.pool.Exec(ctx, `INSERT INTO api_keys (`+apiKeyCols+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
-		key.ID, key.AppID, key.Name, key.Prefix, key.Hash[:], now, tstz(key.LastUsedAt), tstz(key.RevokedAt))
+	err := db.withTx(ctx, func(tx pgx.Tx) error {
+		_, err := tx.Exec(ctx, `INSERT INTO api_keys (`+apiKeyCols+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
+			key.ID, key.AppID, key.Name, key.Prefix, key.Hash[:], now, tstz(key.LastUsedAt), tstz(key.RevokedAt))
+		return err
+	})
 	switch pgCode(err) {
 	case codeUniqueViolation:
 		return spotoken.Errorf(spotoken.EConflict, "api key %q or its hash already exists", key.ID)
@@ -271,15 +277,21 @@ func (db *DB) APIKeys(ctx context.Context, appID string) ([]*spotoken.APIKey, er
 // RevokeAPIKey marks an app's key revoked at at; ErrNotFound if the app has
 // no key with id. Revoking twice keeps the first time.
 func (db *DB) RevokeAPIKey(ctx context.Context, appID, id string, at time.Time) error {
-	tag, err := db.pool.Exec(ctx, `UPDATE api_keys SET revoked_at = coalesce(revoked_at, $3) WHERE app_id = $1 AND id = $2`,
-		appID, id, tstz(at))
-	if err != nil {
+	err := db.withTx(ctx, func(tx pgx.Tx) error {
+		tag, err := tx.Exec(ctx, `UPDATE api_keys SET revoked_at = coalesce(revoked_at, $3) WHERE app_id = $1 AND id = $2`,
+			appID, id, tstz(at))
+		if err != nil {
+			return err
+		}
+		if tag.RowsAffected() == 0 {
+			return spotoken.Errorf(spotoken.ENotFound, "app %q has no api key %q", appID, id)
+		}
+		return nil
+	})
+	if err != nil && spotoken.ErrorCode(err) == spotoken.EInternal {
 		return fmt.Errorf("revoke api key: %w", err)
 	}
-	if tag.RowsAffected() == 0 {
-		return spotoken.Errorf(spotoken.ENotFound, "app %q has no api key %q", appID, id)
-	}
-	return nil
+	return err
 }
 
 // TouchAPIKey records that the key was used at at. The recorded time never

@@ -266,9 +266,19 @@ func retry(ctx context.Context, fn func() error) error {
 }
 
 // withTx runs fn in a transaction, committed if fn returns nil and rolled
-// back otherwise.
+// back otherwise. The audit records attached to ctx (spotoken.WithAudit)
+// are stored in the same transaction, so the change commits with them or
+// not at all.
 func (db *DB) withTx(ctx context.Context, fn func(tx pgx.Tx) error) error {
-	return pgx.BeginFunc(ctx, db.pool, fn)
+	return pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error {
+		if err := fn(tx); err != nil {
+			return err
+		}
+		if records := spotoken.AuditFromContext(ctx); len(records) > 0 {
+			return db.insertAudit(ctx, tx, db.now(), records)
+		}
+		return nil
+	})
 }
 
 // norm returns t as the database keeps it: UTC, truncated to the

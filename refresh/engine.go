@@ -126,6 +126,24 @@ type Config struct {
 	// (the database went away while Spotify was answering); see
 	// keepCommitting. Default 10m.
 	CommitPatience time.Duration
+	// Observe, when set, is told of the refreshes that changed what
+	// spotoken holds (a rotated refresh token, a connection moved to
+	// needs_reauth), for the audit trail's detectors. It runs on the
+	// refresh's goroutine and must not block.
+	Observe func(Outcome)
+}
+
+// Outcome is what a refresh changed, as Config.Observe is told.
+type Outcome struct {
+	Key spotoken.ConnectionKey
+	At  time.Time
+	// Rotated: Spotify returned a new refresh token, now committed.
+	Rotated bool
+	// NeedsReauth is the reason Spotify's refusal moved the connection to
+	// needs_reauth (revoked, grant_expired, rotation_lost); empty otherwise.
+	NeedsReauth string
+	// ConsentedAt and GrantExpiresAt are the connection's grant's.
+	ConsentedAt, GrantExpiresAt time.Time
 }
 
 // AccessToken is what callers get: the access token, never the refresh token.
@@ -713,6 +731,9 @@ func (e *Engine) committed(key spotoken.ConnectionKey, c *spotoken.Connection, g
 	at := AccessToken{Token: c.Token.AccessToken, Expiry: c.Token.Expiry, Scopes: c.Scopes}
 	e.remember(key, at, gen)
 	e.stats.vendsRefresh.Add(1)
+	if rotated && e.cfg.Observe != nil {
+		e.cfg.Observe(Outcome{Key: key, At: e.cfg.Now(), Rotated: true, ConsentedAt: c.ConsentedAt, GrantExpiresAt: c.GrantExpiresAt})
+	}
 	e.log.Info("refreshed", "connection", key.String(), "rotated", rotated, "expires_at", at.Expiry)
 	return at
 }
@@ -728,6 +749,7 @@ func (e *Engine) failed(ctx context.Context, key spotoken.ConnectionKey, read *s
 	}
 	var update func(c *spotoken.Connection) ([]spotoken.Event, error)
 	var answer error
+	var observed Outcome // what Observe is told once the failure is recorded
 	switch {
 	case isAccounts && ae.InvalidGrant():
 		e.stats.refreshInvalidGrant.Add(1)
@@ -743,6 +765,7 @@ func (e *Engine) failed(ctx context.Context, key spotoken.ConnectionKey, read *s
 			// the refresh token in it, and this one is the old token.
 			reason = "rotation_lost"
 		}
+		observed = Outcome{Key: key, At: now, NeedsReauth: reason, ConsentedAt: read.ConsentedAt, GrantExpiresAt: read.GrantExpiresAt}
 		update = func(c *spotoken.Connection) ([]spotoken.Event, error) {
 			c.State, c.LastErrorCode = spotoken.StateNeedsReauth, "invalid_grant"
 			c.ConsecutiveFailures++
@@ -811,8 +834,12 @@ func (e *Engine) failed(ctx context.Context, key spotoken.ConnectionKey, read *s
 		}
 		return update(c)
 	}
-	if _, err := e.cfg.Store.UpdateConnection(context.WithoutCancel(ctx), key, guarded); err != nil && !errors.Is(err, errStale) {
+	_, err := e.cfg.Store.UpdateConnection(context.WithoutCancel(ctx), key, guarded)
+	if err != nil && !errors.Is(err, errStale) {
 		return AccessToken{}, fmt.Errorf("refresh %s: record failure: %w", key, err)
+	}
+	if err == nil && observed.NeedsReauth != "" && e.cfg.Observe != nil {
+		e.cfg.Observe(observed)
 	}
 	if answer != nil {
 		e.cache.Delete(key)

@@ -117,6 +117,7 @@ func newKey(version uint32) (Key, error) {
 // Seal fails and Open reports every version as unknown.
 type KeyRing struct {
 	aeads    map[uint32]cipher.AEAD // GCM with random nonces, by version
+	derive   map[uint32][32]byte    // the root of DeriveKey, by version
 	primary  uint32
 	versions []uint32 // ascending
 }
@@ -139,7 +140,7 @@ func newKeyRing(keys []Key, primary uint32) (*KeyRing, error) {
 		return nil, errors.New("no keys")
 	}
 	var zero [32]byte
-	r := &KeyRing{aeads: make(map[uint32]cipher.AEAD, len(keys)), primary: primary}
+	r := &KeyRing{aeads: make(map[uint32]cipher.AEAD, len(keys)), derive: make(map[uint32][32]byte, len(keys)), primary: primary}
 	for _, k := range keys {
 		if k.Version == 0 {
 			return nil, errors.New("key version 0: versions start at 1")
@@ -159,6 +160,7 @@ func newKeyRing(keys []Key, primary uint32) (*KeyRing, error) {
 			return nil, fmt.Errorf("key version %d: %w", k.Version, err)
 		}
 		r.aeads[k.Version] = aead
+		r.derive[k.Version] = deriveRoot(k.Material)
 		r.versions = append(r.versions, k.Version)
 	}
 	if _, ok := r.aeads[primary]; !ok {

@@ -599,7 +599,8 @@ func (s *Server) adminDeleteConnection(w http.ResponseWriter, r *http.Request, b
 	if err != nil {
 		return err
 	}
-	if err := s.deleteConnection(r.Context(), ck, "deleted"); err != nil {
+	r = s.adminAuditActor(r, by)
+	if err := s.deleteConnection(r, ck, "deleted"); err != nil {
 		return err
 	}
 	s.cfg.Admin.Record(r.Context(), admin.Change{Actor: by, Action: admin.ActionConnectionDelete, AppID: ck.AppID, Target: ck.ID})

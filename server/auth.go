@@ -137,15 +137,34 @@ func (a *authCache) touch(e *authEntry, now time.Time) {
 }
 
 // authenticated wraps an API handler: it authenticates the API key and
-// answers the handler's error as JSON.
+// answers the handler's error as JSON. With an audit trail it refuses an
+// address over the failed-authentication limit before looking at its
+// credentials, and records the request's outcome once it is known.
 func (s *Server) authenticated(h func(w http.ResponseWriter, r *http.Request, key *spotoken.APIKey) error) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if s.cfg.Audit == nil {
+			key, err := s.auth.authenticate(r)
+			if err == nil {
+				err = h(w, r, key)
+			}
+			if err != nil {
+				s.writeError(w, r, err)
+			}
+			return
+		}
+		ip := ClientIP(r, s.cfg.TrustedProxies)
+		if wait := s.cfg.Audit.AuthWait(ip); wait > 0 {
+			s.authLimited(w, r, wait)
+			return
+		}
 		key, err := s.auth.authenticate(r)
 		if err == nil {
+			r = withNote(r, s.auditActor(r, key, ip))
 			err = h(w, r, key)
 		}
 		if err != nil {
 			s.writeError(w, r, err)
 		}
+		s.auditRequest(w, r, key, ip, err)
 	})
 }

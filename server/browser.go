@@ -71,7 +71,7 @@ func (s *Server) Proxy(w http.ResponseWriter, r *http.Request, key spotoken.Conn
 // connection.revoked event giving reason (the API's DELETE gives
 // "deleted"); ErrNotFound if none.
 func (s *Server) DeleteConnection(r *http.Request, key spotoken.ConnectionKey, reason string) error {
-	return s.deleteConnection(r.Context(), key, reason)
+	return s.deleteConnection(r, key, reason)
 }
 
 // A browser sign-in is the connect flow with one difference: the

@@ -456,7 +456,7 @@ func (s *Server) completeConnection(r *http.Request, key *spotoken.ConnectionKey
 		s.log.Info("connection authorized, awaiting the app's confirmation", "request_id", requestID(r), "connection", key.String())
 		return flowConfirm, confirm
 	}
-	if err := s.applyGrant(ctx, *key, grant.Token(), scopes, me.ID, me.DisplayName); err != nil {
+	if err := s.applyGrant(s.userActor(r, me.ID), *key, grant.Token(), scopes, me.ID, me.DisplayName); err != nil {
 		s.log.Error("callback: store connection", "request_id", requestID(r), "connection", key.String(), "err", err)
 		return flowFailure(err), ""
 	}
@@ -480,11 +480,12 @@ func (s *Server) applyGrant(ctx context.Context, key spotoken.ConnectionKey, tok
 	for range 3 {
 		c := &spotoken.Connection{AppID: key.AppID, ID: key.ID, CreatedAt: now}
 		grantTo(c)
-		err = s.cfg.Store.CreateConnection(ctx, c, spotoken.NewEvent(spotoken.EventConnectionCreated, key, now, data))
+		err = s.cfg.Store.CreateConnection(s.flowAudit(ctx, spotoken.AuditConnect, key, userID, scopes), c,
+			spotoken.NewEvent(spotoken.EventConnectionCreated, key, now, data))
 		if !errors.Is(err, spotoken.ErrConflict) {
 			break
 		}
-		_, err = s.cfg.Store.UpdateConnection(ctx, key, func(c *spotoken.Connection) ([]spotoken.Event, error) {
+		_, err = s.cfg.Store.UpdateConnection(s.flowAudit(ctx, spotoken.AuditReconsent, key, userID, scopes), key, func(c *spotoken.Connection) ([]spotoken.Event, error) {
 			grantTo(c)
 			return []spotoken.Event{spotoken.NewEvent(spotoken.EventConnectionReauthorized, key, now, data)}, nil
 		})

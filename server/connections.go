@@ -1,7 +1,6 @@
 package server
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"math"
@@ -117,7 +116,7 @@ func (s *Server) handleDeleteConnection(w http.ResponseWriter, r *http.Request, 
 	if err != nil {
 		return err
 	}
-	if err := s.deleteConnection(r.Context(), ck, "deleted"); err != nil {
+	if err := s.deleteConnection(r, ck, "deleted"); err != nil {
 		return err
 	}
 	w.WriteHeader(http.StatusNoContent)
@@ -125,11 +124,20 @@ func (s *Server) handleDeleteConnection(w http.ResponseWriter, r *http.Request, 
 }
 
 // deleteConnection deletes the connection, erasing its sealed tokens, with a
-// connection.revoked event giving reason; the API, the admin API, the
-// console and a browser app's sign-out everywhere all delete through it.
-func (s *Server) deleteConnection(ctx context.Context, ck spotoken.ConnectionKey, reason string) error {
+// connection.revoked event giving reason; the API, the dashboard and a
+// browser app's sign-out everywhere all delete through it. With the audit
+// trail, the deletion's record is written in its transaction.
+func (s *Server) deleteConnection(r *http.Request, ck spotoken.ConnectionKey, reason string) error {
+	ctx := r.Context()
+	if rec, ok := s.changeRecord(r, spotoken.AuditConnectionDelete, ck); ok {
+		rec.Detail = map[string]string{"reason": reason}
+		ctx = spotoken.WithAudit(ctx, rec)
+	}
 	err := s.cfg.Store.DeleteConnection(ctx, ck,
 		spotoken.NewEvent(spotoken.EventConnectionRevoked, ck, s.cfg.Now(), map[string]any{"reason": reason}))
+	if n := noteOf(r); n != nil && err == nil {
+		n.done = true // recorded with the deletion
+	}
 	s.cfg.Tokens.Forget(ck)
 	if errors.Is(err, spotoken.ErrNotFound) {
 		return notFound(ck.ID)
@@ -137,7 +145,7 @@ func (s *Server) deleteConnection(ctx context.Context, ck spotoken.ConnectionKey
 	if err != nil {
 		return err
 	}
-	s.log.Info("connection deleted", "request_id", requestIDFrom(ctx), "connection", ck.String(), "reason", reason)
+	s.log.Info("connection deleted", "request_id", requestID(r), "connection", ck.String(), "reason", reason)
 	return nil
 }
 
@@ -196,6 +204,7 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request, key *spotok
 		return s.tokenError(r, ck, err, true)
 	}
 	s.metrics.vend("ok")
+	noteToken(r, at.Token)
 	writeJSON(w, http.StatusOK, TokenResponse{
 		AccessToken: at.Token.Reveal(), TokenType: "Bearer", ExpiresAt: at.Expiry.UTC(), Scope: at.Scopes.String(),
 	})

@@ -346,11 +346,8 @@ func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 type requestIDKey struct{}
 
 // requestID returns the request's id, set by logRequests.
-func requestID(r *http.Request) string { return requestIDFrom(r.Context()) }
-
-// requestIDFrom returns the id of the request ctx is of.
-func requestIDFrom(ctx context.Context) string {
-	id, _ := ctx.Value(requestIDKey{}).(string)
+func requestID(r *http.Request) string {
+	id, _ := r.Context().Value(requestIDKey{}).(string)
 	return id
 }
 

@@ -160,6 +160,63 @@ func (c *engineCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(engineVends, s.ServedStale, "stale")
 }
 
+// registerAudit exports the audit trail's counters.
+func (m *Metrics) registerAudit(stats func() spotoken.AuditStats) {
+	m.Registry.MustRegister(&auditCollector{stats: stats})
+}
+
+var (
+	auditWrittenDesc = prometheus.NewDesc("spotoken_audit_records_written_total", "Audit records written to the database.", nil, nil)
+	auditDroppedDesc = prometheus.NewDesc("spotoken_audit_records_dropped_total",
+		"Audit records lost, by reason (queue_full: the queue was full; write_failed: writing their batch failed).", []string{"reason"}, nil)
+	auditQueueDesc  = prometheus.NewDesc("spotoken_audit_queue_length", "Audit records waiting to be written.", nil, nil)
+	anomaliesDesc   = prometheus.NewDesc("spotoken_anomalies_total", "Alerts raised by the audit detectors, by detector.", []string{"detector"}, nil)
+	authFailDesc    = prometheus.NewDesc("spotoken_auth_failures_total", "API requests whose credentials were missing or refused.", nil, nil)
+	authLimitedDesc = prometheus.NewDesc("spotoken_auth_limited_requests_total", "API requests refused (429) because their address failed to authenticate too often.", nil, nil)
+	authBlockedDesc = prometheus.NewDesc("spotoken_auth_limited_addresses", "Addresses under the failed-authentication limit now.", nil, nil)
+	authTrackedDesc = prometheus.NewDesc("spotoken_auth_tracked_addresses", "Addresses the failed-authentication limit remembers (bounded).", nil, nil)
+)
+
+// AuditDetectors are the detector label values, each exported from the
+// start (at zero) so that an alert on its increase sees the first one.
+var AuditDetectors = []string{"new_network", "usage_spike", "reauth_surge", "refresh_token_reuse", "auth_limited"}
+
+type auditCollector struct{ stats func() spotoken.AuditStats }
+
+func (c *auditCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{auditWrittenDesc, auditDroppedDesc, auditQueueDesc, anomaliesDesc, authFailDesc, authLimitedDesc, authBlockedDesc, authTrackedDesc} {
+		ch <- d
+	}
+}
+
+func (c *auditCollector) Collect(ch chan<- prometheus.Metric) {
+	s := c.stats()
+	counter := func(d *prometheus.Desc, v int64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
+	}
+	gauge := func(d *prometheus.Desc, v int) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, float64(v))
+	}
+	counter(auditWrittenDesc, s.Written)
+	counter(auditDroppedDesc, s.DroppedQueueFull, "queue_full")
+	counter(auditDroppedDesc, s.DroppedWriteFailed, "write_failed")
+	gauge(auditQueueDesc, s.Queued)
+	byDetector := map[string]int64{}
+	for _, d := range AuditDetectors {
+		byDetector[d] = 0
+	}
+	for _, a := range s.Anomalies {
+		byDetector[a.Detector] += a.Count
+	}
+	for d, n := range byDetector {
+		counter(anomaliesDesc, n, d)
+	}
+	counter(authFailDesc, s.AuthFailures)
+	counter(authLimitedDesc, s.AuthLimited)
+	gauge(authBlockedDesc, s.LimitedAddresses)
+	gauge(authTrackedDesc, s.TrackedAddresses)
+}
+
 // connectionCounter is what the connections gauge reads.
 type connectionCounter interface {
 	CountConnections(ctx context.Context) ([]spotoken.ConnectionCount, error)

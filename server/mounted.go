@@ -91,3 +91,18 @@ func (s *Server) RefreshConnection(ctx context.Context, key spotoken.ConnectionK
 // CheckConnectionID reports, as an invalid_request error, an id that is not
 // a connection id (1 to 128 letters, digits or . _ @ : -, not . or ..).
 func CheckConnectionID(id string) error { return checkConnectionID(id) }
+
+// AuditAs returns r naming who acts, for the audit trail's record of the
+// changes the server makes for r (a connection deleted through
+// DeleteConnection is recorded in the deletion's transaction, with this
+// actor): actorType one of spotoken's Actor constants, id and label the
+// credential's, appID the app of an app's credential. Without the audit
+// trail it returns r as it is.
+func (s *Server) AuditAs(r *http.Request, actorType, id, label, appID string) *http.Request {
+	if s.cfg.Audit == nil {
+		return r
+	}
+	rec := s.auditActor(r, nil, ClientIP(r, s.cfg.TrustedProxies))
+	rec.ActorType, rec.ActorID, rec.ActorLabel, rec.AppID = actorType, id, label, appID
+	return withNote(r, rec)
+}

@@ -98,6 +98,7 @@ func TestOpenAPIPaths(t *testing.T) {
 		"/v1/connections/{id}/token":   {"post"},
 		"/v1/connections/{id}/confirm": {"post"},
 		"/v1/proxy/{id}/{path}":        {"get", "post", "put", "delete", "patch"},
+		"/v1/audit":                    {"get"},
 		"/v1/app-token":                {"post"},
 		"/v1/proxy/-/{path}":           {"get", "post", "put", "delete", "patch"},
 
@@ -260,6 +261,9 @@ func TestOpenAPISchemasMatchViews(t *testing.T) {
 		"Redelivery":          server.Redelivery{},
 		"AdminConnectionView": server.AdminConnectionView{},
 		"AdminConnectionList": server.AdminConnectionList{},
+		"AuditRecordView":     server.AuditRecordView{},
+		"AuditActorView":      server.AuditActorView{},
+		"AuditList":           server.AuditList{},
 	} {
 		t.Run(name, func(t *testing.T) {
 			schema, ok := schemas[name].(map[string]any)

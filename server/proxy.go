@@ -98,6 +98,7 @@ func (o proxyOptions) write(s *Server) func(w http.ResponseWriter, r *http.Reque
 // Spotify.
 func (s *Server) proxyConnection(w http.ResponseWriter, r *http.Request, ck spotoken.ConnectionKey, rest string, opts proxyOptions) (err error) {
 	outcome := ""
+	defer func() { noteUpstream(r, outcome) }() // after countProxy, which sets outcome
 	defer s.countProxy(&outcome, &err)
 	target, endpoint, body, err := s.proxyRequest(w, r, rest)
 	if err != nil {

@@ -21,6 +21,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"strings"
 	"sync"
@@ -137,6 +138,14 @@ type Config struct {
 	// ForceRefreshInterval is the rate at which each connection may ask for
 	// force_refresh (a burst of 3, then one per interval). Default 10s.
 	ForceRefreshInterval time.Duration
+	// Audit, when set, keeps the audit trail (see Auditor), limits failed
+	// authentication per address, and serves GET /v1/audit.
+	Audit Auditor
+	// AuditStats, when set, exports the audit trail's counters.
+	AuditStats func() spotoken.AuditStats
+	// TrustedProxies are the proxies whose X-Forwarded-For names the client
+	// (see ClientIP); without them the peer's address is the client's.
+	TrustedProxies []netip.Prefix
 	// ConfirmTTL is how long a grant awaiting the app's confirmation (a
 	// connect session with require_confirmation) waits before it is
 	// erased. Default 10 minutes.
@@ -298,6 +307,9 @@ func New(cfg Config) (*Server, error) {
 	if cfg.EngineStats != nil {
 		s.metrics.registerEngine(cfg.EngineStats)
 	}
+	if cfg.AuditStats != nil {
+		s.metrics.registerAudit(cfg.AuditStats)
+	}
 	s.routes()
 	return s, nil
 }
@@ -348,6 +360,7 @@ func (s *Server) publicRoutes(m *http.ServeMux) {
 	api("POST /v1/connections/{id}/token", s.handleToken)
 	api("POST /v1/connections/{id}/confirm", s.handleConfirm)
 	api("/v1/proxy/{id}/{path...}", s.handleProxy)
+	api("GET /v1/audit", s.handleAudit)
 	api("POST /v1/app-token", s.handleAppToken)
 	api("/v1/proxy/-/{path...}", s.handleAppProxy)
 	m.HandleFunc("GET /connect/{session}", s.handleConnect)

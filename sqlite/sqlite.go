@@ -98,6 +98,9 @@ type DB struct {
 	r     *sql.DB // query_only connections: every read
 	codec *rowseal.Codec
 	clock func() time.Time
+	// auditInsert is fullAuditInsert prepared on w's one connection, so a
+	// write transaction reuses it.
+	auditInsert *sql.Stmt
 }
 
 // busyTimeout is how long, in milliseconds, a connection waits for another
@@ -148,6 +151,10 @@ func Open(ctx context.Context, cfg Config) (*DB, error) {
 		db.w.Close()
 		return nil, fmt.Errorf("sqlite: open %s: %w", cfg.Path, err)
 	}
+	if db.auditInsert, err = db.w.PrepareContext(ctx, fullAuditInsert); err != nil {
+		db.w.Close()
+		return nil, fmt.Errorf("sqlite: open %s: prepare: %w", cfg.Path, err)
+	}
 
 	// Readers open after the writer has made the file WAL and migrated it.
 	if db.r, err = sql.Open("sqlite", name+common+"&_pragma=query_only(1)"); err != nil {
@@ -168,6 +175,9 @@ func Open(ctx context.Context, cfg Config) (*DB, error) {
 // write-ahead log into the file and removes it.
 func (db *DB) Close() error {
 	var errs []error
+	if db.auditInsert != nil {
+		errs = append(errs, db.auditInsert.Close())
+	}
 	if db.r != nil {
 		errs = append(errs, db.r.Close())
 	}
@@ -308,7 +318,8 @@ func (db *DB) now() time.Time { return stored(db.clock()) }
 
 // write runs fn in a write transaction (BEGIN IMMEDIATE on the one writer
 // connection) and commits it if fn returns nil. fn's error is returned as
-// it is.
+// it is. The audit records attached to ctx (spotoken.WithAudit) are stored
+// in the same transaction, so the change commits with them or not at all.
 func (db *DB) write(ctx context.Context, fn func(tx *sql.Tx) error) error {
 	tx, err := db.w.BeginTx(ctx, nil)
 	if err != nil {
@@ -317,6 +328,11 @@ func (db *DB) write(ctx context.Context, fn func(tx *sql.Tx) error) error {
 	defer tx.Rollback()
 	if err := fn(tx); err != nil {
 		return err
+	}
+	if records := spotoken.AuditFromContext(ctx); len(records) > 0 {
+		if err := db.insertAudit(ctx, tx, db.now(), records); err != nil {
+			return err
+		}
 	}
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("commit: %w", err)

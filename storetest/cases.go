@@ -1161,12 +1161,22 @@ func testAppTampering(t *testing.T, h *harness) {
 func testNoPlaintext(t *testing.T, h *harness) {
 	h.newApp(t, "plain-app")
 	c := h.newConn(t, "plain-app", "c1", nil)
+	// Audit rows first, as the server writes them: a vend's record holds the
+	// access token's fingerprint, never the token; a change's record rides
+	// in the change's transaction.
+	vend := auditRecord(h.clock.Now(), "plain-app", "c1", 1)
+	vend.Fingerprint = auditFingerprint(c.Token.AccessToken)
+	if err := h.store.AppendAudit(ctx, vend); err != nil {
+		t.Fatal(err)
+	}
+	auditCtx := spotoken.WithAudit(ctx, spotoken.AuditRecord{Action: spotoken.AuditReconsent, AppID: "plain-app", ConnectionID: "c1",
+		ActorType: spotoken.ActorUser, Fingerprint: auditFingerprint(marker("refresh-rotated", "c1"))})
 	if err := h.store.CreatePending(ctx, &spotoken.PendingAuthorization{StateHash: sha256.Sum256([]byte("st")), AppID: "plain-app",
 		ConnectionID: "c2", Verifier: marker("verifier", "plain"), ExpiresAt: h.clock.Now().Add(time.Minute)}); err != nil {
 		t.Fatal(err)
 	}
 	rotated := spotoken.Token{AccessToken: marker("access-rotated", "c1"), RefreshToken: marker("refresh-rotated", "c1"), Expiry: h.clock.Now().Add(time.Hour)}
-	if _, err := h.store.UpdateConnection(ctx, c.Key(), func(c *spotoken.Connection) ([]spotoken.Event, error) {
+	if _, err := h.store.UpdateConnection(auditCtx, c.Key(), func(c *spotoken.Connection) ([]spotoken.Event, error) {
 		c.Token = rotated
 		return nil, nil
 	}); err != nil {
@@ -1182,7 +1192,7 @@ func testNoPlaintext(t *testing.T, h *harness) {
 	sessionSecrets := h.writeWebSessions(t)
 	raw := h.backend.Dump(t)
 	// The dump must really hold the data, or the search below proves nothing.
-	for _, visible := range []string{"plain-app", "spotify-c1", "https://app.example/hooks", "key-plain"} {
+	for _, visible := range []string{"plain-app", "spotify-c1", "https://app.example/hooks", "key-plain", vend.Fingerprint, string(spotoken.AuditReconsent)} {
 		if !bytes.Contains(raw, []byte(visible)) {
 			t.Fatalf("the dump (%d bytes) lacks the non-secret %q: Dump does not read the data", len(raw), visible)
 		}

@@ -323,7 +323,7 @@ func connectionsDeleteRun(ctx context.Context, ios *IOStreams, opts *connectionO
 			return err
 		}
 		key := spotoken.ConnectionKey{AppID: opts.App, ID: id}
-		err := store.DeleteConnection(ctx, key, spotoken.NewEvent(spotoken.EventConnectionRevoked, key, now(), map[string]any{"reason": "deleted"}))
+		err := store.DeleteConnection(adminAudit(ctx, spotoken.AuditConnectionDelete, key.AppID, key.ID, nil), key, spotoken.NewEvent(spotoken.EventConnectionRevoked, key, now(), map[string]any{"reason": "deleted"}))
 		if errors.Is(err, spotoken.ErrNotFound) {
 			return noConnection(opts.App, id)
 		}

@@ -57,7 +57,10 @@ func e2eStart(t *testing.T, serveArgs ...string) *e2eEnv {
 	e := &e2eEnv{t: t, dir: dir, db: filepath.Join(dir, "spotoken.db"), env: []string{"XDG_DATA_HOME=" + dir}}
 	e.hooks = newE2EHooks(t)
 	e.p = startSpotoken(t, e.env, append([]string{"serve", "--emulator", "--emulator-rotation", "always", "--addr", "127.0.0.1:0",
-		"--db", e.db, "--no-scheduler", "--auth-cache-ttl", "-1s"}, serveArgs...)...)
+		"--db", e.db, "--no-scheduler", "--auth-cache-ttl", "-1s",
+		// These tests send dozens of bad keys from 127.0.0.1 on purpose;
+		// package audit's TestAuthLimit tests the failed-authentication limit.
+		"--auth-failures", "1000"}, serveArgs...)...)
 	e.base = e.p.URL
 
 	// The banner follows the first line; it ends with "Ctrl-C stops.".

@@ -38,7 +38,8 @@ func startBroker(t *testing.T, serveDB, cliDB string, args ...string) *e2eBroker
 	if out, errOut, code := runSpotoken(t, nil, "", "keys", "generate", "--key-file", keyFile); code != 0 {
 		t.Fatalf("keys generate: %s %s", out, errOut)
 	}
-	srv := startSpotoken(t, nil, append([]string{"serve", "--db", serveDB, "--key-file", keyFile, "--addr", "127.0.0.1:0", "--no-scheduler"}, args...)...)
+	srv := startSpotoken(t, nil, append([]string{"serve", "--db", serveDB, "--key-file", keyFile, "--addr", "127.0.0.1:0", "--no-scheduler",
+		"--auth-failures", "1000000"}, args...)...)
 	cli := func(args ...string) string {
 		t.Helper()
 		out, errOut, code := runSpotoken(t, nil, "", append(args, "--db", cliDB, "--key-file", keyFile)...)
@@ -65,7 +66,10 @@ func startHard(t *testing.T, extra ...string) *hardEnv {
 	t.Helper()
 	dir := t.TempDir()
 	db := filepath.Join(dir, "spotoken.db")
-	args := append([]string{"serve", "--emulator", "--json", "--addr", "127.0.0.1:0", "--db", db}, extra...)
+	// The attacks here come from 127.0.0.1 with bad or missing keys; the
+	// failed-authentication limit (tested in package audit) would answer
+	// them 429 before the defenses under test are reached.
+	args := append([]string{"serve", "--emulator", "--json", "--addr", "127.0.0.1:0", "--db", db, "--auth-failures", "1000000"}, extra...)
 	p := startSpotoken(t, []string{"XDG_DATA_HOME=" + dir}, args...)
 	var info map[string]string
 	if err := json.Unmarshal([]byte(p.URL), &info); err != nil {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/spotoken/spotoken"
 	"github.com/spotoken/spotoken/seal"
 )
 
@@ -193,6 +194,9 @@ func keysRotateRun(ctx context.Context, ios *IOStreams, opts *keysRotateOptions)
 	n, err := store.Reseal(ctx, opts.batch)
 	if err != nil {
 		return fmt.Errorf("re-seal after %d secrets: %w", n, err)
+	}
+	if err := store.AppendAudit(ctx, adminRecord(spotoken.AuditKeysRotate, "", "", map[string]string{"resealed": fmt.Sprint(n)})); err != nil {
+		log.Warn("record the key rotation in the audit trail", "err", err)
 	}
 	fmt.Fprintf(ios.Out, "Re-sealed %d secrets under the primary key.\n", n)
 	return nil

@@ -37,8 +37,9 @@ func cliActor() admin.Actor {
 // to standard error; the record of each change is the service's (a log
 // line at info level, not shown here; an audit trail hooks in there).
 func newAdmin(ios *IOStreams, store spotoken.Store, check func(context.Context, *spotoken.App) error, now func() time.Time) (*admin.Service, error) {
-	return admin.New(admin.Config{Store: store, CheckClientSecret: check, Now: now,
-		Logger: slog.New(slog.NewTextHandler(ios.Err, &slog.HandlerOptions{Level: slog.LevelWarn}))})
+	log := slog.New(slog.NewTextHandler(ios.Err, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	return admin.New(admin.Config{Store: store, CheckClientSecret: check, Now: now, Logger: log,
+		Record: auditAdminChanges(store, log, true)})
 }
 
 // withAdmin opens the store named by o and runs fn with an admin service on it.

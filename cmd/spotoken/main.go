@@ -178,7 +178,7 @@ Shell completion: see 'spotoken completion --help'.`,
 	}
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	root.PersistentFlags().Bool("json", false, "machine-readable output: JSON on standard output, with stable snake_case field names")
-	root.AddCommand(newEmulatorCmd(ios), newKeysCmd(ios), newServeCmd(ios), newDemoCmd(ios), newAppsCmd(ios), newAPIKeysCmd(ios), newConnectionsCmd(ios),
+	root.AddCommand(newEmulatorCmd(ios), newKeysCmd(ios), newServeCmd(ios), newDemoCmd(ios), newAppsCmd(ios), newAPIKeysCmd(ios), newConnectionsCmd(ios), newAuditCmd(ios),
 		newLoginCmd(ios), newTokenCmd(ios), newStatusCmd(ios), newLogoutCmd(ios), newVersionCmd(ios), newBackupCmd(ios), newDoctorCmd(ios))
 	root.AddCommand(newAdminsCmd(ios), newWebhooksCmd(ios))
 	return root

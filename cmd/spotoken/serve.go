@@ -30,6 +30,7 @@ import (
 
 type serveOptions struct {
 	store           storeOptions
+	audit           auditOptions
 	Addr            string
 	PublicURL       string
 	AccountsURL     string
@@ -133,6 +134,7 @@ The redirect URI to register with Spotify for every app is <public-url>/callback
 	f.DurationVar(&opts.CacheTTL, "cache-ttl", 2*time.Second, "serve a token from memory this long before re-reading the store (bounds staleness across replicas)")
 	f.DurationVar(&opts.AuthCacheTTL, "auth-cache-ttl", server.DefaultAuthCacheTTL, "trust a verified API key this long (a revoked key stops working within it; negative: check every request)")
 	f.DurationVar(&opts.ShutdownTimeout, "shutdown-timeout", 30*time.Second, "on SIGINT/SIGTERM, wait this long for requests and refreshes in flight")
+	opts.audit.addFlags(f)
 	opts.admin.addFlags(f)
 	f.DurationVar(&opts.BFFIdleTimeout, "bff-idle-timeout", bff.DefaultIdleTimeout, "end a browser app's session (the backend-for-frontend's) unused this long")
 	f.DurationVar(&opts.BFFMaxAge, "bff-max-age", bff.DefaultMaxAge, "end a browser app's session this long after sign-in at the latest (sooner when its grant expires)")
@@ -185,6 +187,9 @@ func (o *serveOptions) validate() error {
 	}
 	if o.ShutdownTimeout <= 0 {
 		return usageError{errors.New("--shutdown-timeout must be positive")}
+	}
+	if err := o.audit.validate(); err != nil {
+		return err
 	}
 	if err := o.admin.validate(); err != nil {
 		return err
@@ -262,6 +267,12 @@ func serveRun(ctx context.Context, ios *IOStreams, opts *serveOptions) error {
 	// Every call the serving side makes goes under --db-timeout.
 	store := dbguard.New(raw, dbguard.Config{Timeout: opts.DBTimeout, Unavailable: postgres.IsUnavailable, Logger: log})
 
+	trail, trusted, err := opts.audit.newTrail(store, &opts.store, now, log)
+	if err != nil {
+		return err
+	}
+	auditHook, auditStats := auditor(trail)
+
 	metrics := server.NewMetrics()
 	transport := server.UpstreamTransport()
 	upstream := func(service string) *http.Client {
@@ -277,6 +288,7 @@ func serveRun(ctx context.Context, ios *IOStreams, opts *serveOptions) error {
 		Logger:      log,
 		CacheTTL:    opts.CacheTTL,
 		OutageGrace: opts.OutageGrace,
+		Observe:     observe(trail),
 	})
 	if err != nil {
 		return err
@@ -285,7 +297,8 @@ func serveRun(ctx context.Context, ios *IOStreams, opts *serveOptions) error {
 	if err != nil {
 		return err
 	}
-	adminSvc, err := adminsvc.New(adminsvc.Config{Store: store, Now: now, Logger: log, CheckClientSecret: spotify.CheckClientSecret})
+	adminSvc, err := adminsvc.New(adminsvc.Config{Store: store, Now: now, Logger: log, CheckClientSecret: spotify.CheckClientSecret,
+		Record: auditAdminChanges(store, log, trail != nil)})
 	if err != nil {
 		return err
 	}
@@ -295,6 +308,7 @@ func serveRun(ctx context.Context, ios *IOStreams, opts *serveOptions) error {
 		HTTPClient: upstream("api"), Now: now, Logger: log, Metrics: metrics, EngineStats: engine.Stats,
 		Ready: readiness(store), GrantLifetime: opts.GrantLifetime, AuthCacheTTL: opts.AuthCacheTTL,
 		ExpiryWarning: expiryWarning(opts.ExpiryWarning), LinkTTL: opts.LinkTTL,
+		Audit: auditHook, AuditStats: auditStats, TrustedProxies: trusted,
 		BodyTimeout: opts.BodyTimeout, MinBodyRate: opts.MinBodyRate, OutageGrace: opts.OutageGrace,
 		SeparateAdmin: admin.separate(), AdminURL: admin.url, MetricsToken: admin.metricsToken, NoMetrics: admin.noMetrics,
 		HSTSMaxAge: hstsMaxAge(opts.admin.HSTSMaxAge),
@@ -302,8 +316,12 @@ func serveRun(ctx context.Context, ios *IOStreams, opts *serveOptions) error {
 	if err != nil {
 		return usageError{err}
 	}
+	var auditRecords console.AuditReader // a nil *audit.Trail must stay a nil interface
+	if trail != nil {
+		auditRecords = trail
+	}
 	ops, err := console.New(console.Config{
-		Store: store, Admin: adminSvc, Actions: srv, BaseURL: admin.url, Now: now, Logger: log,
+		Store: store, Admin: adminSvc, Actions: srv, Audit: auditRecords, BaseURL: admin.url, Now: now, Logger: log,
 		Sessions: spotoken.WebSessionLimits{PerScope: opts.DashSessionsPerApp}, ExpiryWindow: opts.ExpiryWarning,
 	})
 	if err != nil {
@@ -355,6 +373,9 @@ func serveRun(ctx context.Context, ios *IOStreams, opts *serveOptions) error {
 	background("webhooks", hooks.Run)
 	background("janitor", func(ctx context.Context) error { return srv.Run(ctx, opts.JanitorInterval) })
 	background("tally", tally.Run)
+	if trail != nil {
+		background("audit", trail.Run)
+	}
 
 	hs := &http.Server{
 		// Each request waits out at most one failed database call.
