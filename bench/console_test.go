@@ -123,4 +123,3 @@ func benchConsole(b *testing.B, f *storeDB, read string) {
 	}
 	storeRecord(b, name, ns, base, "vs-10k")
 }
-
