@@ -451,12 +451,8 @@ func (h *Handler) handleDeliveries(w http.ResponseWriter, r *http.Request, s *se
 		return spotoken.Errorf(spotoken.EInvalid, "The status must be pending, failed, gave_up or delivered.")
 	}
 	filter := spotoken.EventFilter{AppID: app.ID, Status: status, Limit: pageSize + 1}
-	if c := q.Get("cursor"); c != "" {
-		n, err := strconv.ParseInt(c, 10, 64)
-		if err != nil || n <= 0 {
-			return errBadCursor
-		}
-		filter.Before = n
+	if filter.Before, err = eventCursor(q.Get("cursor")); err != nil {
+		return err
 	}
 	events, err := h.cfg.Store.Events(ctx, filter)
 	if err != nil {
@@ -498,6 +494,19 @@ func (h *Handler) handleDeliveries(w http.ResponseWriter, r *http.Request, s *se
 	p.NoEvent = len(p.Events) == 0
 	h.render(w, r, http.StatusOK, pages.deliveries, p)
 	return nil
+}
+
+// eventCursor reads a page cursor of events: the id the page starts
+// before; zero for the newest.
+func eventCursor(v string) (int64, error) {
+	if v == "" {
+		return 0, nil
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || n <= 0 {
+		return 0, errBadCursor
+	}
+	return n, nil
 }
 
 // handleRedeliver makes one event due again now.

@@ -105,12 +105,11 @@ func (h *Handler) handleConnection(w http.ResponseWriter, r *http.Request, s *se
 	}
 	q := r.URL.Query()
 	filter := spotoken.EventFilter{AppID: key.AppID, ConnectionID: key.ID, Limit: pageSize + 1}
-	if v := q.Get("before"); v != "" {
-		n, err := strconv.ParseInt(v, 10, 64)
-		if err != nil || n <= 0 || len(q["before"]) > 1 {
-			return errBadCursor
-		}
-		filter.Before = n
+	if len(q["before"]) > 1 {
+		return errBadCursor
+	}
+	if filter.Before, err = eventCursor(q.Get("before")); err != nil {
+		return err
 	}
 	events, err := h.cfg.Store.Events(ctx, filter)
 	if err != nil {
