@@ -91,8 +91,15 @@ func (h *harness) story(id string) {
 // stick out, and each is kept as a screenshot.
 func TestBrowserOperator(t *testing.T) {
 	b := newBrowser(t)
-	h := newHarness(t, harnessOptions{})
+	h := newHarness(t, harnessOptions{audit: true})
 	h.story("listener-42")
+	// A vend, for the audit trail the connection's page shows.
+	if resp, raw := h.call("POST", "/v1/connections/listener-42/token", h.apiKey, map[string]any{}, nil); resp.StatusCode != 200 {
+		t.Fatalf("vend: %d %s", resp.StatusCode, raw)
+	}
+	if err := h.trail.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
 	start := time.Now()
 	h.seed(appID, 1000)
 	h.seedLong(appID)
@@ -148,6 +155,9 @@ func TestBrowserOperator(t *testing.T) {
 	}
 	if !strings.Contains(b.text("#not-shown"), "never hands out a refresh token") {
 		t.Error("the page does not say what it cannot show")
+	}
+	if audit := b.text("#audit"); !strings.Contains(audit, "token.vend") || !strings.Contains(audit, "connection.connect") {
+		t.Errorf("the audit trail on the page lacks the vend or the connect:\n%s", audit)
 	}
 	b.checkWidths("connection")
 
