@@ -28,10 +28,12 @@ var browseGrantSQL = `SELECT ` + listCols + ` FROM connections
 
 // browseBackoffSQL lists an app's active connections in backoff by next
 // attempt, after a cursor (BrowseQuery.From), from connections_app_backoff;
-// $4 bounds the grant's expiry.
+// $4, when not infinity, bounds the grant's expiry. Without a bound, a
+// connection whose grant expiry is not known (NULL) is listed too: it is
+// backing off all the same.
 var browseBackoffSQL = `SELECT ` + listCols + ` FROM connections
 	WHERE state = 'active' AND app_id = $1 AND next_attempt_at IS NOT NULL
-		AND (next_attempt_at, id) > ($2, $3) AND grant_expires_at < $4
+		AND (next_attempt_at, id) > ($2, $3) AND ($4 = 'infinity'::timestamptz OR grant_expires_at < $4)
 	ORDER BY next_attempt_at, id LIMIT $5`
 
 // Infinite bounds of a browse: before every time, after every time.

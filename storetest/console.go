@@ -22,7 +22,7 @@ func testBrowseConnections(t *testing.T, h *harness) {
 	for _, c := range []struct {
 		app, id string
 		state   spotoken.State
-		grant   time.Duration // from now
+		grant   time.Duration // from now; zero: not known (a grant older than the column)
 		next    time.Duration // from now; zero: none
 	}{
 		{"a", "c1", spotoken.StateActive, 10 * day, 5 * time.Minute},
@@ -32,9 +32,13 @@ func testBrowseConnections(t *testing.T, h *harness) {
 		{"a", "c5", spotoken.StateActive, 100 * day, time.Minute},
 		{"a", "c6", spotoken.StateRevoked, 2 * day, 0},
 		{"b", "c1", spotoken.StateActive, day, 2 * time.Minute},
+		{"a", "c7", spotoken.StateActive, 0, 3 * time.Minute}, // backing off, grant expiry unknown
 	} {
 		h.newConn(t, c.app, c.id, func(conn *spotoken.Connection) {
-			conn.State, conn.GrantExpiresAt = c.state, now.Add(c.grant)
+			conn.State, conn.GrantExpiresAt = c.state, time.Time{}
+			if c.grant != 0 {
+				conn.GrantExpiresAt = now.Add(c.grant)
+			}
 			if c.next != 0 {
 				conn.NextAttemptAt, conn.ConsecutiveFailures, conn.LastErrorCode = now.Add(c.next), 2, "server_error"
 			}
@@ -72,12 +76,12 @@ func testBrowseConnections(t *testing.T, h *harness) {
 		{"grant page 3", spotoken.BrowseQuery{AppID: "a", Order: grant, Limit: 2,
 			After: spotoken.BrowseCursor{At: now.Add(10 * day), ID: "c1"}}, []string{"a/c5"}},
 		{"other app by grant", spotoken.BrowseQuery{AppID: "b", Order: grant}, []string{"b/c1"}},
-		{"backing off", spotoken.BrowseQuery{AppID: "a", Order: next, BackingOffAt: now}, []string{"a/c5", "a/c1"}},
-		{"backing off later", spotoken.BrowseQuery{AppID: "a", Order: next, BackingOffAt: now.Add(2 * time.Minute)}, []string{"a/c1"}},
+		{"backing off", spotoken.BrowseQuery{AppID: "a", Order: next, BackingOffAt: now}, []string{"a/c5", "a/c7", "a/c1"}},
+		{"backing off later", spotoken.BrowseQuery{AppID: "a", Order: next, BackingOffAt: now.Add(2 * time.Minute)}, []string{"a/c7", "a/c1"}},
 		{"backing off, expiring within 20 days", spotoken.BrowseQuery{AppID: "a", Order: next, BackingOffAt: now,
 			GrantExpiresBefore: now.Add(20 * day)}, []string{"a/c1"}},
 		{"backoff page 2", spotoken.BrowseQuery{AppID: "a", Order: next, BackingOffAt: now, Limit: 1,
-			After: spotoken.BrowseCursor{At: now.Add(time.Minute), ID: "c5"}}, []string{"a/c1"}},
+			After: spotoken.BrowseCursor{At: now.Add(time.Minute), ID: "c5"}}, []string{"a/c7"}},
 		{"no app has it", spotoken.BrowseQuery{AppID: "nope", Order: grant}, nil},
 	} {
 		got, err := h.store.BrowseConnections(ctx, tt.q)
@@ -111,7 +115,7 @@ func testBrowseConnections(t *testing.T, h *harness) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []spotoken.ConnectionCount{{AppID: "a", State: spotoken.StateActive, Count: 2}, {AppID: "b", State: spotoken.StateActive, Count: 1}}
+	want := []spotoken.ConnectionCount{{AppID: "a", State: spotoken.StateActive, Count: 3}, {AppID: "b", State: spotoken.StateActive, Count: 1}}
 	if d := diff(counts, want); d != "" {
 		t.Errorf("CountBackingOff (-got +want):\n%s", d)
 	}
@@ -125,7 +129,7 @@ func testBrowseConnections(t *testing.T, h *harness) {
 	if counts, err = h.store.CountBackingOff(ctx, now.Add(90*time.Second)); err != nil {
 		t.Fatal(err)
 	}
-	if d := diff(counts, []spotoken.ConnectionCount{{AppID: "b", State: spotoken.StateActive, Count: 1}}); d != "" {
+	if d := diff(counts, []spotoken.ConnectionCount{{AppID: "a", State: spotoken.StateActive, Count: 1}, {AppID: "b", State: spotoken.StateActive, Count: 1}}); d != "" {
 		t.Errorf("CountBackingOff after a/c1 refreshed, 90s on (-got +want):\n%s", d)
 	}
 }
