@@ -1,0 +1,15 @@
+-- 0015: store paths for a million connections (issue 14). Every filtered
+-- listing the API, the console and the CLI offer reads an index in the
+-- order it lists, so a page costs the same at a million rows as at ten.
+
+-- connections_state serves listings filtered by state: one app's
+-- (Connections with a state, GET /v1/connections?state=; FindConnections
+-- with an app and a state) and every app's (FindConnections by state
+-- alone, GET /v1/admin/connections?state=), in (app, id) order. Without it
+-- a rare state was found by reading every row of the app.
+CREATE INDEX connections_state ON connections (state, app_id, id);
+
+-- audit_app serves one app's records by time (GET /v1/audit, `audit list
+-- --app`); audit_connection (app, connection, time) would have to sort
+-- every record of the app first.
+CREATE INDEX audit_app ON audit_records (app_id, at, id);
