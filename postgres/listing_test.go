@@ -12,6 +12,7 @@ import (
 	"github.com/spotoken/spotoken"
 	"github.com/spotoken/spotoken/internal/pgtest"
 	"github.com/spotoken/spotoken/postgres"
+	"github.com/spotoken/spotoken/storetest"
 )
 
 // TestListingUsesIndexes: every filtered listing the API, the console and
@@ -119,5 +120,39 @@ func TestListingUsesIndexes(t *testing.T) {
 		if strings.Contains(plan, "Seq Scan") || strings.Contains(plan, "Sort") || !uses {
 			t.Errorf("%s does not read %s in order:\n%s", q.name, q.index, plan)
 		}
+	}
+}
+
+// TestListTimeout: a listing past Config.ListTimeout fails with
+// EQueryTimeout; other reads are not bounded by it (storetest.CheckListTimeout).
+func TestListTimeout(t *testing.T) {
+	dsn := pgtest.FreshSchema(t, pgtest.DSN(t), "listtimeout")
+	openStore(t, dsn, testKeys(t), nil) // migrated
+	db, err := postgres.Open(context.Background(), postgres.Config{DSN: dsn, Keys: testKeys(t), ListTimeout: time.Nanosecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	storetest.CheckListTimeout(t, db)
+}
+
+// TestStatementCacheRequired: the store refuses a DSN that turns pgx's
+// statement cache off, which would parse and plan every query again.
+func TestStatementCacheRequired(t *testing.T) {
+	dsn := pgtest.FreshSchema(t, pgtest.DSN(t), "stmtcache")
+	opt := " default_query_exec_mode=exec" // keyword/value form
+	if strings.Contains(dsn, "://") {
+		opt = "?default_query_exec_mode=exec"
+		if strings.Contains(dsn, "?") {
+			opt = "&default_query_exec_mode=exec"
+		}
+	}
+	db, err := postgres.Open(context.Background(), postgres.Config{DSN: dsn + opt, Keys: testKeys(t)})
+	if err == nil {
+		db.Close()
+		t.Fatal("Open accepted default_query_exec_mode=exec")
+	}
+	if !strings.Contains(err.Error(), "cache_statement") {
+		t.Errorf("Open: %v; want it to name cache_statement", err)
 	}
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/spotoken/spotoken"
 	"github.com/spotoken/spotoken/sqlite"
+	"github.com/spotoken/spotoken/storetest"
 )
 
 // TestListingQueryPlans: every filtered listing the API, the console and
@@ -128,4 +129,27 @@ func TestListingQueryPlans(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestListTimeout: a listing that runs past Config.ListTimeout fails with
+// EQueryTimeout (here a deadline of a nanosecond, always past), while reads
+// that are not listings are not bounded by it; a caller that gave up is
+// told its own context's error, not a timeout.
+func TestListTimeout(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "db")
+	db := openDB(t, path)
+	if err := db.CreateApp(ctx, &spotoken.App{ID: "a", ClientID: "cid"}); err != nil {
+		t.Fatal(err)
+	}
+	c := &spotoken.Connection{AppID: "a", ID: "c1", State: spotoken.StateActive, Token: spotoken.Token{AccessToken: "at", RefreshToken: "rt"}}
+	if err := db.CreateConnection(ctx, c); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	slow, err := sqlite.Open(ctx, sqlite.Config{Path: path, Keys: testRing(t), ListTimeout: time.Nanosecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer slow.Close()
+	storetest.CheckListTimeout(t, slow)
 }
