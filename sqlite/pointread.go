@@ -57,10 +57,11 @@ func openPointReader(path string, n int, cacheSize, mmapSize int64) (p *pointRea
 	}()
 	for range n {
 		r := &rawReader{tls: libc.NewTLS()}
-		p.all = append(p.all, r)
 		if err := r.open(path, cacheSize, mmapSize); err != nil {
+			r.close()
 			return nil, err
 		}
+		p.all = append(p.all, r)
 		p.idle <- r
 	}
 	return p, nil
@@ -126,24 +127,31 @@ func (r *rawReader) errorf(op string, rc int32) error {
 	return fmt.Errorf("sqlite: %s: %s (%d)", op, msg, rc)
 }
 
+// close closes the connections, waiting for the reads in flight.
 func (p *pointReader) close() error {
 	var errs []error
-	for _, r := range p.all {
-		if r.stmt != 0 {
-			sqlite3.Xsqlite3_finalize(r.tls, r.stmt)
-		}
-		if r.db != 0 {
-			if rc := sqlite3.Xsqlite3_close_v2(r.tls, r.db); rc != sqlite3.SQLITE_OK {
-				errs = append(errs, r.errorf("close", rc))
-			}
-		}
-		if r.key != 0 {
-			libc.Xfree(r.tls, r.key)
-		}
-		r.tls.Close()
+	for range p.all {
+		errs = append(errs, (<-p.idle).close())
 	}
 	p.all = nil
 	return errors.Join(errs...)
+}
+
+func (r *rawReader) close() error {
+	var err error
+	if r.stmt != 0 {
+		sqlite3.Xsqlite3_finalize(r.tls, r.stmt)
+	}
+	if r.db != 0 {
+		if rc := sqlite3.Xsqlite3_close_v2(r.tls, r.db); rc != sqlite3.SQLITE_OK {
+			err = r.errorf("close", rc)
+		}
+	}
+	if r.key != 0 {
+		libc.Xfree(r.tls, r.key)
+	}
+	r.tls.Close()
+	return err
 }
 
 // read reads the connection with key and its ciphertexts; sql.ErrNoRows'
