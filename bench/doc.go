@@ -73,6 +73,7 @@
 //     SQLite, the client's side only for PostgreSQL); op=update also
 //     reports vs-raw, its ns/op ÷ op=raw's, and vs-raw-cpu, the same for
 //     cpu-ns/op.
+//
 //   - BenchmarkStoreDue/store=S/limit=L/rows=R: Due(now+5m, L), what the
 //     scheduler calls, one call at a time, at L = 500 and 1, on the table of
 //     SPOTOKEN_BENCH_CONNECTIONS rows and on a baseline table of 10,000 rows
