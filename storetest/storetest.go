@@ -106,6 +106,7 @@ func Run(t *testing.T, newBackend func(t *testing.T) Backend) {
 		{"AppTampering", testAppTampering},
 		{"AuditRecords", testAuditRecords},
 		{"AuditInTransaction", testAuditInTransaction},
+		{"AuditFailClosed", testAuditFailClosed},
 		{"AuditRetention", testAuditRetention},
 		{"AuditMarks", testAuditMarks},
 		{"WebSessions", testWebSessions},

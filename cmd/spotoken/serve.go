@@ -298,7 +298,7 @@ func serveRun(ctx context.Context, ios *IOStreams, opts *serveOptions) error {
 		return err
 	}
 	adminSvc, err := adminsvc.New(adminsvc.Config{Store: store, Now: now, Logger: log, CheckClientSecret: spotify.CheckClientSecret,
-		Record: auditAdminChanges(store, log, trail != nil)})
+		Audit: trail != nil, Record: auditAdminChanges(store, log, trail != nil)})
 	if err != nil {
 		return err
 	}
