@@ -69,7 +69,7 @@ func noteUpstream(r *http.Request, outcome string) {
 
 // auditActor is the record of who sends r: its API key, from its address.
 func (s *Server) auditActor(r *http.Request, key *spotoken.APIKey, ip netip.Addr) spotoken.AuditRecord {
-	rec := spotoken.AuditRecord{ActorType: spotoken.ActorAnonymous, UserAgent: userAgent(r), RequestID: requestID(r)}
+	rec := spotoken.AuditRecord{ActorType: spotoken.ActorAnonymous, UserAgent: AuditUserAgent(r), RequestID: requestID(r)}
 	if ip.IsValid() {
 		rec.ClientIP = ip.String()
 	}
@@ -79,10 +79,10 @@ func (s *Server) auditActor(r *http.Request, key *spotoken.APIKey, ip netip.Addr
 	return rec
 }
 
-// userAgent is r's User-Agent as the trail keeps it: at most 256 bytes,
-// printable ASCII, and with anything shaped like an API key cut out (a
-// client may put anything there).
-func userAgent(r *http.Request) string {
+// AuditUserAgent is r's User-Agent as the audit trail keeps it: at most
+// 256 bytes, printable ASCII, and with anything shaped like an API key cut
+// out (a client may put anything there).
+func AuditUserAgent(r *http.Request) string {
 	ua := r.UserAgent()
 	if len(ua) > 256 {
 		ua = ua[:256]
