@@ -253,6 +253,32 @@ func testAuditInTransaction(t *testing.T, h *harness) {
 	}
 }
 
+// testAuditBatchAtomic: a batch with a record the store refuses (no
+// action) stores none of its records, across the store's chunks, and the
+// store goes on working.
+func testAuditBatchAtomic(t *testing.T, h *harness) {
+	t0 := h.clock.Now()
+	var batch []spotoken.AuditRecord
+	for i := range 450 {
+		batch = append(batch, auditRecord(t0.Add(time.Duration(i)*time.Millisecond), "atomic", "c", i))
+	}
+	batch[420].Action = ""
+	if err := h.store.AppendAudit(ctx, batch...); err == nil {
+		t.Fatal("a batch with a record without action was stored")
+	}
+	if recs, err := h.store.AuditRecords(ctx, spotoken.AuditFilter{AppID: "atomic", Limit: 1000}); err != nil || len(recs) != 0 {
+		t.Fatalf("after the refused batch: %d records, %v; want none", len(recs), err)
+	}
+	batch[420].Action = spotoken.AuditTokenVend
+	if err := h.store.AppendAudit(ctx, batch...); err != nil {
+		t.Fatal(err)
+	}
+	h.newApp(t, "atomic-after")
+	if recs, err := h.store.AuditRecords(ctx, spotoken.AuditFilter{AppID: "atomic", Limit: 1000}); err != nil || len(recs) != 450 {
+		t.Fatalf("after the batch again: %d records, %v; want 450", len(recs), err)
+	}
+}
+
 // newEvent appends an event of app and returns it as stored.
 func (h *harness) newEvent(t *testing.T, app string) *spotoken.Event {
 	t.Helper()

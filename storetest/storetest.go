@@ -107,6 +107,7 @@ func Run(t *testing.T, newBackend func(t *testing.T) Backend) {
 		{"AuditRecords", testAuditRecords},
 		{"AuditInTransaction", testAuditInTransaction},
 		{"AuditFailClosed", testAuditFailClosed},
+		{"AuditBatchAtomic", testAuditBatchAtomic},
 		{"AuditRetention", testAuditRetention},
 		{"AuditMarks", testAuditMarks},
 		{"WebSessions", testWebSessions},
