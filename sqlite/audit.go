@@ -132,11 +132,27 @@ const auditColumnsPerRow = 18
 // driver connection dc. On an error it rolls back; if even that fails, it
 // answers driver.ErrBadConn too, so that database/sql discards the
 // connection rather than hand out one left inside a transaction.
+//
+// The batch commits with synchronous=NORMAL: it does not wait for the disk
+// (in WAL mode the commit is safe from a crash of the process, not from a
+// power failure or an operating-system crash until the next commit that
+// waits, which any other write does). The batch is already at risk in
+// memory for a flush interval (fail open); every other write keeps
+// synchronous=FULL, which is put back before the connection is handed on
+// (or it is discarded).
 func appendAuditRaw(ctx context.Context, dc any, now time.Time, records []spotoken.AuditRecord) (err error) {
 	c, ok := dc.(rawConn)
 	if !ok {
 		return fmt.Errorf("the driver's connection (%T) cannot run statements", dc)
 	}
+	if _, err := c.ExecContext(ctx, "PRAGMA synchronous = NORMAL", nil); err != nil {
+		return errors.Join(fmt.Errorf("synchronous: %w", err), driver.ErrBadConn)
+	}
+	defer func() {
+		if _, serr := c.ExecContext(context.WithoutCancel(ctx), "PRAGMA synchronous = FULL", nil); serr != nil {
+			err = errors.Join(err, fmt.Errorf("synchronous: %w", serr), driver.ErrBadConn)
+		}
+	}()
 	if _, err := c.ExecContext(ctx, "BEGIN IMMEDIATE", nil); err != nil {
 		return fmt.Errorf("begin: %w", err)
 	}

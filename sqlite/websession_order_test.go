@@ -77,3 +77,31 @@ func TestWebSessionStampedWhenStored(t *testing.T) {
 		t.Errorf("stored session created %v, ends %v; want %v and an hour later", got.CreatedAt, got.EndsAt(), stored)
 	}
 }
+
+// TestAuditBatchKeepsWritesDurable: the trail's batches commit without
+// waiting for the disk, and every other write still waits: the writer
+// connection is back to synchronous=FULL after a batch, stored or refused.
+func TestAuditBatchKeepsWritesDurable(t *testing.T) {
+	keys, _ := seal.NewKeyRing([]seal.Key{{Version: 1, Material: [32]byte{7}}}, 1)
+	store, err := sqlite.Open(ctx, sqlite.Config{Path: filepath.Join(t.TempDir(), "db"), Keys: keys})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	check := func(when string) {
+		t.Helper()
+		if n, err := store.WriterSynchronous(); err != nil || n != 2 {
+			t.Fatalf("%s: the writer's synchronous is %d (%v), want 2 (FULL)", when, n, err)
+		}
+	}
+	check("when opened")
+	rec := spotoken.AuditRecord{Action: spotoken.AuditTokenVend, AppID: "a", ConnectionID: "c"}
+	if err := store.AppendAudit(ctx, rec, rec); err != nil {
+		t.Fatal(err)
+	}
+	check("after a batch")
+	if err := store.AppendAudit(ctx, rec, spotoken.AuditRecord{AppID: "a"}); err == nil {
+		t.Fatal("a record without action was stored")
+	}
+	check("after a refused batch")
+}
