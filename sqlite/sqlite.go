@@ -38,13 +38,12 @@
 //     the last connection closes.
 //   - busy_timeout=10s: how long to wait for another process's write lock.
 //   - cache_size: each connection's page cache (Config.CacheSize, default
-//     16 MiB). SQLite's default of 2 MB holds the inner pages of the
-//     tables and indexes of a few thousand connections; a lookup among a
-//     million reads several more pages from the file (system calls, copies)
-//     for want of room. The cache fills only as pages are read and is the
-//     process's own memory: up to CacheSize per connection, one writer,
-//     the readers and the point readers (4 or more of each), so 144 MiB at
-//     most with the default on a machine of up to 4 CPUs.
+//     2 MiB, about SQLite's own). The cache fills as pages are read or
+//     written and is the process's own memory: up to CacheSize per
+//     connection, one writer, the readers and the point readers (4 or more
+//     of each). 16 MiB held more of a million connections' pages but
+//     showed no gain a vend could measure, and cost 116 MB more RSS
+//     (docs/BENCHMARKS.md), so the default stays small.
 //   - mmap_size: how much of the file is read through a memory map instead
 //     of read system calls (Config.MmapSize, default 0: none). Mapped pages
 //     are the kernel's page cache, shared by every connection and process
@@ -119,8 +118,8 @@ type Config struct {
 }
 
 // DefaultCacheSize is each connection's page cache when Config.CacheSize
-// is zero: 16 MiB.
-const DefaultCacheSize = 16 << 20
+// is zero: 2 MiB.
+const DefaultCacheSize = 2 << 20
 
 // DB is spotoken's store on one SQLite database file. It implements
 // spotoken.Store and is safe for concurrent use by many goroutines, and by
