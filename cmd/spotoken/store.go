@@ -39,7 +39,7 @@ type storeOptions struct {
 // addTuningFlags registers the flags that size the store for a large
 // database: the long-running serve's, not every command's.
 func (o *storeOptions) addTuningFlags(f *pflag.FlagSet) {
-	f.Int64Var(&o.SQLiteCacheMiB, "sqlite-cache-mib", sqlite.DefaultCacheSize>>20, "SQLite: page cache of each database connection, in MiB (the process's memory, up to this times 5 or more connections)")
+	f.Int64Var(&o.SQLiteCacheMiB, "sqlite-cache-mib", sqlite.DefaultCacheSize>>20, "SQLite: page cache of each database connection, in MiB (the process's memory, up to this times the connections: 9 or more)")
 	f.Int64Var(&o.SQLiteMmapMiB, "sqlite-mmap-mib", 0, "SQLite: read up to this many MiB of the database file through a memory map (shared page cache; counts in RSS as it is read; 0: none)")
 	f.DurationVar(&o.ListTimeout, "list-timeout", listing.DefaultTimeout, "deadline of each listing query (connections, events, audit records); past it the API answers 503 query_timeout")
 }
