@@ -10,7 +10,9 @@
 // other processes wait on SQLite's write lock (busy_timeout) instead of
 // failing with SQLITE_BUSY halfway through a transaction. Reads go through a
 // separate pool of query_only connections; in WAL mode they read a committed
-// snapshot and never block the writer, nor it them.
+// snapshot and never block the writer, nor it them. Connection, the read of
+// every vend the refresh engine's memory does not answer, has query_only
+// connections of its own, used through SQLite's C API (see pointReader).
 //
 // # Pragmas
 //
@@ -35,6 +37,19 @@
 //     log at the next automatic checkpoint, and every copy leaves it when
 //     the last connection closes.
 //   - busy_timeout=10s: how long to wait for another process's write lock.
+//   - cache_size: each connection's page cache (Config.CacheSize, default
+//     2 MiB, about SQLite's own). The cache fills as pages are read or
+//     written and is the process's own memory: up to CacheSize per
+//     connection, one writer, the readers and the point readers (4 or more
+//     of each). 16 MiB held more of a million connections' pages but
+//     showed no gain a vend could measure, and cost 116 MB more RSS
+//     (docs/BENCHMARKS.md), so the default stays small.
+//   - mmap_size: how much of the file is read through a memory map instead
+//     of read system calls (Config.MmapSize, default 0: none). Mapped pages
+//     are the kernel's page cache, shared by every connection and process
+//     and reclaimable, but they count in the process's RSS as they are
+//     touched, up to the smaller of the file and MmapSize, and each
+//     connection maps the file on its own; see docs/storage.md.
 //
 // # Schema
 //
@@ -69,6 +84,7 @@ import (
 	sqlite3 "modernc.org/sqlite/lib"
 
 	"github.com/spotoken/spotoken"
+	"github.com/spotoken/spotoken/internal/listing"
 	"github.com/spotoken/spotoken/internal/rowseal"
 	"github.com/spotoken/spotoken/seal"
 )
@@ -88,7 +104,22 @@ type Config struct {
 	// Now is the store's clock (CreatedAt, UpdatedAt, lease and backoff
 	// checks); nil means time.Now.
 	Now func() time.Time
+	// CacheSize is each connection's page cache in bytes (PRAGMA
+	// cache_size); zero means DefaultCacheSize. See the package
+	// documentation for what it costs.
+	CacheSize int64
+	// MmapSize is how many bytes of the file are read through a memory
+	// map (PRAGMA mmap_size); zero means none, the default.
+	MmapSize int64
+	// ListTimeout bounds each listing (Connections, FindConnections,
+	// BrowseConnections, Events, AuditRecords); past it the listing fails
+	// with spotoken.EQueryTimeout. Zero means listing.DefaultTimeout (2s).
+	ListTimeout time.Duration
 }
+
+// DefaultCacheSize is each connection's page cache when Config.CacheSize
+// is zero: 2 MiB.
+const DefaultCacheSize = 2 << 20
 
 // DB is spotoken's store on one SQLite database file. It implements
 // spotoken.Store and is safe for concurrent use by many goroutines, and by
@@ -101,6 +132,12 @@ type DB struct {
 	// auditInsert is fullAuditInsert prepared on w's one connection, so a
 	// write transaction reuses it.
 	auditInsert *sql.Stmt
+	// stmts are the hot statements, prepared once (see prepare).
+	stmts statements
+	// point reads one connection by key (Connection) on connections of
+	// its own, outside database/sql.
+	point       *pointReader
+	listTimeout time.Duration
 }
 
 // busyTimeout is how long, in milliseconds, a connection waits for another
@@ -123,15 +160,27 @@ func Open(ctx context.Context, cfg Config) (*DB, error) {
 	} else if !errors.Is(err, fs.ErrExist) {
 		return nil, fmt.Errorf("sqlite: create %s: %w", cfg.Path, err)
 	}
-	db := &DB{codec: rowseal.New(cfg.Keys), clock: cfg.Now}
+	if cfg.CacheSize < 0 || cfg.MmapSize < 0 || cfg.ListTimeout < 0 {
+		return nil, errors.New("sqlite: open: negative cache size, mmap size or list timeout")
+	}
+	db := &DB{codec: rowseal.New(cfg.Keys), clock: cfg.Now, listTimeout: cfg.ListTimeout}
 	if db.clock == nil {
 		db.clock = time.Now
+	}
+	if db.listTimeout == 0 {
+		db.listTimeout = listing.DefaultTimeout
+	}
+	cacheSize := cfg.CacheSize
+	if cacheSize == 0 {
+		cacheSize = DefaultCacheSize
 	}
 
 	// SQLite decodes a file: URI's path, so escape it (a '?' or '%' in a
 	// file name must not start the query or an escape).
 	name := "file:" + (&url.URL{Path: cfg.Path}).EscapedPath()
-	common := "?_pragma=busy_timeout(" + strconv.Itoa(busyTimeout) + ")&_pragma=foreign_keys(1)&_pragma=secure_delete(1)"
+	// A negative cache_size is in KiB.
+	common := "?_pragma=busy_timeout(" + strconv.Itoa(busyTimeout) + ")&_pragma=foreign_keys(1)&_pragma=secure_delete(1)" +
+		"&_pragma=cache_size(-" + strconv.FormatInt(max(1, cacheSize>>10), 10) + ")&_pragma=mmap_size(" + strconv.FormatInt(cfg.MmapSize, 10) + ")"
 	var err error
 	if db.w, err = sql.Open("sqlite", name+common+"&_pragma=synchronous(FULL)&_txlock=immediate"); err != nil {
 		return nil, fmt.Errorf("sqlite: open: %w", err)
@@ -168,6 +217,14 @@ func Open(ctx context.Context, cfg Config) (*DB, error) {
 		db.Close()
 		return nil, fmt.Errorf("sqlite: open %s: %w", cfg.Path, err)
 	}
+	if err := db.prepare(ctx); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("sqlite: open %s: prepare: %w", cfg.Path, err)
+	}
+	if db.point, err = openPointReader(cfg.Path, n, cacheSize, cfg.MmapSize); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("sqlite: open %s: %w", cfg.Path, err)
+	}
 	return db, nil
 }
 
@@ -177,6 +234,10 @@ func (db *DB) Close() error {
 	var errs []error
 	if db.auditInsert != nil {
 		errs = append(errs, db.auditInsert.Close())
+	}
+	errs = append(errs, db.stmts.close())
+	if db.point != nil {
+		errs = append(errs, db.point.close())
 	}
 	if db.r != nil {
 		errs = append(errs, db.r.Close())
