@@ -111,6 +111,9 @@ type ConnectionStore interface {
 	// order (soonest expiry, then app and id). It reads an index, not the
 	// whole table, starting at the cursor, and opens no token.
 	DueUsed(ctx context.Context, q DueQuery) ([]DueConnection, error)
+	// CountDue counts what DueUsed(q) would return without q.Limit (and
+	// without q.After when its Expiry is zero), from the same index.
+	CountDue(ctx context.Context, q DueQuery) (int, error)
 	// MarkUsed records that callers used connections: each one's last use
 	// becomes the later of the stored one and its At. Connections that do
 	// not exist (deleted meanwhile) are skipped. It changes neither Version

@@ -372,12 +372,30 @@ func (db *DB) DueUsed(ctx context.Context, q spotoken.DueQuery) ([]spotoken.DueC
 	if q.Limit <= 0 {
 		return nil, nil
 	}
+	return db.queryDue(ctx, "due connections", dueUsedSQL, append(db.dueArgs(q), q.Limit)...)
+}
+
+// dueArgs are the arguments of dueUsedSQL and countDueSQL but the limit.
+func (db *DB) dueArgs(q spotoken.DueQuery) []any {
 	after := pgtype.Timestamptz{InfinityModifier: pgtype.NegativeInfinity, Valid: true}
 	if !q.After.Expiry.IsZero() {
 		after = tstz(q.After.Expiry)
 	}
-	return db.queryDue(ctx, "due connections", dueUsedSQL, after, q.After.Key.AppID, q.After.Key.ID, tstz(q.Before), db.now(),
-		tstz(q.UsedSince), q.Limit)
+	return []any{after, q.After.Key.AppID, q.After.Key.ID, tstz(q.Before), db.now(), tstz(q.UsedSince)}
+}
+
+// countDueSQL counts what dueUsedSQL selects, from the same index.
+const countDueSQL = `SELECT count(*) FROM connections
+	WHERE state = 'active' AND (access_expires_at, app_id, id) > ($1, $2, $3) AND access_expires_at < $4
+		AND (next_attempt_at IS NULL OR next_attempt_at <= $5) AND ($6::timestamptz IS NULL OR last_used_at >= $6)`
+
+// CountDue counts what DueUsed(q) would return without q.Limit.
+func (db *DB) CountDue(ctx context.Context, q spotoken.DueQuery) (int, error) {
+	var n int
+	if err := db.pool.QueryRow(ctx, countDueSQL, db.dueArgs(q)...).Scan(&n); err != nil {
+		return 0, fmt.Errorf("count due: %w", err)
+	}
+	return n, nil
 }
 
 // MarkUsed records callers' uses of connections in one statement:

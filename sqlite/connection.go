@@ -272,20 +272,55 @@ func (db *DB) DueUsed(ctx context.Context, q spotoken.DueQuery) ([]spotoken.DueC
 	if q.Limit <= 0 {
 		return nil, nil
 	}
-	after := int64(math.MinInt64)
-	if !q.After.Expiry.IsZero() {
-		after = q.After.Expiry.UnixMicro()
-	}
-	args := []any{after, q.After.Key.AppID, q.After.Key.ID, q.Before.UnixMicro(), db.now().UnixMicro()}
+	args, used := db.dueArgs(q)
 	query := dueAnyQuery
-	if !q.UsedSince.IsZero() {
+	if used {
 		query = dueUsedQuery
-		args = append(args, q.UsedSince.UnixMicro())
 	}
 	return queryAll(ctx, db.r, "due", func(r *sql.Rows) (d spotoken.DueConnection, err error) {
 		err = r.Scan(&d.Key.AppID, &d.Key.ID, timeCol{&d.Expiry}, &d.Version)
 		return d, err
 	}, query, append(args, q.Limit)...)
+}
+
+// countDueUsedQuery and countDueAnyQuery count what dueUsedQuery and
+// dueAnyQuery select, from the same index.
+const (
+	countDueUsedQuery = `SELECT count(*) FROM connections INDEXED BY connections_due
+	WHERE state = 'active' AND (access_expires_at, app_id, id) > (?1, ?2, ?3) AND access_expires_at < ?4
+		AND (next_attempt_at IS NULL OR next_attempt_at <= ?5) AND last_used_at >= ?6`
+	countDueAnyQuery = `SELECT count(*) FROM connections INDEXED BY connections_due
+	WHERE state = 'active' AND (access_expires_at, app_id, id) > (?1, ?2, ?3) AND access_expires_at < ?4
+		AND (next_attempt_at IS NULL OR next_attempt_at <= ?5)`
+)
+
+// CountDue counts what DueUsed(q) would return without q.Limit, reading the
+// connections_due index alone.
+func (db *DB) CountDue(ctx context.Context, q spotoken.DueQuery) (int, error) {
+	args, used := db.dueArgs(q)
+	query := countDueAnyQuery
+	if used {
+		query = countDueUsedQuery
+	}
+	var n int
+	if err := db.r.QueryRowContext(ctx, query, args...).Scan(&n); err != nil {
+		return 0, fmt.Errorf("count due: %w", err)
+	}
+	return n, nil
+}
+
+// dueArgs are the arguments of the due queries but the limit; used tells
+// the query with last_used_at.
+func (db *DB) dueArgs(q spotoken.DueQuery) (args []any, used bool) {
+	after := int64(math.MinInt64)
+	if !q.After.Expiry.IsZero() {
+		after = q.After.Expiry.UnixMicro()
+	}
+	args = []any{after, q.After.Key.AppID, q.After.Key.ID, q.Before.UnixMicro(), db.now().UnixMicro()}
+	if !q.UsedSince.IsZero() {
+		args = append(args, q.UsedSince.UnixMicro())
+	}
+	return args, !q.UsedSince.IsZero()
 }
 
 // markUsedBatch is how many uses one statement of MarkUsed records.

@@ -1279,6 +1279,14 @@ func testDueUsed(t *testing.T, h *harness) {
 				t.Errorf("DueUsed entry %+v", d)
 			}
 		}
+		// CountDue counts what DueUsed returns without a limit.
+		if n, err := h.store.CountDue(ctx, q); err != nil {
+			t.Fatalf("CountDue(%+v): %v", q, err)
+		} else if len(ds) < q.Limit && n != len(ds) {
+			t.Errorf("CountDue(%+v) = %d, DueUsed returned %d", q, n, len(ds))
+		} else if len(ds) == q.Limit && n <= len(ds) && q.Limit == 1 {
+			t.Errorf("CountDue(%+v) = %d, want more than the limit %d", q, n, q.Limit)
+		}
 		return out
 	}
 	window := now.Add(-time.Hour)

@@ -330,3 +330,8 @@ func (g *Guard) DueUsed(ctx context.Context, q spotoken.DueQuery) ([]spotoken.Du
 func (g *Guard) MarkUsed(ctx context.Context, uses []spotoken.ConnectionUse) error {
 	return g.do(ctx, func(ctx context.Context) error { return g.store.MarkUsed(ctx, uses) })
 }
+
+// CountDue calls the store's CountDue under the deadline.
+func (g *Guard) CountDue(ctx context.Context, q spotoken.DueQuery) (int, error) {
+	return call(ctx, g, func(ctx context.Context) (int, error) { return g.store.CountDue(ctx, q) })
+}
