@@ -374,8 +374,8 @@ func (e *Engine) Token(ctx context.Context, key spotoken.ConnectionKey, minTTL t
 			return mem.AccessToken, nil
 		}
 	}
-	e.used(key, h, now)
 	at, err := e.fly(ctx, key, request{minTTL: minTTL})
+	e.usedUnless(key, h, now, err)
 	if err != nil && mem != nil && errors.Is(err, spotoken.ErrStoreUnavailable) {
 		// The database is away: a token still valid in memory is served
 		// for up to OutageGrace past its CacheTTL (bounded staleness: a
@@ -391,8 +391,10 @@ func (e *Engine) Token(ctx context.Context, key spotoken.ConnectionKey, minTTL t
 // Refresh refreshes key's token now, whatever its expiry, and returns the
 // new one. Concurrent calls share one refresh.
 func (e *Engine) Refresh(ctx context.Context, key spotoken.ConnectionKey) (AccessToken, error) {
-	e.used(key, e.cache.hash(key), e.cfg.Now())
-	return e.fly(ctx, key, request{force: true})
+	now := e.cfg.Now()
+	at, err := e.fly(ctx, key, request{force: true})
+	e.usedUnless(key, e.cache.hash(key), now, err)
+	return at, err
 }
 
 // Invalidate tells the engine that Spotify rejected token for key (a 401
@@ -404,8 +406,10 @@ func (e *Engine) Invalidate(ctx context.Context, key spotoken.ConnectionKey, tok
 	if c := e.cache.get(key, h); c != nil && c.Token == token {
 		e.cache.remove(key, h, c)
 	}
-	e.used(key, h, e.cfg.Now())
-	return e.fly(ctx, key, request{rejected: token})
+	now := e.cfg.Now()
+	at, err := e.fly(ctx, key, request{rejected: token})
+	e.usedUnless(key, h, now, err)
+	return at, err
 }
 
 // Drain waits until no refresh is in flight, or ctx is done. Call it when

@@ -3,6 +3,7 @@ package refresh
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"sync"
@@ -62,6 +63,14 @@ func (e *Engine) used(key spotoken.ConnectionKey, h uint64, now time.Time) {
 		return
 	}
 	e.uses.note(key, n)
+}
+
+// usedUnless records a caller's use of key at now, unless err says there
+// is no such connection: made-up ids leave nothing behind.
+func (e *Engine) usedUnless(key spotoken.ConnectionKey, h uint64, now time.Time, err error) {
+	if !errors.Is(err, spotoken.ErrNotFound) {
+		e.used(key, h, now)
+	}
 }
 
 // usedEntry records a use of c's key at n (unix nanoseconds) unless one was
