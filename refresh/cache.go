@@ -13,14 +13,14 @@ import (
 // DefaultCacheSize is how many connections' tokens an engine keeps in
 // memory unless Config.CacheSize says otherwise. An entry costs about
 // CacheEntryBytes of heap with Spotify-sized tokens (see
-// TestCacheEntryBytes): 50,000 entries are about 30 MB, however many
+// TestCacheEntryBytes): 50,000 entries are about 37 MB, however many
 // distinct connections are vended.
 const DefaultCacheSize = 50_000
 
 // CacheEntryBytes is the approximate heap one cache entry holds with a
 // Spotify-sized access token (about 300 bytes) and a few scopes; it is
 // measured by TestCacheEntryBytes.
-const CacheEntryBytes = 600
+const CacheEntryBytes = 750
 
 // cacheShards is how many independently locked parts the cache has; a
 // power of two, so that a shard is the top bits of the key's hash.

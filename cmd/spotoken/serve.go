@@ -134,7 +134,7 @@ The redirect URI to register with Spotify for every app is <public-url>/callback
 	f.DurationVar(&opts.ActiveWindow, "refresh-active-window", refresh.DefaultActiveWindow, "refresh ahead of expiry only connections whose token a caller asked for within this window; the others are refreshed when asked for (0: every connection)")
 	f.Float64Var(&opts.UpstreamRate, "upstream-rate", refresh.DefaultUpstreamRate, "most token requests per second to Spotify from this replica; halves on a 429 and climbs back, and callers' refreshes come before the scheduler's")
 	f.IntVar(&opts.RefreshWorkers, "refresh-concurrency", 16, "most scheduled refreshes in flight at once")
-	f.IntVar(&opts.CacheSize, "cache-size", refresh.DefaultCacheSize, "most connections' tokens kept in memory (about 600 bytes each); past it the least recently used are dropped and re-read from the database")
+	f.IntVar(&opts.CacheSize, "cache-size", refresh.DefaultCacheSize, "most connections' tokens kept in memory (about 750 bytes each); past it the least recently used are dropped and re-read from the database")
 	f.DurationVar(&opts.GrantLifetime, "grant-lifetime", server.DefaultGrantLifetime, "how long Spotify keeps a grant valid after consent (six months)")
 	f.DurationVar(&opts.ExpiryWarning, "expiry-warning", server.DefaultExpiryWarning, "send connection.expiring this long before a grant expires (0: never)")
 	f.DurationVar(&opts.LinkTTL, "link-ttl", server.DefaultLinkTTL, "how long the connect link in a connection.expiring or needs_reauth webhook stays valid")
