@@ -279,6 +279,27 @@ type DueConnection struct {
 	Version int64
 }
 
+// ConnectionUse says that a caller asked for a connection's token at At
+// (see ConnectionStore.MarkUsed).
+type ConnectionUse struct {
+	Key ConnectionKey
+	At  time.Time
+}
+
+// DueQuery selects connections for ConnectionStore.DueUsed.
+type DueQuery struct {
+	// Before: only connections whose access token expires before it.
+	Before time.Time
+	// UsedSince: only connections last used at or after it (MarkUsed, or
+	// their creation); zero selects every connection, used or not.
+	UsedSince time.Time
+	// After is a cursor in Due's order (expiry, then key): only connections
+	// after it. A zero After.Expiry starts at the beginning.
+	After DueConnection
+	// Limit caps the result; nothing if it is not positive.
+	Limit int
+}
+
 // EventType names an event.
 type EventType string
 

@@ -105,6 +105,22 @@ type ConnectionStore interface {
 	// whole table, and opens no token.
 	Due(ctx context.Context, before time.Time, limit int) ([]DueConnection, error)
 
+	// DueUsed is Due for the scheduler: up to q.Limit active connections
+	// not in backoff whose access token expires before q.Before, used at
+	// or after q.UsedSince, strictly after the cursor q.After, in Due's
+	// order (soonest expiry, then app and id). It reads an index, not the
+	// whole table, starting at the cursor, and opens no token.
+	DueUsed(ctx context.Context, q DueQuery) ([]DueConnection, error)
+	// CountDue counts what DueUsed(q) would return without q.Limit (and
+	// without q.After when its Expiry is zero), from the same index.
+	CountDue(ctx context.Context, q DueQuery) (int, error)
+	// MarkUsed records that callers used connections: each one's last use
+	// becomes the later of the stored one and its At. Connections that do
+	// not exist (deleted meanwhile) are skipped. It changes neither Version
+	// nor UpdatedAt, and takes few round trips however many uses it gets.
+	// A new connection counts as used when it is created.
+	MarkUsed(ctx context.Context, uses []ConnectionUse) error
+
 	// ExpiringGrants returns up to limit (nothing if limit <= 0) active
 	// connections whose grant expires before before and whose
 	// ExpiryWarnedAt is zero, soonest GrantExpiresAt first, with Expiry set

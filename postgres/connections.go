@@ -114,8 +114,9 @@ func (db *DB) CreateConnection(ctx context.Context, c *spotoken.Connection, even
 		return fmt.Errorf("create connection: %w", err)
 	}
 	err = db.withTx(ctx, func(tx pgx.Tx) error {
-		_, err := tx.Exec(ctx, `INSERT INTO connections (`+connCols+`)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 1, NULL, NULL, $10, $11, $12, $13, $14, $15, $16, $17, $17, $18)`,
+		// A new connection counts as used: its user just authorized it.
+		_, err := tx.Exec(ctx, `INSERT INTO connections (`+connCols+`, last_used_at)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 1, NULL, NULL, $10, $11, $12, $13, $14, $15, $16, $17, $17, $18, $17)`,
 			c.AppID, c.ID, c.SpotifyUserID, c.DisplayName, textArray(c.Scopes), string(c.State), access, refresh,
 			tstz(c.Token.Expiry), tstz(c.LastRefreshAt), int32(c.ConsecutiveFailures),
 			tstz(c.NextAttemptAt), c.LastErrorCode, tstz(c.ConsentedAt), tstz(c.GrantExpiresAt), tstz(c.ExpiryWarnedAt), now, tstz(c.RefreshUnknownAt))
@@ -354,6 +355,70 @@ func (db *DB) queryDue(ctx context.Context, what, sql string, args ...any) ([]sp
 		return nil, fmt.Errorf("%s: %w", what, err)
 	}
 	return due, nil
+}
+
+// dueUsedSQL selects DueUsed's connections from connections_due, from the
+// cursor on (the row comparison follows the index's order).
+const dueUsedSQL = `SELECT app_id, id, access_expires_at, version FROM connections
+	WHERE state = 'active' AND (access_expires_at, app_id, id) > ($1, $2, $3) AND access_expires_at < $4
+		AND (next_attempt_at IS NULL OR next_attempt_at <= $5) AND ($6::timestamptz IS NULL OR last_used_at >= $6)
+	ORDER BY access_expires_at, app_id, id LIMIT $7`
+
+// DueUsed returns up to q.Limit active connections not in backoff whose
+// access token expires before q.Before, used since q.UsedSince (any with a
+// zero one), after the cursor q.After, soonest expiry first. It reads the
+// connections_due index from the cursor on and opens no token.
+func (db *DB) DueUsed(ctx context.Context, q spotoken.DueQuery) ([]spotoken.DueConnection, error) {
+	if q.Limit <= 0 {
+		return nil, nil
+	}
+	return db.queryDue(ctx, "due connections", dueUsedSQL, append(db.dueArgs(q), q.Limit)...)
+}
+
+// dueArgs are the arguments of dueUsedSQL and countDueSQL but the limit.
+func (db *DB) dueArgs(q spotoken.DueQuery) []any {
+	after := pgtype.Timestamptz{InfinityModifier: pgtype.NegativeInfinity, Valid: true}
+	if !q.After.Expiry.IsZero() {
+		after = tstz(q.After.Expiry)
+	}
+	return []any{after, q.After.Key.AppID, q.After.Key.ID, tstz(q.Before), db.now(), tstz(q.UsedSince)}
+}
+
+// countDueSQL counts what dueUsedSQL selects, from the same index.
+const countDueSQL = `SELECT count(*) FROM connections
+	WHERE state = 'active' AND (access_expires_at, app_id, id) > ($1, $2, $3) AND access_expires_at < $4
+		AND (next_attempt_at IS NULL OR next_attempt_at <= $5) AND ($6::timestamptz IS NULL OR last_used_at >= $6)`
+
+// CountDue counts what DueUsed(q) would return without q.Limit.
+func (db *DB) CountDue(ctx context.Context, q spotoken.DueQuery) (int, error) {
+	var n int
+	if err := db.pool.QueryRow(ctx, countDueSQL, db.dueArgs(q)...).Scan(&n); err != nil {
+		return 0, fmt.Errorf("count due: %w", err)
+	}
+	return n, nil
+}
+
+// MarkUsed records callers' uses of connections in one statement:
+// last_used_at becomes the later of the stored one and each use's time,
+// without touching version or updated_at; unknown connections are skipped.
+func (db *DB) MarkUsed(ctx context.Context, uses []spotoken.ConnectionUse) error {
+	if len(uses) == 0 {
+		return nil
+	}
+	apps, ids, ats := make([]string, len(uses)), make([]string, len(uses)), make([]time.Time, len(uses))
+	for i, u := range uses {
+		apps[i], ids[i], ats[i] = u.Key.AppID, u.Key.ID, norm(u.At)
+	}
+	// max per key first: UPDATE ... FROM updates a row once, with any one
+	// of its matches.
+	_, err := db.pool.Exec(ctx, `UPDATE connections c SET last_used_at = GREATEST(c.last_used_at, u.at)
+		FROM (SELECT app_id, id, max(at) AS at FROM unnest($1::text[], $2::text[], $3::timestamptz[]) AS x(app_id, id, at)
+			GROUP BY app_id, id) u
+		WHERE c.app_id = u.app_id AND c.id = u.id`, apps, ids, ats)
+	if err != nil {
+		return fmt.Errorf("mark connections used: %w", err)
+	}
+	return nil
 }
 
 // expiringSQL selects ExpiringGrants' connections from the partial index

@@ -42,8 +42,8 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"hash/maphash"
 	"log/slog"
+	"math"
 	mathrand "math/rand/v2"
 	"net"
 	"sync"
@@ -68,6 +68,7 @@ type Store interface {
 	AppendEvents(ctx context.Context, events ...spotoken.Event) error
 	RateLimitedUntil(ctx context.Context, appID string) (time.Time, error)
 	ExtendRateLimit(ctx context.Context, appID string, until time.Time) (time.Time, error)
+	MarkUsed(ctx context.Context, uses []spotoken.ConnectionUse) error
 }
 
 // Refresher redeems a refresh token at Spotify for an app.
@@ -90,10 +91,30 @@ type Config struct {
 	// MinBackoff and MaxBackoff bound the exponential backoff after a
 	// transient failure (full jitter). Defaults 1s and 5m.
 	MinBackoff, MaxBackoff time.Duration
-	// UpstreamRate limits token requests to Spotify from this replica (per
-	// second, across apps); burst UpstreamBurst. Default 20/s, burst 20.
-	UpstreamRate  rate.Limit
-	UpstreamBurst int
+	// UpstreamRate is the ceiling of token requests to Spotify from this
+	// engine (per second, across apps); burst UpstreamBurst. Default
+	// DefaultUpstreamRate, burst one second of it; rate.Inf: no limit. The
+	// rate adapts below it: a 429 halves it, then it climbs back, from half
+	// the ceiling to the ceiling in UpstreamRecovery (default
+	// DefaultUpstreamRecovery). Callers' refreshes come first: the
+	// scheduler's spend only what the callers leave (see budget).
+	UpstreamRate     rate.Limit
+	UpstreamBurst    int
+	UpstreamRecovery time.Duration
+	// CacheSize bounds how many connections' tokens are kept in memory
+	// (about CacheEntryBytes each); past it the least recently used by
+	// CLOCK are dropped and read from the store again when asked for.
+	// Default DefaultCacheSize.
+	CacheSize int
+	// UseResolution: a caller's use of a connection is recorded (for the
+	// scheduler's active window) at most once per UseResolution per
+	// connection; default 5m. UseFlushInterval: how often Run writes the
+	// uses noted to the store; default 10s. MaxPendingUses bounds the uses
+	// waiting to be written; past it new ones are dropped and counted.
+	// Default 100,000.
+	UseResolution    time.Duration
+	UseFlushInterval time.Duration
+	MaxPendingUses   int
 	// WaitPoll is how often a caller waiting for another replica's refresh
 	// re-reads the row (real time). Default 50ms.
 	WaitPoll time.Duration
@@ -160,6 +181,27 @@ func (a AccessToken) Valid(now time.Time, minTTL time.Duration) bool {
 
 // Stats are the engine's counters since it started.
 type Stats struct {
+	// Cached is how many tokens are in memory now, of at most CacheSize;
+	// Evictions counts those dropped to stay within it.
+	Cached, CacheSize int
+	Evictions         int64
+	// UsesPending are callers' uses of connections noted and not yet
+	// written to the store; UsesWritten, written; UsesDropped, dropped
+	// because MaxPendingUses were pending.
+	UsesPending              int
+	UsesWritten, UsesDropped int64
+	// UpstreamRate is the adaptive ceiling of token requests per second
+	// now; ScheduledWaits counts scheduled refreshes that waited for
+	// budget the callers left.
+	UpstreamRate   float64
+	ScheduledWaits int64
+	// DueBacklog is how many connections the scheduler's current pass
+	// found due and has not refreshed yet (0 between passes);
+	// SchedulerLag is how late the oldest of them is: now less the time it
+	// was due (its expiry less the scheduler's Window), 0 if none is late.
+	DueBacklog   int64
+	SchedulerLag time.Duration
+
 	// Vends counts Token answers by where the token came from: memory, store, refresh.
 	VendsMemory, VendsStore, VendsRefresh int64
 	// Refreshes counts calls to Spotify by outcome.
@@ -173,23 +215,25 @@ type Stats struct {
 }
 
 type stats struct {
-	vendsMemory                                                                                shardedCounter
 	vendsStore, vendsRefresh                                                                   atomic.Int64
 	refreshOK, refreshInvalidGrant, refreshInvalidClient, refreshRateLimited, refreshTransient atomic.Int64
 	rotations, leaseWaits, servedStale                                                         atomic.Int64
+	// Set by the scheduler: see Stats.DueBacklog and SchedulerLag.
+	dueBacklog atomic.Int64
+	dueSince   atomic.Int64 // unix nanoseconds the oldest due was due; 0: none
 }
 
 // Engine hands out fresh access tokens. It is safe for concurrent use.
 type Engine struct {
 	cfg   Config
-	cache sync.Map // ConnectionKey → *cached, never modified once stored
+	cache *tokenCache
 	// gens counts Forget calls, in a fixed number of slots that keys hash
 	// into: nothing is kept per key, so made-up keys cost no memory, and a
 	// Forget of one key only makes keys sharing its slot skip one cache fill.
 	gens    [genSlots]atomic.Uint64
-	genSeed maphash.Seed
 	flights singleflight.Group
-	limiter *rate.Limiter
+	budget  *budget
+	uses    uses
 	log     *slog.Logger
 	stats   stats
 
@@ -218,11 +262,26 @@ func New(cfg Config) (*Engine, error) {
 	if cfg.MaxBackoff <= 0 {
 		cfg.MaxBackoff = 5 * time.Minute
 	}
-	if cfg.UpstreamRate == 0 {
-		cfg.UpstreamRate = 20
+	if cfg.UpstreamRate <= 0 {
+		cfg.UpstreamRate = DefaultUpstreamRate
 	}
 	if cfg.UpstreamBurst <= 0 {
-		cfg.UpstreamBurst = 20
+		cfg.UpstreamBurst = int(min(max(1, cfg.UpstreamRate), 1000))
+	}
+	if cfg.UpstreamRecovery <= 0 {
+		cfg.UpstreamRecovery = DefaultUpstreamRecovery
+	}
+	if cfg.CacheSize <= 0 {
+		cfg.CacheSize = DefaultCacheSize
+	}
+	if cfg.UseResolution <= 0 {
+		cfg.UseResolution = 5 * time.Minute
+	}
+	if cfg.UseFlushInterval <= 0 {
+		cfg.UseFlushInterval = 10 * time.Second
+	}
+	if cfg.MaxPendingUses <= 0 {
+		cfg.MaxPendingUses = 100_000
 	}
 	if cfg.FlightTimeout <= 0 {
 		cfg.FlightTimeout = 60 * time.Second
@@ -242,8 +301,9 @@ func New(cfg Config) (*Engine, error) {
 	if cfg.Jitter == nil {
 		cfg.Jitter = mathrand.Float64
 	}
-	return &Engine{cfg: cfg, limiter: rate.NewLimiter(cfg.UpstreamRate, cfg.UpstreamBurst), log: cfg.Logger,
-		genSeed: maphash.MakeSeed()}, nil
+	return &Engine{cfg: cfg, log: cfg.Logger, cache: newTokenCache(cfg.CacheSize),
+		budget: newBudget(float64(cfg.UpstreamRate), cfg.UpstreamBurst, cfg.UpstreamRecovery, cfg.Now),
+		uses:   uses{pending: make(map[spotoken.ConnectionKey]int64), max: cfg.MaxPendingUses}}, nil
 }
 
 // randomOwner is a lease owner name: prefix and 16 random hex digits.
@@ -256,8 +316,16 @@ func randomOwner(prefix string) string {
 // Stats returns the engine's counters.
 func (e *Engine) Stats() Stats {
 	s := &e.stats
+	var lag time.Duration
+	if since := s.dueSince.Load(); since != 0 {
+		lag = max(0, e.cfg.Now().Sub(time.Unix(0, since)))
+	}
 	return Stats{
-		VendsMemory: s.vendsMemory.load(), VendsStore: s.vendsStore.Load(), VendsRefresh: s.vendsRefresh.Load(),
+		Cached: e.cache.len(), CacheSize: e.cache.limit * cacheShards, Evictions: e.cache.evicts.Load(),
+		UsesPending: e.uses.len(), UsesWritten: e.uses.written.Load(), UsesDropped: e.uses.dropped.Load(),
+		UpstreamRate: e.budget.Rate(), ScheduledWaits: e.budget.schedWaits.Load(),
+		DueBacklog: max(0, s.dueBacklog.Load()), SchedulerLag: lag,
+		VendsMemory: e.cache.hits(), VendsStore: s.vendsStore.Load(), VendsRefresh: s.vendsRefresh.Load(),
 		RefreshOK: s.refreshOK.Load(), RefreshInvalidGrant: s.refreshInvalidGrant.Load(),
 		RefreshInvalidClient: s.refreshInvalidClient.Load(), RefreshRateLimited: s.refreshRateLimited.Load(),
 		RefreshTransient: s.refreshTransient.Load(), Rotations: s.rotations.Load(),
@@ -274,7 +342,11 @@ type request struct {
 	force    bool            // refresh even if the stored token is valid
 	rejected spotoken.Secret // refresh only if this is still the current token
 	noWait   bool            // give up instead of waiting for another replica's refresh
-	gen      uint64          // the key's generation when the flight started; see remember
+	// scheduled: the scheduler's refresh, which spends only the budget
+	// callers leave, taken before the lease so that no caller waits on a
+	// lease whose holder waits for budget.
+	scheduled bool
+	gen       uint64 // the key's generation when the flight started; see remember
 }
 
 // Token returns an access token for key valid for at least minTTL: from
@@ -285,16 +357,25 @@ type request struct {
 //
 // Errors wrap spotoken.ErrNotFound, ErrNeedsReauth, ErrRateLimited,
 // ErrUnavailable (both with RetryAfter) or ErrAppMisconfigured.
+//
+// Each call counts as a use of the connection for the scheduler's active
+// window (recorded at most once per Config.UseResolution).
 func (e *Engine) Token(ctx context.Context, key spotoken.ConnectionKey, minTTL time.Duration) (AccessToken, error) {
-	var mem *cached
-	if v, ok := e.cache.Load(key); ok {
-		mem = v.(*cached)
-		if now := e.cfg.Now(); mem.Valid(now, minTTL) && (mem.until.IsZero() || now.Before(mem.until)) {
-			e.stats.vendsMemory.add()
+	now := e.cfg.Now()
+	h := e.cache.hash(key)
+	mem := e.cache.get(key, h)
+	if mem != nil {
+		// The hit path: integers compared, nothing allocated.
+		if n := now.UnixNano(); n+int64(minTTL) < mem.expNano && (mem.untilNano == 0 || n < mem.untilNano) && mem.Token != "" {
+			e.cache.hit(mem)
+			if n-mem.usedNano.Load() >= int64(e.cfg.UseResolution) {
+				e.usedEntry(mem, n)
+			}
 			return mem.AccessToken, nil
 		}
 	}
 	at, err := e.fly(ctx, key, request{minTTL: minTTL})
+	e.usedUnless(key, h, now, err)
 	if err != nil && mem != nil && errors.Is(err, spotoken.ErrStoreUnavailable) {
 		// The database is away: a token still valid in memory is served
 		// for up to OutageGrace past its CacheTTL (bounded staleness: a
@@ -310,7 +391,10 @@ func (e *Engine) Token(ctx context.Context, key spotoken.ConnectionKey, minTTL t
 // Refresh refreshes key's token now, whatever its expiry, and returns the
 // new one. Concurrent calls share one refresh.
 func (e *Engine) Refresh(ctx context.Context, key spotoken.ConnectionKey) (AccessToken, error) {
-	return e.fly(ctx, key, request{force: true})
+	now := e.cfg.Now()
+	at, err := e.fly(ctx, key, request{force: true})
+	e.usedUnless(key, e.cache.hash(key), now, err)
+	return at, err
 }
 
 // Invalidate tells the engine that Spotify rejected token for key (a 401
@@ -318,10 +402,14 @@ func (e *Engine) Refresh(ctx context.Context, key spotoken.ConnectionKey) (Acces
 // connection's current access token, so a burst of 401s for one token causes
 // one refresh, and returns the token to use now.
 func (e *Engine) Invalidate(ctx context.Context, key spotoken.ConnectionKey, token spotoken.Secret) (AccessToken, error) {
-	if v, ok := e.cache.Load(key); ok && v.(*cached).Token == token {
-		e.cache.CompareAndDelete(key, v)
+	h := e.cache.hash(key)
+	if c := e.cache.get(key, h); c != nil && c.Token == token {
+		e.cache.remove(key, h, c)
 	}
-	return e.fly(ctx, key, request{rejected: token})
+	now := e.cfg.Now()
+	at, err := e.fly(ctx, key, request{rejected: token})
+	e.usedUnless(key, h, now, err)
+	return at, err
 }
 
 // Drain waits until no refresh is in flight, or ctx is done. Call it when
@@ -375,32 +463,31 @@ func (f *inflight) wait(ctx context.Context) error {
 // Forget drops key's token from memory, for example after the connection
 // was deleted or re-authorized.
 func (e *Engine) Forget(key spotoken.ConnectionKey) {
-	e.generation(key).Add(1)
-	e.cache.Delete(key)
-}
-
-// cached is a token in memory, served until it is no longer valid or, with
-// a CacheTTL, until until.
-type cached struct {
-	AccessToken
-	until time.Time
+	h := e.cache.hash(key)
+	e.gens[h%genSlots].Add(1)
+	e.cache.remove(key, h, nil)
 }
 
 // remember keeps at in memory for key, unless Forget(key) was called
 // since the flight that read at started (gen): a token read just before a
 // deletion or re-authorization must not outlive it in memory.
 func (e *Engine) remember(key spotoken.ConnectionKey, at AccessToken, gen uint64) {
-	g := e.generation(key)
+	h := e.cache.hash(key)
+	g := &e.gens[h%genSlots]
 	if g.Load() != gen {
 		return
 	}
-	c := &cached{AccessToken: at}
+	c := &cached{AccessToken: at, key: key, hash: h, expNano: math.MinInt64}
+	if !at.Expiry.IsZero() {
+		c.expNano = at.Expiry.UnixNano()
+	}
 	if e.cfg.CacheTTL > 0 {
 		c.until = e.cfg.Now().Add(e.cfg.CacheTTL)
+		c.untilNano = c.until.UnixNano()
 	}
-	e.cache.Store(key, c)
+	e.cache.put(c, nil)
 	if g.Load() != gen { // Forget ran meanwhile
-		e.cache.CompareAndDelete(key, c)
+		e.cache.remove(key, h, c)
 	}
 }
 
@@ -409,12 +496,7 @@ const genSlots = 4096
 
 // generation is the Forget counter of key's slot. It allocates nothing.
 func (e *Engine) generation(key spotoken.ConnectionKey) *atomic.Uint64 {
-	var h maphash.Hash
-	h.SetSeed(e.genSeed)
-	h.WriteString(key.AppID)
-	h.WriteByte(0)
-	h.WriteString(key.ID)
-	return &e.gens[h.Sum64()%genSlots]
+	return &e.gens[e.cache.hash(key)%genSlots]
 }
 
 // fly runs req for key, sharing the work with concurrent callers of the same
@@ -465,7 +547,7 @@ func (e *Engine) obtain(ctx context.Context, key spotoken.ConnectionKey, req req
 	// Each flight is its own lease owner, so two flights of this process
 	// (a caller's and the scheduler's, say) exclude each other too.
 	owner := fmt.Sprintf("%s/%d", e.cfg.Owner, e.flightSeq.Add(1))
-	waited := false
+	waited, budgeted := false, false
 	for {
 		if at, done, err := e.fromRow(c, req); done {
 			if err == nil && !waited {
@@ -482,6 +564,12 @@ func (e *Engine) obtain(ctx context.Context, key spotoken.ConnectionKey, req req
 		}
 		if err := e.uncommitted(key); err != nil {
 			return AccessToken{}, err
+		}
+		if req.scheduled && !budgeted {
+			if err := e.budget.takeScheduled(ctx); err != nil {
+				return AccessToken{}, fmt.Errorf("refresh %s: upstream budget: %w", key, err)
+			}
+			budgeted = true
 		}
 		_, err = e.cfg.Store.AcquireLease(ctx, key, owner, e.cfg.LeaseTTL)
 		if err == nil {
@@ -632,8 +720,10 @@ func (e *Engine) refreshLeased(ctx context.Context, key spotoken.ConnectionKey, 
 	if err != nil {
 		return AccessToken{}, fmt.Errorf("refresh %s: app: %w", key, err)
 	}
-	if err := e.limiter.Wait(ctx); err != nil {
-		return AccessToken{}, fmt.Errorf("refresh %s: upstream rate limit: %w", key, err)
+	if !req.scheduled { // the scheduler took its budget before the lease
+		if err := e.budget.takeCaller(ctx); err != nil {
+			return AccessToken{}, fmt.Errorf("refresh %s: upstream rate limit: %w", key, err)
+		}
 	}
 	// The app's window, read last, right before the call: another replica
 	// may have met a 429 while this one waited.
@@ -790,6 +880,7 @@ func (e *Engine) failed(ctx context.Context, key spotoken.ConnectionKey, read *s
 		if isAccounts && ae.Status == 429 {
 			code = spotoken.ERateLimited
 			e.stats.refreshRateLimited.Add(1)
+			e.budget.limited()
 			// Open (or lengthen) the app's window for every replica,
 			// while this flight still holds the lease. The window may end
 			// later than this Retry-After: another replica's was longer.
@@ -842,7 +933,7 @@ func (e *Engine) failed(ctx context.Context, key spotoken.ConnectionKey, read *s
 		e.cfg.Observe(observed)
 	}
 	if answer != nil {
-		e.cache.Delete(key)
+		e.cache.remove(key, e.cache.hash(key), nil)
 		return AccessToken{}, answer
 	}
 	e.stats.servedStale.Add(1)
@@ -885,23 +976,4 @@ func (e *Engine) backoff(failures int, retryAfter time.Duration) time.Duration {
 // event is an event about key; the store stamps its time.
 func event(t spotoken.EventType, key spotoken.ConnectionKey, data map[string]any) spotoken.Event {
 	return spotoken.NewEvent(t, key, time.Time{}, data)
-}
-
-// shardedCounter counts on the hot path without every core fighting over
-// one cache line: each add picks a padded shard at random.
-type shardedCounter struct {
-	shards [16]struct {
-		n atomic.Int64
-		_ [56]byte // one shard per 64-byte cache line
-	}
-}
-
-func (c *shardedCounter) add() { c.shards[mathrand.Uint32()%uint32(len(c.shards))].n.Add(1) }
-
-func (c *shardedCounter) load() int64 {
-	var sum int64
-	for i := range c.shards {
-		sum += c.shards[i].n.Load()
-	}
-	return sum
 }

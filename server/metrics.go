@@ -126,8 +126,17 @@ var (
 	rotationsDesc = prometheus.NewDesc("spotoken_rotations_total", "Refreshes that returned a new refresh token.", nil, nil)
 	leaseDesc     = prometheus.NewDesc("spotoken_lease_waits_total", "Refreshes that waited for another replica's refresh of the same connection.", nil, nil)
 	engineVends   = prometheus.NewDesc("spotoken_engine_tokens_total", "Tokens the refresh engine handed out, by source (memory, store, refresh, stale).", []string{"source"}, nil)
-	connsDesc     = prometheus.NewDesc("spotoken_connections", "Connections, by app and state.", []string{"app", "state"}, nil)
-	expiringDesc  = prometheus.NewDesc("spotoken_connections_grant_expiring",
+	cachedDesc    = prometheus.NewDesc("spotoken_token_cache_entries", "Connections' tokens the refresh engine holds in memory now (at most --cache-size).", nil, nil)
+	evictedDesc   = prometheus.NewDesc("spotoken_token_cache_evictions_total", "Tokens dropped from memory to keep within --cache-size.", nil, nil)
+	usesDesc      = prometheus.NewDesc("spotoken_connection_uses_total",
+		"Callers' uses of connections recorded for the scheduler's active window (at most one per connection per 5 minutes), by outcome (written, dropped: too many waiting).", []string{"outcome"}, nil)
+	usesPending  = prometheus.NewDesc("spotoken_connection_uses_pending", "Callers' uses of connections noted and not yet written to the database.", nil, nil)
+	rateDesc     = prometheus.NewDesc("spotoken_upstream_rate", "The adaptive ceiling of token requests per second to Spotify from this replica: --upstream-rate, halved on a 429, climbing back after.", nil, nil)
+	schedWaits   = prometheus.NewDesc("spotoken_scheduled_refresh_waits_total", "Scheduled refreshes that waited for upstream budget callers left.", nil, nil)
+	backlogDesc  = prometheus.NewDesc("spotoken_refresh_due_backlog", "Connections the scheduler's current pass found due (used within --refresh-active-window, expiring within --refresh-window) and has not refreshed yet; 0 between passes.", nil, nil)
+	schedLagDesc = prometheus.NewDesc("spotoken_refresh_scheduler_lag_seconds", "How late the oldest due refresh of the scheduler's current pass is (now less its expiry less --refresh-window); 0 when none is late.", nil, nil)
+	connsDesc    = prometheus.NewDesc("spotoken_connections", "Connections, by app and state.", []string{"app", "state"}, nil)
+	expiringDesc = prometheus.NewDesc("spotoken_connections_grant_expiring",
 		"Active connections whose grant (Spotify's six months from consent) expires within the window (7d, 30d), by app.", []string{"app", "within"}, nil)
 	rateLimitDesc = prometheus.NewDesc("spotoken_app_rate_limited_seconds",
 		"Seconds left in the app's rate-limit window at Spotify's token endpoint (a 429's Retry-After, kept for every replica): no token of the app is refreshed before it ends. 0 once it has.", []string{"app"}, nil)
@@ -140,6 +149,9 @@ func (c *engineCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- rotationsDesc
 	ch <- leaseDesc
 	ch <- engineVends
+	for _, d := range []*prometheus.Desc{cachedDesc, evictedDesc, usesDesc, usesPending, rateDesc, schedWaits, backlogDesc, schedLagDesc} {
+		ch <- d
+	}
 }
 
 func (c *engineCollector) Collect(ch chan<- prometheus.Metric) {
@@ -158,6 +170,18 @@ func (c *engineCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(engineVends, s.VendsStore, "store")
 	counter(engineVends, s.VendsRefresh, "refresh")
 	counter(engineVends, s.ServedStale, "stale")
+	gauge := func(d *prometheus.Desc, v float64) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v)
+	}
+	gauge(cachedDesc, float64(s.Cached))
+	counter(evictedDesc, s.Evictions)
+	counter(usesDesc, s.UsesWritten, "written")
+	counter(usesDesc, s.UsesDropped, "dropped")
+	gauge(usesPending, float64(s.UsesPending))
+	gauge(rateDesc, s.UpstreamRate)
+	counter(schedWaits, s.ScheduledWaits)
+	gauge(backlogDesc, float64(s.DueBacklog))
+	gauge(schedLagDesc, s.SchedulerLag.Seconds())
 }
 
 // registerAudit exports the audit trail's counters.

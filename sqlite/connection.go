@@ -5,7 +5,9 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/spotoken/spotoken"
@@ -34,12 +36,13 @@ func (db *DB) CreateConnection(ctx context.Context, c *spotoken.Connection, even
 		return fmt.Errorf("create connection: %w", err)
 	}
 	err = db.write(ctx, func(tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, `INSERT INTO connections (`+connectionColumns+`)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1, NULL, NULL, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		// A new connection counts as used: its user just authorized it.
+		_, err := tx.ExecContext(ctx, `INSERT INTO connections (`+connectionColumns+`, last_used_at)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1, NULL, NULL, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 			c.AppID, c.ID, c.SpotifyUserID, c.DisplayName, scopesArg(c.Scopes), string(c.State), blobArg(access), blobArg(refresh),
 			timeArg(c.Token.Expiry), timeArg(c.LastRefreshAt), c.ConsecutiveFailures,
 			timeArg(c.NextAttemptAt), c.LastErrorCode, timeArg(c.ConsentedAt), timeArg(c.GrantExpiresAt), timeArg(c.ExpiryWarnedAt),
-			now.UnixMicro(), now.UnixMicro(), timeArg(c.RefreshUnknownAt))
+			now.UnixMicro(), now.UnixMicro(), timeArg(c.RefreshUnknownAt), now.UnixMicro())
 		if err != nil {
 			return translate(err, fmt.Sprintf("connection %s already exists", c.Key()), fmt.Sprintf("app %q not found", c.AppID))
 		}
@@ -244,6 +247,120 @@ func (db *DB) Due(ctx context.Context, before time.Time, limit int) ([]spotoken.
 		err = r.Scan(&d.Key.AppID, &d.Key.ID, timeCol{&d.Expiry}, &d.Version)
 		return d, err
 	}, dueQuery, before.UnixMicro(), db.now().UnixMicro(), limit)
+}
+
+// dueUsedQuery selects DueUsed's connections from connections_due alone,
+// from the cursor on (the row value compares in the index's order). INDEXED
+// BY: without statistics the planner may prefer an index on state, then
+// sort every active row.
+const dueUsedQuery = `SELECT app_id, id, access_expires_at, version FROM connections INDEXED BY connections_due
+	WHERE state = 'active' AND (access_expires_at, app_id, id) > (?1, ?2, ?3) AND access_expires_at < ?4
+		AND (next_attempt_at IS NULL OR next_attempt_at <= ?5) AND last_used_at >= ?6
+	ORDER BY access_expires_at, app_id, id LIMIT ?7`
+
+// dueAnyQuery is dueUsedQuery for a zero UsedSince: used or not.
+const dueAnyQuery = `SELECT app_id, id, access_expires_at, version FROM connections INDEXED BY connections_due
+	WHERE state = 'active' AND (access_expires_at, app_id, id) > (?1, ?2, ?3) AND access_expires_at < ?4
+		AND (next_attempt_at IS NULL OR next_attempt_at <= ?5)
+	ORDER BY access_expires_at, app_id, id LIMIT ?6`
+
+// DueUsed returns up to q.Limit active connections not in backoff whose
+// access token expires before q.Before, used since q.UsedSince (any with a
+// zero one), after the cursor q.After, soonest expiry first. It reads the
+// connections_due index from the cursor on and opens no token.
+func (db *DB) DueUsed(ctx context.Context, q spotoken.DueQuery) ([]spotoken.DueConnection, error) {
+	if q.Limit <= 0 {
+		return nil, nil
+	}
+	args, used := db.dueArgs(q)
+	query := dueAnyQuery
+	if used {
+		query = dueUsedQuery
+	}
+	return queryAll(ctx, db.r, "due", func(r *sql.Rows) (d spotoken.DueConnection, err error) {
+		err = r.Scan(&d.Key.AppID, &d.Key.ID, timeCol{&d.Expiry}, &d.Version)
+		return d, err
+	}, query, append(args, q.Limit)...)
+}
+
+// countDueUsedQuery and countDueAnyQuery count what dueUsedQuery and
+// dueAnyQuery select, from the same index.
+const (
+	countDueUsedQuery = `SELECT count(*) FROM connections INDEXED BY connections_due
+	WHERE state = 'active' AND (access_expires_at, app_id, id) > (?1, ?2, ?3) AND access_expires_at < ?4
+		AND (next_attempt_at IS NULL OR next_attempt_at <= ?5) AND last_used_at >= ?6`
+	countDueAnyQuery = `SELECT count(*) FROM connections INDEXED BY connections_due
+	WHERE state = 'active' AND (access_expires_at, app_id, id) > (?1, ?2, ?3) AND access_expires_at < ?4
+		AND (next_attempt_at IS NULL OR next_attempt_at <= ?5)`
+)
+
+// CountDue counts what DueUsed(q) would return without q.Limit, reading the
+// connections_due index alone.
+func (db *DB) CountDue(ctx context.Context, q spotoken.DueQuery) (int, error) {
+	args, used := db.dueArgs(q)
+	query := countDueAnyQuery
+	if used {
+		query = countDueUsedQuery
+	}
+	var n int
+	if err := db.r.QueryRowContext(ctx, query, args...).Scan(&n); err != nil {
+		return 0, fmt.Errorf("count due: %w", err)
+	}
+	return n, nil
+}
+
+// dueArgs are the arguments of the due queries but the limit; used tells
+// the query with last_used_at.
+func (db *DB) dueArgs(q spotoken.DueQuery) (args []any, used bool) {
+	after := int64(math.MinInt64)
+	if !q.After.Expiry.IsZero() {
+		after = q.After.Expiry.UnixMicro()
+	}
+	args = []any{after, q.After.Key.AppID, q.After.Key.ID, q.Before.UnixMicro(), db.now().UnixMicro()}
+	if !q.UsedSince.IsZero() {
+		args = append(args, q.UsedSince.UnixMicro())
+	}
+	return args, !q.UsedSince.IsZero()
+}
+
+// markUsedBatch is how many uses one statement of MarkUsed records.
+const markUsedBatch = 200
+
+// MarkUsed records callers' uses of connections: last_used_at becomes the
+// later of the stored one and each use's time. It writes in one
+// transaction, markUsedBatch uses a statement, without touching version or
+// updated_at; unknown connections are skipped.
+func (db *DB) MarkUsed(ctx context.Context, uses []spotoken.ConnectionUse) error {
+	if len(uses) == 0 {
+		return nil
+	}
+	err := db.write(ctx, func(tx *sql.Tx) error {
+		for chunk := range slices.Chunk(uses, markUsedBatch) {
+			var b strings.Builder
+			b.WriteString(`WITH u(app_id, id, at) AS (VALUES `)
+			args := make([]any, 0, 3*len(chunk))
+			for i, u := range chunk {
+				if i > 0 {
+					b.WriteString(", ")
+				}
+				b.WriteString("(?, ?, ?)")
+				args = append(args, u.Key.AppID, u.Key.ID, u.At.UnixMicro())
+			}
+			// max per key first: UPDATE ... FROM updates a row once, with
+			// any one of its matches.
+			b.WriteString(`), m AS (SELECT app_id, id, max(at) AS at FROM u GROUP BY app_id, id)
+				UPDATE connections SET last_used_at = max(coalesce(last_used_at, m.at), m.at)
+				FROM m WHERE connections.app_id = m.app_id AND connections.id = m.id`)
+			if _, err := tx.ExecContext(ctx, b.String(), args...); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("mark connections used: %w", err)
+	}
+	return nil
 }
 
 // expiringQuery selects ExpiringGrants' connections from the partial index

@@ -1214,3 +1214,110 @@ func testNoPlaintext(t *testing.T, h *harness) {
 		}
 	}
 }
+
+// testDueUsed: MarkUsed keeps the latest use of each connection, creation
+// counts as one, and DueUsed selects the due connections used within the
+// window, from a cursor, in Due's order.
+func testDueUsed(t *testing.T, h *harness) {
+	h.newApp(t, "a")
+	h.newApp(t, "b")
+	start := h.clock.Now()
+	now := start.Add(3 * time.Hour) // the clock when the queries run
+	mk := func(app, id string, expiresIn time.Duration, mutate func(*spotoken.Connection)) spotoken.ConnectionKey {
+		return h.newConn(t, app, id, func(c *spotoken.Connection) {
+			c.Token.Expiry = now.Add(expiresIn)
+			if mutate != nil {
+				mutate(c)
+			}
+		}).Key()
+	}
+	used := mk("a", "used", time.Minute, nil)
+	usedB := mk("b", "used", 2*time.Minute, nil)
+	mk("a", "idle", time.Minute, nil) // used only at its creation, 3h before the queries
+	regress := mk("a", "regress", 3*time.Minute, nil)
+	expired := mk("a", "expired-long-ago", -2*time.Hour, nil)
+	backoff := mk("a", "backoff", time.Minute, func(c *spotoken.Connection) { c.NextAttemptAt = now.Add(time.Minute) })
+	reauth := mk("a", "reauth", time.Minute, func(c *spotoken.Connection) { c.State = spotoken.StateNeedsReauth })
+	far := mk("a", "far", time.Hour, nil)
+	h.clock.Advance(3 * time.Hour)
+	mk("a", "created", 4*time.Minute, nil) // created now: used now
+
+	before := h.get(t, used)
+	uses := []spotoken.ConnectionUse{
+		{Key: used, At: now.Add(-30 * time.Minute)},
+		{Key: usedB, At: now.Add(-10 * time.Minute)},
+		{Key: regress, At: now.Add(-20 * time.Minute)},
+		{Key: expired, At: now.Add(-5 * time.Minute)},
+		{Key: backoff, At: now}, {Key: reauth, At: now}, {Key: far, At: now},
+		{Key: spotoken.ConnectionKey{AppID: "a", ID: "ghost"}, At: now}, // skipped
+	}
+	if err := h.store.MarkUsed(ctx, uses); err != nil {
+		t.Fatalf("MarkUsed: %v", err)
+	}
+	// An older use, and one repeated in a batch, never move a last use back.
+	if err := h.store.MarkUsed(ctx, []spotoken.ConnectionUse{{Key: regress, At: now.Add(-5 * time.Hour)}, {Key: regress, At: now.Add(-6 * time.Hour)}}); err != nil {
+		t.Fatalf("MarkUsed (older): %v", err)
+	}
+	if err := h.store.MarkUsed(ctx, nil); err != nil {
+		t.Fatalf("MarkUsed(nil): %v", err)
+	}
+	after := h.get(t, used)
+	if after.Version != before.Version || !after.UpdatedAt.Equal(before.UpdatedAt) {
+		t.Errorf("MarkUsed changed version %d→%d or updated_at %v→%v", before.Version, after.Version, before.UpdatedAt, after.UpdatedAt)
+	}
+
+	dueUsed := func(q spotoken.DueQuery) []string {
+		t.Helper()
+		ds, err := h.store.DueUsed(ctx, q)
+		if err != nil {
+			t.Fatalf("DueUsed(%+v): %v", q, err)
+		}
+		out := []string{}
+		for _, d := range ds {
+			out = append(out, d.Key.String())
+			if d.Version != 1 || d.Expiry.IsZero() {
+				t.Errorf("DueUsed entry %+v", d)
+			}
+		}
+		// CountDue counts what DueUsed returns without a limit.
+		if n, err := h.store.CountDue(ctx, q); err != nil {
+			t.Fatalf("CountDue(%+v): %v", q, err)
+		} else if len(ds) < q.Limit && n != len(ds) {
+			t.Errorf("CountDue(%+v) = %d, DueUsed returned %d", q, n, len(ds))
+		} else if len(ds) == q.Limit && n <= len(ds) && q.Limit == 1 {
+			t.Errorf("CountDue(%+v) = %d, want more than the limit %d", q, n, q.Limit)
+		}
+		return out
+	}
+	window := now.Add(-time.Hour)
+	q := spotoken.DueQuery{Before: now.Add(5 * time.Minute), UsedSince: window, Limit: 10}
+	if d := diff(dueUsed(q), []string{"a/expired-long-ago", "a/used", "b/used", "a/regress", "a/created"}); d != "" {
+		t.Errorf("DueUsed (-got +want):\n%s", d)
+	}
+	// The scheduler starts its cursor at the window's start: a token that
+	// expired before then has not been vended since.
+	q.After = spotoken.DueConnection{Expiry: window}
+	if d := diff(dueUsed(q), []string{"a/used", "b/used", "a/regress", "a/created"}); d != "" {
+		t.Errorf("DueUsed from the window's start (-got +want):\n%s", d)
+	}
+	q.Limit = 1
+	if d := diff(dueUsed(q), []string{"a/used"}); d != "" {
+		t.Errorf("DueUsed with limit (-got +want):\n%s", d)
+	}
+	q.Limit, q.After = 10, spotoken.DueConnection{Key: used, Expiry: now.Add(time.Minute)}
+	if d := diff(dueUsed(q), []string{"b/used", "a/regress", "a/created"}); d != "" {
+		t.Errorf("DueUsed after a cursor (-got +want):\n%s", d)
+	}
+	q.After = spotoken.DueConnection{}
+	q.UsedSince = now.Add(-15 * time.Minute)
+	if d := diff(dueUsed(q), []string{"a/expired-long-ago", "b/used", "a/created"}); d != "" {
+		t.Errorf("DueUsed, a shorter window (-got +want):\n%s", d)
+	}
+	q.UsedSince = time.Time{}
+	if d := diff(dueUsed(q), []string{"a/expired-long-ago", "a/idle", "a/used", "b/used", "a/regress", "a/created"}); d != "" {
+		t.Errorf("DueUsed, used or not (-got +want):\n%s", d)
+	}
+	if d := diff(dueUsed(spotoken.DueQuery{Before: now.Add(5 * time.Minute)}), []string{}); d != "" {
+		t.Errorf("DueUsed without a limit (-got +want):\n%s", d)
+	}
+}

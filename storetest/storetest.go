@@ -96,6 +96,7 @@ func Run(t *testing.T, newBackend func(t *testing.T) Backend) {
 		{"LeaseContention", testLeaseContention},
 		{"LeaseExpiry", testLeaseExpiry},
 		{"Due", testDue},
+		{"DueUsed", testDueUsed},
 		{"ExpiringGrants", testExpiringGrants},
 		{"Delete", testDelete},
 		{"Events", testEvents},

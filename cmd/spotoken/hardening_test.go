@@ -212,7 +212,9 @@ func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
 // refresh fails once, the backoff ends on the same clock and the scheduler
 // refreshes the connection on its own.
 func TestBinaryEmulatorClockScheduler(t *testing.T) {
-	e := startHard(t, "--scheduler-interval", "100ms")
+	// Every connection, used or not: the clock moves by the whole default
+	// active window.
+	e := startHard(t, "--scheduler-interval", "100ms", "--refresh-active-window", "0")
 	if f := e.connect(t, "u1", nil); f.Final.StatusCode != 200 {
 		t.Fatalf("connect: %d %s", f.Final.StatusCode, f.Body)
 	}

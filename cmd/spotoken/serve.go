@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/time/rate"
 
 	"github.com/spotoken/spotoken"
 	adminsvc "github.com/spotoken/spotoken/admin"
@@ -42,6 +43,10 @@ type serveOptions struct {
 	TLSCert, TLSKey string
 	LogLevel        string
 	RefreshWindow   time.Duration
+	ActiveWindow    time.Duration
+	UpstreamRate    float64
+	RefreshWorkers  int
+	CacheSize       int
 	GrantLifetime   time.Duration
 	ExpiryWarning   time.Duration
 	LinkTTL         time.Duration
@@ -126,6 +131,10 @@ The redirect URI to register with Spotify for every app is <public-url>/callback
 	f.StringVar(&opts.TLSKey, "tls-key", "", "the private key (PEM) of --tls-cert")
 	f.StringVar(&opts.LogLevel, "log-level", "info", "log level: debug, info, warn, error")
 	f.DurationVar(&opts.RefreshWindow, "refresh-window", 5*time.Minute, "refresh tokens this long before they expire")
+	f.DurationVar(&opts.ActiveWindow, "refresh-active-window", refresh.DefaultActiveWindow, "refresh ahead of expiry only connections whose token a caller asked for within this window; the others are refreshed when asked for (0: every connection)")
+	f.Float64Var(&opts.UpstreamRate, "upstream-rate", refresh.DefaultUpstreamRate, "most token requests per second to Spotify from this replica; halves on a 429 and climbs back, and callers' refreshes come before the scheduler's")
+	f.IntVar(&opts.RefreshWorkers, "refresh-concurrency", 16, "most scheduled refreshes in flight at once")
+	f.IntVar(&opts.CacheSize, "cache-size", refresh.DefaultCacheSize, "most connections' tokens kept in memory (about 750 bytes each); past it the least recently used are dropped and re-read from the database")
 	f.DurationVar(&opts.GrantLifetime, "grant-lifetime", server.DefaultGrantLifetime, "how long Spotify keeps a grant valid after consent (six months)")
 	f.DurationVar(&opts.ExpiryWarning, "expiry-warning", server.DefaultExpiryWarning, "send connection.expiring this long before a grant expires (0: never)")
 	f.DurationVar(&opts.LinkTTL, "link-ttl", server.DefaultLinkTTL, "how long the connect link in a connection.expiring or needs_reauth webhook stays valid")
@@ -163,6 +172,12 @@ func (o *serveOptions) validate() error {
 	}
 	if o.RefreshWindow <= 0 || o.RefreshWindow > 50*time.Minute {
 		return usageError{errors.New("--refresh-window must be between 0 and 50m (tokens live an hour)")}
+	}
+	if o.ActiveWindow < 0 {
+		return usageError{errors.New("--refresh-active-window must be 0 (every connection) or positive")}
+	}
+	if !(o.UpstreamRate > 0) || o.RefreshWorkers < 1 || o.CacheSize < 1 {
+		return usageError{errors.New("--upstream-rate, --refresh-concurrency and --cache-size must be positive")}
 	}
 	if o.GrantLifetime <= 0 {
 		return usageError{errors.New("--grant-lifetime must be positive")}
@@ -282,13 +297,15 @@ func serveRun(ctx context.Context, ios *IOStreams, opts *serveOptions) error {
 	// The console's charts count every refresh request by app and hour.
 	tally := &refresh.Tally{Store: store, Now: now, Logger: log}
 	engine, err := refresh.New(refresh.Config{
-		Store:       store,
-		Refresher:   tally.Refresher(spotify),
-		Now:         now,
-		Logger:      log,
-		CacheTTL:    opts.CacheTTL,
-		OutageGrace: opts.OutageGrace,
-		Observe:     observe(trail),
+		Store:        store,
+		Refresher:    tally.Refresher(spotify),
+		Now:          now,
+		Logger:       log,
+		CacheTTL:     opts.CacheTTL,
+		CacheSize:    opts.CacheSize,
+		UpstreamRate: rate.Limit(opts.UpstreamRate),
+		OutageGrace:  opts.OutageGrace,
+		Observe:      observe(trail),
 	})
 	if err != nil {
 		return err
@@ -365,9 +382,11 @@ func serveRun(ctx context.Context, ios *IOStreams, opts *serveOptions) error {
 		}()
 	}
 	if !opts.NoScheduler {
-		sched := &refresh.Scheduler{Engine: engine, Store: store, Now: now, Window: opts.RefreshWindow, Logger: log, Interval: opts.SchedInterval}
+		sched := &refresh.Scheduler{Engine: engine, Store: store, Now: now, Window: opts.RefreshWindow, Logger: log, Interval: opts.SchedInterval,
+			ActiveWindow: activeWindow(opts.ActiveWindow), Concurrency: opts.RefreshWorkers}
 		background("scheduler", sched.Run)
 	}
+	background("uses", engine.Run) // callers' uses, for the scheduler's active window
 	hooks := &server.Webhooks{Store: store, Now: now, Logger: log, Metrics: metrics, ConnectLink: srv.ConnectLink,
 		MaxAttempts: opts.HookAttempts, MaxBackoff: opts.HookMaxBackoff}
 	background("webhooks", hooks.Run)
@@ -431,6 +450,14 @@ func serveRun(ctx context.Context, ios *IOStreams, opts *serveOptions) error {
 	}
 	log.Info("stopped")
 	return serveErr
+}
+
+// activeWindow maps the flag's 0 (every connection) to the scheduler's negative.
+func activeWindow(d time.Duration) time.Duration {
+	if d == 0 {
+		return -1
+	}
+	return d
 }
 
 // expiryWarning maps the flag's 0 (never) to the server's negative.

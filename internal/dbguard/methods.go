@@ -320,3 +320,18 @@ func (g *Guard) RedeliverEvents(ctx context.Context, appID string, status spotok
 func (g *Guard) FindConnections(ctx context.Context, q spotoken.ConnectionQuery) ([]*spotoken.Connection, error) {
 	return call(ctx, g, func(ctx context.Context) ([]*spotoken.Connection, error) { return g.store.FindConnections(ctx, q) })
 }
+
+// DueUsed calls the store's DueUsed under the deadline.
+func (g *Guard) DueUsed(ctx context.Context, q spotoken.DueQuery) ([]spotoken.DueConnection, error) {
+	return call(ctx, g, func(ctx context.Context) ([]spotoken.DueConnection, error) { return g.store.DueUsed(ctx, q) })
+}
+
+// MarkUsed calls the store's MarkUsed under the deadline.
+func (g *Guard) MarkUsed(ctx context.Context, uses []spotoken.ConnectionUse) error {
+	return g.do(ctx, func(ctx context.Context) error { return g.store.MarkUsed(ctx, uses) })
+}
+
+// CountDue calls the store's CountDue under the deadline.
+func (g *Guard) CountDue(ctx context.Context, q spotoken.DueQuery) (int, error) {
+	return call(ctx, g, func(ctx context.Context) (int, error) { return g.store.CountDue(ctx, q) })
+}
