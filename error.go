@@ -34,6 +34,10 @@ const (
 	// ELimitExceeded: an app reached one of its per-app caps (pending
 	// connect links); try again later.
 	ELimitExceeded = "limit_exceeded"
+	// EQueryTimeout: a listing did not finish within the store's listing
+	// deadline, so it was stopped before it held a database connection for
+	// long; narrow it (a filter, a smaller limit) or try again.
+	EQueryTimeout = "query_timeout"
 	// EUnauthorizedClient: the app may not use this grant (RFC 6749 §5.2):
 	// a public app, which has no client secret, asked for an app token
 	// (the client-credentials grant).

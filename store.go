@@ -71,8 +71,34 @@ type ConnectionFilter struct {
 	State State  // empty: any state
 	// After is a pagination cursor: only connections with an ID greater than it.
 	After string
-	// Limit caps the result; zero or negative means 100.
+	// Limit caps the result; zero or negative means 100 (see PageLimit).
 	Limit int
+}
+
+// Page sizes of the stores' listings (Connections, FindConnections,
+// BrowseConnections, Events, AuditRecords). A client asks for at most
+// MaxPage items a page (the API's, console's and CLI's limit), and a caller
+// asks the store for one more to learn whether another page follows; so a
+// listing returns at most MaxPage+1 rows, and a larger Limit is refused:
+// one call never reads an unbounded number of rows.
+const (
+	// DefaultPage is a listing's page when its Limit is not positive.
+	DefaultPage = 100
+	// MaxPage is the largest page a client may ask for.
+	MaxPage = 1000
+)
+
+// PageLimit returns how many rows a listing asked for limit returns:
+// DefaultPage when limit is not positive, else limit; an EInvalid error
+// when limit is over MaxPage+1.
+func PageLimit(limit int) (int, error) {
+	switch {
+	case limit <= 0:
+		return DefaultPage, nil
+	case limit > MaxPage+1:
+		return 0, Errorf(EInvalid, "a page holds at most %d items, not %d", MaxPage, limit)
+	}
+	return limit, nil
 }
 
 // ConnectionStore keeps connections and their sealed tokens.

@@ -1,6 +1,7 @@
 package bench_test
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -14,6 +15,7 @@ import (
 	"runtime"
 	"runtime/debug"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -370,11 +372,17 @@ func openSQLite(b *testing.B, n int) (*storeDB, error) {
 // openSQLiteFixture opens the store and the raw baseline on the database at
 // path and checks the rows against the generator.
 func openSQLiteFixture(ctx context.Context, path string, keys *seal.KeyRing, facts *tableFacts) (*storeDB, error) {
-	st, err := sqlite.Open(ctx, sqlite.Config{Path: path, Keys: keys, Now: storeClock})
+	cfg := sqlite.Config{Path: path, Keys: keys, Now: storeClock}
+	var err error
+	if cfg.CacheSize, cfg.MmapSize, err = sqliteSizes(); err != nil {
+		return nil, err
+	}
+	st, err := sqlite.Open(ctx, cfg)
 	if err != nil {
 		return nil, err
 	}
 	f := &storeDB{kind: "sqlite", facts: facts, store: st, path: path, where: path, closes: []func() error{st.Close}}
+	f.where += fmt.Sprintf(" (cache %d MiB a connection, mmap %d MiB)", cmp.Or(cfg.CacheSize, sqlite.DefaultCacheSize)>>20, cfg.MmapSize>>20)
 	// The raw baseline writes as the store's writer does: one connection,
 	// the store's pragmas (synchronous=FULL, secure_delete) in WAL mode.
 	raw, err := sql.Open("sqlite", sqliteDSN(path, "&_pragma=secure_delete(1)&_pragma=synchronous(FULL)&_txlock=immediate"))
@@ -853,4 +861,32 @@ func resetPeakMemory() bool {
 	runtime.GC()
 	debug.FreeOSMemory()
 	return os.WriteFile("/proc/self/clear_refs", []byte("5"), 0) == nil
+}
+
+// The SQLite store's sizes in the benchmarks: SPOTOKEN_BENCH_SQLITE_CACHE_MIB
+// and SPOTOKEN_BENCH_SQLITE_MMAP_MIB, as serve's --sqlite-cache-mib and
+// --sqlite-mmap-mib; the store's defaults when unset.
+const (
+	envSQLiteCache = "SPOTOKEN_BENCH_SQLITE_CACHE_MIB"
+	envSQLiteMmap  = "SPOTOKEN_BENCH_SQLITE_MMAP_MIB"
+)
+
+// sqliteSizes returns the page cache and mmap sizes, in bytes, that the
+// environment asks for (zero: the store's default).
+func sqliteSizes() (cache, mmap int64, err error) {
+	for _, v := range []struct {
+		env string
+		n   *int64
+	}{{envSQLiteCache, &cache}, {envSQLiteMmap, &mmap}} {
+		s := os.Getenv(v.env)
+		if s == "" {
+			continue
+		}
+		mib, err := strconv.ParseInt(s, 10, 64)
+		if err != nil || mib < 0 || mib > 1<<20 {
+			return 0, 0, fmt.Errorf("%s=%q: want MiB from 0 to %d", v.env, s, 1<<20)
+		}
+		*v.n = mib << 20
+	}
+	return cache, mmap, nil
 }

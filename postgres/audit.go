@@ -64,8 +64,23 @@ func (db *DB) AppendAudit(ctx context.Context, records ...spotoken.AuditRecord) 
 
 // AuditRecords lists the records filter selects, ordered by (At, ID).
 func (db *DB) AuditRecords(ctx context.Context, filter spotoken.AuditFilter) ([]*spotoken.AuditRecord, error) {
+	q, args, err := auditSQL(filter)
+	if err != nil {
+		return nil, fmt.Errorf("audit records: %w", err)
+	}
+	return list(ctx, db, "audit records", scanAudit, q, args...)
+}
+
+// auditSQL is AuditRecords' query for filter and its arguments. It reads
+// audit_connection for one connection's records, audit_app for one app's,
+// audit_at for every app's.
+func auditSQL(filter spotoken.AuditFilter) (string, []any, error) {
 	if filter.ConnectionID != "" && filter.AppID == "" {
-		return nil, fmt.Errorf("audit records: %w", spotoken.Errorf(spotoken.EInvalid, "a connection filter needs an app id"))
+		return "", nil, spotoken.Errorf(spotoken.EInvalid, "a connection filter needs an app id")
+	}
+	limit, err := spotoken.PageLimit(filter.Limit)
+	if err != nil {
+		return "", nil, err
 	}
 	var where []string
 	var args []any
@@ -96,39 +111,29 @@ func (db *DB) AuditRecords(ctx context.Context, filter spotoken.AuditFilter) ([]
 		}
 		where = append(where, "(at, id) "+op+" ("+arg(tstz(filter.After.At))+"::timestamptz, "+arg(filter.After.ID)+"::bigint)")
 	}
-	limit := filter.Limit
-	if limit <= 0 {
-		limit = 100
-	}
 	q := `SELECT ` + auditCols + ` FROM audit_records`
 	if len(where) > 0 {
 		q += ` WHERE ` + strings.Join(where, " AND ")
 	}
-	q += ` ORDER BY ` + order + ` LIMIT ` + arg(limit)
-	rows, err := db.pool.Query(ctx, q, args...)
-	if err != nil {
-		return nil, fmt.Errorf("audit records: %w", err)
+	return q + ` ORDER BY ` + order + ` LIMIT ` + arg(limit), args, nil
+}
+
+// scanAudit reads an audit_records row selected with auditCols.
+func scanAudit(row pgx.CollectableRow) (*spotoken.AuditRecord, error) {
+	var a spotoken.AuditRecord
+	var action string
+	var version, status, upstream int32
+	if err := row.Scan(&a.ID, &version, &a.At, &action, &a.AppID, &a.ConnectionID, &a.ActorType, &a.ActorID,
+		&a.ActorLabel, &a.ClientIP, &a.UserAgent, &a.RequestID, &a.Method, &a.Route, &status, &upstream,
+		&a.Outcome, &a.Fingerprint, &a.Detail); err != nil {
+		return nil, err
 	}
-	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (*spotoken.AuditRecord, error) {
-		var a spotoken.AuditRecord
-		var action string
-		var version, status, upstream int32
-		if err := row.Scan(&a.ID, &version, &a.At, &action, &a.AppID, &a.ConnectionID, &a.ActorType, &a.ActorID,
-			&a.ActorLabel, &a.ClientIP, &a.UserAgent, &a.RequestID, &a.Method, &a.Route, &status, &upstream,
-			&a.Outcome, &a.Fingerprint, &a.Detail); err != nil {
-			return nil, err
-		}
-		a.Version, a.Status, a.UpstreamStatus = int(version), int(status), int(upstream)
-		a.At, a.Action = a.At.UTC(), spotoken.AuditAction(action)
-		if len(a.Detail) == 0 {
-			a.Detail = nil
-		}
-		return &a, nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("audit records: %w", err)
+	a.Version, a.Status, a.UpstreamStatus = int(version), int(status), int(upstream)
+	a.At, a.Action = a.At.UTC(), spotoken.AuditAction(action)
+	if len(a.Detail) == 0 {
+		a.Detail = nil
 	}
-	return out, nil
+	return &a, nil
 }
 
 // DeleteAuditBefore deletes up to limit records older than before, oldest

@@ -275,27 +275,30 @@ func (db *DB) DeleteConnection(ctx context.Context, key spotoken.ConnectionKey, 
 }
 
 // Connections lists an app's connections by ID, after filter.After, in
-// filter.State if set, at most filter.Limit (100 if not positive).
+// filter.State if set, at most filter.Limit (see spotoken.PageLimit).
 func (db *DB) Connections(ctx context.Context, filter spotoken.ConnectionFilter) ([]*spotoken.Connection, error) {
 	if filter.AppID == "" {
 		return nil, spotoken.Errorf(spotoken.EInvalid, "connection filter needs an app id")
 	}
-	limit := filter.Limit
-	if limit <= 0 {
-		limit = 100
-	}
-	rows, err := db.pool.Query(ctx, `SELECT `+connCols+` FROM connections
-		WHERE app_id = $1 AND id > $2 AND ($3 = '' OR state = $3)
-		ORDER BY id LIMIT $4`, filter.AppID, filter.After, string(filter.State), limit)
+	limit, err := spotoken.PageLimit(filter.Limit)
 	if err != nil {
 		return nil, fmt.Errorf("list connections: %w", err)
 	}
-	cs, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (*spotoken.Connection, error) { return db.openConnection(row) })
-	if err != nil {
-		return nil, fmt.Errorf("list connections: %w", err)
+	query, args := connectionsSQL, []any{filter.AppID, filter.After, limit}
+	if filter.State != "" {
+		query, args = connectionsStateSQL, append(args, string(filter.State))
 	}
-	return cs, nil
+	return list(ctx, db, "list connections", func(row pgx.CollectableRow) (*spotoken.Connection, error) { return db.openConnection(row) },
+		query, args...)
 }
+
+// connectionsSQL lists an app's connections by id from the primary key;
+// connectionsStateSQL those in one state from connections_state.
+const (
+	connectionsSQL      = `SELECT ` + connCols + ` FROM connections WHERE app_id = $1 AND id > $2 ORDER BY id LIMIT $3`
+	connectionsStateSQL = `SELECT ` + connCols + ` FROM connections
+		WHERE state = $4 AND app_id = $1 AND id > $2 ORDER BY id LIMIT $3`
+)
 
 // countSQL counts connections by app and state, in the order of the
 // connections_app_state index.

@@ -48,9 +48,9 @@ func (db *DB) BrowseConnections(ctx context.Context, q spotoken.BrowseQuery) ([]
 	if err := q.Validate(); err != nil {
 		return nil, fmt.Errorf("browse connections: %w", err)
 	}
-	limit := q.Limit
-	if limit <= 0 {
-		limit = 100
+	limit, err := spotoken.PageLimit(q.Limit)
+	if err != nil {
+		return nil, fmt.Errorf("browse connections: %w", err)
 	}
 	from := q.From()
 	after := minusInfinity
@@ -61,24 +61,14 @@ func (db *DB) BrowseConnections(ctx context.Context, q spotoken.BrowseQuery) ([]
 	if !q.GrantExpiresBefore.IsZero() {
 		grantBefore = tstz(q.GrantExpiresBefore)
 	}
-	var rows pgx.Rows
-	var err error
+	query := browseBackoffSQL
 	if q.Order == spotoken.OrderGrantExpiry {
-		rows, err = db.pool.Query(ctx, browseGrantSQL, q.AppID, after, from.ID, grantBefore, limit)
-	} else {
-		rows, err = db.pool.Query(ctx, browseBackoffSQL, q.AppID, after, from.ID, grantBefore, limit)
+		query = browseGrantSQL
 	}
-	if err != nil {
-		return nil, fmt.Errorf("browse connections: %w", err)
-	}
-	cs, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (*spotoken.Connection, error) {
+	return list(ctx, db, "browse connections", func(row pgx.CollectableRow) (*spotoken.Connection, error) {
 		sc, err := scanConnection(row)
 		return sc.c, err
-	})
-	if err != nil {
-		return nil, fmt.Errorf("browse connections: %w", err)
-	}
-	return cs, nil
+	}, query, q.AppID, after, from.ID, grantBefore, limit)
 }
 
 // countBackoffSQL counts the connections in backoff by app, from the
@@ -94,7 +84,7 @@ func (db *DB) CountBackingOff(ctx context.Context, at time.Time) ([]spotoken.Con
 }
 
 // countUndeliveredSQL counts the failed and given-up events by app, from the
-// undelivered events (the partial index events_app_pending).
+// undelivered events (a partial index of them: events_app_undelivered).
 const countUndeliveredSQL = `SELECT app_id,
 		CASE WHEN next_attempt_at >= $1 THEN 'gave_up' ELSE 'failed' END AS status,
 		count(*)

@@ -11,7 +11,16 @@ var (
 )
 
 // FindSQL is FindConnections' query for q, for the EXPLAIN tests.
-func FindSQL(q spotoken.ConnectionQuery) (string, []any) { return findSQL(q) }
+func FindSQL(q spotoken.ConnectionQuery) (string, []any, error) { return findSQL(q) }
+
+// AuditSQL is AuditRecords' query for filter, for the EXPLAIN tests.
+func AuditSQL(filter spotoken.AuditFilter) (string, []any, error) { return auditSQL(filter) }
+
+// The queries of Connections, for the EXPLAIN tests.
+const (
+	ConnectionsSQL      = connectionsSQL
+	ConnectionsStateSQL = connectionsStateSQL
+)
 
 // EventsSQL is Events' query for filter, for the EXPLAIN tests.
 func EventsSQL(filter spotoken.EventFilter) (string, []any, error) { return eventsSQL(filter) }

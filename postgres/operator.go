@@ -240,15 +240,7 @@ func (db *DB) Events(ctx context.Context, filter spotoken.EventFilter) ([]*spoto
 	if err != nil {
 		return nil, err
 	}
-	rows, err := db.pool.Query(ctx, query, args...)
-	if err != nil {
-		return nil, fmt.Errorf("list events: %w", err)
-	}
-	events, err := pgx.CollectRows(rows, scanEvent)
-	if err != nil {
-		return nil, fmt.Errorf("list events: %w", err)
-	}
-	return events, nil
+	return list(ctx, db, "list events", scanEvent, query, args...)
 }
 
 // eventsSQL is Events' query for filter and its arguments. It reads
@@ -280,9 +272,9 @@ func eventsSQL(filter spotoken.EventFilter) (string, []any, error) {
 	if filter.Before > 0 {
 		add(`id < ?`, filter.Before)
 	}
-	limit := filter.Limit
-	if limit <= 0 {
-		limit = 100
+	limit, err := spotoken.PageLimit(filter.Limit)
+	if err != nil {
+		return "", nil, err
 	}
 	args = append(args, limit)
 	return `SELECT ` + eventCols + ` FROM events WHERE ` + strings.Join(where, ` AND `) +
@@ -316,25 +308,24 @@ func (db *DB) RedeliverEvents(ctx context.Context, appID string, status spotoken
 // FindConnections returns the connections q selects, ordered by app then
 // id, without reading a token.
 func (db *DB) FindConnections(ctx context.Context, q spotoken.ConnectionQuery) ([]*spotoken.Connection, error) {
-	query, args := findSQL(q)
-	rows, err := db.pool.Query(ctx, query, args...)
+	query, args, err := findSQL(q)
 	if err != nil {
 		return nil, fmt.Errorf("find connections: %w", err)
 	}
-	cs, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (*spotoken.Connection, error) {
+	return list(ctx, db, "find connections", func(row pgx.CollectableRow) (*spotoken.Connection, error) {
 		sc, err := scanConnection(row)
 		return sc.c, err
-	})
-	if err != nil {
-		return nil, fmt.Errorf("find connections: %w", err)
-	}
-	return cs, nil
+	}, query, args...)
 }
 
 // findSQL is FindConnections' query for q and its arguments. By connection
 // id it reads connections_id, by Spotify user connections_spotify_user, by
-// app the primary key.
-func findSQL(q spotoken.ConnectionQuery) (string, []any) {
+// state (with or without an app) connections_state, by app the primary key.
+func findSQL(q spotoken.ConnectionQuery) (string, []any, error) {
+	limit, err := spotoken.PageLimit(q.Limit)
+	if err != nil {
+		return "", nil, err
+	}
 	var where []string
 	var args []any
 	for _, c := range []struct{ column, value string }{
@@ -345,7 +336,13 @@ func findSQL(q spotoken.ConnectionQuery) (string, []any) {
 			where = append(where, c.column+` = $`+strconv.Itoa(len(args)))
 		}
 	}
-	if q.After != (spotoken.ConnectionKey{}) {
+	switch {
+	case q.After == (spotoken.ConnectionKey{}):
+	case q.AppID != "" && q.After.AppID == q.AppID:
+		// Within one app: a bound on the id, which an index searches.
+		args = append(args, q.After.ID)
+		where = append(where, `id > $`+strconv.Itoa(len(args)))
+	default:
 		args = append(args, q.After.AppID, q.After.ID)
 		where = append(where, `(app_id, id) > ($`+strconv.Itoa(len(args)-1)+`, $`+strconv.Itoa(len(args))+`)`)
 	}
@@ -353,10 +350,6 @@ func findSQL(q spotoken.ConnectionQuery) (string, []any) {
 	if len(where) > 0 {
 		query += ` WHERE ` + strings.Join(where, ` AND `)
 	}
-	limit := q.Limit
-	if limit <= 0 {
-		limit = 100
-	}
 	args = append(args, limit)
-	return query + ` ORDER BY app_id, id LIMIT $` + strconv.Itoa(len(args)), args
+	return query + ` ORDER BY app_id, id LIMIT $` + strconv.Itoa(len(args)), args, nil
 }

@@ -32,6 +32,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/spotoken/spotoken"
+	"github.com/spotoken/spotoken/internal/listing"
 	"github.com/spotoken/spotoken/internal/rowseal"
 	"github.com/spotoken/spotoken/seal"
 )
@@ -72,15 +73,21 @@ type Config struct {
 	// Now is the store's clock, which stamps rows and times leases and
 	// backoff; nil means time.Now.
 	Now func() time.Time
+	// ListTimeout bounds each listing (Connections, FindConnections,
+	// BrowseConnections, Events, AuditRecords); past it the query is
+	// cancelled and the listing fails with spotoken.EQueryTimeout. Zero
+	// means listing.DefaultTimeout (2s).
+	ListTimeout time.Duration
 }
 
 // DB is the PostgreSQL store: it implements spotoken.Store. It is safe for
 // concurrent use by many goroutines and by many processes sharing the
 // database.
 type DB struct {
-	pool    *pgxpool.Pool
-	codec   *rowseal.Codec
-	nowFunc func() time.Time
+	pool        *pgxpool.Pool
+	codec       *rowseal.Codec
+	nowFunc     func() time.Time
+	listTimeout time.Duration
 }
 
 // Open connects to the database of cfg.DSN, creates or migrates its schema,
@@ -89,9 +96,20 @@ func Open(ctx context.Context, cfg Config) (*DB, error) {
 	if cfg.Keys == nil {
 		return nil, errors.New("postgres: open: no key ring")
 	}
+	if cfg.ListTimeout < 0 {
+		return nil, errors.New("postgres: open: negative list timeout")
+	}
 	pcfg, err := pgxpool.ParseConfig(cfg.DSN)
 	if err != nil {
 		return nil, fmt.Errorf("postgres: parse dsn: %w", err)
+	}
+	// Every query is prepared once per connection and its statement kept
+	// (pgx's statement cache, the default mode, named here because a
+	// DSN's default_query_exec_mode could turn it off): a vend that misses
+	// the engine's cache binds and executes instead of parsing and
+	// planning its SELECT again.
+	if pcfg.ConnConfig.DefaultQueryExecMode != pgx.QueryExecModeCacheStatement {
+		return nil, fmt.Errorf("postgres: open: default_query_exec_mode %s: spotoken needs cache_statement, pgx's default", pcfg.ConnConfig.DefaultQueryExecMode)
 	}
 	if pcfg.ConnConfig.ConnectTimeout == 0 {
 		// A database that accepts connections and never answers (a dead
@@ -103,9 +121,12 @@ func Open(ctx context.Context, cfg Config) (*DB, error) {
 	if err != nil {
 		return nil, fmt.Errorf("postgres: open: %w", err)
 	}
-	db := &DB{pool: pool, codec: rowseal.New(cfg.Keys), nowFunc: cfg.Now}
+	db := &DB{pool: pool, codec: rowseal.New(cfg.Keys), nowFunc: cfg.Now, listTimeout: cfg.ListTimeout}
 	if db.nowFunc == nil {
 		db.nowFunc = time.Now
+	}
+	if db.listTimeout == 0 {
+		db.listTimeout = listing.DefaultTimeout
 	}
 	if err := db.migrate(ctx); err != nil {
 		pool.Close()
@@ -347,4 +368,20 @@ func (db *DB) Ready(ctx context.Context) error {
 		return fmt.Errorf("postgres: ready: schema behind this build (want version %d)", want)
 	}
 	return nil
+}
+
+// list runs a listing's query under the store's listing deadline (see
+// listing.Within) and collects its rows with scan; what names it in errors.
+func list[T any](ctx context.Context, db *DB, what string, scan pgx.RowToFunc[T], query string, args ...any) ([]T, error) {
+	return listing.Within(ctx, db.listTimeout, func(ctx context.Context) ([]T, error) {
+		rows, err := db.pool.Query(ctx, query, args...)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", what, err)
+		}
+		out, err := pgx.CollectRows(rows, scan)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", what, err)
+		}
+		return out, nil
+	})
 }

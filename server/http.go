@@ -53,6 +53,7 @@ var statuses = map[string]int{
 	spotoken.EUnauthorizedClient: http.StatusBadRequest,
 	spotoken.EInternal:           http.StatusInternalServerError,
 	spotoken.EStoreUnavailable:   http.StatusServiceUnavailable,
+	spotoken.EQueryTimeout:       http.StatusServiceUnavailable,
 	ELimitExceeded:               http.StatusTooManyRequests,
 	ETimeout:                     http.StatusRequestTimeout,
 	EInvalidToken:                http.StatusUnauthorized,

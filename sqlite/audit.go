@@ -109,8 +109,23 @@ func (db *DB) AppendAudit(ctx context.Context, records ...spotoken.AuditRecord) 
 
 // AuditRecords lists the records filter selects, ordered by (At, ID).
 func (db *DB) AuditRecords(ctx context.Context, filter spotoken.AuditFilter) ([]*spotoken.AuditRecord, error) {
+	q, args, err := auditQuery(filter)
+	if err != nil {
+		return nil, fmt.Errorf("audit records: %w", err)
+	}
+	return list(ctx, db, "audit records", scanAudit, q, args...)
+}
+
+// auditQuery is AuditRecords' query for filter and its arguments. It
+// searches audit_connection for one connection's records, audit_app for one
+// app's, audit_at for every app's.
+func auditQuery(filter spotoken.AuditFilter) (string, []any, error) {
 	if filter.ConnectionID != "" && filter.AppID == "" {
-		return nil, fmt.Errorf("audit records: %w", spotoken.Errorf(spotoken.EInvalid, "a connection filter needs an app id"))
+		return "", nil, spotoken.Errorf(spotoken.EInvalid, "a connection filter needs an app id")
+	}
+	limit, err := spotoken.PageLimit(filter.Limit)
+	if err != nil {
+		return "", nil, err
 	}
 	var where []string
 	var args []any
@@ -137,17 +152,11 @@ func (db *DB) AuditRecords(ctx context.Context, filter spotoken.AuditFilter) ([]
 		}
 		where, args = append(where, "(at, id) "+op+" (?, ?)"), append(args, filter.After.At.UnixMicro(), filter.After.ID)
 	}
-	limit := filter.Limit
-	if limit <= 0 {
-		limit = defaultLimit
-	}
 	q := `SELECT ` + auditColumns + ` FROM audit_records`
 	if len(where) > 0 {
 		q += ` WHERE ` + strings.Join(where, " AND ")
 	}
-	q += ` ORDER BY ` + order + ` LIMIT ?`
-	args = append(args, limit)
-	return queryAll(ctx, db.r, "audit records", scanAudit, q, args...)
+	return q + ` ORDER BY ` + order + ` LIMIT ?`, append(args, limit), nil
 }
 
 func scanAudit(r *sql.Rows) (*spotoken.AuditRecord, error) {

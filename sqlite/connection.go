@@ -57,14 +57,14 @@ func (db *DB) CreateConnection(ctx context.Context, c *spotoken.Connection, even
 
 // Connection returns the connection with key; ErrNotFound if none.
 func (db *DB) Connection(ctx context.Context, key spotoken.ConnectionKey) (*spotoken.Connection, error) {
-	c, _, err := db.connection(ctx, db.r, key)
+	c, _, err := db.connection(ctx, db.stmts.connection, key)
 	return c, err
 }
 
-// connection reads and opens one connection, returning its ciphertexts too.
-func (db *DB) connection(ctx context.Context, q queryer, key spotoken.ConnectionKey) (*spotoken.Connection, sealedToken, error) {
-	c, st, err := db.scanConnection(q.QueryRowContext(ctx,
-		`SELECT `+connectionColumns+` FROM connections WHERE app_id = ? AND id = ?`, key.AppID, key.ID))
+// connection reads and opens one connection with stmt (connectionQuery,
+// prepared), returning its ciphertexts too.
+func (db *DB) connection(ctx context.Context, stmt *sql.Stmt, key spotoken.ConnectionKey) (*spotoken.Connection, sealedToken, error) {
+	c, st, err := db.scanConnection(stmt.QueryRowContext(ctx, key.AppID, key.ID))
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, st, notFound(key)
 	}
@@ -90,7 +90,7 @@ func (db *DB) UpdateConnection(ctx context.Context, key spotoken.ConnectionKey, 
 	var out *spotoken.Connection
 	var erased bool // a stored token was emptied
 	err := db.write(ctx, func(tx *sql.Tx) error {
-		old, sealed, err := db.connection(ctx, tx, key)
+		old, sealed, err := db.connection(ctx, tx.StmtContext(ctx, db.stmts.wConnection), key)
 		if err != nil {
 			return fmt.Errorf("update connection: %w", err)
 		}
@@ -109,11 +109,7 @@ func (db *DB) UpdateConnection(ctx context.Context, key spotoken.ConnectionKey, 
 		if err != nil {
 			return fmt.Errorf("update connection: %w", err)
 		}
-		res, err := tx.ExecContext(ctx, `UPDATE connections SET spotify_user_id = ?, display_name = ?, scopes = ?, state = ?,
-				access_token = ?, refresh_token = ?, access_expires_at = ?, last_refresh_at = ?, consecutive_failures = ?,
-				next_attempt_at = ?, last_error_code = ?, consented_at = ?, grant_expires_at = ?, expiry_warned_at = ?, updated_at = ?,
-				refresh_unknown_at = ?, version = version + 1
-			WHERE app_id = ? AND id = ? AND version = ?`,
+		res, err := tx.StmtContext(ctx, db.stmts.update).ExecContext(ctx,
 			c.SpotifyUserID, c.DisplayName, scopesArg(c.Scopes), string(c.State),
 			blobArg(access), blobArg(refresh), timeArg(c.Token.Expiry), timeArg(c.LastRefreshAt), c.ConsecutiveFailures,
 			timeArg(c.NextAttemptAt), c.LastErrorCode, timeArg(c.ConsentedAt), timeArg(c.GrantExpiresAt), timeArg(c.ExpiryWarnedAt), c.UpdatedAt.UnixMicro(),
@@ -149,6 +145,13 @@ func (db *DB) UpdateConnection(ctx context.Context, key spotoken.ConnectionKey, 
 	}
 	return out, nil
 }
+
+// updateQuery is UpdateConnection's compare-and-swap.
+const updateQuery = `UPDATE connections SET spotify_user_id = ?, display_name = ?, scopes = ?, state = ?,
+		access_token = ?, refresh_token = ?, access_expires_at = ?, last_refresh_at = ?, consecutive_failures = ?,
+		next_attempt_at = ?, last_error_code = ?, consented_at = ?, grant_expires_at = ?, expiry_warned_at = ?, updated_at = ?,
+		refresh_unknown_at = ?, version = version + 1
+	WHERE app_id = ? AND id = ? AND version = ?`
 
 // resealChanged returns the ciphertexts for token next: the stored one for
 // a secret that did not change, a fresh one for a secret that did, nil for
@@ -192,25 +195,35 @@ func (db *DB) DeleteConnection(ctx context.Context, key spotoken.ConnectionKey, 
 	return nil
 }
 
-// defaultLimit is the page size of Connections when the filter sets none.
-const defaultLimit = 100
+// connectionsQuery lists an app's connections by id from the primary key;
+// connectionsStateQuery those in one state from connections_app_state.
+const (
+	connectionsQuery = `SELECT ` + connectionColumns + ` FROM connections
+		WHERE app_id = ?1 AND id > ?2 ORDER BY id LIMIT ?3`
+	connectionsStateQuery = `SELECT ` + connectionColumns + ` FROM connections
+		WHERE app_id = ?1 AND state = ?4 AND id > ?2 ORDER BY id LIMIT ?3`
+)
 
 // Connections lists an app's connections by ID, after filter.After, at most
-// filter.Limit (100 if not positive); EInvalid without filter.AppID.
+// filter.Limit (see spotoken.PageLimit); EInvalid without filter.AppID.
+// Each reads an index in id order: the primary key, or
+// connections_app_state for one state.
 func (db *DB) Connections(ctx context.Context, filter spotoken.ConnectionFilter) ([]*spotoken.Connection, error) {
 	if filter.AppID == "" {
 		return nil, fmt.Errorf("connections: %w", spotoken.Errorf(spotoken.EInvalid, "connection filter has no app id"))
 	}
-	limit := filter.Limit
-	if limit <= 0 {
-		limit = defaultLimit
+	limit, err := spotoken.PageLimit(filter.Limit)
+	if err != nil {
+		return nil, fmt.Errorf("connections: %w", err)
 	}
-	return queryAll(ctx, db.r, "connections", func(r *sql.Rows) (*spotoken.Connection, error) {
+	query, args := connectionsQuery, []any{filter.AppID, filter.After, limit}
+	if filter.State != "" {
+		query, args = connectionsStateQuery, append(args, string(filter.State))
+	}
+	return list(ctx, db, "connections", func(r *sql.Rows) (*spotoken.Connection, error) {
 		c, _, err := db.scanConnection(r)
 		return c, err
-	}, `SELECT `+connectionColumns+` FROM connections
-		WHERE app_id = ?1 AND id > ?2 AND (?3 = '' OR state = ?3) ORDER BY id LIMIT ?4`,
-		filter.AppID, filter.After, string(filter.State), limit)
+	}, query, args...)
 }
 
 // countQuery counts connections by app and state. It scans the covering
@@ -394,6 +407,18 @@ func (db *DB) CountExpiringGrants(ctx context.Context, before time.Time) ([]spot
 		GROUP BY app_id ORDER BY app_id`, before.UnixMicro())
 }
 
+// The lease updates: AcquireLease's takes a lease that is free, expired or
+// owner's; RenewLease's extends owner's unexpired lease; ReleaseLease's
+// gives it up.
+const (
+	acquireQuery = `UPDATE connections SET lease_owner = ?1, lease_expires_at = ?2
+		WHERE app_id = ?3 AND id = ?4 AND (lease_owner IS NULL OR lease_owner = ?1 OR lease_expires_at <= ?5)`
+	renewQuery = `UPDATE connections SET lease_expires_at = ?1
+		WHERE app_id = ?2 AND id = ?3 AND lease_owner = ?4 AND lease_expires_at > ?5`
+	releaseQuery = `UPDATE connections SET lease_owner = NULL, lease_expires_at = NULL
+		WHERE app_id = ?1 AND id = ?2 AND lease_owner = ?3 AND lease_expires_at > ?4`
+)
+
 // AcquireLease gives owner the connection's lease for ttl from the store's
 // clock if nobody holds it, the holder's lease expired, or owner holds it
 // already (which extends it); ErrLeaseHeld otherwise, ErrNotFound if there
@@ -405,8 +430,7 @@ func (db *DB) AcquireLease(ctx context.Context, key spotoken.ConnectionKey, owne
 	}
 	now := db.now()
 	lease := spotoken.Lease{Owner: owner, ExpiresAt: stored(now.Add(ttl))}
-	err := db.updateLease(ctx, key, spotoken.ELeaseHeld, "held by another owner", `UPDATE connections SET lease_owner = ?1, lease_expires_at = ?2
-			WHERE app_id = ?3 AND id = ?4 AND (lease_owner IS NULL OR lease_owner = ?1 OR lease_expires_at <= ?5)`,
+	err := db.updateLease(ctx, key, spotoken.ELeaseHeld, "held by another owner", db.stmts.acquire,
 		owner, lease.ExpiresAt.UnixMicro(), key.AppID, key.ID, now.UnixMicro())
 	if err != nil {
 		return spotoken.Lease{}, fmt.Errorf("acquire lease: %w", err)
@@ -420,8 +444,7 @@ func (db *DB) AcquireLease(ctx context.Context, key spotoken.ConnectionKey, owne
 func (db *DB) RenewLease(ctx context.Context, key spotoken.ConnectionKey, owner string, ttl time.Duration) (spotoken.Lease, error) {
 	now := db.now()
 	lease := spotoken.Lease{Owner: owner, ExpiresAt: stored(now.Add(ttl))}
-	err := db.updateLease(ctx, key, spotoken.ELeaseLost, "not held by this owner", `UPDATE connections SET lease_expires_at = ?1
-			WHERE app_id = ?2 AND id = ?3 AND lease_owner = ?4 AND lease_expires_at > ?5`,
+	err := db.updateLease(ctx, key, spotoken.ELeaseLost, "not held by this owner", db.stmts.renew,
 		lease.ExpiresAt.UnixMicro(), key.AppID, key.ID, owner, now.UnixMicro())
 	if err != nil {
 		return spotoken.Lease{}, fmt.Errorf("renew lease: %w", err)
@@ -434,8 +457,7 @@ func (db *DB) RenewLease(ctx context.Context, key spotoken.ConnectionKey, owner 
 // no such connection.
 func (db *DB) ReleaseLease(ctx context.Context, key spotoken.ConnectionKey, owner string) error {
 	now := db.now()
-	err := db.updateLease(ctx, key, spotoken.ELeaseLost, "not held by this owner", `UPDATE connections SET lease_owner = NULL, lease_expires_at = NULL
-			WHERE app_id = ?1 AND id = ?2 AND lease_owner = ?3 AND lease_expires_at > ?4`,
+	err := db.updateLease(ctx, key, spotoken.ELeaseLost, "not held by this owner", db.stmts.release,
 		key.AppID, key.ID, owner, now.UnixMicro())
 	if err != nil {
 		return fmt.Errorf("release lease: %w", err)

@@ -36,9 +36,9 @@ func (db *DB) BrowseConnections(ctx context.Context, q spotoken.BrowseQuery) ([]
 	if err := q.Validate(); err != nil {
 		return nil, fmt.Errorf("browse connections: %w", err)
 	}
-	limit := q.Limit
-	if limit <= 0 {
-		limit = defaultLimit
+	limit, err := spotoken.PageLimit(q.Limit)
+	if err != nil {
+		return nil, fmt.Errorf("browse connections: %w", err)
 	}
 	scan := func(r *sql.Rows) (*spotoken.Connection, error) {
 		c, _, err := db.scanConnection(r)
@@ -54,13 +54,13 @@ func (db *DB) BrowseConnections(ctx context.Context, q spotoken.BrowseQuery) ([]
 		if !q.GrantExpiresBefore.IsZero() {
 			before = q.GrantExpiresBefore.UnixMicro()
 		}
-		return queryAll(ctx, db.r, "browse connections", scan, browseGrantQuery, q.AppID, after, from.ID, before, limit)
+		return list(ctx, db, "browse connections", scan, browseGrantQuery, q.AppID, after, from.ID, before, limit)
 	}
 	var grantBefore int64
 	if !q.GrantExpiresBefore.IsZero() {
 		grantBefore = q.GrantExpiresBefore.UnixMicro()
 	}
-	return queryAll(ctx, db.r, "browse connections", scan, browseBackoffQuery, q.AppID, after, from.ID, grantBefore, limit)
+	return list(ctx, db, "browse connections", scan, browseBackoffQuery, q.AppID, after, from.ID, grantBefore, limit)
 }
 
 // countBackoffQuery counts the connections in backoff by app, from the

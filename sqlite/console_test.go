@@ -50,8 +50,14 @@ func TestConsoleQueryPlans(t *testing.T) {
 		t.Fatal(err)
 	}
 	raw := rawDB(t, path)
-	findByID, findByIDArgs := sqlite.FindQuery(spotoken.ConnectionQuery{ID: "c10", Limit: 51})
-	findByUser, findByUserArgs := sqlite.FindQuery(spotoken.ConnectionQuery{SpotifyUserID: "user7", Limit: 51})
+	findByID, findByIDArgs, err := sqlite.FindQuery(spotoken.ConnectionQuery{ID: "c10", Limit: 51})
+	if err != nil {
+		t.Fatal(err)
+	}
+	findByUser, findByUserArgs, err := sqlite.FindQuery(spotoken.ConnectionQuery{SpotifyUserID: "user7", Limit: 51})
+	if err != nil {
+		t.Fatal(err)
+	}
 	timeline, timelineArgs, err := sqlite.EventsQuery(spotoken.EventFilter{AppID: "a", ConnectionID: "c10", Limit: 50})
 	if err != nil {
 		t.Fatal(err)

@@ -11,7 +11,16 @@ var (
 )
 
 // FindQuery is FindConnections' query for q, for the query-plan tests.
-func FindQuery(q spotoken.ConnectionQuery) (string, []any) { return findQuery(q) }
+func FindQuery(q spotoken.ConnectionQuery) (string, []any, error) { return findQuery(q) }
+
+// AuditQuery is AuditRecords' query for filter, for the query-plan tests.
+func AuditQuery(filter spotoken.AuditFilter) (string, []any, error) { return auditQuery(filter) }
+
+// The queries of Connections, for the query-plan tests.
+const (
+	ConnectionsQuery      = connectionsQuery
+	ConnectionsStateQuery = connectionsStateQuery
+)
 
 // EventsQuery is Events' query for filter, for the query-plan tests.
 func EventsQuery(filter spotoken.EventFilter) (string, []any, error) { return eventsQuery(filter) }

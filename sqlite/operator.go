@@ -219,7 +219,7 @@ func (db *DB) Events(ctx context.Context, filter spotoken.EventFilter) ([]*spoto
 	if err != nil {
 		return nil, fmt.Errorf("events: %w", err)
 	}
-	return queryAll(ctx, db.r, "events", scanEvent, query, args...)
+	return list(ctx, db, "events", scanEvent, query, args...)
 }
 
 // eventsQuery is Events' query for filter and its arguments. It searches
@@ -242,9 +242,9 @@ func eventsQuery(filter spotoken.EventFilter) (string, []any, error) {
 	if filter.Before > 0 {
 		where, args = append(where, `id < ?`), append(args, filter.Before)
 	}
-	limit := filter.Limit
-	if limit <= 0 {
-		limit = defaultLimit
+	limit, err := spotoken.PageLimit(filter.Limit)
+	if err != nil {
+		return "", nil, err
 	}
 	return `SELECT ` + eventColumns + ` FROM events WHERE ` + strings.Join(where, ` AND `) + ` ORDER BY id DESC LIMIT ?`,
 		append(args, limit), nil
@@ -302,9 +302,44 @@ var connectionListColumns = strings.Replace(connectionColumns, "access_token, re
 
 // FindConnections returns the connections q selects, ordered by app then
 // id, without opening a token.
+//
+// By state alone after a cursor it reads the rest of the cursor's app
+// first, then the apps after it, so that both are searches from the
+// cursor on (SQLite searches an IN list's values one by one, without the
+// cursor's id).
 func (db *DB) FindConnections(ctx context.Context, q spotoken.ConnectionQuery) ([]*spotoken.Connection, error) {
-	query, args := findQuery(q)
-	return queryAll(ctx, db.r, "find connections", func(r *sql.Rows) (*spotoken.Connection, error) {
+	var head []*spotoken.Connection
+	if stateOnly(q) && q.After != (spotoken.ConnectionKey{}) {
+		first := q
+		first.AppID = q.After.AppID
+		cs, err := db.findConnections(ctx, first)
+		if err != nil {
+			return nil, err
+		}
+		limit, _ := spotoken.PageLimit(q.Limit)
+		if len(cs) >= limit {
+			return cs, nil
+		}
+		head, q.Limit, q.After = cs, limit-len(cs), spotoken.ConnectionKey{AppID: q.After.AppID + "\x00"}
+	}
+	cs, err := db.findConnections(ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	return append(head, cs...), nil
+}
+
+// stateOnly reports whether q selects by state alone.
+func stateOnly(q spotoken.ConnectionQuery) bool {
+	return q.State != "" && q.AppID == "" && q.ID == "" && q.SpotifyUserID == ""
+}
+
+func (db *DB) findConnections(ctx context.Context, q spotoken.ConnectionQuery) ([]*spotoken.Connection, error) {
+	query, args, err := findQuery(q)
+	if err != nil {
+		return nil, fmt.Errorf("find connections: %w", err)
+	}
+	return list(ctx, db, "find connections", func(r *sql.Rows) (*spotoken.Connection, error) {
 		c, _, err := db.scanConnection(r)
 		return c, err
 	}, query, args...)
@@ -312,8 +347,13 @@ func (db *DB) FindConnections(ctx context.Context, q spotoken.ConnectionQuery) (
 
 // findQuery is FindConnections' query for q and its arguments. By
 // connection id it searches connections_id, by Spotify user
-// connections_spotify_user, by app the primary key.
-func findQuery(q spotoken.ConnectionQuery) (string, []any) {
+// connections_spotify_user, by state (with or without an app)
+// connections_app_state, by app the primary key.
+func findQuery(q spotoken.ConnectionQuery) (string, []any, error) {
+	limit, err := spotoken.PageLimit(q.Limit)
+	if err != nil {
+		return "", nil, err
+	}
 	var where []string
 	var args []any
 	for _, c := range []struct{ column, value string }{
@@ -323,16 +363,22 @@ func findQuery(q spotoken.ConnectionQuery) (string, []any) {
 			where, args = append(where, c.column+` = ?`), append(args, c.value)
 		}
 	}
-	if q.After != (spotoken.ConnectionKey{}) {
+	switch {
+	case q.After == (spotoken.ConnectionKey{}):
+	case q.AppID != "" && q.After.AppID == q.AppID:
+		// Within one app: a bound on the id, which an index searches.
+		where, args = append(where, `id > ?`), append(args, q.After.ID)
+	default:
 		where, args = append(where, `(app_id, id) > (?, ?)`), append(args, q.After.AppID, q.After.ID)
+	}
+	if stateOnly(q) {
+		// By state alone: app by app (apps are few), each app's rows in
+		// that state from connections_app_state in id order.
+		where, args = append(where, `app_id IN (SELECT id FROM apps WHERE id >= ?)`), append(args, q.After.AppID)
 	}
 	query := `SELECT ` + connectionListColumns + ` FROM connections`
 	if len(where) > 0 {
 		query += ` WHERE ` + strings.Join(where, ` AND `)
 	}
-	limit := q.Limit
-	if limit <= 0 {
-		limit = defaultLimit
-	}
-	return query + ` ORDER BY app_id, id LIMIT ?`, append(args, limit)
+	return query + ` ORDER BY app_id, id LIMIT ?`, append(args, limit), nil
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"github.com/spotoken/spotoken"
+	"github.com/spotoken/spotoken/internal/listing"
 )
 
 // queryAll runs a read query and scans every row with scan; what names the
@@ -30,12 +31,20 @@ func queryAll[T any](ctx context.Context, db *sql.DB, what string, scan func(*sq
 	return out, nil
 }
 
-// updateLease runs a conditional lease UPDATE on key in a write
-// transaction. If it changes no row it answers ErrNotFound when the
-// connection does not exist, else an error with code and message.
-func (db *DB) updateLease(ctx context.Context, key spotoken.ConnectionKey, code, message, query string, args ...any) error {
+// list is queryAll on the readers for a listing: under the store's
+// listing deadline (see listing.Within).
+func list[T any](ctx context.Context, db *DB, what string, scan func(*sql.Rows) (T, error), query string, args ...any) ([]T, error) {
+	return listing.Within(ctx, db.listTimeout, func(ctx context.Context) ([]T, error) {
+		return queryAll(ctx, db.r, what, scan, query, args...)
+	})
+}
+
+// updateLease runs a conditional lease UPDATE on key, the prepared stmt,
+// in a write transaction. If it changes no row it answers ErrNotFound when
+// the connection does not exist, else an error with code and message.
+func (db *DB) updateLease(ctx context.Context, key spotoken.ConnectionKey, code, message string, stmt *sql.Stmt, args ...any) error {
 	return db.write(ctx, func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, query, args...)
+		res, err := tx.StmtContext(ctx, stmt).ExecContext(ctx, args...)
 		if err != nil {
 			return err
 		}

@@ -35,6 +35,19 @@
 //     log at the next automatic checkpoint, and every copy leaves it when
 //     the last connection closes.
 //   - busy_timeout=10s: how long to wait for another process's write lock.
+//   - cache_size: each connection's page cache (Config.CacheSize, default
+//     16 MiB). SQLite's default of 2 MB holds the inner pages of the
+//     tables and indexes of a few thousand connections; a lookup among a
+//     million reads several more pages from the file (system calls, copies)
+//     for want of room. The cache fills only as pages are read and is the
+//     process's own memory: up to CacheSize per connection, one writer and
+//     the readers (4 or more), so 80 MiB at most with the default.
+//   - mmap_size: how much of the file is read through a memory map instead
+//     of read system calls (Config.MmapSize, default 0: none). Mapped pages
+//     are the kernel's page cache, shared by every connection and process
+//     and reclaimable, but they count in the process's RSS as they are
+//     touched, up to the smaller of the file and MmapSize; see
+//     docs/storage.md.
 //
 // # Schema
 //
@@ -69,6 +82,7 @@ import (
 	sqlite3 "modernc.org/sqlite/lib"
 
 	"github.com/spotoken/spotoken"
+	"github.com/spotoken/spotoken/internal/listing"
 	"github.com/spotoken/spotoken/internal/rowseal"
 	"github.com/spotoken/spotoken/seal"
 )
@@ -88,7 +102,22 @@ type Config struct {
 	// Now is the store's clock (CreatedAt, UpdatedAt, lease and backoff
 	// checks); nil means time.Now.
 	Now func() time.Time
+	// CacheSize is each connection's page cache in bytes (PRAGMA
+	// cache_size); zero means DefaultCacheSize. See the package
+	// documentation for what it costs.
+	CacheSize int64
+	// MmapSize is how many bytes of the file are read through a memory
+	// map (PRAGMA mmap_size); zero means none, the default.
+	MmapSize int64
+	// ListTimeout bounds each listing (Connections, FindConnections,
+	// BrowseConnections, Events, AuditRecords); past it the listing fails
+	// with spotoken.EQueryTimeout. Zero means listing.DefaultTimeout (2s).
+	ListTimeout time.Duration
 }
+
+// DefaultCacheSize is each connection's page cache when Config.CacheSize
+// is zero: 16 MiB.
+const DefaultCacheSize = 16 << 20
 
 // DB is spotoken's store on one SQLite database file. It implements
 // spotoken.Store and is safe for concurrent use by many goroutines, and by
@@ -101,6 +130,9 @@ type DB struct {
 	// auditInsert is fullAuditInsert prepared on w's one connection, so a
 	// write transaction reuses it.
 	auditInsert *sql.Stmt
+	// stmts are the hot statements, prepared once (see prepared).
+	stmts       statements
+	listTimeout time.Duration
 }
 
 // busyTimeout is how long, in milliseconds, a connection waits for another
@@ -123,15 +155,27 @@ func Open(ctx context.Context, cfg Config) (*DB, error) {
 	} else if !errors.Is(err, fs.ErrExist) {
 		return nil, fmt.Errorf("sqlite: create %s: %w", cfg.Path, err)
 	}
-	db := &DB{codec: rowseal.New(cfg.Keys), clock: cfg.Now}
+	if cfg.CacheSize < 0 || cfg.MmapSize < 0 || cfg.ListTimeout < 0 {
+		return nil, errors.New("sqlite: open: negative cache size, mmap size or list timeout")
+	}
+	db := &DB{codec: rowseal.New(cfg.Keys), clock: cfg.Now, listTimeout: cfg.ListTimeout}
 	if db.clock == nil {
 		db.clock = time.Now
+	}
+	if db.listTimeout == 0 {
+		db.listTimeout = listing.DefaultTimeout
+	}
+	cacheSize := cfg.CacheSize
+	if cacheSize == 0 {
+		cacheSize = DefaultCacheSize
 	}
 
 	// SQLite decodes a file: URI's path, so escape it (a '?' or '%' in a
 	// file name must not start the query or an escape).
 	name := "file:" + (&url.URL{Path: cfg.Path}).EscapedPath()
-	common := "?_pragma=busy_timeout(" + strconv.Itoa(busyTimeout) + ")&_pragma=foreign_keys(1)&_pragma=secure_delete(1)"
+	// A negative cache_size is in KiB.
+	common := "?_pragma=busy_timeout(" + strconv.Itoa(busyTimeout) + ")&_pragma=foreign_keys(1)&_pragma=secure_delete(1)" +
+		"&_pragma=cache_size(-" + strconv.FormatInt(max(1, cacheSize>>10), 10) + ")&_pragma=mmap_size(" + strconv.FormatInt(cfg.MmapSize, 10) + ")"
 	var err error
 	if db.w, err = sql.Open("sqlite", name+common+"&_pragma=synchronous(FULL)&_txlock=immediate"); err != nil {
 		return nil, fmt.Errorf("sqlite: open: %w", err)
@@ -168,6 +212,10 @@ func Open(ctx context.Context, cfg Config) (*DB, error) {
 		db.Close()
 		return nil, fmt.Errorf("sqlite: open %s: %w", cfg.Path, err)
 	}
+	if err := db.prepare(ctx); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("sqlite: open %s: prepare: %w", cfg.Path, err)
+	}
 	return db, nil
 }
 
@@ -178,6 +226,7 @@ func (db *DB) Close() error {
 	if db.auditInsert != nil {
 		errs = append(errs, db.auditInsert.Close())
 	}
+	errs = append(errs, db.stmts.close())
 	if db.r != nil {
 		errs = append(errs, db.r.Close())
 	}

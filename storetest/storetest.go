@@ -132,6 +132,8 @@ func Run(t *testing.T, newBackend func(t *testing.T) Backend) {
 		{"BrowseConnections", testBrowseConnections},
 		{"CountUndelivered", testCountUndelivered},
 		{"RefreshTallies", testRefreshTallies},
+		{"ListingsByState", testListingsByState},
+		{"PageLimits", testPageLimits},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

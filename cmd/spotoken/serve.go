@@ -119,6 +119,7 @@ The redirect URI to register with Spotify for every app is <public-url>/callback
 	}
 	f := cmd.Flags()
 	opts.store.addFlags(f)
+	opts.store.addTuningFlags(f)
 	f.StringVar(&opts.Addr, "addr", "127.0.0.1:8080", "listen address (port 0 picks a free port)")
 	f.StringVar(&opts.PublicURL, "public-url", "", "base URL users' browsers reach this server at (default: http(s)://<addr>)")
 	f.StringVar(&opts.AccountsURL, "accounts-url", server.SpotifyAccountsURL, "Spotify accounts service")
@@ -196,6 +197,9 @@ func (o *serveOptions) validate() error {
 	}
 	if o.DBTimeout <= 0 || o.OutageGrace < 0 {
 		return usageError{errors.New("--db-timeout must be positive and --outage-grace not negative")}
+	}
+	if err := o.store.validateTuning(); err != nil {
+		return err
 	}
 	if o.HeaderTimeout <= 0 || o.BodyTimeout <= 0 || o.MinBodyRate <= 0 {
 		return usageError{errors.New("--read-header-timeout, --body-timeout and --min-body-rate must be positive")}

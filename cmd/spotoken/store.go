@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/spotoken/spotoken"
+	"github.com/spotoken/spotoken/internal/listing"
 	"github.com/spotoken/spotoken/postgres"
 	"github.com/spotoken/spotoken/seal"
 	"github.com/spotoken/spotoken/sqlite"
@@ -29,6 +30,26 @@ type storeOptions struct {
 	// it the emulator's, the engine's clock, so that times the store
 	// compares (backoff, leases, expiry) are on the same clock.
 	now func() time.Time
+	// The store's sizing and listing deadline (addTuningFlags, serve's):
+	// zero means the store's defaults.
+	SQLiteCacheMiB, SQLiteMmapMiB int64
+	ListTimeout                   time.Duration
+}
+
+// addTuningFlags registers the flags that size the store for a large
+// database: the long-running serve's, not every command's.
+func (o *storeOptions) addTuningFlags(f *pflag.FlagSet) {
+	f.Int64Var(&o.SQLiteCacheMiB, "sqlite-cache-mib", sqlite.DefaultCacheSize>>20, "SQLite: page cache of each database connection, in MiB (the process's memory, up to this times 5 or more connections)")
+	f.Int64Var(&o.SQLiteMmapMiB, "sqlite-mmap-mib", 0, "SQLite: read up to this many MiB of the database file through a memory map (shared page cache; counts in RSS as it is read; 0: none)")
+	f.DurationVar(&o.ListTimeout, "list-timeout", listing.DefaultTimeout, "deadline of each listing query (connections, events, audit records); past it the API answers 503 query_timeout")
+}
+
+// validateTuning checks the flags of addTuningFlags.
+func (o *storeOptions) validateTuning() error {
+	if o.SQLiteCacheMiB < 0 || o.SQLiteMmapMiB < 0 || o.ListTimeout < 0 {
+		return usageError{errors.New("--sqlite-cache-mib, --sqlite-mmap-mib and --list-timeout must not be negative")}
+	}
+	return nil
 }
 
 // addFlags registers --db and --key-file.
@@ -107,12 +128,13 @@ func (o *storeOptions) openStore(ctx context.Context, log *slog.Logger, create b
 		return nil, err
 	}
 	if isPostgres(db) {
-		return postgres.Open(ctx, postgres.Config{DSN: db, Keys: ring, Now: o.now})
+		return postgres.Open(ctx, postgres.Config{DSN: db, Keys: ring, Now: o.now, ListTimeout: o.ListTimeout})
 	}
 	if err := os.MkdirAll(filepath.Dir(db), 0o700); err != nil {
 		return nil, fmt.Errorf("create database directory: %w", err)
 	}
-	return sqlite.Open(ctx, sqlite.Config{Path: db, Keys: ring, Now: o.now})
+	return sqlite.Open(ctx, sqlite.Config{Path: db, Keys: ring, Now: o.now, ListTimeout: o.ListTimeout,
+		CacheSize: o.SQLiteCacheMiB << 20, MmapSize: o.SQLiteMmapMiB << 20})
 }
 
 // checkExists fails unless the SQLite database db exists. Its advice never
