@@ -202,6 +202,9 @@ func pidMemory(pid int) (rss, hwm int64, err error) {
 type scaleReq struct {
 	req   *http.Request
 	check func(status int, body []byte) error
+	// due, when set, is when an open-loop run meant to send the request:
+	// its latency counts from then.
+	due time.Time
 }
 
 // scaleRun is what one run of the load generator measured.
@@ -280,6 +283,9 @@ func scaleDrive(c *http.Client, pid, workers int, stop <-chan struct{}, next fun
 					return
 				}
 				t0 := time.Now()
+				if !r.due.IsZero() {
+					t0 = r.due
+				}
 				resp, err := c.Do(r.req)
 				if err != nil {
 					fail(err)
@@ -311,6 +317,46 @@ func scaleDrive(c *http.Client, pid, workers int, stop <-chan struct{}, next fun
 	res.requests = len(res.lat)
 	slices.Sort(res.lat)
 	return res
+}
+
+// scaleOpen is an open-loop load generator: request k is due at
+// start + k/rate, whichever of workers is free sends it, and its latency
+// counts from when it was due, so time spent queueing for a worker is
+// measured too (no coordinated omission). It stops as scaleDrive does.
+func scaleOpen(c *http.Client, pid, workers int, rate float64, stop <-chan struct{}, next func() (scaleReq, bool)) scaleRun {
+	due := make(chan time.Time, 1<<16)
+	start := time.Now()
+	go func() {
+		defer close(due)
+		for k := 0; ; k++ {
+			t := start.Add(time.Duration(float64(k) / rate * float64(time.Second)))
+			select {
+			case <-stop:
+				return
+			case <-time.After(time.Until(t)):
+			}
+			select {
+			case due <- t:
+			default: // a backlog of 65536: the run is hopeless anyway
+				return
+			}
+		}
+	}()
+	var mu sync.Mutex
+	r := scaleDrive(c, pid, workers, nil, func() (scaleReq, bool) {
+		t, ok := <-due
+		if !ok {
+			return scaleReq{}, false
+		}
+		mu.Lock()
+		req, ok := next()
+		mu.Unlock()
+		if ok {
+			req.due = t
+		}
+		return req, ok
+	})
+	return r
 }
 
 // timer returns a channel closed after d.
