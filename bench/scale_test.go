@@ -702,6 +702,8 @@ func (w *scaleWorld) phaseRefresh(ctx context.Context, sets scaleSets) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	serveCPU0, _ := pidCPU(w.serve.pid())
+	emuCPU0, _ := pidCPU(w.emu.pid())
 	// Make the hot rows due, the idle ones expired.
 	T := time.Now()
 	hotExpiry := make([]time.Time, len(sets.hot))
@@ -772,6 +774,8 @@ func (w *scaleWorld) phaseRefresh(ctx context.Context, sets scaleSets) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	serveCPU1, _ := pidCPU(w.serve.pid())
+	emuCPU1, _ := pidCPU(w.emu.pid())
 	if callers.err != nil {
 		b.Errorf("callers: %v", callers.err)
 	}
@@ -789,6 +793,12 @@ func (w *scaleWorld) phaseRefresh(ctx context.Context, sets scaleSets) {
 	w.rep.printf("refresh: %d of %d hot connections refreshed, %d before their expiry, in %v (%.0f/s over the phase); emulator refresh_token grants meanwhile %d (hot refreshed %d + callers answered %d = %d)",
 		refreshed, len(sets.hot), before, end.Sub(T).Round(time.Second), float64(refreshed)/end.Sub(T).Seconds(),
 		grants1-grants0, refreshed, callers.requests, refreshed+callers.requests)
+	if g := grants1 - grants0; g > 0 {
+		phase := end.Sub(T)
+		w.rep.printf("refresh CPU: serve %v (%.0f%% of one core over the phase), %.2f ms a refresh; emulator %.2f ms a refresh: serve alone could do %.0f refreshes/s on one whole core",
+			(serveCPU1 - serveCPU0).Round(time.Millisecond), 100*(serveCPU1-serveCPU0).Seconds()/phase.Seconds(),
+			ms((serveCPU1-serveCPU0)/time.Duration(g)), ms((emuCPU1-emuCPU0)/time.Duration(g)), float64(g)/(serveCPU1-serveCPU0).Seconds())
+	}
 	load := fmt.Sprintf("closed loop, c=%d", w.set.callers)
 	if w.set.callerRate > 0 {
 		load = fmt.Sprintf("open loop, %g/s", w.set.callerRate)
