@@ -314,8 +314,11 @@ func runScale(b *testing.B, bin, kind string, n int) {
 		len(sets.hot), len(sets.idle), len(sets.floor), len(sets.hit), len(sets.granted()), w.db.recordsUse())
 
 	// serve.
+	// --public-url makes serve's callback the bench apps' redirect URI, so
+	// that a vend of a needs_reauth connection mints its re-consent link
+	// as in production.
 	serveArgs := append([]string{"serve", "--json", "--addr", "127.0.0.1:0", "--db", dbArg, "--key-file", keyFile,
-		"--accounts-url", w.emu.first, "--api-url", w.emu.first}, w.set.serveArgs...)
+		"--accounts-url", w.emu.first, "--api-url", w.emu.first, "--public-url", strings.TrimSuffix(scaleRedirect, "/callback")}, w.set.serveArgs...)
 	w.serve, err = startChild("serve", bin, filepath.Join(w.dir, "serve.log"), 5*time.Minute, serveArgs...)
 	if err != nil {
 		b.Fatal(err)
@@ -836,8 +839,9 @@ func (w *scaleWorld) restoreExpiry(ctx context.Context, sets scaleSets, T time.T
 }
 
 // schedulerMetrics returns serve's metrics of the scheduler's backlog and
-// lag and of the upstream rate, as " name value" pairs, where serve has
-// them.
+// lag, of the upstream rate, of the memory held (token cache entries, Go
+// heap, audit queue) and of audit records dropped, as "; name value"
+// pairs, where serve has them.
 func (w *scaleWorld) schedulerMetrics() string {
 	resp, err := w.client.Get(w.url + "/metrics")
 	if err != nil {
@@ -846,7 +850,8 @@ func (w *scaleWorld) schedulerMetrics() string {
 	body := drain(resp)
 	var out strings.Builder
 	for line := range strings.Lines(string(body)) {
-		for _, m := range []string{"spotoken_refresh_due_backlog ", "spotoken_refresh_scheduler_lag_seconds ", "spotoken_upstream_rate ", "spotoken_token_cache_entries "} {
+		for _, m := range []string{"spotoken_refresh_due_backlog ", "spotoken_refresh_scheduler_lag_seconds ", "spotoken_upstream_rate ",
+			"spotoken_token_cache_entries ", "go_memstats_heap_inuse_bytes ", "spotoken_audit_queue_length ", "spotoken_audit_records_dropped_total"} {
 			if strings.HasPrefix(line, m) {
 				out.WriteString("; " + strings.TrimSpace(line))
 			}
