@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -317,7 +318,12 @@ func runScale(b *testing.B, bin, kind string, n int) {
 	// --public-url makes serve's callback the bench apps' redirect URI, so
 	// that a vend of a needs_reauth connection mints its re-consent link
 	// as in production.
-	serveArgs := append([]string{"serve", "--json", "--addr", "127.0.0.1:0", "--db", dbArg, "--key-file", keyFile,
+	// serve --json prints the public URL, so the harness picks the port.
+	addr, err := freeAddr()
+	if err != nil {
+		b.Fatal(err)
+	}
+	serveArgs := append([]string{"serve", "--json", "--addr", addr, "--db", dbArg, "--key-file", keyFile,
 		"--accounts-url", w.emu.first, "--api-url", w.emu.first, "--public-url", strings.TrimSuffix(scaleRedirect, "/callback")}, w.set.serveArgs...)
 	w.serve, err = startChild("serve", bin, filepath.Join(w.dir, "serve.log"), 5*time.Minute, serveArgs...)
 	if err != nil {
@@ -334,7 +340,7 @@ func runScale(b *testing.B, bin, kind string, n int) {
 	if err := json.Unmarshal([]byte(w.serve.first), &info); err != nil || info.URL == "" {
 		b.Fatalf("serve --json printed %q: %v", w.serve.first, err)
 	}
-	w.url = info.URL
+	w.url = "http://" + addr
 	t1 := time.Now()
 	if err := waitReady(ctx, w.url+"/readyz", time.Minute); err != nil {
 		b.Fatal(err)
@@ -368,6 +374,16 @@ func runScale(b *testing.B, bin, kind string, n int) {
 	if err := w.serve.stop(); err != nil {
 		b.Errorf("%v; its log:\n%s", err, tailFile(w.serve.logPath, 4000))
 	}
+}
+
+// freeAddr returns a loopback address with a port free a moment ago.
+func freeAddr() (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer ln.Close()
+	return ln.Addr().String(), nil
 }
 
 func runtimeProcs() int { return runtime.GOMAXPROCS(0) }
