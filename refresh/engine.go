@@ -374,6 +374,14 @@ func (e *Engine) Token(ctx context.Context, key spotoken.ConnectionKey, minTTL t
 			return mem.AccessToken, nil
 		}
 	}
+	return e.tokenSlow(ctx, key, minTTL, h, now, mem)
+}
+
+// tokenSlow is Token past its cache (mem, possibly nil, was not good
+// enough): apart, so that the hit path's frame stays small.
+//
+//go:noinline
+func (e *Engine) tokenSlow(ctx context.Context, key spotoken.ConnectionKey, minTTL time.Duration, h uint64, now time.Time, mem *cached) (AccessToken, error) {
 	at, err := e.fly(ctx, key, request{minTTL: minTTL})
 	e.usedUnless(key, h, now, err)
 	if err != nil && mem != nil && errors.Is(err, spotoken.ErrStoreUnavailable) {
