@@ -21,7 +21,10 @@ import (
 //   - read=find-user: FindConnections by Spotify user id;
 //   - read=page: one app's first page of 51 connections by id;
 //   - read=state: one app's first page of 51 connections needing
-//     re-authorization (3% of the rows);
+//     re-authorization (3% of the rows; GET /v1/connections?state=);
+//   - read=find-state: FindConnections of revoked connections (1% of the
+//     rows) across apps, a page of 101 after a cursor in the middle of the
+//     second app (GET /v1/admin/connections?state=revoked&cursor=);
 //   - read=backoff: one app's first page of connections backing off, by
 //     next retry (BrowseConnections; 1% of the active rows);
 //   - read=count-backoff: CountBackingOff (the apps list's figure);
@@ -39,7 +42,7 @@ func BenchmarkStoreConsole(b *testing.B) {
 			for _, rows := range sizes {
 				fs[rows] = storeFixture(b, kind, rows)
 			}
-			for _, read := range []string{"find-id", "find-user", "page", "state", "backoff", "count-backoff", "count"} {
+			for _, read := range []string{"find-id", "find-user", "page", "state", "find-state", "backoff", "count-backoff", "count"} {
 				b.Run("read="+read, func(b *testing.B) {
 					for _, rows := range sizes {
 						b.Run("rows="+strconv.Itoa(rows), func(b *testing.B) { benchConsole(b, fs[rows], read) })
@@ -75,6 +78,17 @@ func consoleRead(f *storeDB, read string) (func(ctx context.Context, i int) (int
 			cs, err := f.store.Connections(ctx, filter)
 			return len(cs), err
 		}, 51
+	case "find-state":
+		after := rowKey(n*3/(2*benchApps), n) // halfway through app 1
+		return func(ctx context.Context, _ int) (int, error) {
+			cs, err := f.store.FindConnections(ctx, spotoken.ConnectionQuery{State: spotoken.StateRevoked, After: after, Limit: 101})
+			for _, c := range cs {
+				if c.State != spotoken.StateRevoked || c.AppID < after.AppID {
+					return 0, fmt.Errorf("find-state returned %s in %s", c.Key(), c.State)
+				}
+			}
+			return len(cs), err
+		}, 1
 	case "backoff":
 		return func(ctx context.Context, _ int) (int, error) {
 			cs, err := f.store.BrowseConnections(ctx, spotoken.BrowseQuery{AppID: app, Order: spotoken.OrderNextAttempt,

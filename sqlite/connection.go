@@ -55,10 +55,20 @@ func (db *DB) CreateConnection(ctx context.Context, c *spotoken.Connection, even
 	return nil
 }
 
-// Connection returns the connection with key; ErrNotFound if none.
+// Connection returns the connection with key; ErrNotFound if none. It
+// reads through db.point (see pointReader).
 func (db *DB) Connection(ctx context.Context, key spotoken.ConnectionKey) (*spotoken.Connection, error) {
-	c, _, err := db.connection(ctx, db.stmts.connection, key)
-	return c, err
+	c, st, found, err := db.point.read(ctx, key)
+	if err != nil {
+		return nil, fmt.Errorf("connection %s: %w", key, err)
+	}
+	if !found {
+		return nil, notFound(key)
+	}
+	if c.Token.AccessToken, c.Token.RefreshToken, err = db.codec.OpenToken(key, st.access, st.refresh); err != nil {
+		return nil, err
+	}
+	return c, nil
 }
 
 // connection reads and opens one connection with stmt (connectionQuery,

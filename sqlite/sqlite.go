@@ -130,8 +130,11 @@ type DB struct {
 	// auditInsert is fullAuditInsert prepared on w's one connection, so a
 	// write transaction reuses it.
 	auditInsert *sql.Stmt
-	// stmts are the hot statements, prepared once (see prepared).
-	stmts       statements
+	// stmts are the hot statements, prepared once (see prepare).
+	stmts statements
+	// point reads one connection by key (Connection) on connections of
+	// its own, outside database/sql.
+	point       *pointReader
 	listTimeout time.Duration
 }
 
@@ -216,6 +219,10 @@ func Open(ctx context.Context, cfg Config) (*DB, error) {
 		db.Close()
 		return nil, fmt.Errorf("sqlite: open %s: prepare: %w", cfg.Path, err)
 	}
+	if db.point, err = openPointReader(cfg.Path, n, cacheSize, cfg.MmapSize); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("sqlite: open %s: %w", cfg.Path, err)
+	}
 	return db, nil
 }
 
@@ -227,6 +234,9 @@ func (db *DB) Close() error {
 		errs = append(errs, db.auditInsert.Close())
 	}
 	errs = append(errs, db.stmts.close())
+	if db.point != nil {
+		errs = append(errs, db.point.close())
+	}
 	if db.r != nil {
 		errs = append(errs, db.r.Close())
 	}

@@ -6,16 +6,15 @@ import (
 	"errors"
 )
 
-// statements are the statements of a vend and of a refresh, prepared once
-// when the store opens. database/sql keeps a prepared statement on each
-// connection it has run on, so a call binds and steps it instead of
-// parsing and planning its SQL again, which was a fifth of the CPU of a
-// vend that misses the engine's cache.
+// statements are the statements of a refresh, prepared once on the writer
+// when the store opens, so a call binds and steps them instead of parsing
+// and planning their SQL again (which was a fifth of the CPU of a vend
+// that missed the engine's cache, when Connection still read through
+// database/sql; it has a prepared statement of its own now, see
+// pointReader).
 type statements struct {
-	// connection reads a connection by key on the readers (Connection).
-	connection *sql.Stmt
-	// The writer's: UpdateConnection's read and compare-and-swap, and the
-	// three lease updates.
+	// UpdateConnection's read and compare-and-swap, and the three lease
+	// updates.
 	wConnection, update, acquire, renew, release *sql.Stmt
 }
 
@@ -29,7 +28,6 @@ func (db *DB) prepare(ctx context.Context) error {
 		pool  *sql.DB
 		query string
 	}{
-		{&db.stmts.connection, db.r, connectionQuery},
 		{&db.stmts.wConnection, db.w, connectionQuery},
 		{&db.stmts.update, db.w, updateQuery},
 		{&db.stmts.acquire, db.w, acquireQuery},
@@ -48,7 +46,7 @@ func (db *DB) prepare(ctx context.Context) error {
 // close closes the statements that were prepared.
 func (s *statements) close() error {
 	var errs []error
-	for _, st := range []*sql.Stmt{s.connection, s.wConnection, s.update, s.acquire, s.renew, s.release} {
+	for _, st := range []*sql.Stmt{s.wConnection, s.update, s.acquire, s.renew, s.release} {
 		if st != nil {
 			errs = append(errs, st.Close())
 		}
