@@ -154,7 +154,7 @@ The redirect URI to register with Spotify for every app is <public-url>/callback
 	f.MarkHidden("scheduler-interval")
 	f.DurationVar(&opts.JanitorInterval, "janitor-interval", time.Minute, "how often expired connect links and unconfirmed grants are erased")
 	f.MarkHidden("janitor-interval")
-	f.DurationVar(&opts.DBTimeout, "db-timeout", 5*time.Second, "deadline of every database call; past it (or with the database refusing) the API answers 503 unavailable")
+	f.DurationVar(&opts.DBTimeout, "db-timeout", 5*time.Second, "longest a request waits for a database that does not answer (each call gets nine tenths, the rest is kept for answering); past it, or with the database refusing, the API answers 503 unavailable")
 	f.DurationVar(&opts.OutageGrace, "outage-grace", 10*time.Minute, "while the database is unavailable, keep serving tokens still valid in memory, to API keys verified before, this long past --cache-ttl and --auth-cache-ttl")
 	f.DurationVar(&opts.HeaderTimeout, "read-header-timeout", 10*time.Second, "how long a client may take to send a request's headers")
 	f.DurationVar(&opts.BodyTimeout, "body-timeout", server.DefaultBodyTimeout, "how long a request body may take beyond what --min-body-rate allows for its size")
