@@ -288,7 +288,7 @@ func runScale(b *testing.B, bin, kind string, n int) {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() {
-		if err := w.emu.stop(); err != nil {
+		if _, err := w.emu.stop(); err != nil {
 			b.Error(err)
 		}
 	})
@@ -330,7 +330,7 @@ func runScale(b *testing.B, bin, kind string, n int) {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() {
-		if err := w.serve.stop(); err != nil {
+		if _, err := w.serve.stop(); err != nil {
 			b.Error(err)
 		}
 	})
@@ -371,8 +371,13 @@ func runScale(b *testing.B, bin, kind string, n int) {
 	if !w.serve.alive() {
 		b.Fatalf("serve exited during the run; its log:\n%s", tailFile(w.serve.logPath, 4000))
 	}
-	if err := w.serve.stop(); err != nil {
+	took, err := w.serve.stop()
+	w.rep.printf("serve exited %v after SIGTERM (its --shutdown-timeout is 30s unless SPOTOKEN_SCALE_SERVE_ARGS says otherwise)", took.Round(time.Millisecond))
+	if err != nil {
 		b.Errorf("%v; its log:\n%s", err, tailFile(w.serve.logPath, 4000))
+	}
+	if took > time.Minute {
+		b.Errorf("serve took %v to exit after SIGTERM; its log:\n%s", took, tailFile(w.serve.logPath, 4000))
 	}
 }
 

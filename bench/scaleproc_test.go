@@ -99,24 +99,28 @@ func startChild(name, bin, logPath string, timeout time.Duration, args ...string
 
 func (p *childProc) pid() int { return p.cmd.Process.Pid }
 
-// stop sends SIGTERM and waits up to a minute for the process to exit
-// (then kills it); it returns an error when the exit was not clean.
-func (p *childProc) stop() error {
+// stop sends SIGTERM and waits up to three minutes for the process to
+// exit (then kills it); it returns how long the exit took and an error
+// when it was not clean.
+func (p *childProc) stop() (time.Duration, error) {
 	var err error
+	var took time.Duration
 	p.once.Do(func() {
+		t0 := time.Now()
 		p.cmd.Process.Signal(syscall.SIGTERM)
 		select {
 		case <-p.done:
 			if p.waitErr != nil {
 				err = fmt.Errorf("%s: %v", p.name, p.waitErr)
 			}
-		case <-time.After(time.Minute):
+		case <-time.After(3 * time.Minute):
 			p.cmd.Process.Kill()
 			<-p.done
-			err = fmt.Errorf("%s did not stop within a minute of SIGTERM", p.name)
+			err = fmt.Errorf("%s did not stop within three minutes of SIGTERM", p.name)
 		}
+		took = time.Since(t0)
 	})
-	return err
+	return took, err
 }
 
 // alive reports whether the process is still running.
