@@ -13,9 +13,11 @@
 # by N2-N1 is the instructions of one call plus the loop's own few (the same
 # in every case), with everything done once (setup, the b.N=1 run, the first
 # calls' page faults) cancelled out. It runs in bench/, as go test does
-# (the SQLite table of the engine cases is cached there between runs). The test binary is built without cgo
+# (the engine cases' SQLite table is loaded once and cached under $TMPDIR). The test binary is built without cgo
 # and run with asynchronous preemption off: callgrind aborts on the signals
-# Go's runtime sends itself otherwise. One goroutine (-test.cpu 1).
+# Go's runtime sends itself otherwise; with GOGC=off, so that no garbage
+# collection left over from the setup lands in one run's loop and not the
+# other's. One goroutine (-test.cpu 1).
 set -eu
 N1=${N1:-20000}
 N2=${N2:-40000}
@@ -26,7 +28,7 @@ cd "$(dirname "$0")/.."
 CGO_ENABLED=0 go test -c -o "$dir/bench.test" ./bench/
 ir() { # ir CASE N: instructions collected in runFloor
 	keys=${1%/*} what=${1#*/}
-	(cd bench && GODEBUG=asyncpreemptoff=1 valgrind --tool=callgrind --callgrind-out-file="$dir/out" \
+	(cd bench && GOGC=off GODEBUG=asyncpreemptoff=1 valgrind --tool=callgrind --callgrind-out-file="$dir/out" \
 		--toggle-collect='*runFloor*' "$dir/bench.test" -test.run '^$' \
 		-test.bench "^BenchmarkTokenFloors\$/^$keys\$/^$what\$" -test.benchtime "$2x" -test.cpu 1) >"$dir/log" 2>&1 ||
 		{ cat "$dir/log" >&2; exit 1; }
