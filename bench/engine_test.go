@@ -337,7 +337,7 @@ func benchCached(b *testing.B, get func() error) float64 {
 		b.Fatal(fail.err)
 	}
 	if cpu1, ok := processCPU(); ok && cpuOK {
-		cpu := float64((cpu1-cpu0).Nanoseconds()) / float64(b.N)
+		cpu := float64((cpu1 - cpu0).Nanoseconds()) / float64(b.N)
 		b.ReportMetric(cpu, "cpu-ns/op")
 		return cpu
 	}

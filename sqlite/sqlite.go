@@ -10,7 +10,9 @@
 // other processes wait on SQLite's write lock (busy_timeout) instead of
 // failing with SQLITE_BUSY halfway through a transaction. Reads go through a
 // separate pool of query_only connections; in WAL mode they read a committed
-// snapshot and never block the writer, nor it them.
+// snapshot and never block the writer, nor it them. Connection, the read of
+// every vend the refresh engine's memory does not answer, has query_only
+// connections of its own, used through SQLite's C API (see pointReader).
 //
 // # Pragmas
 //
@@ -40,14 +42,15 @@
 //     tables and indexes of a few thousand connections; a lookup among a
 //     million reads several more pages from the file (system calls, copies)
 //     for want of room. The cache fills only as pages are read and is the
-//     process's own memory: up to CacheSize per connection, one writer and
-//     the readers (4 or more), so 80 MiB at most with the default.
+//     process's own memory: up to CacheSize per connection, one writer,
+//     the readers and the point readers (4 or more of each), so 144 MiB at
+//     most with the default on a machine of up to 4 CPUs.
 //   - mmap_size: how much of the file is read through a memory map instead
 //     of read system calls (Config.MmapSize, default 0: none). Mapped pages
 //     are the kernel's page cache, shared by every connection and process
 //     and reclaimable, but they count in the process's RSS as they are
-//     touched, up to the smaller of the file and MmapSize; see
-//     docs/storage.md.
+//     touched, up to the smaller of the file and MmapSize, and each
+//     connection maps the file on its own; see docs/storage.md.
 //
 // # Schema
 //
