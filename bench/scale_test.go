@@ -881,6 +881,19 @@ func (w *scaleWorld) schedulerMetrics() string {
 	return out.String()
 }
 
+// fatal ends the run on err, with serve's log lines other than its
+// request and refresh lines (the errors and warnings that explain it).
+func (w *scaleWorld) fatal(err error) {
+	w.b.Helper()
+	var lines []string
+	for line := range strings.Lines(tailFile(w.serve.logPath, 4<<20)) {
+		if !strings.Contains(line, `"msg":"request"`) && !strings.Contains(line, `"msg":"refreshed"`) {
+			lines = append(lines, line)
+		}
+	}
+	w.b.Fatalf("%v\nserve's last log lines other than requests and refreshes:\n%s", err, strings.Join(lines[max(0, len(lines)-30):], ""))
+}
+
 func (w *scaleWorld) expiredHot(exp []time.Time, now time.Time) int {
 	k, _ := slices.BinarySearchFunc(exp, now, func(t, now time.Time) int { return t.Compare(now) })
 	return k
@@ -929,7 +942,7 @@ func (w *scaleWorld) rounds(count int, targets ...func(stop <-chan struct{}) sca
 		for _, t := range order {
 			res := targets[t](timer(w.set.roundTime))
 			if res.err != nil {
-				w.b.Fatal(res.err)
+				w.fatal(res.err)
 			}
 			out[t].add(res)
 		}
@@ -943,7 +956,7 @@ func (w *scaleWorld) phaseVend(sets scaleSets) {
 	}
 	warm := scaleDrive(w.client, w.serve.pid(), 4, timer(time.Second), w.hitTarget(sets.hit))
 	if warm.err != nil {
-		w.b.Fatal(warm.err)
+		w.fatal(warm.err)
 	}
 	miss := w.missTarget()
 	hit := w.hitTarget(sets.hit)
@@ -1005,7 +1018,7 @@ func (w *scaleWorld) phaseListing() {
 			return scaleReq{req: w.listReq(l.app, l.query), check: checkList}, true
 		})
 		if r.err != nil {
-			w.b.Fatal(r.err)
+			w.fatal(r.err)
 		}
 		if qi == 0 {
 			base = r.quantile(0.5)
@@ -1089,7 +1102,7 @@ func (w *scaleWorld) phaseSweep() {
 			return scaleReq{req: w.vendReq(i, ""), check: w.checkVend(i)}, true
 		})
 		if r.err != nil {
-			w.b.Fatal(r.err)
+			w.fatal(r.err)
 		}
 		total.add(r)
 		done += r.requests
