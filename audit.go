@@ -158,8 +158,9 @@ type AuditStore interface {
 type auditKey struct{}
 
 // WithAudit returns a context carrying records for a store write: a store
-// method that creates, updates or deletes an app, an API key or a
-// connection, called with this context, stores the records in the same
+// method that creates, updates or deletes an app, an API key, an admin
+// key, a connection or an app's browser-app settings, or redelivers
+// events, called with this context, stores the records in the same
 // transaction as its change, so the change and its record are committed
 // together or not at all (fail closed). Attach records to the one call
 // they describe, not to a context that reaches other writes.
@@ -167,13 +168,25 @@ func WithAudit(ctx context.Context, records ...AuditRecord) context.Context {
 	if len(records) == 0 {
 		return ctx
 	}
+	return WithAuditFunc(ctx, func() []AuditRecord { return records })
+}
+
+// WithAuditFunc is WithAudit with the records made by records when the
+// store writes them: after the change is made, inside its transaction, so
+// that they can say what it changed (the settings an update touched). It
+// may be called more than once (a retried transaction) and must not block;
+// an empty result stores no record (and the change is made all the same).
+func WithAuditFunc(ctx context.Context, records func() []AuditRecord) context.Context {
 	return context.WithValue(ctx, auditKey{}, records)
 }
 
-// AuditFromContext returns the records WithAudit attached to ctx.
+// AuditFromContext returns the records WithAudit or WithAuditFunc
+// attached to ctx.
 func AuditFromContext(ctx context.Context) []AuditRecord {
-	r, _ := ctx.Value(auditKey{}).([]AuditRecord)
-	return r
+	if f, _ := ctx.Value(auditKey{}).(func() []AuditRecord); f != nil {
+		return f()
+	}
+	return nil
 }
 
 // The events the detectors send to an app's webhook. Their data never holds

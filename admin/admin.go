@@ -5,7 +5,9 @@
 // Service, so each change is checked the same way and recorded the same
 // way: Config.Record sees every change, by whom, and the names of the
 // settings it touched, never a value that could be a secret. By default
-// the record is a log line; an audit trail hooks in there.
+// the record is a log line; with Config.Audit each change's audit record
+// is also written in the change's own transaction (fail closed: no record,
+// no change).
 //
 // A Service also authenticates admin credentials (Authenticate) and
 // answers the reads an operator's console needs, so that a console is a
@@ -19,6 +21,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 	"unicode"
@@ -51,6 +54,11 @@ type Config struct {
 	// Record, when set, receives each change once it is made, instead of
 	// the log line.
 	Record func(ctx context.Context, c Change)
+	// Audit writes each change's audit record (Change.AuditRecord) in the
+	// same store transaction as the change: a change whose record cannot
+	// be written is not made, and fails. Changes so recorded reach Record
+	// with Recorded set.
+	Audit bool
 	// CheckClientSecret, when set, is asked before a previous client secret
 	// is retired whether Spotify accepts the app's current one alone (for
 	// example with a client-credentials request). An error stops the
@@ -116,6 +124,50 @@ type Change struct {
 	Fields []string
 	// Count is how many things a bulk change touched (events redelivered).
 	Count int
+	// Recorded is set when the change's audit record was written with it
+	// (Config.Audit); a change made elsewhere and passed to Record is not.
+	Recorded bool
+}
+
+// AuditRecord is c's record in the audit trail: never a secret.
+func (c Change) AuditRecord() spotoken.AuditRecord {
+	rec := spotoken.AuditRecord{Version: spotoken.AuditVersion, At: c.At, Action: spotoken.AuditAction(c.Action), AppID: c.AppID,
+		ActorType: spotoken.ActorAdmin, ActorID: c.Actor.ID, ActorLabel: c.Actor.Kind + ":" + c.Actor.Name, Outcome: "ok",
+		Detail: map[string]string{}}
+	if rec.ActorID == "" {
+		rec.ActorID = c.Actor.Name
+	}
+	if c.Target != "" {
+		rec.Detail["target"] = c.Target
+	}
+	if len(c.Fields) > 0 {
+		rec.Detail["fields"] = strings.Join(c.Fields, ",")
+	}
+	if c.Count > 0 {
+		rec.Detail["count"] = strconv.Itoa(c.Count)
+	}
+	switch c.Action {
+	case ActionConnectionDelete, ActionConnectionRefresh, ActionConnectLink:
+		rec.ConnectionID = c.Target
+	}
+	return rec
+}
+
+// audited returns ctx carrying c's audit record, made when the store
+// writes it (so that it has what c holds by then), for the one store write
+// that makes the change; ctx as it is without Config.Audit. It stamps c's
+// time.
+func (s *Service) audited(ctx context.Context, c *Change) context.Context {
+	if c.At.IsZero() {
+		c.At = s.cfg.Now()
+	}
+	if !s.cfg.Audit {
+		return ctx
+	}
+	return spotoken.WithAuditFunc(ctx, func() []spotoken.AuditRecord {
+		c.Recorded = true
+		return []spotoken.AuditRecord{c.AuditRecord()}
+	})
 }
 
 // The actions of Change.
@@ -192,13 +244,14 @@ func (s *Service) CreateApp(ctx context.Context, by Actor, n NewApp) (*spotoken.
 	if app.WebhookURL != "" {
 		app.WebhookSecret = spotoken.NewWebhookSecret()
 	}
-	if err := s.cfg.Store.CreateApp(ctx, app); err != nil {
+	c := Change{Actor: by, Action: ActionAppCreate, AppID: app.ID}
+	if err := s.cfg.Store.CreateApp(s.audited(ctx, &c), app); err != nil {
 		if errors.Is(err, spotoken.ErrConflict) {
 			return nil, "", spotoken.Errorf(spotoken.EConflict, "an app with id %q already exists", app.ID)
 		}
 		return nil, "", fmt.Errorf("create app %s: %w", app.ID, err)
 	}
-	s.Record(ctx, Change{Actor: by, Action: ActionAppCreate, AppID: app.ID})
+	s.Record(ctx, c)
 	return app, app.WebhookSecret, nil
 }
 
@@ -268,7 +321,21 @@ func (s *Service) UpdateApp(ctx context.Context, by Actor, id string, patch AppP
 		}
 	}
 	up := &Update{}
-	app, err := s.cfg.Store.UpdateApp(ctx, id, func(a *spotoken.App) error {
+	// The app's settings and the BFF's are two writes, each with its own
+	// record: the app's names the app's settings it changed (made after fn
+	// ran), the BFF's the BFF's.
+	c := Change{At: s.cfg.Now(), Actor: by, Action: ActionAppUpdate, AppID: id}
+	actx := ctx
+	if s.cfg.Audit {
+		actx = spotoken.WithAuditFunc(ctx, func() []spotoken.AuditRecord {
+			if len(up.Changed) == 0 && bff != nil {
+				return nil // only the BFF changes: its write has the record
+			}
+			c.Fields, c.Recorded = slices.Clone(up.Changed), true
+			return []spotoken.AuditRecord{c.AuditRecord()}
+		})
+	}
+	app, err := s.cfg.Store.UpdateApp(actx, id, func(a *spotoken.App) error {
 		*up = Update{} // fn may run again
 		old := *a
 		if v := patch.ClientID; v != nil {
@@ -337,11 +404,12 @@ func (s *Service) UpdateApp(ctx context.Context, by Actor, id string, patch AppP
 	if bff != nil {
 		// After the app's own settings, which are checked whole there; the
 		// BFF's were checked before either was stored.
-		changed, err := bff.apply(ctx, s.cfg.Store)
-		if err != nil {
+		bc := Change{Actor: by, Action: ActionAppUpdate, AppID: id, Fields: bff.changed()}
+		if err := bff.apply(s.audited(ctx, &bc), s.cfg.Store); err != nil {
 			return nil, s.storeErr("update app", id, err)
 		}
-		up.Changed = append(up.Changed, changed...)
+		up.Changed = append(up.Changed, bc.Fields...)
+		c.Recorded = c.Recorded || bc.Recorded
 	}
 	if slices.Contains(up.Changed, "webhook_url") || slices.Contains(up.Changed, "webhook_secret") {
 		n, err := s.cfg.Store.RedeliverEvents(ctx, id, spotoken.EventFailed)
@@ -350,7 +418,8 @@ func (s *Service) UpdateApp(ctx context.Context, by Actor, id string, patch AppP
 		}
 		up.Redelivered = n
 	}
-	s.Record(ctx, Change{Actor: by, Action: ActionAppUpdate, AppID: id, Fields: up.Changed})
+	c.Fields = up.Changed
+	s.Record(ctx, c)
 	return up, nil
 }
 
@@ -367,10 +436,11 @@ func (s *Service) storeErr(op, id string, err error) error {
 // DeleteApp deletes the app with everything it has (see
 // spotoken.AppStore.DeleteApp).
 func (s *Service) DeleteApp(ctx context.Context, by Actor, id string) error {
-	if err := s.cfg.Store.DeleteApp(ctx, id); err != nil {
+	c := Change{Actor: by, Action: ActionAppDelete, AppID: id}
+	if err := s.cfg.Store.DeleteApp(s.audited(ctx, &c), id); err != nil {
 		return s.storeErr("delete app", id, err)
 	}
-	s.Record(ctx, Change{Actor: by, Action: ActionAppDelete, AppID: id})
+	s.Record(ctx, c)
 	return nil
 }
 
@@ -399,14 +469,15 @@ func (s *Service) RetireClientSecret(ctx context.Context, by Actor, id string, f
 				Message: fmt.Sprintf("could not check with Spotify that it accepts app %s's current client secret; try again, or force the retirement", id)}
 		}
 	}
-	app, err = s.cfg.Store.UpdateApp(ctx, id, func(a *spotoken.App) error {
+	c := Change{Actor: by, Action: ActionClientSecretRetire, AppID: id}
+	app, err = s.cfg.Store.UpdateApp(s.audited(ctx, &c), id, func(a *spotoken.App) error {
 		a.PreviousClientSecret = ""
 		return nil
 	})
 	if err != nil {
 		return nil, s.storeErr("retire client secret", id, err)
 	}
-	s.Record(ctx, Change{Actor: by, Action: ActionClientSecretRetire, AppID: id})
+	s.Record(ctx, c)
 	return app, nil
 }
 
@@ -415,7 +486,8 @@ func (s *Service) RetireClientSecret(ctx context.Context, by Actor, id string, f
 // EInvalid for an app without a webhook URL.
 func (s *Service) RotateWebhookSecret(ctx context.Context, by Actor, id string) (*spotoken.App, spotoken.Secret, error) {
 	var secret spotoken.Secret
-	app, err := s.cfg.Store.UpdateApp(ctx, id, func(a *spotoken.App) error {
+	c := Change{Actor: by, Action: ActionWebhookSecretRotate, AppID: id}
+	app, err := s.cfg.Store.UpdateApp(s.audited(ctx, &c), id, func(a *spotoken.App) error {
 		if a.WebhookURL == "" {
 			return spotoken.Errorf(spotoken.EInvalid, "app %s has no webhook URL; set one first", id)
 		}
@@ -432,7 +504,7 @@ func (s *Service) RotateWebhookSecret(ctx context.Context, by Actor, id string) 
 	if _, err := s.cfg.Store.RedeliverEvents(ctx, id, spotoken.EventFailed); err != nil {
 		s.log.WarnContext(ctx, "make failed events due after a webhook change", "app", id, "err", err)
 	}
-	s.Record(ctx, Change{Actor: by, Action: ActionWebhookSecretRotate, AppID: id})
+	s.Record(ctx, c)
 	return app, secret, nil
 }
 
@@ -440,7 +512,8 @@ func (s *Service) RotateWebhookSecret(ctx context.Context, by Actor, id string) 
 // only the current secret's signature from then on. ErrConflict when no
 // rotation is under way.
 func (s *Service) RetireWebhookSecret(ctx context.Context, by Actor, id string) (*spotoken.App, error) {
-	app, err := s.cfg.Store.UpdateApp(ctx, id, func(a *spotoken.App) error {
+	c := Change{Actor: by, Action: ActionWebhookSecretRetire, AppID: id}
+	app, err := s.cfg.Store.UpdateApp(s.audited(ctx, &c), id, func(a *spotoken.App) error {
 		if a.PreviousWebhookSecret == "" {
 			return spotoken.Errorf(spotoken.EConflict, "app %s has no previous webhook secret to retire: no rotation is under way", id)
 		}
@@ -450,7 +523,7 @@ func (s *Service) RetireWebhookSecret(ctx context.Context, by Actor, id string) 
 	if err != nil {
 		return nil, s.storeErr("retire webhook secret", id, err)
 	}
-	s.Record(ctx, Change{Actor: by, Action: ActionWebhookSecretRetire, AppID: id})
+	s.Record(ctx, c)
 	return app, nil
 }
 
@@ -474,19 +547,21 @@ func (s *Service) CreateAPIKey(ctx context.Context, by Actor, appID, name string
 		return "", nil, err
 	}
 	key, rec := spotoken.NewAPIKey(appID, name, s.cfg.Now())
-	if err := s.cfg.Store.CreateAPIKey(ctx, rec); err != nil {
+	c := Change{Actor: by, Action: ActionAPIKeyCreate, AppID: appID, Target: rec.ID}
+	if err := s.cfg.Store.CreateAPIKey(s.audited(ctx, &c), rec); err != nil {
 		return "", nil, s.storeErr("create api key of", appID, err)
 	}
-	s.Record(ctx, Change{Actor: by, Action: ActionAPIKeyCreate, AppID: appID, Target: rec.ID})
+	s.Record(ctx, c)
 	return key, rec, nil
 }
 
 // RevokeAPIKey revokes the app's API key id.
 func (s *Service) RevokeAPIKey(ctx context.Context, by Actor, appID, id string) error {
-	if err := s.cfg.Store.RevokeAPIKey(ctx, appID, id, s.cfg.Now()); err != nil {
+	c := Change{Actor: by, Action: ActionAPIKeyRevoke, AppID: appID, Target: id}
+	if err := s.cfg.Store.RevokeAPIKey(s.audited(ctx, &c), appID, id, c.At); err != nil {
 		return s.storeErr("revoke api key of", appID, err)
 	}
-	s.Record(ctx, Change{Actor: by, Action: ActionAPIKeyRevoke, AppID: appID, Target: id})
+	s.Record(ctx, c)
 	return nil
 }
 
@@ -500,29 +575,32 @@ func (s *Service) CreateAdminKey(ctx context.Context, by Actor, name string) (sp
 		return "", nil, err
 	}
 	key, rec := spotoken.NewAdminKey(name, s.cfg.Now())
-	if err := s.cfg.Store.CreateAdminKey(ctx, rec); err != nil {
+	c := Change{Actor: by, Action: ActionAdminKeyCreate, Target: rec.ID}
+	if err := s.cfg.Store.CreateAdminKey(s.audited(ctx, &c), rec); err != nil {
 		return "", nil, fmt.Errorf("create admin key: %w", err)
 	}
-	s.Record(ctx, Change{Actor: by, Action: ActionAdminKeyCreate, Target: rec.ID})
+	s.Record(ctx, c)
 	return key, rec, nil
 }
 
 // RevokeAdminKey revokes the admin key id; it stops working at once.
 func (s *Service) RevokeAdminKey(ctx context.Context, by Actor, id string) error {
-	if err := s.cfg.Store.RevokeAdminKey(ctx, id, s.cfg.Now()); err != nil {
+	c := Change{Actor: by, Action: ActionAdminKeyRevoke, Target: id}
+	if err := s.cfg.Store.RevokeAdminKey(s.audited(ctx, &c), id, c.At); err != nil {
 		return s.storeErr("revoke admin key", id, err)
 	}
-	s.Record(ctx, Change{Actor: by, Action: ActionAdminKeyRevoke, Target: id})
+	s.Record(ctx, c)
 	return nil
 }
 
 // RedeliverEvent makes the app's event id due again now, whatever its
 // status, with a fresh schedule of attempts.
 func (s *Service) RedeliverEvent(ctx context.Context, by Actor, appID string, id int64) error {
-	if err := s.cfg.Store.RedeliverEvent(ctx, appID, id); err != nil {
+	c := Change{Actor: by, Action: ActionEventRedeliver, AppID: appID, Target: fmt.Sprint("evt_", id), Count: 1}
+	if err := s.cfg.Store.RedeliverEvent(s.audited(ctx, &c), appID, id); err != nil {
 		return s.storeErr("redeliver event of", appID, err)
 	}
-	s.Record(ctx, Change{Actor: by, Action: ActionEventRedeliver, AppID: appID, Target: fmt.Sprint("evt_", id), Count: 1})
+	s.Record(ctx, c)
 	return nil
 }
 
@@ -532,11 +610,14 @@ func (s *Service) RedeliverEvents(ctx context.Context, by Actor, appID string, s
 	if _, err := s.cfg.Store.App(ctx, appID); err != nil {
 		return 0, s.storeErr("redeliver events of", appID, err)
 	}
-	n, err := s.cfg.Store.RedeliverEvents(ctx, appID, status)
+	// The count is known only once they are: the record has none.
+	c := Change{Actor: by, Action: ActionEventRedeliver, AppID: appID, Target: string(status)}
+	n, err := s.cfg.Store.RedeliverEvents(s.audited(ctx, &c), appID, status)
 	if err != nil {
 		return 0, s.storeErr("redeliver events of", appID, err)
 	}
-	s.Record(ctx, Change{Actor: by, Action: ActionEventRedeliver, AppID: appID, Target: string(status), Count: n})
+	c.Count = n
+	s.Record(ctx, c)
 	return n, nil
 }
 

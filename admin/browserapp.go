@@ -108,16 +108,21 @@ func (s *Service) planBrowserApp(ctx context.Context, appID string, p BrowserApp
 	return c, nil
 }
 
-// apply stores the change and returns the names of the settings it changed
-// (bff_origins, bff_scopes, bff_token_scopes).
-func (c *browserAppChange) apply(ctx context.Context, store spotoken.BrowserAppStore) ([]string, error) {
+// apply stores the change.
+func (c *browserAppChange) apply(ctx context.Context, store spotoken.BrowserAppStore) error {
 	if c.off {
 		if err := store.DeleteBrowserApp(ctx, c.appID); err != nil && !errors.Is(err, spotoken.ErrNotFound) {
-			return nil, fmt.Errorf("turn off the BFF of app %s: %w", c.appID, err)
+			return fmt.Errorf("turn off the BFF of app %s: %w", c.appID, err)
 		}
 	} else if err := store.PutBrowserApp(ctx, &c.now); err != nil {
-		return nil, fmt.Errorf("set the BFF of app %s: %w", c.appID, err)
+		return fmt.Errorf("set the BFF of app %s: %w", c.appID, err)
 	}
+	return nil
+}
+
+// changed names the settings the change changes (bff_origins, bff_scopes,
+// bff_token_scopes).
+func (c *browserAppChange) changed() []string {
 	var changed []string
 	for _, f := range []struct {
 		name    string
@@ -131,5 +136,5 @@ func (c *browserAppChange) apply(ctx context.Context, store spotoken.BrowserAppS
 			changed = append(changed, f.name)
 		}
 	}
-	return changed, nil
+	return changed
 }

@@ -3,6 +3,7 @@ package audit
 import (
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -26,6 +27,9 @@ type authGuard struct {
 	entries  map[netip.Prefix]*guardEntry
 	failures int64
 	limited  int64
+	// blocked counts the entries with a block (until set, over or not),
+	// so that wait needs no lock while there is none: the common case.
+	blocked atomic.Int64
 }
 
 type guardEntry struct {
@@ -48,6 +52,9 @@ func (g *authGuard) wait(addr netip.Addr, now time.Time) time.Duration {
 	if !addr.IsValid() {
 		return 0
 	}
+	if g.blocked.Load() == 0 {
+		return 0
+	}
 	k := guardKey(addr)
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -57,6 +64,7 @@ func (g *authGuard) wait(addr netip.Addr, now time.Time) time.Duration {
 	}
 	if !now.Before(e.until) {
 		delete(g.entries, k) // the block is over: a fresh start
+		g.blocked.Add(-1)
 		return 0
 	}
 	g.limited++
@@ -83,6 +91,7 @@ func (g *authGuard) failed(addr netip.Addr, now time.Time) bool {
 			return false // already limited
 		}
 		*e = guardEntry{since: now}
+		g.blocked.Add(-1)
 	}
 	if now.Sub(e.since) >= g.window || now.Before(e.since) {
 		e.since, e.failures = now, 0
@@ -92,6 +101,7 @@ func (g *authGuard) failed(addr netip.Addr, now time.Time) bool {
 		return false
 	}
 	e.until = now.Add(g.block)
+	g.blocked.Add(1)
 	return true
 }
 
@@ -108,6 +118,9 @@ func (g *authGuard) evict(now time.Time) {
 		if n++; n == 16 {
 			break
 		}
+	}
+	if worst != nil && !worst.until.IsZero() {
+		g.blocked.Add(-1)
 	}
 	delete(g.entries, victim)
 }

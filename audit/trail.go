@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net/netip"
 	"sort"
 	"sync"
@@ -68,15 +69,25 @@ type Config struct {
 // QueueSize); a graceful shutdown (Run returning when its context ends)
 // writes them. Lifecycle changes are not at risk: their records are written
 // in the change's own transaction (spotoken.WithAudit).
+//
+// Taking a record costs a request little: it is copied into one of
+// several queues (each with its own lock, so concurrent requests rarely
+// wait for one another), and all the rest (the fingerprint of the secret
+// it names, the encoding, the write) is done by the writer, in batches.
 type Trail struct {
 	cfg   Config
 	log   *slog.Logger
 	store Store
 
+	shards [queueShards]shard
+	// seq numbers the records taken, in order; drained counts those
+	// handed to the writer or dropped, so seq-drained are queued.
+	seq, drained atomic.Uint64
+
 	mu       sync.Mutex
-	queue    []spotoken.AuditRecord
-	spare    []spotoken.AuditRecord // the last written queue, reused
 	outcomes []outcome
+	batch    []spotoken.AuditRecord // the writer's, reused: the shards' records of a pass
+	fps      map[spotoken.Secret]string
 
 	flushMu   sync.Mutex // one flush at a time
 	lastSweep time.Time
@@ -85,6 +96,22 @@ type Trail struct {
 
 	detect *detectors
 	guard  *authGuard
+}
+
+// queueShards is how many queues Record spreads its callers over.
+const queueShards = 16
+
+// shard is one of the queues: the records taken and, for each, the secret
+// whose fingerprint it is to carry ("" for none), fingerprinted by the
+// writer, and its place in the order records were taken (the writer
+// merges the shards back into that order). The spare slices are the ones
+// last written, reused.
+type shard struct {
+	mu                    sync.Mutex
+	recs, spare           []spotoken.AuditRecord
+	secrets, spareSecrets []spotoken.Secret
+	seqs, spareSeqs       []uint64
+	_                     [64]byte // apart from the next shard's lock
 }
 
 // outcome is a refresh outcome reported by the engine.
@@ -120,7 +147,7 @@ func New(cfg Config) (*Trail, error) {
 		cfg.Retention = DefaultRetention
 	}
 	cfg.Detectors.defaults()
-	t := &Trail{cfg: cfg, log: cfg.Logger, store: cfg.Store}
+	t := &Trail{cfg: cfg, log: cfg.Logger, store: cfg.Store, fps: make(map[spotoken.Secret]string)}
 	t.detect = newDetectors(t)
 	t.guard = newAuthGuard(cfg.Detectors)
 	return t, nil
@@ -130,7 +157,13 @@ func New(cfg Config) (*Trail, error) {
 // full the record is dropped and counted (the trail fails open, so that a
 // stalled database cannot stop token vending). A record of refused
 // credentials also counts towards its address's failed-authentication limit.
-func (t *Trail) Record(rec spotoken.AuditRecord) {
+func (t *Trail) Record(rec spotoken.AuditRecord) { t.RecordSecret(rec, "") }
+
+// RecordSecret is Record for a record whose Fingerprint is to be secret's
+// (the access token a vend handed out): the writer fingerprints it, off
+// the request's path. The secret is held in memory until then, never
+// written.
+func (t *Trail) RecordSecret(rec spotoken.AuditRecord, secret spotoken.Secret) {
 	if rec.Version == 0 {
 		rec.Version = spotoken.AuditVersion
 	}
@@ -144,14 +177,26 @@ func (t *Trail) Record(rec spotoken.AuditRecord) {
 			}
 		}
 	}
-	t.mu.Lock()
-	if len(t.queue) >= t.cfg.QueueSize {
-		t.mu.Unlock()
+	if !t.enqueue(rec, secret, false) {
 		t.droppedFull.Add(1)
-		return
 	}
-	t.queue = append(t.queue, rec)
-	t.mu.Unlock()
+}
+
+// enqueue puts rec in a shard, unless QueueSize records are queued already
+// (and !force); it reports whether it did.
+func (t *Trail) enqueue(rec spotoken.AuditRecord, secret spotoken.Secret, force bool) bool {
+	sh := &t.shards[rand.Uint32()%queueShards]
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	seq := t.seq.Add(1)
+	if !force && seq-t.drained.Load() > uint64(t.cfg.QueueSize) {
+		t.drained.Add(1)
+		return false
+	}
+	sh.recs = append(sh.recs, rec)
+	sh.secrets = append(sh.secrets, secret)
+	sh.seqs = append(sh.seqs, seq)
+	return true
 }
 
 // limited records that addr was put under the failed-authentication limit.
@@ -166,19 +211,77 @@ func (t *Trail) limited(failed spotoken.AuditRecord, addr netip.Addr) {
 		Detail: map[string]string{"detector": "auth_limited", "failures": fmt.Sprint(t.cfg.Detectors.AuthFailures),
 			"blocked_for": t.cfg.Detectors.AuthBlock.String()},
 	}
-	t.mu.Lock()
-	t.queue = append(t.queue, rec) // past QueueSize if need be: it is one per episode
-	t.mu.Unlock()
+	t.enqueue(rec, "", true) // past QueueSize if need be: it is one per episode
 }
 
 // AuthWait reports whether a request from addr may try to authenticate:
 // zero, or how long the address must wait (it failed too often).
 func (t *Trail) AuthWait(addr netip.Addr) time.Duration {
+	if t.guard.blocked.Load() == 0 {
+		return 0 // no address is limited: no clock, no lock
+	}
 	return t.guard.wait(addr, t.cfg.Now())
 }
 
 // Fingerprint returns s's fingerprint, or "" without a fingerprinter.
 func (t *Trail) Fingerprint(s spotoken.Secret) string { return t.cfg.Fingerprints.Fingerprint(s) }
+
+// take moves every shard's records into t.batch, in the order they were
+// taken, the secrets they name fingerprinted, and returns it. It runs on
+// the writer (under flushMu).
+func (t *Trail) take() []spotoken.AuditRecord {
+	var taken [queueShards]struct {
+		recs    []spotoken.AuditRecord
+		secrets []spotoken.Secret
+		seqs    []uint64
+	}
+	for i := range t.shards {
+		sh, x := &t.shards[i], &taken[i]
+		sh.mu.Lock()
+		x.recs, x.secrets, x.seqs = sh.recs, sh.secrets, sh.seqs
+		sh.recs, sh.secrets, sh.seqs = sh.spare[:0], sh.spareSecrets[:0], sh.spareSeqs[:0]
+		sh.spare, sh.spareSecrets, sh.spareSeqs = nil, nil, nil
+		sh.mu.Unlock()
+		t.drained.Add(uint64(len(x.seqs)))
+	}
+	// Each shard is in order: merge them, fingerprinting on the way.
+	batch := t.batch[:0]
+	var heads [queueShards]int
+	for {
+		best := -1
+		for i := range taken {
+			if h := heads[i]; h < len(taken[i].seqs) && (best < 0 || taken[i].seqs[h] < taken[best].seqs[heads[best]]) {
+				best = i
+			}
+		}
+		if best < 0 {
+			break
+		}
+		x, h := &taken[best], heads[best]
+		heads[best]++
+		batch = append(batch, x.recs[h])
+		if s := x.secrets[h]; s != "" {
+			fp, ok := t.fps[s]
+			if !ok {
+				fp = t.cfg.Fingerprints.Fingerprint(s)
+				t.fps[s] = fp
+			}
+			batch[len(batch)-1].Fingerprint = fp
+		}
+	}
+	clear(t.fps) // no secret kept past the pass
+	for i := range t.shards {
+		sh, x := &t.shards[i], &taken[i]
+		clear(x.recs) // no references kept
+		clear(x.secrets)
+		sh.mu.Lock()
+		if cap(x.recs) <= 2*t.cfg.QueueSize/queueShards {
+			sh.spare, sh.spareSecrets, sh.spareSeqs = x.recs[:0], x.secrets[:0], x.seqs[:0]
+		}
+		sh.mu.Unlock()
+	}
+	return batch
+}
 
 // Records lists stored records (queued ones are not seen until written).
 func (t *Trail) Records(ctx context.Context, filter spotoken.AuditFilter) ([]*spotoken.AuditRecord, error) {
@@ -243,17 +346,14 @@ func (t *Trail) RunOnce(ctx context.Context) (Pass, error) {
 			errs = append(errs, err)
 		}
 	}
-	t.mu.Lock()
-	queued := t.queue
-	t.queue, t.spare = t.spare[:0], nil
-	t.mu.Unlock()
+	queued := t.take()
 	defer func(q []spotoken.AuditRecord) {
 		clear(q) // no references kept
-		t.mu.Lock()
 		if cap(q) <= 2*t.cfg.QueueSize {
-			t.spare = q[:0]
+			t.batch = q[:0]
+		} else {
+			t.batch = nil
 		}
-		t.mu.Unlock()
 	}(queued)
 	for len(queued) > 0 {
 		n := min(len(queued), t.cfg.BatchSize)
@@ -320,9 +420,13 @@ func (t *Trail) Run(ctx context.Context) error {
 
 // Stats returns the trail's counters.
 func (t *Trail) Stats() spotoken.AuditStats {
-	t.mu.Lock()
-	queued := len(t.queue)
-	t.mu.Unlock()
+	queued := 0
+	for i := range t.shards {
+		sh := &t.shards[i]
+		sh.mu.Lock()
+		queued += len(sh.recs)
+		sh.mu.Unlock()
+	}
 	s := spotoken.AuditStats{
 		Written: t.written.Load(), DroppedQueueFull: t.droppedFull.Load(), DroppedWriteFailed: t.droppedWrite.Load(),
 		Queued: queued, Anomalies: t.detect.counts(),

@@ -149,3 +149,54 @@ func TestFingerprint(t *testing.T) {
 		t.Error("an empty secret or no fingerprinter gives a fingerprint")
 	}
 }
+
+// TestTrailRecordSecret: records taken from many goroutines at once are
+// written in the order each goroutine took them, and a record taken with
+// a secret carries the secret's fingerprint, made by the writer.
+func TestTrailRecordSecret(t *testing.T) {
+	st := &flakyStore{}
+	now := time.Date(2026, 7, 1, 0, 0, 0, 0, time.UTC)
+	fp := audit.NewFingerprinter(map[uint32][]byte{1: []byte("0123456789abcdef0123456789abcdef")}, 1)
+	tr, err := audit.New(audit.Config{Store: st, Now: func() time.Time { return now }, Fingerprints: fp})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const workers, each = 8, 500
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range each {
+				rec := spotoken.AuditRecord{Action: spotoken.AuditTokenVend, AppID: "a", ConnectionID: fmt.Sprint("c", w), RequestID: fmt.Sprint(i)}
+				if i%2 == 0 {
+					tr.RecordSecret(rec, spotoken.Secret(fmt.Sprint("token-", w)))
+				} else {
+					tr.Record(rec)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if err := tr.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if len(st.records) != workers*each {
+		t.Fatalf("%d records written, want %d", len(st.records), workers*each)
+	}
+	next := map[string]int{}
+	for _, r := range st.records {
+		if want := fmt.Sprint(next[r.ConnectionID]); r.RequestID != want {
+			t.Fatalf("%s's record %s written where its %s was due: out of order", r.ConnectionID, r.RequestID, want)
+		}
+		i := next[r.ConnectionID]
+		next[r.ConnectionID]++
+		want := ""
+		if i%2 == 0 {
+			want = fp.Fingerprint(spotoken.Secret("token-" + strings.TrimPrefix(r.ConnectionID, "c")))
+		}
+		if r.Fingerprint != want || strings.Contains(r.Fingerprint, "token-") {
+			t.Fatalf("%s's record %d has fingerprint %q, want %q", r.ConnectionID, i, r.Fingerprint, want)
+		}
+	}
+}

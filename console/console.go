@@ -41,6 +41,7 @@ import (
 	"log/slog"
 	"mime"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"slices"
 	"strings"
@@ -94,6 +95,17 @@ type AuditReader interface {
 	Records(ctx context.Context, filter spotoken.AuditFilter) ([]*spotoken.AuditRecord, error)
 }
 
+// AuthLimiter is the per-address limit on failed authentication that the
+// API answers with 429 (an *audit.Trail).
+type AuthLimiter interface {
+	// Record takes a record; one of refused credentials (action
+	// auth.failed) counts towards its address's limit.
+	Record(rec spotoken.AuditRecord)
+	// AuthWait is how long addr must wait before it may try again; zero
+	// when it may.
+	AuthWait(addr netip.Addr) time.Duration
+}
+
 var _ Actions = (*server.Server)(nil)
 
 // DefaultExpiryWindow is how soon a grant must expire to count as
@@ -112,6 +124,15 @@ type Config struct {
 	// Audit, when set, is the audit trail whose records of a connection
 	// its page shows; without it the page says the trail is off.
 	Audit AuditReader
+	// AuthLimit, when set, counts refused sign-ins against the address's
+	// failed-authentication limit, shared with the API's refused keys,
+	// and answers a sign-in from an address under the limit with 429 and
+	// Retry-After without looking at its credential. Other addresses
+	// are not affected.
+	AuthLimit AuthLimiter
+	// TrustedProxies are the proxies whose X-Forwarded-For names the
+	// client's address, as for the API (server.ClientIP).
+	TrustedProxies []netip.Prefix
 	// BaseURL is where operators' browsers reach the admin side (the
 	// server's AdminURL): its origin is the only one forms are accepted
 	// from, https gives the cookie the __Host- prefix, and its path prefixes

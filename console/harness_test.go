@@ -157,7 +157,7 @@ func newHarness(t *testing.T, opts harnessOptions) *harness {
 	// TestHealthReused checks the reuse.
 	ccfg := console.Config{Store: h.store, Admin: h.admin, Actions: h.srv, BaseURL: base, Now: now, Logger: log, HealthTTL: -1}
 	if h.trail != nil {
-		ccfg.Audit = h.trail
+		ccfg.Audit, ccfg.AuthLimit = h.trail, h.trail
 	}
 	if opts.console != nil {
 		opts.console(&ccfg)

@@ -2,7 +2,9 @@ package console
 
 import (
 	"errors"
+	"math"
 	"net/http"
+	"strconv"
 	"strings"
 
 	"github.com/spotoken/spotoken"
@@ -47,6 +49,15 @@ func (h *Handler) handleLogin(w http.ResponseWriter, r *http.Request) {
 	fail := func(status int, msg string) {
 		h.render(w, r, status, pages.login, loginPage{chrome: h.chrome(r, nil, "", ""), Error: msg})
 	}
+	ip := server.ClientIP(r, h.cfg.TrustedProxies)
+	if h.cfg.AuthLimit != nil {
+		if wait := h.cfg.AuthLimit.AuthWait(ip); wait > 0 {
+			secs := strconv.Itoa(int(math.Ceil(wait.Seconds())))
+			w.Header().Set("Retry-After", secs)
+			fail(http.StatusTooManyRequests, "Too many refused sign-ins from this address; try again after "+secs+" seconds.")
+			return
+		}
+	}
 	if err := readForm(w, r); err != nil {
 		fail(server.HTTPStatus(spotoken.ErrorCode(err)), spotoken.ErrorMessage(err))
 		return
@@ -62,6 +73,15 @@ func (h *Handler) handleLogin(w http.ResponseWriter, r *http.Request) {
 	in, s, err := h.authenticate(r, spotoken.Secret(raw))
 	if errors.Is(err, errRefused) {
 		h.log.Info("console: sign-in refused", "request_id", server.RequestID(r))
+		if h.cfg.AuthLimit != nil {
+			rec := spotoken.AuditRecord{Action: spotoken.AuditAuthFailed, ActorType: spotoken.ActorAnonymous,
+				UserAgent: server.AuditUserAgent(r), RequestID: server.RequestID(r), Method: r.Method,
+				Route: strings.TrimPrefix(r.Pattern, r.Method+" "), Status: http.StatusUnauthorized, Outcome: "invalid_token"}
+			if ip.IsValid() {
+				rec.ClientIP = ip.String()
+			}
+			h.cfg.AuthLimit.Record(rec)
+		}
 		fail(http.StatusUnauthorized, errBadCredential)
 		return
 	}

@@ -1,13 +1,19 @@
 package console_test
 
 import (
+	"fmt"
 	"net/http"
+	"net/netip"
 	"net/url"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/spotoken/spotoken"
+	"github.com/spotoken/spotoken/console"
 	"github.com/spotoken/spotoken/internal/websession"
+	"github.com/spotoken/spotoken/server"
 )
 
 // TestLogin: both kinds of sign-in, refused ones, the cookie, forgery from
@@ -124,5 +130,78 @@ func TestLogin(t *testing.T) {
 	}
 	if logs := h.logs.String(); strings.Contains(logs, h.apiKey) || strings.Contains(logs, h.adminKey) {
 		t.Error("the log has a credential")
+	}
+}
+
+// TestSignInFailureLimit: refused sign-ins count against their address's
+// failed-authentication limit, the one the API's refused keys count
+// against: 200 bad credentials from one address put it under the limit
+// (429 with Retry-After, the API refused from there too), while a person
+// at another address still signs in.
+func TestSignInFailureLimit(t *testing.T) {
+	trusted := []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}
+	h := newHarness(t, harnessOptions{audit: true,
+		server:  func(c *server.Config) { c.TrustedProxies = trusted },
+		console: func(c *console.Config) { c.TrustedProxies = trusted }})
+	attacker, other := map[string]string{"X-Forwarded-For": "203.0.113.9"}, map[string]string{"X-Forwarded-For": "198.51.100.7"}
+	u := newUser(h)
+	statuses := map[int]int{}
+	for i := range 200 {
+		bad := url.Values{"credential": {fmt.Sprintf("sa_%040d", i)}}
+		if i%2 == 1 {
+			bad = url.Values{"credential": {fmt.Sprintf("sk_%040d", i)}}
+		}
+		resp, body := u.do(u.stay, http.MethodPost, "/console/login", bad, attacker)
+		statuses[resp.StatusCode]++
+		if resp.StatusCode == http.StatusTooManyRequests {
+			if ra, err := strconv.Atoi(resp.Header.Get("Retry-After")); err != nil || ra <= 0 {
+				t.Fatalf("429 with Retry-After %q", resp.Header.Get("Retry-After"))
+			}
+			if !strings.Contains(body, "Too many refused sign-ins") {
+				t.Fatalf("429 page: %s", body)
+			}
+		} else if resp.StatusCode != http.StatusUnauthorized {
+			t.Fatalf("bad sign-in %d: %d", i, resp.StatusCode)
+		}
+	}
+	if statuses[http.StatusUnauthorized] == 0 || statuses[http.StatusTooManyRequests] < 150 {
+		t.Fatalf("answers to 200 bad sign-ins: %v; want refusals, then the limit", statuses)
+	}
+	// The limit holds for a good credential from that address, on the
+	// console and on the API alike.
+	if resp, _ := u.do(u.stay, http.MethodPost, "/console/login", url.Values{"credential": {h.adminKey}}, attacker); resp.StatusCode != http.StatusTooManyRequests {
+		t.Errorf("a good credential from the limited address: %d, want 429", resp.StatusCode)
+	}
+	req, _ := http.NewRequest(http.MethodGet, h.ts.URL+"/v1/connections", nil)
+	req.Header.Set("Authorization", "Bearer "+h.apiKey)
+	req.Header.Set("X-Forwarded-For", "203.0.113.9")
+	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != http.StatusTooManyRequests {
+		t.Errorf("the API from the limited address: %v, %v; want 429", resp, err)
+	} else {
+		resp.Body.Close()
+	}
+	// Another address is not locked out.
+	v := newUser(h)
+	if resp, _ := v.do(v.stay, http.MethodPost, "/console/login", url.Values{"credential": {h.adminKey}}, other); resp.StatusCode != http.StatusSeeOther {
+		t.Errorf("sign-in from another address: %d, want 303", resp.StatusCode)
+	}
+	if err := h.trail.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	recs, err := h.trail.Records(ctx, spotoken.AuditFilter{Limit: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	failed := 0
+	for _, r := range recs {
+		if r.Action == spotoken.AuditAuthFailed && r.Route == "/console/login" {
+			failed++
+			if r.ClientIP != "203.0.113.9" || r.Status != http.StatusUnauthorized {
+				t.Errorf("record of a refused sign-in: %+v", r)
+			}
+		}
+	}
+	if failed != statuses[http.StatusUnauthorized] {
+		t.Errorf("%d auth.failed records of the console, want %d", failed, statuses[http.StatusUnauthorized])
 	}
 }

@@ -25,11 +25,13 @@ func (db *DB) PutBrowserApp(ctx context.Context, b *spotoken.BrowserApp) error {
 	}
 	now := db.now()
 	var created pgtype.Timestamptz
-	err := db.pool.QueryRow(ctx, `INSERT INTO browser_apps (`+browserAppCols+`) VALUES ($1, $2, $3, $4, $5, $5)
-		ON CONFLICT (app_id) DO UPDATE SET origins = excluded.origins, scopes = excluded.scopes,
-			token_scopes = excluded.token_scopes, updated_at = excluded.updated_at
-		RETURNING created_at`,
-		b.AppID, textArray(b.Origins), textArray(b.Scopes.Normalize()), textArray(b.TokenScopes.Normalize()), now).Scan(&created)
+	err := db.auditedWrite(ctx, func(q querier) error {
+		return q.QueryRow(ctx, `INSERT INTO browser_apps (`+browserAppCols+`) VALUES ($1, $2, $3, $4, $5, $5)
+			ON CONFLICT (app_id) DO UPDATE SET origins = excluded.origins, scopes = excluded.scopes,
+				token_scopes = excluded.token_scopes, updated_at = excluded.updated_at
+			RETURNING created_at`,
+			b.AppID, textArray(b.Origins), textArray(b.Scopes.Normalize()), textArray(b.TokenScopes.Normalize()), now).Scan(&created)
+	})
 	switch pgCode(err) {
 	case codeForeignKeyViolation:
 		return fmt.Errorf("put browser app: %w", appNotFound(b.AppID))
@@ -68,12 +70,14 @@ func (db *DB) BrowserApp(ctx context.Context, appID string) (*spotoken.BrowserAp
 // DeleteBrowserApp deletes an app's backend-for-frontend settings;
 // ErrNotFound if it had none.
 func (db *DB) DeleteBrowserApp(ctx context.Context, appID string) error {
-	tag, err := db.pool.Exec(ctx, `DELETE FROM browser_apps WHERE app_id = $1`, appID)
-	if err != nil {
-		return fmt.Errorf("delete browser app: %w", err)
-	}
-	if tag.RowsAffected() == 0 {
-		return spotoken.Errorf(spotoken.ENotFound, "app %q has no browser app settings", appID)
-	}
-	return nil
+	return db.auditedWrite(ctx, func(q querier) error {
+		tag, err := q.Exec(ctx, `DELETE FROM browser_apps WHERE app_id = $1`, appID)
+		if err != nil {
+			return fmt.Errorf("delete browser app: %w", err)
+		}
+		if tag.RowsAffected() == 0 {
+			return spotoken.Errorf(spotoken.ENotFound, "app %q has no browser app settings", appID)
+		}
+		return nil
+	})
 }

@@ -44,8 +44,11 @@ func (db *DB) CreateAdminKey(ctx context.Context, key *spotoken.AdminKey) error 
 		return spotoken.Errorf(spotoken.EInvalid, "admin key id is required")
 	}
 	now := db.now()
-	_, err := db.pool.Exec(ctx, `INSERT INTO admin_keys (`+adminKeyCols+`) VALUES ($1, $2, $3, $4, $5, $6, $7)`,
-		key.ID, key.Name, key.Prefix, key.Hash[:], now, tstz(key.LastUsedAt), tstz(key.RevokedAt))
+	err := db.auditedWrite(ctx, func(q querier) error {
+		_, err := q.Exec(ctx, `INSERT INTO admin_keys (`+adminKeyCols+`) VALUES ($1, $2, $3, $4, $5, $6, $7)`,
+			key.ID, key.Name, key.Prefix, key.Hash[:], now, tstz(key.LastUsedAt), tstz(key.RevokedAt))
+		return err
+	})
 	if pgCode(err) == codeUniqueViolation {
 		return spotoken.Errorf(spotoken.EConflict, "admin key %q or its hash already exists", key.ID)
 	}
@@ -99,14 +102,16 @@ func (db *DB) TouchAdminKey(ctx context.Context, id string, at time.Time) error 
 // execOne runs one statement and answers missing when it changed no row;
 // what names it in other errors.
 func (db *DB) execOne(ctx context.Context, what string, missing error, sql string, args ...any) error {
-	tag, err := db.pool.Exec(ctx, sql, args...)
-	if err != nil {
-		return fmt.Errorf("%s: %w", what, err)
-	}
-	if tag.RowsAffected() == 0 {
-		return missing
-	}
-	return nil
+	return db.auditedWrite(ctx, func(q querier) error {
+		tag, err := q.Exec(ctx, sql, args...)
+		if err != nil {
+			return fmt.Errorf("%s: %w", what, err)
+		}
+		if tag.RowsAffected() == 0 {
+			return missing
+		}
+		return nil
+	})
 }
 
 const appTokenCols = `app_id, client_id, access_token, expires_at, version, lease_owner, lease_expires_at, updated_at`
@@ -298,11 +303,16 @@ func (db *DB) RedeliverEvents(ctx context.Context, appID string, status spotoken
 		return 0, spotoken.Errorf(spotoken.EInvalid, "only failed or gave_up events are redelivered in bulk")
 	}
 	cond, _ := eventStatusSQL(status, "$2") // failed and gave_up both name $2
-	tag, err := db.pool.Exec(ctx, redeliverSet+` WHERE app_id = $1 AND `+cond, appID, tstz(spotoken.EventGaveUpAt))
+	var n int64
+	err := db.auditedWrite(ctx, func(q querier) error {
+		tag, err := q.Exec(ctx, redeliverSet+` WHERE app_id = $1 AND `+cond, appID, tstz(spotoken.EventGaveUpAt))
+		n = tag.RowsAffected()
+		return err
+	})
 	if err != nil {
 		return 0, fmt.Errorf("redeliver events: %w", err)
 	}
-	return int(tag.RowsAffected()), nil
+	return int(n), nil
 }
 
 // FindConnections returns the connections q selects, ordered by app then

@@ -302,6 +302,17 @@ func (db *DB) withTx(ctx context.Context, fn func(tx pgx.Tx) error) error {
 	})
 }
 
+// auditedWrite runs fn, one statement or a few that need no transaction of
+// their own, on the pool; or, when ctx carries audit records
+// (spotoken.WithAudit), in a transaction with them, so that fn's error
+// rolls both back.
+func (db *DB) auditedWrite(ctx context.Context, fn func(q querier) error) error {
+	if len(spotoken.AuditFromContext(ctx)) == 0 {
+		return fn(db.pool)
+	}
+	return db.withTx(ctx, func(tx pgx.Tx) error { return fn(tx) })
+}
+
 // norm returns t as the database keeps it: UTC, truncated to the
 // microsecond, without a monotonic clock reading; the zero time stays zero.
 func norm(t time.Time) time.Time {

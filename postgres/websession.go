@@ -30,9 +30,8 @@ func (db *DB) CreateWebSession(ctx context.Context, s *spotoken.WebSession, limi
 	if err := s.Validate(); err != nil {
 		return 0, fmt.Errorf("create web session: %w", err)
 	}
-	now := db.now()
 	c := *s
-	c.CreatedAt, c.LastSeenAt, c.ExpiresAt = now, now, norm(s.ExpiresAt)
+	c.ExpiresAt = norm(s.ExpiresAt)
 	c.IdleTimeout = s.IdleTimeout.Truncate(time.Microsecond)
 	csrf, data, err := db.codec.SealWebSession(&c)
 	if err != nil {
@@ -46,6 +45,12 @@ func (db *DB) CreateWebSession(ctx context.Context, s *spotoken.WebSession, limi
 				int32(webSessionLockClass), c.Scope); err != nil {
 				return fmt.Errorf("lock scope: %w", err)
 			}
+			// The time is read once the scope's lock is held, not before
+			// waiting for it: the scope's sessions are stamped in the
+			// order they are stored, so the eviction below, which keeps
+			// those that end last, keeps the latest sign-ins.
+			now := db.now()
+			c.CreatedAt, c.LastSeenAt = now, now
 			_, err := tx.Exec(ctx, `INSERT INTO web_sessions (`+webSessionCols+`, ends_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`,
 				c.IDHash[:], c.Scope, pgtype.Text{String: c.AppID, Valid: c.AppID != ""}, c.Subject, csrf, data,
 				now, now, c.IdleTimeout.Microseconds(), c.ExpiresAt, c.EndsAt())

@@ -20,6 +20,9 @@ import (
 type Auditor interface {
 	// Record takes one record; it must not block.
 	Record(rec spotoken.AuditRecord)
+	// RecordSecret takes one record whose Fingerprint is to be secret's,
+	// made later, off the request's path; it must not block.
+	RecordSecret(rec spotoken.AuditRecord, secret spotoken.Secret)
 	// Fingerprint returns the keyed fingerprint of a secret, the only
 	// form in which a secret appears in the trail.
 	Fingerprint(s spotoken.Secret) string
@@ -42,13 +45,26 @@ type auditNote struct {
 
 type auditNoteKey struct{}
 
-func noteOf(r *http.Request) *auditNote {
-	n, _ := r.Context().Value(auditNoteKey{}).(*auditNote)
+func noteOf(r *http.Request) *auditNote { return noteFrom(r.Context()) }
+
+// noteFrom returns the audit note of ctx's request: the one withNote put
+// in its request info, else one a context names (userActor).
+func noteFrom(ctx context.Context) *auditNote {
+	if ri, _ := ctx.Value(requestIDKey{}).(*requestInfo); ri != nil && ri.note != nil {
+		return ri.note
+	}
+	n, _ := ctx.Value(auditNoteKey{}).(*auditNote)
 	return n
 }
 
-// withNote returns r carrying an audit note for actor.
+// withNote returns r carrying an audit note for actor: in the request
+// info logRequests made, so that no new request or context is made for
+// it, or else in a new context.
 func withNote(r *http.Request, actor spotoken.AuditRecord) *http.Request {
+	if ri, _ := r.Context().Value(requestIDKey{}).(*requestInfo); ri != nil {
+		ri.note = &auditNote{actor: actor}
+		return r
+	}
 	return r.WithContext(context.WithValue(r.Context(), auditNoteKey{}, &auditNote{actor: actor}))
 }
 
@@ -69,7 +85,7 @@ func noteUpstream(r *http.Request, outcome string) {
 
 // auditActor is the record of who sends r: its API key, from its address.
 func (s *Server) auditActor(r *http.Request, key *spotoken.APIKey, ip netip.Addr) spotoken.AuditRecord {
-	rec := spotoken.AuditRecord{ActorType: spotoken.ActorAnonymous, UserAgent: userAgent(r), RequestID: requestID(r)}
+	rec := spotoken.AuditRecord{ActorType: spotoken.ActorAnonymous, UserAgent: AuditUserAgent(r), RequestID: requestID(r)}
 	if ip.IsValid() {
 		rec.ClientIP = ip.String()
 	}
@@ -79,10 +95,10 @@ func (s *Server) auditActor(r *http.Request, key *spotoken.APIKey, ip netip.Addr
 	return rec
 }
 
-// userAgent is r's User-Agent as the trail keeps it: at most 256 bytes,
-// printable ASCII, and with anything shaped like an API key cut out (a
-// client may put anything there).
-func userAgent(r *http.Request) string {
+// AuditUserAgent is r's User-Agent as the audit trail keeps it: at most
+// 256 bytes, printable ASCII, and with anything shaped like an API key cut
+// out (a client may put anything there).
+func AuditUserAgent(r *http.Request) string {
 	ua := r.UserAgent()
 	if len(ua) > 256 {
 		ua = ua[:256]
@@ -148,9 +164,10 @@ func (s *Server) auditRequest(w http.ResponseWriter, r *http.Request, key *spoto
 	if id := r.PathValue("id"); id != "" && key != nil && checkConnectionID(id) == nil {
 		rec.ConnectionID = id
 	}
+	var secret spotoken.Secret
 	if note != nil {
 		if note.token != "" && err == nil {
-			rec.Fingerprint = s.cfg.Audit.Fingerprint(note.token)
+			secret = note.token // fingerprinted by the trail's writer
 		}
 		if rec.Action == spotoken.AuditProxyCall {
 			rec.Route = s.proxyRoute(r)
@@ -164,7 +181,7 @@ func (s *Server) auditRequest(w http.ResponseWriter, r *http.Request, key *spoto
 			}
 		}
 	}
-	s.cfg.Audit.Record(rec)
+	s.cfg.Audit.RecordSecret(rec, secret)
 }
 
 // routeTemplate is a mux pattern without its method.
@@ -244,7 +261,7 @@ func (s *Server) flowAudit(ctx context.Context, action spotoken.AuditAction, key
 		return ctx
 	}
 	rec := spotoken.AuditRecord{ActorType: spotoken.ActorSystem}
-	if n, _ := ctx.Value(auditNoteKey{}).(*auditNote); n != nil {
+	if n := noteFrom(ctx); n != nil {
 		rec = n.actor
 	}
 	rec.Version, rec.At, rec.Action, rec.Outcome = spotoken.AuditVersion, s.cfg.Now(), action, "ok"

@@ -346,10 +346,19 @@ func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 type requestIDKey struct{}
 
+// requestInfo is what logRequests keeps of a request in its context: its
+// id, and the audit note the API's wrapper gives it (withNote).
+type requestInfo struct {
+	id   string
+	note *auditNote
+}
+
 // requestID returns the request's id, set by logRequests.
 func requestID(r *http.Request) string {
-	id, _ := r.Context().Value(requestIDKey{}).(string)
-	return id
+	if ri, _ := r.Context().Value(requestIDKey{}).(*requestInfo); ri != nil {
+		return ri.id
+	}
+	return ""
 }
 
 // validRequestID accepts a caller's X-Request-Id only when it is short and
@@ -378,7 +387,7 @@ func (s *Server) logRequests(next http.Handler) http.Handler {
 			id = randomToken("")[:16]
 		}
 		w.Header().Set("X-Request-Id", id)
-		r = r.WithContext(context.WithValue(r.Context(), requestIDKey{}, id))
+		r = r.WithContext(context.WithValue(r.Context(), requestIDKey{}, &requestInfo{id: id}))
 		sw := &statusWriter{ResponseWriter: w}
 		aborted := false
 		defer func() {

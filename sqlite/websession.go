@@ -22,9 +22,8 @@ func (db *DB) CreateWebSession(ctx context.Context, s *spotoken.WebSession, limi
 	if err := s.Validate(); err != nil {
 		return 0, fmt.Errorf("create web session: %w", err)
 	}
-	now := db.now()
 	c := *s
-	c.CreatedAt, c.LastSeenAt, c.ExpiresAt = now, now, stored(s.ExpiresAt)
+	c.ExpiresAt = stored(s.ExpiresAt)
 	c.IdleTimeout = s.IdleTimeout.Truncate(time.Microsecond)
 	csrf, data, err := db.codec.SealWebSession(&c)
 	if err != nil {
@@ -32,6 +31,12 @@ func (db *DB) CreateWebSession(ctx context.Context, s *spotoken.WebSession, limi
 	}
 	var evicted int
 	err = db.write(ctx, func(tx *sql.Tx) error {
+		// The time is read once the write lock is held, not before
+		// waiting for it: sessions are stamped in the order they are
+		// stored, so the eviction below, which keeps those that end
+		// last, keeps the latest sign-ins, however long one waited.
+		now := db.now()
+		c.CreatedAt, c.LastSeenAt = now, now
 		evicted = 0
 		_, err := tx.ExecContext(ctx, `INSERT INTO web_sessions (`+webSessionColumns+`, ends_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 			c.IDHash[:], c.Scope, nullIfEmpty(c.AppID), c.Subject, csrf, blobArg(data), now.UnixMicro(), now.UnixMicro(),

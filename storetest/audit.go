@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -151,6 +152,7 @@ func testAuditInTransaction(t *testing.T, h *harness) {
 	c := h.newConn(t, "tx-app", "c1", nil)
 	key := &spotoken.APIKey{ID: "key_tx", AppID: "tx-app", Hash: sha256.Sum256([]byte("tx key"))}
 	fnErr := errors.New("fn refused")
+	ev := h.newEvent(t, "tx-app")
 	steps := []struct {
 		name string
 		ok   bool
@@ -197,6 +199,32 @@ func testAuditInTransaction(t *testing.T, h *harness) {
 		{"DeleteConnection unknown", false, func(c2 context.Context) error { return h.store.DeleteConnection(c2, c.Key()) }},
 		{"DeleteApp", true, func(c2 context.Context) error { return h.store.DeleteApp(c2, "tx-app-2") }},
 		{"DeleteApp unknown", false, func(c2 context.Context) error { return h.store.DeleteApp(c2, "tx-app-2") }},
+		{"CreateAdminKey", true, func(c2 context.Context) error {
+			return h.store.CreateAdminKey(c2, &spotoken.AdminKey{ID: "adm_tx", Name: "tx", Hash: sha256.Sum256([]byte("adm tx"))})
+		}},
+		{"CreateAdminKey conflict", false, func(c2 context.Context) error {
+			return h.store.CreateAdminKey(c2, &spotoken.AdminKey{ID: "adm_tx", Name: "tx", Hash: sha256.Sum256([]byte("adm tx 2"))})
+		}},
+		{"RevokeAdminKey", true, func(c2 context.Context) error { return h.store.RevokeAdminKey(c2, "adm_tx", h.clock.Now()) }},
+		{"RevokeAdminKey unknown", false, func(c2 context.Context) error { return h.store.RevokeAdminKey(c2, "adm_nope", h.clock.Now()) }},
+		{"PutBrowserApp", true, func(c2 context.Context) error {
+			return h.store.PutBrowserApp(c2, &spotoken.BrowserApp{AppID: "tx-app", Origins: []string{"https://spa.example"}})
+		}},
+		{"PutBrowserApp of no app", false, func(c2 context.Context) error {
+			return h.store.PutBrowserApp(c2, &spotoken.BrowserApp{AppID: "nope", Origins: []string{"https://spa.example"}})
+		}},
+		{"DeleteBrowserApp", true, func(c2 context.Context) error { return h.store.DeleteBrowserApp(c2, "tx-app") }},
+		{"DeleteBrowserApp none", false, func(c2 context.Context) error { return h.store.DeleteBrowserApp(c2, "tx-app") }},
+		{"RedeliverEvent", true, func(c2 context.Context) error { return h.store.RedeliverEvent(c2, "tx-app", ev.ID) }},
+		{"RedeliverEvent unknown", false, func(c2 context.Context) error { return h.store.RedeliverEvent(c2, "tx-app", ev.ID+1000) }},
+		{"RedeliverEvents", true, func(c2 context.Context) error {
+			_, err := h.store.RedeliverEvents(c2, "tx-app", spotoken.EventFailed)
+			return err
+		}},
+		{"RedeliverEvents of pending", false, func(c2 context.Context) error {
+			_, err := h.store.RedeliverEvents(c2, "tx-app", spotoken.EventPending)
+			return err
+		}},
 	}
 	for i, s := range steps {
 		rec := spotoken.AuditRecord{Action: spotoken.AuditAppUpdate, AppID: "tx-audit", ConnectionID: fmt.Sprint(i),
@@ -222,6 +250,170 @@ func testAuditInTransaction(t *testing.T, h *harness) {
 	}
 	if recs, _ := h.store.AuditRecords(ctx, spotoken.AuditFilter{AppID: "tx-audit"}); len(recs) != len(steps)/2 {
 		t.Errorf("%d records in all, want %d", len(recs), len(steps)/2)
+	}
+}
+
+// testAuditBatchAtomic: a batch with a record the store refuses (no
+// action) stores none of its records, across the store's chunks, and the
+// store goes on working.
+func testAuditBatchAtomic(t *testing.T, h *harness) {
+	t0 := h.clock.Now()
+	var batch []spotoken.AuditRecord
+	for i := range 450 {
+		batch = append(batch, auditRecord(t0.Add(time.Duration(i)*time.Millisecond), "atomic", "c", i))
+	}
+	batch[420].Action = ""
+	if err := h.store.AppendAudit(ctx, batch...); err == nil {
+		t.Fatal("a batch with a record without action was stored")
+	}
+	if recs, err := h.store.AuditRecords(ctx, spotoken.AuditFilter{AppID: "atomic", Limit: 1000}); err != nil || len(recs) != 0 {
+		t.Fatalf("after the refused batch: %d records, %v; want none", len(recs), err)
+	}
+	batch[420].Action = spotoken.AuditTokenVend
+	if err := h.store.AppendAudit(ctx, batch...); err != nil {
+		t.Fatal(err)
+	}
+	h.newApp(t, "atomic-after")
+	if recs, err := h.store.AuditRecords(ctx, spotoken.AuditFilter{AppID: "atomic", Limit: 1000}); err != nil || len(recs) != 450 {
+		t.Fatalf("after the batch again: %d records, %v; want 450", len(recs), err)
+	}
+}
+
+// newEvent appends an event of app and returns it as stored.
+func (h *harness) newEvent(t *testing.T, app string) *spotoken.Event {
+	t.Helper()
+	if err := h.store.AppendEvents(ctx, spotoken.NewEvent(spotoken.EventConnectionRevoked, spotoken.ConnectionKey{AppID: app, ID: "ev"}, h.clock.Now(), nil)); err != nil {
+		t.Fatal(err)
+	}
+	evs, err := h.store.Events(ctx, spotoken.EventFilter{AppID: app, Limit: 1})
+	if err != nil || len(evs) != 1 {
+		t.Fatalf("events of %s: %v, %v", app, evs, err)
+	}
+	return evs[0]
+}
+
+// testAuditFailClosed: a change whose audit record cannot be written (here
+// a record the store refuses: it has no action) fails, and is not made.
+func testAuditFailClosed(t *testing.T, h *harness) {
+	app := h.newApp(t, "fc-app")
+	c := h.newConn(t, "fc-app", "c1", nil)
+	key := &spotoken.APIKey{ID: "key_fc", AppID: "fc-app", Hash: sha256.Sum256([]byte("fc key"))}
+	if err := h.store.CreateAPIKey(ctx, key); err != nil {
+		t.Fatal(err)
+	}
+	adm := &spotoken.AdminKey{ID: "adm_fc", Name: "fc", Hash: sha256.Sum256([]byte("adm fc"))}
+	if err := h.store.CreateAdminKey(ctx, adm); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.store.PutBrowserApp(ctx, &spotoken.BrowserApp{AppID: "fc-app", Origins: []string{"https://spa.example"}}); err != nil {
+		t.Fatal(err)
+	}
+	ev := h.newEvent(t, "fc-app")
+	if err := h.store.MarkEventFailed(ctx, ev.ID, h.clock.Now().Add(time.Hour), "refused"); err != nil {
+		t.Fatal(err)
+	}
+	bad := spotoken.WithAudit(ctx, spotoken.AuditRecord{AppID: "fc-app", ActorType: spotoken.ActorAdmin}) // no action
+	now := h.clock.Now()
+	for _, tt := range []struct {
+		name string
+		do   func() error
+		// unchanged reports what is wrong if the change was made.
+		unchanged func() string
+	}{
+		{"CreateApp", func() error { return h.store.CreateApp(bad, &spotoken.App{ID: "fc-new", ClientID: "x"}) }, func() string {
+			if _, err := h.store.App(ctx, "fc-new"); !errors.Is(err, spotoken.ErrNotFound) {
+				return fmt.Sprintf("the app was created (%v)", err)
+			}
+			return ""
+		}},
+		{"UpdateApp", func() error {
+			_, err := h.store.UpdateApp(bad, "fc-app", func(a *spotoken.App) error { a.ClientID = "changed"; return nil })
+			return err
+		}, func() string {
+			if a, err := h.store.App(ctx, "fc-app"); err != nil || a.ClientID != app.ClientID {
+				return fmt.Sprintf("the app was changed: %+v, %v", a, err)
+			}
+			return ""
+		}},
+		{"DeleteApp", func() error { return h.store.DeleteApp(bad, "fc-app") }, func() string {
+			if _, err := h.store.App(ctx, "fc-app"); err != nil {
+				return fmt.Sprintf("the app was deleted (%v)", err)
+			}
+			return ""
+		}},
+		{"CreateAPIKey", func() error {
+			return h.store.CreateAPIKey(bad, &spotoken.APIKey{ID: "key_fc2", AppID: "fc-app", Hash: sha256.Sum256([]byte("fc key 2"))})
+		}, func() string {
+			if _, err := h.store.APIKeyByHash(ctx, sha256.Sum256([]byte("fc key 2"))); !errors.Is(err, spotoken.ErrNotFound) {
+				return fmt.Sprintf("the key was created (%v)", err)
+			}
+			return ""
+		}},
+		{"RevokeAPIKey", func() error { return h.store.RevokeAPIKey(bad, "fc-app", key.ID, now) }, func() string {
+			if k, err := h.store.APIKeyByHash(ctx, key.Hash); err != nil || !k.RevokedAt.IsZero() {
+				return fmt.Sprintf("the key was revoked: %+v, %v", k, err)
+			}
+			return ""
+		}},
+		{"CreateAdminKey", func() error {
+			return h.store.CreateAdminKey(bad, &spotoken.AdminKey{ID: "adm_fc2", Name: "fc2", Hash: sha256.Sum256([]byte("adm fc 2"))})
+		}, func() string {
+			if _, err := h.store.AdminKeyByHash(ctx, sha256.Sum256([]byte("adm fc 2"))); !errors.Is(err, spotoken.ErrNotFound) {
+				return fmt.Sprintf("the admin key was created (%v)", err)
+			}
+			return ""
+		}},
+		{"RevokeAdminKey", func() error { return h.store.RevokeAdminKey(bad, adm.ID, now) }, func() string {
+			if k, err := h.store.AdminKeyByHash(ctx, adm.Hash); err != nil || k.Revoked() {
+				return fmt.Sprintf("the admin key was revoked: %+v, %v", k, err)
+			}
+			return ""
+		}},
+		{"PutBrowserApp", func() error {
+			return h.store.PutBrowserApp(bad, &spotoken.BrowserApp{AppID: "fc-app", Origins: []string{"https://other.example"}})
+		}, func() string {
+			if b, err := h.store.BrowserApp(ctx, "fc-app"); err != nil || !slices.Equal(b.Origins, []string{"https://spa.example"}) {
+				return fmt.Sprintf("the browser app was changed: %+v, %v", b, err)
+			}
+			return ""
+		}},
+		{"DeleteBrowserApp", func() error { return h.store.DeleteBrowserApp(bad, "fc-app") }, func() string {
+			if _, err := h.store.BrowserApp(ctx, "fc-app"); err != nil {
+				return fmt.Sprintf("the browser app was deleted (%v)", err)
+			}
+			return ""
+		}},
+		{"RedeliverEvent", func() error { return h.store.RedeliverEvent(bad, "fc-app", ev.ID) }, func() string {
+			if evs, err := h.store.Events(ctx, spotoken.EventFilter{AppID: "fc-app", Status: spotoken.EventFailed}); err != nil || len(evs) != 1 {
+				return fmt.Sprintf("the event was redelivered: failed events %v, %v", evs, err)
+			}
+			return ""
+		}},
+		{"RedeliverEvents", func() error {
+			_, err := h.store.RedeliverEvents(bad, "fc-app", spotoken.EventFailed)
+			return err
+		}, func() string {
+			if evs, err := h.store.Events(ctx, spotoken.EventFilter{AppID: "fc-app", Status: spotoken.EventFailed}); err != nil || len(evs) != 1 {
+				return fmt.Sprintf("the events were redelivered: failed events %v, %v", evs, err)
+			}
+			return ""
+		}},
+		{"DeleteConnection", func() error { return h.store.DeleteConnection(bad, c.Key()) }, func() string {
+			if _, err := h.store.Connection(ctx, c.Key()); err != nil {
+				return fmt.Sprintf("the connection was deleted (%v)", err)
+			}
+			return ""
+		}},
+	} {
+		if err := tt.do(); err == nil {
+			t.Errorf("%s with a record the store refuses: no error", tt.name)
+		}
+		if what := tt.unchanged(); what != "" {
+			t.Errorf("%s with a record the store refuses: %s; want no change without its record", tt.name, what)
+		}
+	}
+	if recs, err := h.store.AuditRecords(ctx, spotoken.AuditFilter{AppID: "fc-app"}); err != nil || len(recs) != 0 {
+		t.Errorf("records of fc-app: %d, %v; want none", len(recs), err)
 	}
 }
 

@@ -107,6 +107,8 @@ func Run(t *testing.T, newBackend func(t *testing.T) Backend) {
 		{"AppTampering", testAppTampering},
 		{"AuditRecords", testAuditRecords},
 		{"AuditInTransaction", testAuditInTransaction},
+		{"AuditFailClosed", testAuditFailClosed},
+		{"AuditBatchAtomic", testAuditBatchAtomic},
 		{"AuditRetention", testAuditRetention},
 		{"AuditMarks", testAuditMarks},
 		{"WebSessions", testWebSessions},

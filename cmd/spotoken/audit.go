@@ -12,8 +12,6 @@ import (
 	"net/netip"
 	"os"
 	"os/user"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -165,36 +163,20 @@ func adminAudit(ctx context.Context, action spotoken.AuditAction, app, conn stri
 	return spotoken.WithAudit(ctx, adminRecord(action, app, conn, detail))
 }
 
-// auditAdminChanges records the changes package admin makes (CLI and
-// admin API) in the audit trail, as the service reports them once made:
-// written at once, not batched, and logged. on false leaves them to the
-// log line alone.
+// auditAdminChanges logs the changes package admin makes (CLI and admin
+// API), and records in the audit trail those it reports made elsewhere
+// (a connection refreshed or sent a connect link through the admin API):
+// the service's own changes have their record written in the change's
+// transaction (admin.Config.Audit), a deletion with the deletion. on false
+// leaves them to the log line alone.
 func auditAdminChanges(store spotoken.AuditStore, log *slog.Logger, on bool) func(context.Context, admin.Change) {
 	return func(ctx context.Context, c admin.Change) {
 		attrs := []any{"action", c.Action, "actor_kind", c.Actor.Kind, "actor", c.Actor.Name, "app", c.AppID, "target", c.Target}
 		log.InfoContext(ctx, "admin change", attrs...)
-		if !on || c.Action == admin.ActionConnectionDelete {
-			return // a deletion's record is written with the deletion
+		if !on || c.Recorded || c.Action == admin.ActionConnectionDelete {
+			return
 		}
-		rec := spotoken.AuditRecord{Version: spotoken.AuditVersion, At: c.At, Action: spotoken.AuditAction(c.Action), AppID: c.AppID,
-			ActorType: spotoken.ActorAdmin, ActorID: c.Actor.ID, ActorLabel: c.Actor.Kind + ":" + c.Actor.Name, Outcome: "ok",
-			Detail: map[string]string{}}
-		if rec.ActorID == "" {
-			rec.ActorID = c.Actor.Name
-		}
-		if c.Target != "" {
-			rec.Detail["target"] = c.Target
-		}
-		if len(c.Fields) > 0 {
-			rec.Detail["fields"] = strings.Join(c.Fields, ",")
-		}
-		if c.Count > 0 {
-			rec.Detail["count"] = strconv.Itoa(c.Count)
-		}
-		if c.Action == admin.ActionConnectionDelete || c.Action == admin.ActionConnectionRefresh || c.Action == admin.ActionConnectLink {
-			rec.ConnectionID = c.Target
-		}
-		if err := store.AppendAudit(context.WithoutCancel(ctx), rec); err != nil {
+		if err := store.AppendAudit(context.WithoutCancel(ctx), c.AuditRecord()); err != nil {
 			log.ErrorContext(ctx, "audit: recording an admin change failed", "action", c.Action, "err", err)
 		}
 	}

@@ -34,11 +34,11 @@ func cliActor() admin.Actor {
 }
 
 // newAdmin returns the admin service of a command on store. Its warnings go
-// to standard error; the record of each change is the service's (a log
-// line at info level, not shown here; an audit trail hooks in there).
+// to standard error; each change is a log line at info level (not shown
+// here) and an audit record written in the change's transaction.
 func newAdmin(ios *IOStreams, store spotoken.Store, check func(context.Context, *spotoken.App) error, now func() time.Time) (*admin.Service, error) {
 	log := slog.New(slog.NewTextHandler(ios.Err, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	return admin.New(admin.Config{Store: store, CheckClientSecret: check, Now: now, Logger: log,
+	return admin.New(admin.Config{Store: store, CheckClientSecret: check, Now: now, Logger: log, Audit: true,
 		Record: auditAdminChanges(store, log, true)})
 }
 

@@ -319,7 +319,7 @@ func serveRun(ctx context.Context, ios *IOStreams, opts *serveOptions) error {
 		return err
 	}
 	adminSvc, err := adminsvc.New(adminsvc.Config{Store: store, Now: now, Logger: log, CheckClientSecret: spotify.CheckClientSecret,
-		Record: auditAdminChanges(store, log, trail != nil)})
+		Audit: trail != nil, Record: auditAdminChanges(store, log, trail != nil)})
 	if err != nil {
 		return err
 	}
@@ -338,11 +338,13 @@ func serveRun(ctx context.Context, ios *IOStreams, opts *serveOptions) error {
 		return usageError{err}
 	}
 	var auditRecords console.AuditReader // a nil *audit.Trail must stay a nil interface
+	var authLimit console.AuthLimiter
 	if trail != nil {
-		auditRecords = trail
+		auditRecords, authLimit = trail, trail
 	}
 	ops, err := console.New(console.Config{
-		Store: store, Admin: adminSvc, Actions: srv, Audit: auditRecords, BaseURL: admin.url, Now: now, Logger: log,
+		Store: store, Admin: adminSvc, Actions: srv, Audit: auditRecords, AuthLimit: authLimit, TrustedProxies: trusted,
+		BaseURL: admin.url, Now: now, Logger: log,
 		Sessions: spotoken.WebSessionLimits{PerScope: opts.DashSessionsPerApp}, ExpiryWindow: opts.ExpiryWarning,
 	})
 	if err != nil {
