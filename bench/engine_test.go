@@ -180,7 +180,7 @@ func (w *engWorld) connect(b *testing.B, id string) spotoken.ConnectionKey {
 func (w *engWorld) refreshes() int64 { return w.emu.Stats().TokenRequests["refresh_token"] }
 
 // BenchmarkTokenCached measures Engine.Token on a cached, valid token (the
-// fast path: a sync.Map load and an expiry check) from b.RunParallel
+// fast path: a lock-free table lookup and an expiry check) from b.RunParallel
 // goroutines, against:
 //
 //   - syncmap: the floor. A bare sync.Map holding the same
