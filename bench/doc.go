@@ -73,6 +73,7 @@
 //     SQLite, the client's side only for PostgreSQL); op=update also
 //     reports vs-raw, its ns/op ÷ op=raw's, and vs-raw-cpu, the same for
 //     cpu-ns/op.
+//
 //   - BenchmarkStoreDue/store=S/limit=L/rows=R: Due(now+5m, L), what the
 //     scheduler calls, one call at a time, at L = 500 and 1, on the table of
 //     SPOTOKEN_BENCH_CONNECTIONS rows and on a baseline table of 10,000 rows
@@ -85,6 +86,19 @@
 //     /proc/self/clear_refs); they stay flat whatever the table's size when
 //     neither Due nor the store holds the table in memory. The first
 //     limit=1 line at the large size logs the plan of Due's query.
+//
+//   - BenchmarkVendHit, BenchmarkVendMiss (vendmiss_test.go):
+//     refresh.Engine.Token on the large table, for connections in the
+//     engine's memory against connections never vended before (one store
+//     read each); BenchmarkVendHTTPHit and BenchmarkVendHTTPMiss the same
+//     through POST /v1/connections/{id}/token. The misses report vs-hit,
+//     hit/miss and hit/miss-cpu against the hit of the same process; see
+//     vendmiss_test.go and docs/BENCHMARKS.md.
+//
+// SPOTOKEN_BENCH_SQLITE_CACHE_MIB and SPOTOKEN_BENCH_SQLITE_MMAP_MIB size
+// the SQLite store's page cache and memory map, as serve's
+// --sqlite-cache-mib and --sqlite-mmap-mib (the store's defaults when
+// unset).
 //
 // SPOTOKEN_BENCH_CONNECTIONS (default 10000) sizes the large table. The
 // PostgreSQL benchmarks run when SPOTOKEN_TEST_POSTGRES holds a DSN (they

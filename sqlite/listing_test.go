@@ -153,3 +153,15 @@ func TestListTimeout(t *testing.T) {
 	defer slow.Close()
 	storetest.CheckListTimeout(t, slow)
 }
+
+// TestConnectionAfterClose: reading a connection from a closed store fails
+// at once instead of waiting for a connection that will never come back.
+func TestConnectionAfterClose(t *testing.T) {
+	db := openDB(t, filepath.Join(t.TempDir(), "db"))
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Connection(ctx, spotoken.ConnectionKey{AppID: "a", ID: "c1"}); err == nil || !strings.Contains(err.Error(), "closed") {
+		t.Errorf("Connection after Close: %v; want an error saying the store is closed", err)
+	}
+}

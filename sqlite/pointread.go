@@ -32,9 +32,13 @@ import (
 // search of the primary key and one of the table: it is not interrupted by
 // the context, which is checked before it.
 type pointReader struct {
-	idle chan *rawReader
-	all  []*rawReader
+	idle   chan *rawReader
+	all    []*rawReader
+	closed chan struct{} // closed by close: reads fail from then on
 }
+
+// errClosed answers a read after the store was closed.
+var errClosed = errors.New("sqlite: the store is closed")
 
 // rawReader is one connection of a pointReader, with its prepared
 // statement and a buffer in C memory for the key it binds.
@@ -49,7 +53,7 @@ type rawReader struct {
 // openPointReader opens n connections to the database file at path with
 // the readers' settings (query_only, busy timeout, page cache and mmap).
 func openPointReader(path string, n int, cacheSize, mmapSize int64) (p *pointReader, err error) {
-	p = &pointReader{idle: make(chan *rawReader, n)}
+	p = &pointReader{idle: make(chan *rawReader, n), closed: make(chan struct{})}
 	defer func() {
 		if err != nil {
 			p.close()
@@ -129,6 +133,7 @@ func (r *rawReader) errorf(op string, rc int32) error {
 
 // close closes the connections, waiting for the reads in flight.
 func (p *pointReader) close() error {
+	close(p.closed)
 	var errs []error
 	for range p.all {
 		errs = append(errs, (<-p.idle).close())
@@ -162,7 +167,14 @@ func (p *pointReader) read(ctx context.Context, key spotoken.ConnectionKey) (c *
 	}
 	var r *rawReader
 	select {
+	case <-p.closed:
+		return nil, st, false, errClosed
+	default:
+	}
+	select {
 	case r = <-p.idle:
+	case <-p.closed:
+		return nil, st, false, errClosed
 	case <-ctx.Done():
 		return nil, st, false, ctx.Err()
 	}
