@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 	"unsafe"
 
@@ -35,6 +36,7 @@ type pointReader struct {
 	idle   chan *rawReader
 	all    []*rawReader
 	closed chan struct{} // closed by close: reads fail from then on
+	once   sync.Once
 }
 
 // errClosed answers a read after the store was closed.
@@ -132,14 +134,18 @@ func (r *rawReader) errorf(op string, rc int32) error {
 }
 
 // close closes the connections, waiting for the reads in flight.
+// Closing again does nothing.
 func (p *pointReader) close() error {
-	close(p.closed)
-	var errs []error
-	for range p.all {
-		errs = append(errs, (<-p.idle).close())
-	}
-	p.all = nil
-	return errors.Join(errs...)
+	var err error
+	p.once.Do(func() {
+		close(p.closed)
+		var errs []error
+		for range p.all {
+			errs = append(errs, (<-p.idle).close())
+		}
+		err = errors.Join(errs...)
+	})
+	return err
 }
 
 func (r *rawReader) close() error {
