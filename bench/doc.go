@@ -175,6 +175,20 @@
 // floor, the added latency and CPU per request. docs/BENCHMARKS.md has the
 // method, the commands and the results.
 //
+// # Scale harness
+//
+// BenchmarkScale (scale_test.go, scaleproc_test.go) runs the real
+// spotoken binary, built from the checkout, over SPOTOKEN_SCALE bulk-loaded
+// connections (the store benchmarks' table) in either store, against a
+// standalone `spotoken emulator` process, and drives it from outside:
+// refreshes ahead of expiry with callers meanwhile, cache-miss against
+// cache-hit vends, filtered listings and their effect on vends, serve's
+// memory after vending every connection, start-up. Figures are ratios to
+// floors of the same run; CPU and memory are serve's own, read from
+// /proc/<pid>. It runs only when SPOTOKEN_SCALE is set (it takes tens of
+// minutes at a million); docs/BENCHMARKS.md, "A million connections",
+// has the commands and the results.
+//
 // The package has no non-test code. CI runs every benchmark once
 // (-benchtime 1x) so that they keep compiling and their status checks keep
 // passing; there are no timing thresholds anywhere.
