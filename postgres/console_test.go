@@ -6,7 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/spotoken/spotoken"
@@ -22,16 +21,9 @@ func TestConsoleUsesIndexes(t *testing.T) {
 	dsn := pgtest.FreshSchema(t, pgtest.DSN(t), "console")
 	ctx := context.Background()
 	now := time.Date(2026, 7, 1, 12, 0, 0, 0, time.UTC)
-	db := openStore(t, dsn, testKeys(t), func() time.Time { return now })
-	for _, id := range []string{"a", "b"} {
-		if err := db.CreateApp(ctx, &spotoken.App{ID: id, ClientID: "client-" + id}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	conn := connect(t, dsn)
 	// Grants a minute apart, one in 50 in backoff, one in 20 needing
 	// re-authorization, 500 Spotify users; three events each.
-	for _, q := range []string{
+	db, conn := planFixture(t, dsn, now,
 		`INSERT INTO connections (app_id, id, spotify_user_id, state, version, access_expires_at, grant_expires_at,
 				next_attempt_at, created_at, updated_at)
 			SELECT CASE WHEN g % 2 = 0 THEN 'a' ELSE 'b' END, 'c' || g, 'user' || (g % 500),
@@ -45,15 +37,7 @@ func TestConsoleUsesIndexes(t *testing.T) {
 				CASE WHEN g % 100 = 0 THEN $1::timestamptz + interval '1 minute' END
 			FROM generate_series(1, 60000) AS g`,
 		`ANALYZE connections`, `ANALYZE events`,
-	} {
-		var args []any
-		if strings.Contains(q, "$1") {
-			args = []any{now}
-		}
-		if _, err := conn.Exec(ctx, q, args...); err != nil {
-			t.Fatal(err)
-		}
-	}
+	)
 	findByID, findByIDArgs, err := postgres.FindSQL(spotoken.ConnectionQuery{ID: "c10", Limit: 51})
 	if err != nil {
 		t.Fatal(err)
@@ -84,19 +68,7 @@ func TestConsoleUsesIndexes(t *testing.T) {
 		// Either partial index of the undelivered events.
 		{"count undelivered", postgres.CountUndeliveredSQL, "events_app_undelivered|events_pending", []any{spotoken.EventGaveUpAt}},
 	} {
-		rows, err := conn.Query(ctx, "EXPLAIN "+q.query, q.args...)
-		if err != nil {
-			t.Fatalf("%s: %v", q.name, err)
-		}
-		lines, err := pgx.CollectRows(rows, pgx.RowTo[string])
-		if err != nil {
-			t.Fatal(err)
-		}
-		plan := strings.Join(lines, "\n") + "\n"
-		uses := false
-		for _, index := range strings.Split(q.index, "|") {
-			uses = uses || strings.Contains(plan, " using "+index+" ") || strings.Contains(plan, " on "+index+" ")
-		}
+		plan, uses := explain(t, conn, q.name, q.query, q.index, q.args)
 		if strings.Contains(plan, "Seq Scan") || !uses {
 			t.Errorf("%s does not read %s:\n%s", q.name, q.index, plan)
 		}

@@ -7,8 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-
 	"github.com/spotoken/spotoken"
 	"github.com/spotoken/spotoken/internal/pgtest"
 	"github.com/spotoken/spotoken/postgres"
@@ -23,20 +21,12 @@ import (
 // events and 60,000 audit records after ANALYZE.
 func TestListingUsesIndexes(t *testing.T) {
 	dsn := pgtest.FreshSchema(t, pgtest.DSN(t), "listing")
-	ctx := context.Background()
 	now := time.Date(2026, 7, 1, 12, 0, 0, 0, time.UTC)
-	db := openStore(t, dsn, testKeys(t), func() time.Time { return now })
-	for _, id := range []string{"a", "b"} {
-		if err := db.CreateApp(ctx, &spotoken.App{ID: id, ClientID: "client-" + id}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	conn := connect(t, dsn)
 	// One in 50 needing re-authorization, one in 500 revoked; events and
 	// audit records (a second apart) of app a one in 40, the rest b's, one
 	// event in 100 failed. So a's are few among all, and an index of all
 	// apps filtered by app would not do.
-	for _, q := range []string{
+	_, conn := planFixture(t, dsn, now,
 		`INSERT INTO connections (app_id, id, spotify_user_id, state, version, access_expires_at, created_at, updated_at)
 			SELECT CASE WHEN g % 2 = 0 THEN 'a' ELSE 'b' END, 'c' || g, 'user' || (g % 500),
 				CASE WHEN g % 500 = 0 THEN 'revoked' WHEN g % 50 = 0 THEN 'needs_reauth' ELSE 'active' END, 1,
@@ -51,15 +41,7 @@ func TestListingUsesIndexes(t *testing.T) {
 			SELECT 1, $1::timestamptz + g * interval '1 second', 'token.vend', CASE WHEN g % 40 = 0 THEN 'a' ELSE 'b' END, 'c' || (g % 20000)
 			FROM generate_series(1, 60000) AS g`,
 		`ANALYZE connections`, `ANALYZE events`, `ANALYZE audit_records`,
-	} {
-		var args []any
-		if strings.Contains(q, "$1") {
-			args = []any{now}
-		}
-		if _, err := conn.Exec(ctx, q, args...); err != nil {
-			t.Fatal(err)
-		}
-	}
+	)
 	type planned struct {
 		name, index, query string
 		args               []any
@@ -104,19 +86,7 @@ func TestListingUsesIndexes(t *testing.T) {
 	add("audit since", "audit_at", query, args, err)
 
 	for _, q := range qs {
-		rows, err := conn.Query(ctx, "EXPLAIN "+q.query, q.args...)
-		if err != nil {
-			t.Fatalf("%s: %v", q.name, err)
-		}
-		lines, err := pgx.CollectRows(rows, pgx.RowTo[string])
-		if err != nil {
-			t.Fatal(err)
-		}
-		plan := strings.Join(lines, "\n") + "\n"
-		uses := false
-		for _, index := range strings.Split(q.index, "|") {
-			uses = uses || strings.Contains(plan, " using "+index+" ") || strings.Contains(plan, " on "+index+" ")
-		}
+		plan, uses := explain(t, conn, q.name, q.query, q.index, q.args)
 		if strings.Contains(plan, "Seq Scan") || strings.Contains(plan, "Sort") || !uses {
 			t.Errorf("%s does not read %s in order:\n%s", q.name, q.index, plan)
 		}
