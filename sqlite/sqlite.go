@@ -125,8 +125,9 @@ const DefaultCacheSize = 2 << 20
 // spotoken.Store and is safe for concurrent use by many goroutines, and by
 // several processes on one machine.
 type DB struct {
-	w     *sql.DB // exactly one connection: every write
-	r     *sql.DB // query_only connections: every read
+	w     *sql.DB    // exactly one connection: every write
+	gate  writerGate // in front of w: callers' writes first (see writer.go)
+	r     *sql.DB    // query_only connections: every read
 	codec *rowseal.Codec
 	clock func() time.Time
 	// auditInsert is fullAuditInsert prepared on w's one connection, so a
@@ -377,30 +378,6 @@ func (db *DB) migrate(ctx context.Context) error {
 // now returns the store's clock in UTC at the precision the store keeps.
 func (db *DB) now() time.Time { return stored(db.clock()) }
 
-// write runs fn in a write transaction (BEGIN IMMEDIATE on the one writer
-// connection) and commits it if fn returns nil. fn's error is returned as
-// it is. The audit records attached to ctx (spotoken.WithAudit) are stored
-// in the same transaction, so the change commits with them or not at all.
-func (db *DB) write(ctx context.Context, fn func(tx *sql.Tx) error) error {
-	tx, err := db.w.BeginTx(ctx, nil)
-	if err != nil {
-		return fmt.Errorf("begin: %w", err)
-	}
-	defer tx.Rollback()
-	if err := fn(tx); err != nil {
-		return err
-	}
-	if records := spotoken.AuditFromContext(ctx); len(records) > 0 {
-		if err := db.insertAudit(ctx, tx, db.now(), records); err != nil {
-			return err
-		}
-	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("commit: %w", err)
-	}
-	return nil
-}
-
 // shred checkpoints the write-ahead log into the database file and
 // truncates it, so that the log's copies of pages that held erased
 // ciphertexts go too (secure_delete has zeroed them in the current pages).
@@ -409,6 +386,10 @@ func (db *DB) write(ctx context.Context, fn func(tx *sql.Tx) error) error {
 // the busy timeout, after which the erasure stands committed all the same
 // and a later checkpoint finishes the job.
 func (db *DB) shred(ctx context.Context) {
+	if db.gate.enter(ctx, spotoken.IsBackground(ctx)) != nil {
+		return
+	}
+	defer db.gate.leave()
 	var busy, log, done int
 	_ = db.w.QueryRowContext(ctx, "PRAGMA wal_checkpoint(TRUNCATE)").Scan(&busy, &log, &done)
 }
