@@ -232,6 +232,7 @@ type Engine struct {
 	// Forget of one key only makes keys sharing its slot skip one cache fill.
 	gens    [genSlots]atomic.Uint64
 	flights singleflight.Group
+	reads   reads // plain vends' reads, on the callers' goroutines (read.go)
 	budget  *budget
 	uses    uses
 	log     *slog.Logger
@@ -382,7 +383,10 @@ func (e *Engine) Token(ctx context.Context, key spotoken.ConnectionKey, minTTL t
 //
 //go:noinline
 func (e *Engine) tokenSlow(ctx context.Context, key spotoken.ConnectionKey, minTTL time.Duration, h uint64, now time.Time, mem *cached) (AccessToken, error) {
-	at, err := e.fly(ctx, key, request{minTTL: minTTL})
+	at, ok, err := e.readShared(ctx, key, request{minTTL: minTTL})
+	if !ok {
+		at, err = e.fly(ctx, key, request{minTTL: minTTL})
+	}
 	e.usedUnless(key, h, now, err)
 	if err != nil && mem != nil && errors.Is(err, spotoken.ErrStoreUnavailable) {
 		// The database is away: a token still valid in memory is served

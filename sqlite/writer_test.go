@@ -99,7 +99,9 @@ func TestWriterCallersFirst(t *testing.T) {
 		}()
 	}
 	bg := spotoken.Background(ctx)
-	key := func(i int) spotoken.ConnectionKey { return spotoken.ConnectionKey{AppID: "a", ID: fmt.Sprintf("c%d", i)} }
+	key := func(i int) spotoken.ConnectionKey {
+		return spotoken.ConnectionKey{AppID: "a", ID: fmt.Sprintf("c%d", i)}
+	}
 	run("scheduler's lease", func() error { _, err := w.store.AcquireLease(bg, key(0), "scheduler", time.Minute); return err })
 	w.waitQueued(t, 0, 1)
 	for i := range 3 {
