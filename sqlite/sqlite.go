@@ -23,8 +23,19 @@
 //     durable against a crashed process but may lose the last commits on a
 //     power cut, and a lost commit here can be a rotated refresh token
 //     whose predecessor Spotify has already invalidated: the user would
-//     have to consent again. Writes are rare (about one per refresh), so an
-//     fsync per commit is cheap insurance.
+//     have to consent again. A refresh's commit (which also gives up its
+//     lease) is one fsync. Two kinds of write set NORMAL for their own
+//     transaction and put FULL back: the lease writes (take, renew,
+//     release; see DB.writeLease: a lease lost in a power cut belonged to
+//     a process that died with it) and the audit trail's batches.
+//
+// # One writer, callers first
+//
+// Writes wait for the one writer connection at a gate (writerGate) that
+// lets those a caller waits for go first, and the background's
+// (spotoken.Background: the scheduler's refreshes, batched last uses, the
+// audit trail) after them, never more than eight callers' writes in a row
+// ahead of a waiting background one. See writer.go.
 //   - foreign_keys=ON: deleting an app cascades to its API keys, pending
 //     authorizations and connections.
 //   - secure_delete=ON: SQLite overwrites deleted and replaced content with
