@@ -28,7 +28,7 @@ func TestAuditPackedRoundTrip(t *testing.T) {
 		ClientIP: "2001:db8::7", UserAgent: "ua/1 \x01\x1f\"\\ </script>", RequestID: "9f3c1a7e2b4d6f80", Method: "GET",
 		Route: "/v1/me/top/{type}", Status: 502, UpstreamStatus: 503, Outcome: "upstream_503",
 		Fingerprint: "hmac-sha256:1:5d41402abc4b2a76b9719d911017c592ae5f8b7b0e6c1d4d7a2f3e4b5c6d7e8f",
-		Detail: map[string]string{"detector": "usage_spike", "q\"uote": "line\nbreak"}}
+		Detail:      map[string]string{"detector": "usage_spike", "q\"uote": "line\nbreak"}}
 	bare := spotoken.AuditRecord{Version: spotoken.AuditVersion, At: at.Add(time.Microsecond), Action: spotoken.AuditTokenVend,
 		AppID: "app-1", ConnectionID: "user-42", Outcome: "ok"}
 	if err := store.AppendAudit(ctx, full, bare); err != nil {
