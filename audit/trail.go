@@ -60,7 +60,7 @@ type Config struct {
 	// each record's share of the queue's arrays and of the strings it
 	// holds (the access token a vend's record is to be fingerprinted from
 	// included). Past it records are dropped and counted, as past
-	// QueueSize. Default 16 MiB (some 15,000 to 40,000 records).
+	// QueueSize. Default 16 MiB (about 10,000 to 12,000 vend records).
 	QueueBytes int64
 	// BatchSize is how many records one transaction writes. Default 1000.
 	BatchSize int
