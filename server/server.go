@@ -188,6 +188,19 @@ type Config struct {
 	// NoMetrics leaves /metrics out (it answers 404 with the reason), for a
 	// listener reachable by anyone when no MetricsToken guards it.
 	NoMetrics bool
+	// Counter is what the store-wide gauges of /metrics (connections by
+	// app and state, grants expiring, rate-limit windows) are counted from;
+	// default Store. Give the store without a per-call deadline shorter
+	// than a count can take (serve gives it the store without --db-timeout's
+	// guard, so that a slow count is not taken for a database that is
+	// away): the count runs in the background under its own deadline,
+	// CountInterval.
+	Counter ConnectionCounter
+	// CountInterval is how old those gauges' counts may grow before a
+	// scrape starts counting them again in the background; scrapes answer
+	// with the last counts meanwhile (see connCollector). Default
+	// DefaultCountInterval.
+	CountInterval time.Duration
 	// HSTSMaxAge is the max-age of the Strict-Transport-Security header sent
 	// on responses over HTTPS (a TLS connection, or a base URL that is
 	// https behind a TLS-terminating proxy). Default one year; negative
@@ -213,6 +226,7 @@ type Server struct {
 	cfg      Config
 	log      *slog.Logger
 	metrics  *Metrics
+	counts   *connCollector
 	public   *url.URL
 	admin    *url.URL // the admin routes' base URL: Config.AdminURL
 	accounts *url.URL
@@ -298,12 +312,17 @@ func New(cfg Config) (*Server, error) {
 	if cfg.AuthCacheTTL == 0 {
 		cfg.AuthCacheTTL = DefaultAuthCacheTTL
 	}
+	if cfg.Counter == nil {
+		cfg.Counter = cfg.Store
+	}
+	cfg.CountInterval = orDefault(cfg.CountInterval, DefaultCountInterval)
 	s := &Server{
 		cfg: cfg, log: cfg.Logger, metrics: cfg.Metrics, public: public, admin: admin, accounts: accountsURL, api: api,
 		force: make(map[string]map[string]*rate.Limiter),
 	}
 	s.auth.init(s)
-	s.metrics.registerStore(cfg.Store, cfg.Now)
+	s.counts = newConnCollector(cfg.Counter, cfg.Now, cfg.CountInterval, cfg.Logger)
+	s.metrics.registerStore(s.counts)
 	if cfg.EngineStats != nil {
 		s.metrics.registerEngine(cfg.EngineStats)
 	}
