@@ -31,6 +31,7 @@ type Metrics struct {
 	upstream  *prometheus.HistogramVec
 	webhooks  *prometheus.CounterVec
 	connects  *prometheus.CounterVec
+	limited   prometheus.Counter
 	storeOnce sync.Once
 }
 
@@ -61,8 +62,11 @@ func NewMetrics() *Metrics {
 		connects: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "spotoken_connect_flows_total", Help: "Connect-flow steps, by outcome (started, connected, access_denied, ...).",
 		}, []string{"outcome"}),
+		limited: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "spotoken_list_limited_total", Help: "Listings answered 429 because their API key had --list-concurrency listings in flight for --list-wait.",
+		}),
 	}
-	m.Registry.MustRegister(m.requests, m.duration, m.vends, m.proxied, m.upstream, m.webhooks, m.connects,
+	m.Registry.MustRegister(m.requests, m.duration, m.vends, m.proxied, m.upstream, m.webhooks, m.connects, m.limited,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -88,6 +92,7 @@ func (m *Metrics) observeRequest(route string, status int, d time.Duration) {
 
 func (m *Metrics) vend(outcome string)        { m.vends.WithLabelValues(outcome).Inc() }
 func (m *Metrics) connectFlow(outcome string) { m.connects.WithLabelValues(outcome).Inc() }
+func (m *Metrics) listLimited()               { m.limited.Inc() }
 
 // proxy counts a proxied request by the upstream status, or by the error
 // code when spotoken answered without calling Spotify.
