@@ -862,17 +862,23 @@ func (w *scaleWorld) restoreExpiry(ctx context.Context, sets scaleSets, T time.T
 // schedulerMetrics returns serve's metrics of the scheduler's backlog and
 // lag, of the upstream rate, of the memory held (token cache entries, Go
 // heap, audit queue) and of audit records dropped, as "; name value"
-// pairs, where serve has them.
+// pairs, where serve has them, and how long the scrape took (the
+// store-wide counts, a pass over every connection, are counted in the
+// background once they are --metrics-max-age old: the scrape must not
+// wait for them).
 func (w *scaleWorld) schedulerMetrics() string {
+	t0 := time.Now()
 	resp, err := w.client.Get(w.url + "/metrics")
 	if err != nil {
 		return ""
 	}
 	body := drain(resp)
 	var out strings.Builder
+	fmt.Fprintf(&out, "; scrape %.1f ms", ms(time.Since(t0)))
 	for line := range strings.Lines(string(body)) {
 		for _, m := range []string{"spotoken_refresh_due_backlog ", "spotoken_refresh_scheduler_lag_seconds ", "spotoken_upstream_rate ",
-			"spotoken_token_cache_entries ", "go_memstats_heap_inuse_bytes ", "spotoken_audit_queue_length ", "spotoken_audit_records_dropped_total"} {
+			"spotoken_token_cache_entries ", "go_memstats_heap_inuse_bytes ", "spotoken_audit_queue_length ", "spotoken_audit_records_dropped_total",
+			"spotoken_connection_counts_age_seconds ", "spotoken_connection_counts_duration_seconds "} {
 			if strings.HasPrefix(line, m) {
 				out.WriteString("; " + strings.TrimSpace(line))
 			}

@@ -66,3 +66,14 @@ func TestListLimiterCancelled(t *testing.T) {
 		t.Errorf("%d keys left in the limiter", n)
 	}
 }
+
+// TestLogPathShortcut: skipping the regexp for paths without "cs_"
+// redacts exactly what the regexp alone did.
+func TestLogPathShortcut(t *testing.T) {
+	for _, p := range []string{"/v1/connections/cs_abc/token", "/x/CS_abc", "/x/cſ_abc", "/v1/connections/user-1/token", "/x/c_s_", "/a/cs_"} {
+		want := sessionTokenPattern.ReplaceAllString(p, "cs_[REDACTED]")
+		if got := logPath(p); got != want && got != "/connect/[REDACTED]" {
+			t.Errorf("logPath(%q) = %q, want %q", p, got, want)
+		}
+	}
+}
