@@ -184,6 +184,9 @@ func (s *Server) reconsent(ctx context.Context, key spotoken.ConnectionKey, caus
 		body.ConnectURL, body.ConnectURLExpiresAt = sess.URL, &sess.ExpiresAt
 		return &apiError{err: cause, body: body}
 	}
+	if s.links.atCap(key.AppID, now) {
+		return &apiError{err: cause, body: body}
+	}
 	app, err := s.cfg.Store.App(ctx, key.AppID)
 	if err != nil {
 		return err
@@ -197,6 +200,9 @@ func (s *Server) reconsent(ctx context.Context, key spotoken.ConnectionKey, caus
 		s.links.put(key, asked, sess, now)
 		body.ConnectURL, body.ConnectURLExpiresAt = sess.URL, &sess.ExpiresAt
 	} else {
+		if spotoken.ErrorCode(err) == ELimitExceeded {
+			s.links.metCap(key.AppID, now)
+		}
 		s.log.Warn("mint re-consent link", "connection", key.String(), "err", err)
 	}
 	return &apiError{err: cause, body: body}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -192,5 +193,68 @@ func TestReconsentLinkReused(t *testing.T) {
 	again := link("c1")
 	if again == first || again == "" {
 		t.Errorf("after the link was opened: %q", again)
+	}
+}
+
+// countingPending counts the store's attempts to add a pending link.
+type countingPending struct {
+	server.Store
+	calls atomic.Int32
+}
+
+func (c *countingPending) CreatePendingWithin(ctx context.Context, p *spotoken.PendingAuthorization, n int) error {
+	c.calls.Add(1)
+	return c.Store.CreatePendingWithin(ctx, p, n)
+}
+
+// TestReconsentAtCap: once minting a link meets the app's cap of pending
+// links, the app's next needs_reauth answers come without a link and
+// without asking the store, for 10 seconds; then it is asked again.
+func TestReconsentAtCap(t *testing.T) {
+	cp := &countingPending{}
+	h := newHarness(t, harnessOptions{server: func(c *server.Config) {
+		cp.Store = c.Store
+		c.Store = cp
+		c.MaxPending = 2
+	}})
+	ids := []string{"c1", "c2", "c3", "c4", "c5"}
+	for _, id := range ids {
+		h.connect(id)
+	}
+	if err := h.emu.RevokeGrant("alice", clientID); err != nil {
+		t.Fatal(err)
+	}
+	h.emu.Advance(time.Hour)
+	link := func(id string) string {
+		t.Helper()
+		var e server.ErrorResponse
+		resp, raw := h.call("POST", "/v1/connections/"+id+"/token", h.apiKey, nil, &e)
+		if resp.StatusCode != http.StatusConflict || e.Error != "needs_reauth" {
+			t.Fatalf("token of %s: %d %s, want 409 needs_reauth", id, resp.StatusCode, raw)
+		}
+		return e.ConnectURL
+	}
+	before := cp.calls.Load()
+	if link("c1") == "" || link("c2") == "" {
+		t.Fatal("no link below the cap")
+	}
+	if l := link("c3"); l != "" {
+		t.Fatalf("a link past the cap: %q", l)
+	}
+	if n := cp.calls.Load() - before; n != 3 {
+		t.Fatalf("%d attempts to store a link, want 3", n)
+	}
+	for _, id := range []string{"c4", "c5", "c3"} {
+		if l := link(id); l != "" {
+			t.Errorf("%s at the cap: link %q", id, l)
+		}
+	}
+	if n := cp.calls.Load() - before; n != 3 {
+		t.Errorf("%d attempts to store a link, want still 3: the cap was met", n)
+	}
+	h.emu.Advance(10 * time.Second)
+	link("c4")
+	if n := cp.calls.Load() - before; n != 4 {
+		t.Errorf("%d attempts to store a link 10 s on, want 4", n)
 	}
 }

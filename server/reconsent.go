@@ -27,9 +27,37 @@ const maxReconsentLinks = 10000
 // this replica (opened on another one, it answers "already used" to the
 // user for at most linkReuse). They are bearer links the app was already
 // given; they are kept in memory only, like tokens.
+//
+// An app found at its cap of pending links is not asked again for
+// capPause: its next requests answer without a link (as the one that met
+// the cap did) and without a write that would only count the links to
+// find the cap still reached.
 type reconsentLinks struct {
-	mu sync.Mutex
-	m  map[spotoken.ConnectionKey]reconsentLink
+	mu     sync.Mutex
+	m      map[spotoken.ConnectionKey]reconsentLink
+	capped map[string]time.Time // app → until when not to mint
+}
+
+// capPause is how long an app at its cap of pending links gets no
+// re-consent link minted.
+const capPause = 10 * time.Second
+
+// atCap reports whether app met its cap of pending links within capPause.
+func (l *reconsentLinks) atCap(app string, now time.Time) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	until, ok := l.capped[app]
+	return ok && now.Before(until) && !now.Before(until.Add(-capPause))
+}
+
+// metCap records that minting a link for app met its cap.
+func (l *reconsentLinks) metCap(app string, now time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.capped == nil {
+		l.capped = map[string]time.Time{}
+	}
+	l.capped[app] = now.Add(capPause)
 }
 
 type reconsentLink struct {
@@ -89,6 +117,11 @@ func (l *reconsentLinks) sweepLocked(now time.Time) {
 	for k, e := range l.m {
 		if !e.fresh(now) {
 			delete(l.m, k)
+		}
+	}
+	for app, until := range l.capped {
+		if !now.Before(until) {
+			delete(l.capped, app)
 		}
 	}
 }
