@@ -11,6 +11,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/spotoken/spotoken"
 )
@@ -27,11 +28,17 @@ var _ Store = spotoken.Store(nil)
 // Defaults of Config.
 const (
 	DefaultQueueSize     = 1 << 16
+	DefaultQueueBytes    = 16 << 20
 	DefaultBatchSize     = 1000
 	DefaultFlushInterval = time.Second
 	DefaultRetention     = 30 * 24 * time.Hour
 	retentionEvery       = time.Hour
 	retentionChunk       = 10000
+	// maxBackoff bounds the wait between attempts at a batch that failed
+	// for a reason that may pass (the database busy or slow).
+	maxBackoff = 15 * time.Second
+	// finalFlush bounds Run's last flush when nobody called Close.
+	finalFlush = 5 * time.Second
 )
 
 // Config configures a Trail. Store is required.
@@ -45,9 +52,16 @@ type Config struct {
 	// Fingerprints fingerprints the secrets records mention; nil leaves
 	// records without fingerprints.
 	Fingerprints *Fingerprinter
-	// QueueSize bounds the records waiting to be written; past it records
-	// are dropped (and counted), never waited for. Default 65536.
+	// QueueSize bounds the records waiting to be written (queued, or
+	// taken and waiting to be retried); past it records are dropped (and
+	// counted), never waited for. Default 65536.
 	QueueSize int
+	// QueueBytes bounds the memory those records hold: an estimate of
+	// each record's share of the queue's arrays and of the strings it
+	// holds (the access token a vend's record is to be fingerprinted from
+	// included). Past it records are dropped and counted, as past
+	// QueueSize. Default 16 MiB (about 10,000 to 12,000 vend records).
+	QueueBytes int64
 	// BatchSize is how many records one transaction writes. Default 1000.
 	BatchSize int
 	// FlushInterval is how often Run writes what is queued. Default 1s.
@@ -66,9 +80,17 @@ type Config struct {
 //
 // What is lost on a crash: the records queued and not yet written, at most
 // FlushInterval's worth (plus whatever a slow database let pile up, up to
-// QueueSize); a graceful shutdown (Run returning when its context ends)
-// writes them. Lifecycle changes are not at risk: their records are written
-// in the change's own transaction (spotoken.WithAudit).
+// QueueSize and QueueBytes); a graceful shutdown (Close, or Run returning
+// when its context ends) writes them, within its deadline. Lifecycle
+// changes are not at risk: their records are written in the change's own
+// transaction (spotoken.WithAudit).
+//
+// A batch the store refuses for a reason that may pass (a deadline, the
+// database busy, unreachable or away) is kept and tried again, after a
+// backoff, with the records taken since: records are lost only when the
+// queue is full (QueueSize, QueueBytes), when the store refuses a batch as
+// invalid, or at shutdown when Close's deadline passes. A batch whose
+// commit's answer was lost may be written twice.
 //
 // Taking a record costs a request little: it is copied into one of
 // several queues (each with its own lock, so concurrent requests rarely
@@ -80,17 +102,31 @@ type Trail struct {
 	store Store
 
 	shards [queueShards]shard
-	// seq numbers the records taken, in order; drained counts those
-	// handed to the writer or dropped, so seq-drained are queued.
-	seq, drained atomic.Uint64
+	// seq numbers the records taken, in order.
+	seq atomic.Uint64
+	// queued and queuedBytes count the records taken and not yet written
+	// or dropped (in the shards and in pending), and their recBytes.
+	queued, queuedBytes atomic.Int64
+	// closed: Close has given up on the records left; no more are taken.
+	// Set under every shard's lock.
+	closed atomic.Bool
 
 	mu       sync.Mutex
 	outcomes []outcome
-	batch    []spotoken.AuditRecord // the writer's, reused: the shards' records of a pass
 	fps      map[spotoken.Secret]string
 
-	flushMu   sync.Mutex // one flush at a time
+	flushMu   sync.Mutex // one flush at a time; guards the fields below
 	lastSweep time.Time
+	// pending holds the records taken from the shards, fingerprinted, in
+	// order, not yet written: a batch that failed for a reason that may
+	// pass waits here for the next pass.
+	pending  []spotoken.AuditRecord
+	failures int // passes in a row that left records in pending
+
+	// stop ends the writes of Run's passes: cancelled when Close's
+	// deadline passes.
+	stop       context.Context
+	cancelStop context.CancelFunc
 
 	written, droppedFull, droppedWrite atomic.Int64
 
@@ -137,6 +173,9 @@ func New(cfg Config) (*Trail, error) {
 	if cfg.QueueSize <= 0 {
 		cfg.QueueSize = DefaultQueueSize
 	}
+	if cfg.QueueBytes <= 0 {
+		cfg.QueueBytes = DefaultQueueBytes
+	}
 	if cfg.BatchSize <= 0 {
 		cfg.BatchSize = DefaultBatchSize
 	}
@@ -148,6 +187,7 @@ func New(cfg Config) (*Trail, error) {
 	}
 	cfg.Detectors.defaults()
 	t := &Trail{cfg: cfg, log: cfg.Logger, store: cfg.Store, fps: make(map[spotoken.Secret]string)}
+	t.stop, t.cancelStop = context.WithCancel(context.Background())
 	t.detect = newDetectors(t)
 	t.guard = newAuthGuard(cfg.Detectors)
 	return t, nil
@@ -177,26 +217,59 @@ func (t *Trail) RecordSecret(rec spotoken.AuditRecord, secret spotoken.Secret) {
 			}
 		}
 	}
-	if !t.enqueue(rec, secret, false) {
-		t.droppedFull.Add(1)
-	}
+	t.enqueue(rec, secret, false)
 }
 
-// enqueue puts rec in a shard, unless QueueSize records are queued already
-// (and !force); it reports whether it did.
+// recOverhead is what a queued record costs besides its strings: its
+// place in a shard's arrays and in pending, each up to twice its size
+// while they grow, and its secret's and sequence number's places.
+const recOverhead = 4*int64(unsafe.Sizeof(spotoken.AuditRecord{})) + 2*int64(unsafe.Sizeof(spotoken.Secret(""))) + 16
+
+// recBytes estimates the memory a queued record holds (QueueBytes).
+func recBytes(r *spotoken.AuditRecord) int64 {
+	n := recOverhead + int64(len(r.Action)+len(r.AppID)+len(r.ConnectionID)+len(r.ActorType)+len(r.ActorID)+len(r.ActorLabel)+
+		len(r.ClientIP)+len(r.UserAgent)+len(r.RequestID)+len(r.Method)+len(r.Route)+len(r.Outcome)+len(r.Fingerprint))
+	for k, v := range r.Detail {
+		n += int64(len(k)+len(v)) + 48
+	}
+	return n
+}
+
+// enqueue puts rec in a shard, unless the queue is full (QueueSize,
+// QueueBytes; force ignores them) or the trail closed; it reports
+// whether it did, and counts the record dropped if not.
 func (t *Trail) enqueue(rec spotoken.AuditRecord, secret spotoken.Secret, force bool) bool {
+	size := recBytes(&rec) + int64(len(secret))
+	n, b := t.queued.Add(1), t.queuedBytes.Add(size)
+	if !force && (n > int64(t.cfg.QueueSize) || b > t.cfg.QueueBytes) {
+		t.queued.Add(-1)
+		t.queuedBytes.Add(-size)
+		t.droppedFull.Add(1)
+		return false
+	}
 	sh := &t.shards[rand.Uint32()%queueShards]
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	seq := t.seq.Add(1)
-	if !force && seq-t.drained.Load() > uint64(t.cfg.QueueSize) {
-		t.drained.Add(1)
+	if t.closed.Load() {
+		t.queued.Add(-1)
+		t.queuedBytes.Add(-size)
+		t.droppedWrite.Add(1) // taken after the final flush gave up: not written
 		return false
 	}
 	sh.recs = append(sh.recs, rec)
 	sh.secrets = append(sh.secrets, secret)
-	sh.seqs = append(sh.seqs, seq)
+	sh.seqs = append(sh.seqs, t.seq.Add(1))
 	return true
+}
+
+// release forgets records written or dropped from the queue's counts.
+func (t *Trail) release(records []spotoken.AuditRecord) {
+	var b int64
+	for i := range records {
+		b += recBytes(&records[i])
+	}
+	t.queued.Add(-int64(len(records)))
+	t.queuedBytes.Add(-b)
 }
 
 // limited records that addr was put under the failed-authentication limit.
@@ -226,10 +299,10 @@ func (t *Trail) AuthWait(addr netip.Addr) time.Duration {
 // Fingerprint returns s's fingerprint, or "" without a fingerprinter.
 func (t *Trail) Fingerprint(s spotoken.Secret) string { return t.cfg.Fingerprints.Fingerprint(s) }
 
-// take moves every shard's records into t.batch, in the order they were
-// taken, the secrets they name fingerprinted, and returns it. It runs on
-// the writer (under flushMu).
-func (t *Trail) take() []spotoken.AuditRecord {
+// take moves every shard's records to the end of t.pending, in the order
+// they were taken, the secrets they name fingerprinted. It runs on the
+// writer (under flushMu).
+func (t *Trail) take() {
 	var taken [queueShards]struct {
 		recs    []spotoken.AuditRecord
 		secrets []spotoken.Secret
@@ -242,10 +315,9 @@ func (t *Trail) take() []spotoken.AuditRecord {
 		sh.recs, sh.secrets, sh.seqs = sh.spare[:0], sh.spareSecrets[:0], sh.spareSeqs[:0]
 		sh.spare, sh.spareSecrets, sh.spareSeqs = nil, nil, nil
 		sh.mu.Unlock()
-		t.drained.Add(uint64(len(x.seqs)))
 	}
 	// Each shard is in order: merge them, fingerprinting on the way.
-	batch := t.batch[:0]
+	batch := t.pending
 	var heads [queueShards]int
 	for {
 		best := -1
@@ -266,9 +338,13 @@ func (t *Trail) take() []spotoken.AuditRecord {
 				fp = t.cfg.Fingerprints.Fingerprint(s)
 				t.fps[s] = fp
 			}
-			batch[len(batch)-1].Fingerprint = fp
+			r := &batch[len(batch)-1]
+			// The secret forgotten, its fingerprint kept.
+			t.queuedBytes.Add(int64(len(fp)) - int64(len(s)) - int64(len(r.Fingerprint)))
+			r.Fingerprint = fp
 		}
 	}
+	t.pending = batch
 	clear(t.fps) // no secret kept past the pass
 	for i := range t.shards {
 		sh, x := &t.shards[i], &taken[i]
@@ -280,7 +356,6 @@ func (t *Trail) take() []spotoken.AuditRecord {
 		}
 		sh.mu.Unlock()
 	}
-	return batch
 }
 
 // Records lists stored records (queued ones are not seen until written).
@@ -317,9 +392,12 @@ func (t *Trail) addOutcome(o outcome) {
 
 // Pass is what one RunOnce did.
 type Pass struct {
-	Written, Dropped int // records written, and lost to a failed write
-	Alerts           int // detector alerts raised
-	Deleted          int // records deleted by retention
+	Written, Dropped int // records written, and lost to a write the store refused as invalid
+	// Retained is how many records wait for the next pass: a batch failed
+	// for a reason that may pass (a deadline, the database busy or away).
+	Retained int
+	Alerts   int // detector alerts raised
+	Deleted  int // records deleted by retention
 }
 
 // Flush writes every queued record now and runs the detectors over them.
@@ -346,31 +424,19 @@ func (t *Trail) RunOnce(ctx context.Context) (Pass, error) {
 			errs = append(errs, err)
 		}
 	}
-	queued := t.take()
-	defer func(q []spotoken.AuditRecord) {
-		clear(q) // no references kept
-		if cap(q) <= 2*t.cfg.QueueSize {
-			t.batch = q[:0]
-		} else {
-			t.batch = nil
-		}
-	}(queued)
-	for len(queued) > 0 {
-		n := min(len(queued), t.cfg.BatchSize)
-		batch := queued[:n]
-		queued = queued[n:]
-		if err := t.store.AppendAudit(ctx, batch...); err != nil {
-			t.droppedWrite.Add(int64(n))
-			p.Dropped += n
-			t.log.Error("audit: writing records failed; they are lost", "records", n, "err", err)
-			errs = append(errs, err)
-		} else {
-			t.written.Add(int64(n))
-			p.Written += n
-		}
-		if err := t.detect.records(ctx, batch, &p); err != nil {
+	start := len(t.pending)
+	t.take()
+	// The detectors look at each record once, when it is taken: a batch
+	// retried later is not counted again.
+	for fresh := t.pending[start:]; len(fresh) > 0; {
+		n := min(len(fresh), t.cfg.BatchSize)
+		if err := t.detect.records(ctx, fresh[:n], &p); err != nil {
 			errs = append(errs, err)
 		}
+		fresh = fresh[n:]
+	}
+	if err := t.write(ctx, &p); err != nil {
+		errs = append(errs, err)
 	}
 	if err := t.detect.periodic(ctx, &p); err != nil {
 		errs = append(errs, err)
@@ -392,44 +458,161 @@ func (t *Trail) RunOnce(ctx context.Context) (Pass, error) {
 	return p, errors.Join(errs...)
 }
 
-// Run writes queued records every FlushInterval until ctx is done, then
-// writes what is left (with a few seconds' grace) and returns.
+// write writes t.pending in batches, oldest first. A batch the store
+// refuses as invalid is dropped (counted and logged); one that fails for
+// any other reason stays, with those after it, for the next pass.
+func (t *Trail) write(ctx context.Context, p *Pass) error {
+	var errs []error
+	done := 0
+	for done < len(t.pending) {
+		n := min(len(t.pending)-done, t.cfg.BatchSize)
+		batch := t.pending[done : done+n]
+		err := t.store.AppendAudit(ctx, batch...)
+		switch {
+		case err == nil:
+			t.written.Add(int64(n))
+			p.Written += n
+		case permanent(err):
+			t.droppedWrite.Add(int64(n))
+			p.Dropped += n
+			t.log.Error("audit: the store refused records; they are lost", "records", n, "err", err)
+			errs = append(errs, err)
+		default:
+			p.Retained = len(t.pending) - done
+			t.log.Warn("audit: writing records failed; they are kept and tried again", "records", p.Retained, "err", err)
+			errs = append(errs, err)
+		}
+		if err != nil && !permanent(err) {
+			break
+		}
+		t.release(batch)
+		clear(batch) // no references kept
+		done += n
+	}
+	rest := copy(t.pending, t.pending[done:])
+	clear(t.pending[rest:])
+	t.pending = t.pending[:rest]
+	if rest == 0 {
+		t.failures = 0
+		if cap(t.pending) > 2*t.cfg.QueueSize {
+			t.pending = nil
+		}
+	} else {
+		t.failures++
+	}
+	return errors.Join(errs...)
+}
+
+// permanent reports whether a store's error refuses a batch for good (an
+// invalid record, a conflict): trying it again would fail again.
+func permanent(err error) bool {
+	switch spotoken.ErrorCode(err) {
+	case spotoken.EInvalid, spotoken.EConflict:
+		return true
+	}
+	return false
+}
+
+// backoff is how long Run waits before its next pass: FlushInterval, or
+// longer (doubling, up to maxBackoff) after passes that left records.
+func (t *Trail) backoff() time.Duration {
+	t.flushMu.Lock()
+	f := t.failures
+	t.flushMu.Unlock()
+	d := t.cfg.FlushInterval
+	for ; f > 1 && d < maxBackoff; f-- {
+		d *= 2
+	}
+	return min(d, max(maxBackoff, t.cfg.FlushInterval))
+}
+
+// Run writes queued records every FlushInterval (longer while the store
+// fails) until ctx is done. Then, unless Close was called, it writes what
+// is left as Close does, for up to 5 seconds, and returns. A pass in
+// flight when ctx ends runs on (cancelling its write would lose nothing,
+// but would waste it) until Close's deadline.
 func (t *Trail) Run(ctx context.Context) error {
-	tick := time.NewTicker(t.cfg.FlushInterval)
-	defer tick.Stop()
+	timer := time.NewTimer(t.cfg.FlushInterval)
+	defer timer.Stop()
 	for {
 		select {
 		case <-ctx.Done():
-			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-			defer cancel()
-			if _, err := t.RunOnce(fctx); err != nil {
-				t.log.Warn("audit: final flush", "err", err)
+			if !t.closed.Load() {
+				fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), finalFlush)
+				defer cancel()
+				if err := t.Close(fctx); err != nil {
+					t.log.Warn("audit: final flush", "err", err)
+				}
 			}
 			return nil
-		case <-tick.C:
+		case <-timer.C:
 		}
-		// A pass outlives a shutdown that begins during it: cancelling
-		// its write would lose the records it took from the queue.
-		pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		if t.closed.Load() {
+			return nil
+		}
+		pctx, cancel := context.WithTimeout(t.stop, 30*time.Second)
 		if _, err := t.RunOnce(pctx); err != nil {
 			t.log.Warn("audit: pass", "err", err)
 		}
 		cancel()
+		timer.Reset(t.backoff())
 	}
+}
+
+// Close writes every record queued, trying failed batches again (with
+// backoff) until they are written or ctx ends, and stops taking records:
+// those that arrive later, and those it could not write by ctx's end,
+// are counted as dropped (write failed) and logged. Run's pass in flight
+// is bounded by ctx too, and Run returns without a flush of its own after
+// Close. Give it what is left of the shutdown's deadline; it returns by
+// then (after the store call in flight, which ctx ends).
+func (t *Trail) Close(ctx context.Context) error {
+	defer context.AfterFunc(ctx, t.cancelStop)()
+	var err error
+	for {
+		var p Pass
+		p, err = t.RunOnce(ctx)
+		if t.queued.Load() == 0 || ctx.Err() != nil {
+			break
+		}
+		if p.Retained == 0 && p.Written > 0 {
+			continue // records taken meanwhile
+		}
+		wait := time.NewTimer(t.backoff())
+		select {
+		case <-ctx.Done():
+		case <-wait.C:
+		}
+		wait.Stop()
+	}
+	// No more records: what is left is lost.
+	for i := range t.shards {
+		t.shards[i].mu.Lock()
+	}
+	t.closed.Store(true)
+	for i := range t.shards {
+		t.shards[i].mu.Unlock()
+	}
+	t.cancelStop()
+	t.flushMu.Lock()
+	defer t.flushMu.Unlock()
+	t.take()
+	if lost := len(t.pending); lost > 0 {
+		t.droppedWrite.Add(int64(lost))
+		t.release(t.pending)
+		clear(t.pending)
+		t.pending = t.pending[:0]
+		t.log.Error("audit: shutting down with records not written; they are lost", "records", lost, "err", err)
+		return fmt.Errorf("audit: %d records not written at shutdown: %w", lost, errors.Join(err, ctx.Err()))
+	}
+	return nil
 }
 
 // Stats returns the trail's counters.
 func (t *Trail) Stats() spotoken.AuditStats {
-	queued := 0
-	for i := range t.shards {
-		sh := &t.shards[i]
-		sh.mu.Lock()
-		queued += len(sh.recs)
-		sh.mu.Unlock()
-	}
 	s := spotoken.AuditStats{
 		Written: t.written.Load(), DroppedQueueFull: t.droppedFull.Load(), DroppedWriteFailed: t.droppedWrite.Load(),
-		Queued: queued, Anomalies: t.detect.counts(),
+		Queued: int(max(t.queued.Load(), 0)), Anomalies: t.detect.counts(),
 	}
 	s.AuthFailures, s.AuthLimited, s.LimitedAddresses, s.TrackedAddresses = t.guard.stats(t.cfg.Now())
 	return s

@@ -1,11 +1,16 @@
 package audit_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/netip"
+	"runtime"
+	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -36,10 +41,15 @@ func (s *flakyStore) CountAuditMarks(contextT, string, time.Time) ([]spotoken.Au
 	return nil, nil
 }
 
+func (s *flakyStore) MarkAudit(contextT, spotoken.AuditMark) (spotoken.AuditMark, error) {
+	return spotoken.AuditMark{}, nil
+}
+
 func (s *flakyStore) DeleteAuditBefore(contextT, time.Time, int) (int, error) { return 0, nil }
 
-// TestTrailFailsOpen: a full queue and a failing database drop records and
-// count them; Record never blocks or fails, and the trail writes again once
+// TestTrailFailsOpen: a full queue drops records and counts them; a
+// failing database keeps them (no more are taken while the queue is
+// full), Record never blocks or fails, and the trail writes them all once
 // the database is back.
 func TestTrailFailsOpen(t *testing.T) {
 	st := &flakyStore{broken: true}
@@ -55,25 +65,172 @@ func TestTrailFailsOpen(t *testing.T) {
 	if s := tr.Stats(); s.Queued != 10 || s.DroppedQueueFull != 5 {
 		t.Fatalf("after 15 records into a queue of 10: %+v", s)
 	}
-	p, err := tr.RunOnce(ctx)
-	if err == nil || p.Dropped != 10 || p.Written != 0 {
-		t.Fatalf("RunOnce on a failing database: %+v, %v", p, err)
+	for range 2 {
+		p, err := tr.RunOnce(ctx)
+		if err == nil || p.Written != 0 || p.Dropped != 0 || p.Retained != 10 {
+			t.Fatalf("RunOnce on a failing database: %+v, %v", p, err)
+		}
+	}
+	tr.Record(rec) // the kept records fill the queue
+	if s := tr.Stats(); s.Queued != 10 || s.DroppedQueueFull != 6 || s.DroppedWriteFailed != 0 {
+		t.Fatalf("after a record into a queue full of kept records: %+v", s)
 	}
 	st.mu.Lock()
 	st.broken = false
 	st.mu.Unlock()
+	if p, err := tr.RunOnce(ctx); err != nil || p.Written != 10 || p.Retained != 0 {
+		t.Fatalf("RunOnce after recovery: %+v, %v", p, err)
+	}
 	for range 6 {
 		tr.Record(rec)
 	}
-	if p, err = tr.RunOnce(ctx); err != nil || p.Written != 6 {
+	if p, err := tr.RunOnce(ctx); err != nil || p.Written != 6 {
 		t.Fatalf("RunOnce after recovery: %+v, %v", p, err)
 	}
 	s := tr.Stats()
-	if s.Written != 6 || s.DroppedQueueFull != 5 || s.DroppedWriteFailed != 10 || s.Queued != 0 {
+	if s.Written != 16 || s.DroppedQueueFull != 6 || s.DroppedWriteFailed != 0 || s.Queued != 0 {
 		t.Errorf("stats: %+v", s)
 	}
-	if len(st.records) != 6 || st.records[0].Version != spotoken.AuditVersion || !st.records[0].At.Equal(now) {
+	if len(st.records) != 16 || st.records[0].Version != spotoken.AuditVersion || !st.records[0].At.Equal(now) {
 		t.Errorf("stored %d records, first %+v", len(st.records), st.records)
+	}
+}
+
+// refusingStore refuses every batch as invalid.
+type refusingStore struct{ flakyStore }
+
+func (s *refusingStore) AppendAudit(contextT, ...spotoken.AuditRecord) error {
+	return spotoken.Errorf(spotoken.EInvalid, "invalid value")
+}
+
+// TestTrailDropsRefusedBatch: a batch the store refuses as invalid is
+// dropped and counted, not tried for ever.
+func TestTrailDropsRefusedBatch(t *testing.T) {
+	tr, err := audit.New(audit.Config{Store: &refusingStore{}, BatchSize: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 6 {
+		tr.Record(spotoken.AuditRecord{Action: spotoken.AuditTokenVend})
+	}
+	if p, err := tr.RunOnce(ctx); err == nil || p.Dropped != 6 || p.Retained != 0 {
+		t.Fatalf("RunOnce: %+v, %v", p, err)
+	}
+	if s := tr.Stats(); s.DroppedWriteFailed != 6 || s.Queued != 0 {
+		t.Errorf("stats: %+v", s)
+	}
+}
+
+// TestTrailQueueBytes: the queue is bounded by the memory its records
+// hold as well as by their number, and what a full queue of vend records
+// (each with its own token, key label, address and request id, as under
+// a load of distinct connections) holds stays near that bound.
+func TestTrailQueueBytes(t *testing.T) {
+	st := &flakyStore{broken: true}
+	tr, err := audit.New(audit.Config{Store: st, QueueSize: 1 << 20, QueueBytes: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	big := spotoken.AuditRecord{Action: spotoken.AuditTokenVend, UserAgent: strings.Repeat("x", 256)}
+	for range 10000 {
+		tr.Record(big)
+	}
+	s := tr.Stats()
+	if s.Queued < 500 || s.Queued > 2000 || s.DroppedQueueFull != int64(10000-s.Queued) {
+		t.Errorf("1 MiB queue of 256-byte records: %+v", s)
+	}
+
+	tr, err = audit.New(audit.Config{Store: st}) // the defaults
+	if err != nil {
+		t.Fatal(err)
+	}
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	for i := 0; tr.Stats().DroppedQueueFull == 0; i++ {
+		token := spotoken.Secret("BQ" + strings.Repeat(strconv.Itoa(i), 300)[:300])
+		tr.RecordSecret(spotoken.AuditRecord{Action: spotoken.AuditTokenVend, AppID: "playlist-sync",
+			ConnectionID: fmt.Sprintf("user-%d", i), ActorType: spotoken.ActorAPIKey, ActorID: "key_AbCdEfGhI",
+			ActorLabel: fmt.Sprintf("worker (sk_%08d…)", i%100), ClientIP: fmt.Sprintf("10.%d.%d.%d", i>>16&255, i>>8&255, i&255),
+			UserAgent: "worker/" + strconv.Itoa(i), RequestID: fmt.Sprintf("%016x", i), Method: "POST",
+			Route: "/v1/connections/{id}/token", Status: 200, Outcome: "ok"}, token)
+	}
+	for pass := range 2 { // queued; then taken, fingerprinted and kept for a retry
+		if pass == 1 {
+			if p, err := tr.RunOnce(ctx); err == nil || p.Retained == 0 {
+				t.Fatalf("RunOnce on a failing store: %+v, %v", p, err)
+			}
+		}
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		held := int64(after.HeapAlloc) - int64(before.HeapAlloc)
+		t.Logf("a full default queue (pass %d): %d records, %.1f MB held", pass, tr.Stats().Queued, float64(held)/1e6)
+		if held > 20e6 {
+			t.Errorf("a full default queue holds %.1f MB, more than 20 MB", float64(held)/1e6)
+		}
+	}
+	runtime.KeepAlive(tr)
+}
+
+// TestTrailCloseBounded: Close gives up on a database that does not
+// answer when its deadline passes, and counts and logs what it lost;
+// Run returns after it without a flush of its own.
+func TestTrailCloseBounded(t *testing.T) {
+	st := &stallStore{release: make(chan struct{})}
+	defer close(st.release)
+	var logs syncBuffer
+	tr, err := audit.New(audit.Config{Store: st, FlushInterval: 10 * time.Millisecond,
+		Logger: slog.New(slog.NewJSONHandler(&logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 5 {
+		tr.Record(spotoken.AuditRecord{Action: spotoken.AuditTokenVend})
+	}
+	runCtx, cancel := contextWithCancel()
+	done := make(chan error)
+	go func() { done <- tr.Run(runCtx) }()
+	for st.calls.Load() == 0 { // Run's pass is waiting on the store
+		time.Sleep(time.Millisecond)
+	}
+	cctx, ccancel := context.WithTimeout(ctx, 200*time.Millisecond)
+	defer ccancel()
+	start := time.Now()
+	if err := tr.Close(cctx); err == nil {
+		t.Error("Close lost records without an error")
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("Close took %v with a 200ms deadline", d)
+	}
+	cancel()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Run did not return after Close")
+	}
+	tr.Record(spotoken.AuditRecord{Action: spotoken.AuditTokenVend}) // after Close: dropped
+	if s := tr.Stats(); s.DroppedWriteFailed != 6 || s.Queued != 0 || s.Written != 0 {
+		t.Errorf("stats: %+v", s)
+	}
+	if !strings.Contains(string(logs.Bytes()), `"records":5`) {
+		t.Errorf("no log line of the 5 records lost:\n%s", string(logs.Bytes()))
+	}
+}
+
+// stallStore's AppendAudit waits for its context or release.
+type stallStore struct {
+	flakyStore
+	calls   atomic.Int32
+	release chan struct{}
+}
+
+func (s *stallStore) AppendAudit(ctx contextT, records ...spotoken.AuditRecord) error {
+	s.calls.Add(1)
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-s.release:
+		return s.flakyStore.AppendAudit(ctx, records...)
 	}
 }
 

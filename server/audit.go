@@ -142,9 +142,11 @@ func (s *Server) auditRequest(w http.ResponseWriter, r *http.Request, key *spoto
 	if note != nil && note.done {
 		return
 	}
-	rec := s.auditActor(r, key, ip)
+	var rec spotoken.AuditRecord
 	if note != nil {
-		rec = note.actor
+		rec = note.actor // made once, when the request was authenticated
+	} else {
+		rec = s.auditActor(r, key, ip)
 	}
 	rec.Action = auditActions[r.Pattern]
 	if rec.Action == "" {

@@ -467,13 +467,45 @@ func serveRun(ctx context.Context, ios *IOStreams, opts *serveOptions) error {
 		log.Warn("shutdown: requests still in flight", "err", err)
 	}
 	admin.shutdown(sctx, log)
+	if trail != nil {
+		// The requests' records are written within what is left of the
+		// deadline, failed batches tried again; Close logs and counts
+		// (dropped, write_failed) what it could not write.
+		trail.Close(sctx)
+	}
 	stopBG()
-	wg.Wait()
+	if !waitBounded(sctx, &wg, shutdownGrace) {
+		log.Warn("shutdown: background work still running at the deadline; stopping without it")
+	}
 	if err := engine.Drain(sctx); err != nil {
 		log.Warn("shutdown: refreshes still in flight", "err", err)
 	}
 	log.Info("stopped")
 	return serveErr
+}
+
+// shutdownGrace is how long past --shutdown-timeout serve waits for its
+// background work to notice that it was told to stop.
+const shutdownGrace = time.Second
+
+// waitBounded waits for wg until ctx is done and grace more; it reports
+// whether wg finished.
+func waitBounded(ctx context.Context, wg *sync.WaitGroup, grace time.Duration) bool {
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return true
+	case <-ctx.Done():
+	}
+	t := time.NewTimer(grace)
+	defer t.Stop()
+	select {
+	case <-done:
+		return true
+	case <-t.C:
+		return false
+	}
 }
 
 // activeWindow maps the flag's 0 (every connection) to the scheduler's negative.
