@@ -172,7 +172,21 @@ func (s *Server) mintSessionWith(ctx context.Context, app *spotoken.App, connect
 
 // reconsent is the error for a connection whose user must authorize again,
 // carrying a fresh connect link for scopes (the connection's own when nil).
+// A link minted for the same connection and scopes within linkReuse is
+// handed out again instead (see reconsentLinks).
 func (s *Server) reconsent(ctx context.Context, key spotoken.ConnectionKey, cause *spotoken.Error, body ErrorResponse, scopes spotoken.Scopes) error {
+	asked := scopes.String()
+	if scopes == nil {
+		asked = ""
+	}
+	now := s.cfg.Now()
+	if sess, ok := s.links.get(key, asked, now); ok {
+		body.ConnectURL, body.ConnectURLExpiresAt = sess.URL, &sess.ExpiresAt
+		return &apiError{err: cause, body: body}
+	}
+	if s.links.atCap(key.AppID, now) {
+		return &apiError{err: cause, body: body}
+	}
 	app, err := s.cfg.Store.App(ctx, key.AppID)
 	if err != nil {
 		return err
@@ -183,8 +197,12 @@ func (s *Server) reconsent(ctx context.Context, key spotoken.ConnectionKey, caus
 		}
 	}
 	if sess, err := s.mintSession(ctx, app, key.ID, scopes, "", s.cfg.SessionTTL); err == nil {
+		s.links.put(key, asked, sess, now)
 		body.ConnectURL, body.ConnectURLExpiresAt = sess.URL, &sess.ExpiresAt
 	} else {
+		if spotoken.ErrorCode(err) == ELimitExceeded {
+			s.links.metCap(key.AppID, now)
+		}
 		s.log.Warn("mint re-consent link", "connection", key.String(), "err", err)
 	}
 	return &apiError{err: cause, body: body}
@@ -275,6 +293,7 @@ func (s *Server) handleConnect(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	s.links.forget(spotoken.ConnectionKey{AppID: sess.AppID, ID: sess.ConnectionID})
 	app, err := s.cfg.Store.App(r.Context(), sess.AppID)
 	if err != nil {
 		s.log.Error("connect: load app", "request_id", requestID(r), "app", sess.AppID, "err", err)

@@ -442,7 +442,11 @@ func logPath(p string) string {
 	if strings.Contains(lower, "/connect/") || strings.HasPrefix(path.Clean("/"+lower), "/connect/") {
 		return "/connect/[REDACTED]"
 	}
-	p = sessionTokenPattern.ReplaceAllString(p, "cs_[REDACTED]")
+	// The pattern cannot match a path without "cs_" in any case (or the
+	// long s, which (?i) folds to s): most paths skip the regexp.
+	if strings.Contains(lower, "cs_") || strings.ContainsRune(p, 'ſ') {
+		p = sessionTokenPattern.ReplaceAllString(p, "cs_[REDACTED]")
+	}
 	if len(p) > 256 {
 		p = p[:256] + "…"
 	}

@@ -2,6 +2,8 @@ package server
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"strconv"
@@ -29,6 +31,7 @@ type Metrics struct {
 	upstream  *prometheus.HistogramVec
 	webhooks  *prometheus.CounterVec
 	connects  *prometheus.CounterVec
+	limited   prometheus.Counter
 	storeOnce sync.Once
 }
 
@@ -59,8 +62,11 @@ func NewMetrics() *Metrics {
 		connects: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "spotoken_connect_flows_total", Help: "Connect-flow steps, by outcome (started, connected, access_denied, ...).",
 		}, []string{"outcome"}),
+		limited: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "spotoken_list_limited_total", Help: "Listings answered 429 because their API key had --list-concurrency listings in flight for --list-wait.",
+		}),
 	}
-	m.Registry.MustRegister(m.requests, m.duration, m.vends, m.proxied, m.upstream, m.webhooks, m.connects,
+	m.Registry.MustRegister(m.requests, m.duration, m.vends, m.proxied, m.upstream, m.webhooks, m.connects, m.limited,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -86,6 +92,7 @@ func (m *Metrics) observeRequest(route string, status int, d time.Duration) {
 
 func (m *Metrics) vend(outcome string)        { m.vends.WithLabelValues(outcome).Inc() }
 func (m *Metrics) connectFlow(outcome string) { m.connects.WithLabelValues(outcome).Inc() }
+func (m *Metrics) listLimited()               { m.limited.Inc() }
 
 // proxy counts a proxied request by the upstream status, or by the error
 // code when spotoken answered without calling Spotify.
@@ -241,12 +248,18 @@ func (c *auditCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge(authTrackedDesc, s.TrackedAddresses)
 }
 
-// connectionCounter is what the connections gauge reads.
-type connectionCounter interface {
+// ConnectionCounter is what the store-wide gauges of /metrics read: a
+// pass over every connection (by app and state, by grant expiry) and the
+// apps' rate-limit windows. A Store is one; see Config.Counter.
+type ConnectionCounter interface {
 	CountConnections(ctx context.Context) ([]spotoken.ConnectionCount, error)
 	CountExpiringGrants(ctx context.Context, before time.Time) ([]spotoken.ConnectionCount, error)
 	RateLimits(ctx context.Context, after time.Time) ([]spotoken.AppRateLimit, error)
 }
+
+// DefaultCountInterval is how often, at most, the store-wide gauges of
+// /metrics are counted again (Config.CountInterval).
+const DefaultCountInterval = 30 * time.Second
 
 // expiringWindows are the windows of spotoken_connections_grant_expiring.
 var expiringWindows = []struct {
@@ -254,75 +267,155 @@ var expiringWindows = []struct {
 	d     time.Duration
 }{{"7d", 7 * 24 * time.Hour}, {"30d", 30 * 24 * time.Hour}}
 
-// registerStore exports connections by app and state, counted at most every
-// countEvery (a scrape must not scan a million rows each time).
-func (m *Metrics) registerStore(store connectionCounter, now func() time.Time) {
-	m.storeOnce.Do(func() { m.Registry.MustRegister(&connCollector{store: store, now: now}) })
+// registerStore exports the store-wide gauges (connections by app and
+// state, grants expiring, rate-limit windows), counted in the background
+// (see connCollector).
+func (m *Metrics) registerStore(c *connCollector) {
+	m.storeOnce.Do(func() { m.Registry.MustRegister(c) })
 }
 
-const countEvery = 30 * time.Second
+var (
+	countAgeDesc = prometheus.NewDesc("spotoken_connection_counts_age_seconds",
+		"Seconds since spotoken_connections, spotoken_connections_grant_expiring and spotoken_app_rate_limited_seconds were read from the database; they are counted again in the background when a scrape finds them older than --metrics-max-age, so an age well past it means the counts fail or are slow (the log says why).", nil, nil)
+	countTookDesc = prometheus.NewDesc("spotoken_connection_counts_duration_seconds",
+		"How long the last successful count of the store-wide gauges took.", nil, nil)
+)
 
+// firstCountWait is how long the first scrape waits for the first count.
+const firstCountWait = 5 * time.Second
+
+// connCollector exports the store-wide gauges. Counting them is a pass over
+// every connection (about 0.6 s on SQLite at a million, seconds on a busy
+// PostgreSQL), so a scrape never counts: it answers at once with the last
+// counts and their age, and when the last count started every ago or more
+// it starts one in the background (one at a time, under a deadline of
+// every, at most a minute). Only the first scrape, before any count has
+// ended, waits for one, at most firstCountWait.
 type connCollector struct {
-	store    connectionCounter
-	now      func() time.Time // the server's clock, for the expiry windows
-	mu       sync.Mutex
-	at       time.Time // wall-clock time of the last count
+	store   ConnectionCounter
+	now     func() time.Time // the server's clock: ages, intervals, expiry windows
+	every   time.Duration
+	timeout time.Duration
+	log     *slog.Logger
+
+	mu     sync.Mutex
+	last   *connCounts   // the last successful count; nil before the first
+	err    error         // the last count's error, nil if it succeeded
+	tried  time.Time     // when the last count started
+	flight chan struct{} // closed when the count in flight ends; nil when none is
+	ended  bool          // a count has ended, with or without success
+}
+
+// connCounts are one count of the store-wide gauges.
+type connCounts struct {
+	at       time.Time // when the count started (by the server's clock)
+	took     time.Duration
 	counts   []spotoken.ConnectionCount
 	expiring [][]spotoken.ConnectionCount // by expiringWindows
-	limits   []spotoken.AppRateLimit      // windows that lasted beyond the last count
+	limits   []spotoken.AppRateLimit      // windows that lasted beyond the count
+}
+
+func newConnCollector(store ConnectionCounter, now func() time.Time, every time.Duration, log *slog.Logger) *connCollector {
+	return &connCollector{store: store, now: now, every: every, timeout: min(every, time.Minute), log: log}
 }
 
 func (c *connCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- connsDesc
 	ch <- expiringDesc
 	ch <- rateLimitDesc
+	ch <- countAgeDesc
+	ch <- countTookDesc
 }
 
 // count reads the counts from the store.
-func (c *connCollector) count() error {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
+func (c *connCollector) count(ctx context.Context, at time.Time) (*connCounts, error) {
+	start := time.Now()
 	counts, err := c.store.CountConnections(ctx)
 	if err != nil {
-		return err
+		return nil, fmt.Errorf("count connections for /metrics: %w", err)
 	}
-	now := c.now()
 	expiring := make([][]spotoken.ConnectionCount, len(expiringWindows))
 	for i, w := range expiringWindows {
-		if expiring[i], err = c.store.CountExpiringGrants(ctx, now.Add(w.d)); err != nil {
-			return err
+		if expiring[i], err = c.store.CountExpiringGrants(ctx, at.Add(w.d)); err != nil {
+			return nil, fmt.Errorf("count expiring grants for /metrics: %w", err)
 		}
 	}
-	limits, err := c.store.RateLimits(ctx, now)
+	limits, err := c.store.RateLimits(ctx, at)
 	if err != nil {
-		return err
+		return nil, fmt.Errorf("read rate-limit windows for /metrics: %w", err)
 	}
-	c.counts, c.expiring, c.limits, c.at = counts, expiring, limits, time.Now()
-	return nil
+	return &connCounts{at: at, took: time.Since(start), counts: counts, expiring: expiring, limits: limits}, nil
+}
+
+// refresh starts a count in the background if the last one started at
+// least every ago (or in the future of a clock set back) and none is in
+// flight. It returns the channel closed when the count in flight ends, or
+// nil when none is. c.mu is held.
+func (c *connCollector) refresh(now time.Time) chan struct{} {
+	if c.flight != nil {
+		return c.flight
+	}
+	if c.ended && now.Sub(c.tried) < c.every && !now.Before(c.tried) {
+		return nil
+	}
+	done := make(chan struct{})
+	c.flight, c.tried = done, now
+	go func() {
+		defer close(done)
+		ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
+		defer cancel()
+		counts, err := c.count(ctx, now)
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		c.flight, c.ended, c.err = nil, true, err
+		if err != nil {
+			c.log.Warn("metrics: the store-wide counts failed; /metrics keeps the last ones", "err", err)
+			return
+		}
+		c.last = counts
+	}()
+	return done
 }
 
 func (c *connCollector) Collect(ch chan<- prometheus.Metric) {
+	now := c.now()
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	if time.Since(c.at) >= countEvery {
-		if err := c.count(); err != nil {
-			ch <- prometheus.NewInvalidMetric(connsDesc, err)
-			return
+	done := c.refresh(now)
+	if !c.ended && done != nil {
+		// The first scrape: nothing to answer with yet.
+		c.mu.Unlock()
+		t := time.NewTimer(firstCountWait)
+		select {
+		case <-done:
+		case <-t.C:
 		}
+		t.Stop()
+		c.mu.Lock()
 	}
-	for _, n := range c.counts {
+	last, err := c.last, c.err
+	c.mu.Unlock()
+	if last == nil {
+		if err == nil {
+			err = errors.New("the connections have not been counted yet")
+		}
+		ch <- prometheus.NewInvalidMetric(connsDesc, err)
+		return
+	}
+	ch <- prometheus.MustNewConstMetric(countAgeDesc, prometheus.GaugeValue, max(now.Sub(last.at).Seconds(), 0))
+	ch <- prometheus.MustNewConstMetric(countTookDesc, prometheus.GaugeValue, last.took.Seconds())
+	for _, n := range last.counts {
 		ch <- prometheus.MustNewConstMetric(connsDesc, prometheus.GaugeValue, float64(n.Count), n.AppID, string(n.State))
 	}
 	// Every app with active connections gets a value, zero included, so
 	// that an alert on the 7-day count sees it drop back.
 	for i, w := range expiringWindows {
 		byApp := map[string]int{}
-		for _, n := range c.counts {
+		for _, n := range last.counts {
 			if n.State == spotoken.StateActive {
 				byApp[n.AppID] = 0
 			}
 		}
-		for _, n := range c.expiring[i] {
+		for _, n := range last.expiring[i] {
 			byApp[n.AppID] = n.Count
 		}
 		for app, n := range byApp {
@@ -330,8 +423,7 @@ func (c *connCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 	}
 	// The time left is computed now, so it counts down between counts.
-	now := c.now()
-	for _, l := range c.limits {
+	for _, l := range last.limits {
 		ch <- prometheus.MustNewConstMetric(rateLimitDesc, prometheus.GaugeValue, max(l.Until.Sub(now).Seconds(), 0), l.AppID)
 	}
 }

@@ -188,6 +188,26 @@ type Config struct {
 	// NoMetrics leaves /metrics out (it answers 404 with the reason), for a
 	// listener reachable by anyone when no MetricsToken guards it.
 	NoMetrics bool
+	// ListConcurrency is how many listings (GET /v1/connections, GET
+	// /v1/audit) one API key may run at once; ListWait how long one more
+	// waits for a slot before it is answered 429 rate_limited (see
+	// listLimiter). Defaults DefaultListConcurrency and DefaultListWait;
+	// a negative ListConcurrency sets no limit.
+	ListConcurrency int
+	ListWait        time.Duration
+	// Counter is what the store-wide gauges of /metrics (connections by
+	// app and state, grants expiring, rate-limit windows) are counted from;
+	// default Store. Give the store without a per-call deadline shorter
+	// than a count can take (serve gives it the store without --db-timeout's
+	// guard, so that a slow count is not taken for a database that is
+	// away): the count runs in the background under its own deadline,
+	// CountInterval.
+	Counter ConnectionCounter
+	// CountInterval is how old those gauges' counts may grow before a
+	// scrape starts counting them again in the background; scrapes answer
+	// with the last counts meanwhile (see connCollector). Default
+	// DefaultCountInterval.
+	CountInterval time.Duration
 	// HSTSMaxAge is the max-age of the Strict-Transport-Security header sent
 	// on responses over HTTPS (a TLS connection, or a base URL that is
 	// https behind a TLS-terminating proxy). Default one year; negative
@@ -213,6 +233,9 @@ type Server struct {
 	cfg      Config
 	log      *slog.Logger
 	metrics  *Metrics
+	counts   *connCollector
+	lists    *listLimiter // nil: no limit
+	links    reconsentLinks
 	public   *url.URL
 	admin    *url.URL // the admin routes' base URL: Config.AdminURL
 	accounts *url.URL
@@ -298,12 +321,24 @@ func New(cfg Config) (*Server, error) {
 	if cfg.AuthCacheTTL == 0 {
 		cfg.AuthCacheTTL = DefaultAuthCacheTTL
 	}
+	if cfg.Counter == nil {
+		cfg.Counter = cfg.Store
+	}
+	cfg.CountInterval = orDefault(cfg.CountInterval, DefaultCountInterval)
+	if cfg.ListConcurrency == 0 {
+		cfg.ListConcurrency = DefaultListConcurrency
+	}
+	cfg.ListWait = orDefault(cfg.ListWait, DefaultListWait)
 	s := &Server{
 		cfg: cfg, log: cfg.Logger, metrics: cfg.Metrics, public: public, admin: admin, accounts: accountsURL, api: api,
 		force: make(map[string]map[string]*rate.Limiter),
 	}
 	s.auth.init(s)
-	s.metrics.registerStore(cfg.Store, cfg.Now)
+	if cfg.ListConcurrency > 0 {
+		s.lists = newListLimiter(cfg.ListConcurrency, cfg.ListWait)
+	}
+	s.counts = newConnCollector(cfg.Counter, cfg.Now, cfg.CountInterval, cfg.Logger)
+	s.metrics.registerStore(s.counts)
 	if cfg.EngineStats != nil {
 		s.metrics.registerEngine(cfg.EngineStats)
 	}
@@ -354,13 +389,13 @@ func (s *Server) publicRoutes(m *http.ServeMux) {
 		m.Handle(pattern, s.authenticated(h))
 	}
 	api("POST /v1/connect-sessions", s.handleCreateSession)
-	api("GET /v1/connections", s.handleListConnections)
+	api("GET /v1/connections", s.limitListing(s.handleListConnections))
 	api("GET /v1/connections/{id}", s.handleGetConnection)
 	api("DELETE /v1/connections/{id}", s.handleDeleteConnection)
 	api("POST /v1/connections/{id}/token", s.handleToken)
 	api("POST /v1/connections/{id}/confirm", s.handleConfirm)
 	api("/v1/proxy/{id}/{path...}", s.handleProxy)
-	api("GET /v1/audit", s.handleAudit)
+	api("GET /v1/audit", s.limitListing(s.handleAudit))
 	api("POST /v1/app-token", s.handleAppToken)
 	api("/v1/proxy/-/{path...}", s.handleAppProxy)
 	m.HandleFunc("GET /connect/{session}", s.handleConnect)
@@ -404,8 +439,9 @@ func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
 }
 
-// Run deletes expired pending authorizations, ended web sessions and idle
-// per-connection rate limiters every interval until ctx is done.
+// Run deletes expired pending authorizations, ended web sessions, idle
+// per-connection rate limiters and re-consent links no longer reused every
+// interval until ctx is done.
 func (s *Server) Run(ctx context.Context, interval time.Duration) error {
 	if interval <= 0 {
 		interval = time.Minute
@@ -436,6 +472,7 @@ func (s *Server) Run(ctx context.Context, interval time.Duration) error {
 			}
 		}
 		s.forceMu.Unlock()
+		s.links.sweep(s.cfg.Now())
 		if n, err := s.cfg.Store.DeleteExpiredWebSessions(ctx, s.cfg.Now()); err != nil {
 			s.log.Warn("delete ended web sessions", "err", err)
 		} else if n > 0 {

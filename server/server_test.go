@@ -295,16 +295,26 @@ func TestTokenNeedsReauth(t *testing.T) {
 		!e.ConnectURLExpiresAt.Equal(h.emu.Now().Add(server.DefaultSessionTTL)) {
 		t.Fatalf("connect_url %q expiring %v", e.ConnectURL, e.ConnectURLExpiresAt)
 	}
-	// Asking again gives another link, and does not call Spotify again.
+	// Asking again within a minute gives the same link (no new pending
+	// authorization), and does not call Spotify again; past the minute,
+	// another one.
 	var e2 server.ErrorResponse
+	h.emu.Advance(59 * time.Second)
 	h.call("POST", "/v1/connections/c1/token", h.apiKey, nil, &e2)
-	if e2.Error != "needs_reauth" || e2.ConnectURL == e.ConnectURL {
-		t.Errorf("second answer %+v", e2)
+	if e2.Error != "needs_reauth" || e2.ConnectURL != e.ConnectURL || !e2.ConnectURLExpiresAt.Equal(*e.ConnectURLExpiresAt) {
+		t.Errorf("second answer within the minute %+v, want the first link", e2)
+	}
+	h.emu.Advance(time.Second)
+	var e3 server.ErrorResponse
+	h.call("POST", "/v1/connections/c1/token", h.apiKey, nil, &e3)
+	if e3.Error != "needs_reauth" || e3.ConnectURL == e.ConnectURL || e3.ConnectURL == "" {
+		t.Errorf("third answer a minute on %+v, want another link", e3)
 	}
 	if n := h.refreshes(); n != 1 {
 		t.Errorf("%d refreshes, want 1 (needs_reauth is not retried)", n)
 	}
-	// The link works, for the connection's own scopes.
+	// The links work, for the connection's own scopes; the first is still
+	// valid.
 	if r := flowGet(t, h.browser, e.ConnectURL); r.Outcome != "connected" {
 		t.Fatalf("following connect_url: %d %q", r.Status, r.Outcome)
 	}

@@ -61,6 +61,9 @@ type serveOptions struct {
 	BodyTimeout     time.Duration
 	MinBodyRate     int
 	DBTimeout       time.Duration
+	CountInterval   time.Duration
+	ListConcurrency int
+	ListWait        time.Duration
 	OutageGrace     time.Duration
 	JanitorInterval time.Duration
 	BFFIdleTimeout  time.Duration
@@ -155,6 +158,9 @@ The redirect URI to register with Spotify for every app is <public-url>/callback
 	f.DurationVar(&opts.JanitorInterval, "janitor-interval", time.Minute, "how often expired connect links and unconfirmed grants are erased")
 	f.MarkHidden("janitor-interval")
 	f.DurationVar(&opts.DBTimeout, "db-timeout", 5*time.Second, "longest a request waits for a database that does not answer (each call gets nine tenths, the rest is kept for answering); past it, or with the database refusing, the API answers 503 unavailable")
+	f.IntVar(&opts.ListConcurrency, "list-concurrency", server.DefaultListConcurrency, "most listings (GET /v1/connections, /v1/audit) one API key runs at once; more wait their turn up to --list-wait, then get 429 (0: no limit)")
+	f.DurationVar(&opts.ListWait, "list-wait", server.DefaultListWait, "how long a listing over --list-concurrency waits for its API key's listing in flight to end before it is answered 429 rate_limited")
+	f.DurationVar(&opts.CountInterval, "metrics-max-age", server.DefaultCountInterval, "how old the store-wide counts of /metrics (connections by state, expiring grants) may grow before a scrape has them counted again, in the background (scrapes answer with the last counts and never wait for one)")
 	f.DurationVar(&opts.OutageGrace, "outage-grace", 10*time.Minute, "while the database is unavailable, keep serving tokens still valid in memory, to API keys verified before, this long past --cache-ttl and --auth-cache-ttl")
 	f.DurationVar(&opts.HeaderTimeout, "read-header-timeout", 10*time.Second, "how long a client may take to send a request's headers")
 	f.DurationVar(&opts.BodyTimeout, "body-timeout", server.DefaultBodyTimeout, "how long a request body may take beyond what --min-body-rate allows for its size")
@@ -194,6 +200,12 @@ func (o *serveOptions) validate() error {
 	}
 	if o.LinkTTL <= 0 {
 		return usageError{errors.New("--link-ttl must be positive")}
+	}
+	if o.ListConcurrency < 0 || o.ListWait <= 0 {
+		return usageError{errors.New("--list-concurrency must be 0 (no limit) or positive and --list-wait positive")}
+	}
+	if o.CountInterval <= 0 {
+		return usageError{errors.New("--metrics-max-age must be positive")}
 	}
 	if o.DBTimeout <= 0 || o.OutageGrace < 0 {
 		return usageError{errors.New("--db-timeout must be positive and --outage-grace not negative")}
@@ -333,6 +345,12 @@ func serveRun(ctx context.Context, ios *IOStreams, opts *serveOptions) error {
 		BodyTimeout: opts.BodyTimeout, MinBodyRate: opts.MinBodyRate, OutageGrace: opts.OutageGrace,
 		SeparateAdmin: admin.separate(), AdminURL: admin.url, MetricsToken: admin.metricsToken, NoMetrics: admin.noMetrics,
 		HSTSMaxAge: hstsMaxAge(opts.admin.HSTSMaxAge),
+		// The counts behind /metrics are passes over every connection,
+		// run in the background under their own deadline: without the
+		// guard, one slower than --db-timeout is not taken for a
+		// database that is away (which would answer every request 503).
+		Counter: raw, CountInterval: opts.CountInterval,
+		ListConcurrency: listConcurrency(opts.ListConcurrency), ListWait: opts.ListWait,
 	})
 	if err != nil {
 		return usageError{err}
@@ -496,6 +514,14 @@ func activeWindow(d time.Duration) time.Duration {
 		return -1
 	}
 	return d
+}
+
+// listConcurrency maps the flag's 0 (no limit) to the server's negative.
+func listConcurrency(n int) int {
+	if n == 0 {
+		return -1
+	}
+	return n
 }
 
 // expiryWarning maps the flag's 0 (never) to the server's negative.
