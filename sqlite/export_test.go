@@ -1,6 +1,9 @@
 package sqlite
 
-import "context"
+import (
+	"context"
+	"database/sql"
+)
 
 // DueQuery is Due's query, for the query-plan test.
 const DueQuery = dueQuery
@@ -36,4 +39,28 @@ func (db *DB) OnWriterAdmitted(f func(background bool)) {
 	db.gate.mu.Lock()
 	db.gate.admitted = f
 	db.gate.mu.Unlock()
+}
+
+// ListInts runs query on the readers as a listing does (under the listing
+// deadline, through the listings' statement cache) and returns its one
+// integer column, for the cache's tests.
+func (db *DB) ListInts(ctx context.Context, query string, args ...any) ([]int64, error) {
+	return list(ctx, db, "ints", func(r *sql.Rows) (n int64, err error) {
+		err = r.Scan(&n)
+		return n, err
+	}, query, args...)
+}
+
+// SetListStatementsMax bounds the listings' statement cache to n.
+func (db *DB) SetListStatementsMax(n int) {
+	db.stmts.lists.mu.Lock()
+	defer db.stmts.lists.mu.Unlock()
+	db.stmts.lists.max = n
+}
+
+// ListStatements returns how many listing statements are cached.
+func (db *DB) ListStatements() int {
+	db.stmts.lists.mu.Lock()
+	defer db.stmts.lists.mu.Unlock()
+	return len(db.stmts.lists.m)
 }

@@ -13,6 +13,11 @@ import (
 // query in errors.
 func queryAll[T any](ctx context.Context, db *sql.DB, what string, scan func(*sql.Rows) (T, error), query string, args ...any) ([]T, error) {
 	rows, err := db.QueryContext(ctx, query, args...)
+	return scanAll(rows, err, what, scan)
+}
+
+// scanAll scans every row of a query that answered rows and err.
+func scanAll[T any](rows *sql.Rows, err error, what string, scan func(*sql.Rows) (T, error)) ([]T, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", what, err)
 	}
@@ -32,10 +37,12 @@ func queryAll[T any](ctx context.Context, db *sql.DB, what string, scan func(*sq
 }
 
 // list is queryAll on the readers for a listing: under the store's
-// listing deadline (see listing.Within).
+// listing deadline (see listing.Within), through the statement prepared
+// for query (see listStatements).
 func list[T any](ctx context.Context, db *DB, what string, scan func(*sql.Rows) (T, error), query string, args ...any) ([]T, error) {
 	return listing.Within(ctx, db.listTimeout, func(ctx context.Context) ([]T, error) {
-		return queryAll(ctx, db.r, what, scan, query, args...)
+		rows, err := db.stmts.lists.query(ctx, db.r, query, args...)
+		return scanAll(rows, err, what, scan)
 	})
 }
 
