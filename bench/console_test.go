@@ -12,7 +12,8 @@ import (
 // BenchmarkStoreConsole measures the store reads behind the operator's
 // console (package console) on the large table and on the 10,000-row
 // baseline, and reports each large-table figure as vs-10k: its ns/op ÷ the
-// same read's on 10,000 rows, from the same process. A read that searches
+// same read's on 10,000 rows, from the same process, and cpu-ns/op, the
+// process's CPU time per read. A read that searches
 // an index stays near 1 however large the table; one that scans it grows
 // with the table (100 at a million rows).
 //
@@ -113,6 +114,7 @@ func benchConsole(b *testing.B, f *storeDB, read string) {
 	fn, least := consoleRead(f, read)
 	b.ReportAllocs()
 	b.ResetTimer()
+	cpu0, cpuOK := processCPU()
 	i := 0
 	for b.Loop() {
 		got, err := fn(ctx, i)
@@ -130,6 +132,11 @@ func benchConsole(b *testing.B, f *storeDB, read string) {
 	}
 	ns := s * 1e9 / float64(b.N)
 	b.ReportMetric(float64(b.N)/s, "calls/s")
+	if cpu1, ok := processCPU(); ok && cpuOK {
+		// Less sensitive than ns/op to how much of a shared machine the
+		// process got.
+		b.ReportMetric(float64((cpu1-cpu0).Nanoseconds())/float64(b.N), "cpu-ns/op")
+	}
 	name := fmt.Sprintf("console/%s/%s/rows=%d", f.kind, read, f.facts.n)
 	base := ""
 	if f.facts.n != smallRows {
