@@ -12,6 +12,8 @@ import (
 	"sync"
 	"time"
 
+	"modernc.org/sqlite"
+
 	"github.com/spotoken/spotoken"
 )
 
@@ -19,10 +21,10 @@ const auditColumns = `id, version, at, action, app_id, connection_id, actor_type
 	user_agent, request_id, method, route, status, upstream_status, outcome, fingerprint, detail, rest`
 
 // auditInsertColumns are auditColumns without the id, which the store assigns.
-const auditInsertColumns = `version, at, action, app_id, connection_id, actor_type, actor_id, actor_label, client_ip,
+const auditInsertColumns = `version, at, action, app_id, connection_id, conn_key, actor_type, actor_id, actor_label, client_ip,
 	user_agent, request_id, method, route, status, upstream_status, outcome, fingerprint, detail`
 
-// auditRowsPerInsert bounds one multi-row INSERT: 18 parameters a row (6
+// auditRowsPerInsert bounds one multi-row INSERT: 19 parameters a row (7
 // packed), well under SQLite's limit on parameters.
 const auditRowsPerInsert = 200
 
@@ -34,7 +36,7 @@ func auditInsert(n int) string {
 		if i > 0 {
 			b.WriteByte(',')
 		}
-		b.WriteString(`(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
+		b.WriteString(`(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
 	}
 	return b.String()
 }
@@ -48,7 +50,7 @@ var fullAuditInsert = auditInsert(auditRowsPerInsert)
 func (db *DB) insertAudit(ctx context.Context, tx *sql.Tx, now time.Time, records []spotoken.AuditRecord) error {
 	for len(records) > 0 {
 		n := min(len(records), auditRowsPerInsert)
-		args := make([]any, 0, n*18)
+		args := make([]any, 0, n*19)
 		for _, r := range records[:n] {
 			at := r.At
 			if at.IsZero() {
@@ -62,7 +64,7 @@ func (db *DB) insertAudit(ctx context.Context, tx *sql.Tx, now time.Time, record
 			if err != nil {
 				return err
 			}
-			args = append(args, v, at.UnixMicro(), string(r.Action), r.AppID, r.ConnectionID, r.ActorType, r.ActorID, r.ActorLabel,
+			args = append(args, v, at.UnixMicro(), string(r.Action), r.AppID, r.ConnectionID, connKey(r.AppID, r.ConnectionID), r.ActorType, r.ActorID, r.ActorLabel,
 				r.ClientIP, r.UserAgent, r.RequestID, r.Method, r.Route, r.Status, r.UpstreamStatus, r.Outcome, r.Fingerprint, detail)
 		}
 		var err error
@@ -130,8 +132,8 @@ var auditValues = sync.Pool{New: func() any {
 }}
 
 // packedColumnsPerRow is how many parameters a row of packedAuditInsert
-// takes: version, at, action, app_id, connection_id, rest.
-const packedColumnsPerRow = 6
+// takes: version, at, action, app_id, connection_id, conn_key, rest.
+const packedColumnsPerRow = 7
 
 // packedAuditInsert returns the INSERT of n audit records in the packed
 // form (migration 0016): the columns the listings search and order by,
@@ -140,12 +142,12 @@ const packedColumnsPerRow = 6
 // other columns keep their defaults.
 func packedAuditInsert(n int) string {
 	var b strings.Builder
-	b.WriteString(`INSERT INTO audit_records (version, at, action, app_id, connection_id, rest) VALUES `)
+	b.WriteString(`INSERT INTO audit_records (version, at, action, app_id, connection_id, conn_key, rest) VALUES `)
 	for i := range n {
 		if i > 0 {
 			b.WriteByte(',')
 		}
-		b.WriteString(`(?, ?, ?, ?, ?, ?)`)
+		b.WriteString(`(?, ?, ?, ?, ?, ?, ?)`)
 	}
 	return b.String()
 }
@@ -306,7 +308,7 @@ func appendAuditRaw(ctx context.Context, dc any, now time.Time, records []spotok
 			}
 			row := values[i*packedColumnsPerRow : (i+1)*packedColumnsPerRow]
 			row[0].Value, row[1].Value, row[2].Value = int64(v), at.UnixMicro(), string(r.Action)
-			row[3].Value, row[4].Value, row[5].Value = r.AppID, r.ConnectionID, rests[start:ends[i]]
+			row[3].Value, row[4].Value, row[5].Value, row[6].Value = r.AppID, r.ConnectionID, connKey(r.AppID, r.ConnectionID), rests[start:ends[i]]
 		}
 		stmt := full
 		if n < auditRowsPerInsert || full == nil {
@@ -337,6 +339,47 @@ func appendAuditRaw(ctx context.Context, dc any, now time.Time, records []spotok
 	return nil
 }
 
+// connKey is the key audit_connection indexes for a record of app and
+// connection (migration 0019): a 63-bit FNV-1a hash of the two, with a
+// zero byte between them. One integer is a smaller and cheaper index entry
+// than the two text columns, which the batch write paid for in every
+// record; readers filter by the key and then by the columns, so that a
+// collision costs a row read, never a wrong answer.
+func connKey(app, conn string) int64 {
+	const prime = 1099511628211
+	h := uint64(14695981039346656037)
+	for i := 0; i < len(app); i++ {
+		h = (h ^ uint64(app[i])) * prime
+	}
+	h *= prime // the zero byte
+	for i := 0; i < len(conn); i++ {
+		h = (h ^ uint64(conn[i])) * prime
+	}
+	return int64(h >> 1)
+}
+
+// connKeyFunction is the SQL function spotoken_audit_conn_key(app,
+// connection), connKey for migration 0019's backfill of the records
+// written before it.
+func connKeyFunction(_ *sqlite.FunctionContext, args []driver.Value) (driver.Value, error) {
+	var s [2]string
+	for i, a := range args {
+		switch v := a.(type) {
+		case string:
+			s[i] = v
+		case []byte:
+			s[i] = string(v)
+		default:
+			return nil, fmt.Errorf("spotoken_audit_conn_key: argument %d is %T, want text", i+1, a)
+		}
+	}
+	return connKey(s[0], s[1]), nil
+}
+
+func init() {
+	sqlite.MustRegisterDeterministicScalarFunction("spotoken_audit_conn_key", 2, connKeyFunction)
+}
+
 // AuditRecords lists the records filter selects, ordered by ID.
 func (db *DB) AuditRecords(ctx context.Context, filter spotoken.AuditFilter) ([]*spotoken.AuditRecord, error) {
 	q, args, err := auditQuery(filter)
@@ -362,7 +405,10 @@ func auditQuery(filter spotoken.AuditFilter) (string, []any, error) {
 	var args []any
 	switch {
 	case filter.ConnectionID != "":
-		where, args = append(where, "app_id = ?", "connection_id = ?"), append(args, filter.AppID, filter.ConnectionID)
+		// conn_key finds the connection's records in audit_connection;
+		// the columns themselves sort out a collision.
+		where = append(where, "conn_key = ?", "app_id = ?", "connection_id = ?")
+		args = append(args, connKey(filter.AppID, filter.ConnectionID), filter.AppID, filter.ConnectionID)
 	case filter.AppID != "":
 		// Unary + keeps SQLite off audit_connection, which would read the
 		// app's every record and sort them by id for a page.
