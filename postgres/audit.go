@@ -89,11 +89,14 @@ func auditSQL(filter spotoken.AuditFilter) (string, []any, error) {
 		args = append(args, v)
 		return "$" + strconv.Itoa(len(args))
 	}
-	if filter.AppID != "" {
-		where = append(where, "app_id = "+arg(filter.AppID))
-		if filter.ConnectionID != "" {
-			where = append(where, "connection_id = "+arg(filter.ConnectionID))
-		}
+	switch {
+	case filter.ConnectionID != "":
+		where = append(where, "app_id = "+arg(filter.AppID), "connection_id = "+arg(filter.ConnectionID))
+	case filter.AppID != "":
+		// app_id || '' keeps the planner off audit_connection, which
+		// would read the app's every record and sort them by id for a
+		// page; the primary key gives them in order.
+		where = append(where, "app_id || '' = "+arg(filter.AppID))
 	}
 	if !filter.Since.IsZero() {
 		where = append(where, "at >= "+arg(norm(filter.Since)))
