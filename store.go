@@ -115,7 +115,9 @@ type ConnectionStore interface {
 	// run more than once if another writer gets in first, so it must only
 	// compute. An error from fn aborts the update and is returned as is.
 	// fn cannot change the key, Version or Lease. Emptying Token erases the
-	// sealed tokens.
+	// sealed tokens. Under a context from ReleasingLease(ctx, owner) the
+	// same transaction also clears owner's lease, if owner holds it; the
+	// returned connection then has no lease.
 	UpdateConnection(ctx context.Context, key ConnectionKey, fn func(c *Connection) ([]Event, error)) (*Connection, error)
 	// DeleteConnection deletes the connection, erasing its sealed tokens, and
 	// stores events in the same transaction; ErrNotFound if none.
@@ -281,4 +283,46 @@ type Store interface {
 	Resealer
 	// Close releases the store's resources.
 	Close() error
+}
+
+// Writes made for no waiting caller
+//
+// A store whose writes queue for one writer (SQLite's single write
+// connection) serves first the writes a caller is waiting for (an
+// on-demand refresh, a connect, a re-consent link) and then the rest: the
+// scheduler's refreshes, batched last-use and audit writes. The work
+// itself is the same either way; only its place in that queue changes.
+
+type backgroundKey struct{}
+
+// Background returns ctx marked as background work: the store calls made
+// under it are not made for a caller who is waiting for their answer, so a
+// store may let other writes go first (see IsBackground). Contexts derived
+// from it keep the mark.
+func Background(ctx context.Context) context.Context {
+	return context.WithValue(ctx, backgroundKey{}, true)
+}
+
+// IsBackground reports whether ctx was marked by Background.
+func IsBackground(ctx context.Context) bool {
+	b, _ := ctx.Value(backgroundKey{}).(bool)
+	return b
+}
+
+type leaseReleaseKey struct{}
+
+// ReleasingLease returns ctx for an UpdateConnection that also gives up
+// owner's lease on the connection, in the same transaction as the update:
+// the lease is cleared if owner holds it (expired or not), and left as it
+// is otherwise; the update is made either way. A refresh's commit uses it
+// so that it costs one write, not two. Other store calls ignore it.
+func ReleasingLease(ctx context.Context, owner string) context.Context {
+	return context.WithValue(ctx, leaseReleaseKey{}, owner)
+}
+
+// LeaseToRelease returns the lease owner that ReleasingLease attached to
+// ctx, or "" if none.
+func LeaseToRelease(ctx context.Context) string {
+	o, _ := ctx.Value(leaseReleaseKey{}).(string)
+	return o
 }

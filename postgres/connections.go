@@ -162,8 +162,12 @@ func (db *DB) Connection(ctx context.Context, key spotoken.ConnectionKey) (*spot
 // serialization failure, a deadlock or a lost compare-and-swap. An error
 // from fn aborts the update and is returned as is. fn cannot change the
 // key, Version, Lease or CreatedAt. Emptying Token writes NULLs over the
-// sealed tokens.
+// sealed tokens. Under spotoken.ReleasingLease(ctx, owner) the UPDATE also
+// clears owner's lease if owner holds it (the row is locked FOR UPDATE, so
+// the lease read is the one cleared): a refresh's commit and its release
+// in one statement.
 func (db *DB) UpdateConnection(ctx context.Context, key spotoken.ConnectionKey, fn func(c *spotoken.Connection) ([]spotoken.Event, error)) (*spotoken.Connection, error) {
+	owner := spotoken.LeaseToRelease(ctx)
 	var out *spotoken.Connection
 	var fnErr error
 	err := retry(ctx, func() error {
@@ -189,6 +193,11 @@ func (db *DB) UpdateConnection(ctx context.Context, key spotoken.ConnectionKey, 
 				return err
 			}
 			c.AppID, c.ID, c.Version, c.Lease, c.CreatedAt = old.AppID, old.ID, old.Version+1, old.Lease, old.CreatedAt
+			// The row is locked: the lease read is the lease written over.
+			release := owner != "" && old.Lease.Owner == owner
+			if release {
+				c.Lease = spotoken.Lease{}
+			}
 			c.UpdatedAt = db.now()
 			if err := validState(c.State); err != nil {
 				fnErr = err
@@ -201,11 +210,14 @@ func (db *DB) UpdateConnection(ctx context.Context, key spotoken.ConnectionKey, 
 			tag, err := tx.Exec(ctx, `UPDATE connections SET spotify_user_id = $3, display_name = $4, scopes = $5,
 				state = $6, access_token = $7, refresh_token = $8, access_expires_at = $9, version = version + 1,
 				last_refresh_at = $10, consecutive_failures = $11, next_attempt_at = $12, last_error_code = $13,
-				consented_at = $14, grant_expires_at = $15, updated_at = $16, expiry_warned_at = $18, refresh_unknown_at = $19
+				consented_at = $14, grant_expires_at = $15, updated_at = $16, expiry_warned_at = $18, refresh_unknown_at = $19,
+				lease_owner = CASE WHEN $20 THEN NULL ELSE lease_owner END,
+				lease_expires_at = CASE WHEN $20 THEN NULL ELSE lease_expires_at END
 				WHERE app_id = $1 AND id = $2 AND version = $17`,
 				key.AppID, key.ID, c.SpotifyUserID, c.DisplayName, textArray(c.Scopes), string(c.State), access, refresh,
 				tstz(c.Token.Expiry), tstz(c.LastRefreshAt), int32(c.ConsecutiveFailures), tstz(c.NextAttemptAt),
-				c.LastErrorCode, tstz(c.ConsentedAt), tstz(c.GrantExpiresAt), c.UpdatedAt, old.Version, tstz(c.ExpiryWarnedAt), tstz(c.RefreshUnknownAt))
+				c.LastErrorCode, tstz(c.ConsentedAt), tstz(c.GrantExpiresAt), c.UpdatedAt, old.Version, tstz(c.ExpiryWarnedAt), tstz(c.RefreshUnknownAt),
+				release)
 			if err != nil {
 				return err
 			}

@@ -59,9 +59,10 @@ const (
 )
 
 // keepCommitting retries update (a rotated refresh's commit, guarded by
-// the row version) until the store takes it, a writer without the lease
-// changed the connection (its grant wins, as in commit), or CommitPatience
-// has passed; then it releases owner's lease. Drain waits for it.
+// the row version) until the store takes it (releasing owner's lease in
+// the same transaction), a writer without the lease changed the connection
+// (its grant wins, as in commit), or CommitPatience has passed; then it
+// releases owner's lease. Drain waits for it.
 func (e *Engine) keepCommitting(key spotoken.ConnectionKey, owner string, update func(*spotoken.Connection) ([]spotoken.Event, error), gen uint64, first error) {
 	done := make(chan struct{})
 	e.committing.Store(key, done)
@@ -80,13 +81,15 @@ func (e *Engine) keepCommitting(key spotoken.ConnectionKey, owner string, update
 		for {
 			<-t.C
 			// A context of its own: no caller's request is charged for it.
-			ctx, cancel := context.WithTimeout(context.Background(), e.cfg.FlightTimeout)
+			// The commit gives up the lease in its own transaction.
+			ctx, cancel := context.WithTimeout(spotoken.ReleasingLease(context.Background(), owner), e.cfg.FlightTimeout)
 			c, err := e.cfg.Store.UpdateConnection(ctx, key, update)
 			cancel()
 			switch {
 			case err == nil:
 				e.committed(key, c, gen, true)
 				e.log.Info("rotated refresh token stored after a retry", "connection", key.String(), "held_for", time.Since(start).Round(time.Millisecond))
+				return
 			case errors.Is(err, spotoken.ErrConflict), errors.Is(err, spotoken.ErrNotFound):
 				e.log.Warn("rotated refresh token dropped: the connection changed meanwhile", "connection", key.String(), "err", err)
 			case time.Since(start) >= e.cfg.CommitPatience:

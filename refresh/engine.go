@@ -232,6 +232,7 @@ type Engine struct {
 	// Forget of one key only makes keys sharing its slot skip one cache fill.
 	gens    [genSlots]atomic.Uint64
 	flights singleflight.Group
+	reads   reads // plain vends' reads, on the callers' goroutines (read.go)
 	budget  *budget
 	uses    uses
 	log     *slog.Logger
@@ -382,7 +383,10 @@ func (e *Engine) Token(ctx context.Context, key spotoken.ConnectionKey, minTTL t
 //
 //go:noinline
 func (e *Engine) tokenSlow(ctx context.Context, key spotoken.ConnectionKey, minTTL time.Duration, h uint64, now time.Time, mem *cached) (AccessToken, error) {
-	at, err := e.fly(ctx, key, request{minTTL: minTTL})
+	at, ok, err := e.readShared(ctx, key, request{minTTL: minTTL})
+	if !ok {
+		at, err = e.fly(ctx, key, request{minTTL: minTTL})
+	}
 	e.usedUnless(key, h, now, err)
 	if err != nil && mem != nil && errors.Is(err, spotoken.ErrStoreUnavailable) {
 		// The database is away: a token still valid in memory is served
@@ -699,11 +703,14 @@ func (e *Engine) waitForOther(ctx context.Context, key spotoken.ConnectionKey, v
 	}
 }
 
-// refreshLeased refreshes key while holding its lease, and releases it.
+// refreshLeased refreshes key while holding its lease, and releases it:
+// in the commit's own transaction when the refresh is stored, else on its
+// own.
 func (e *Engine) refreshLeased(ctx context.Context, key spotoken.ConnectionKey, owner string, req request) (_ AccessToken, err error) {
+	released := false
 	defer func() {
-		if errors.Is(err, errKeptLease) {
-			return // keepCommitting holds the lease until the answer is stored
+		if released || errors.Is(err, errKeptLease) {
+			return // the commit released it, or keepCommitting holds it until the answer is stored
 		}
 		// Release even if ctx is done; a lease left behind would hold others back for its TTL.
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
@@ -751,7 +758,9 @@ func (e *Engine) refreshLeased(ctx context.Context, key spotoken.ConnectionKey, 
 	if err != nil {
 		return e.failed(ctx, key, c, err)
 	}
-	return e.commit(ctx, key, owner, c, grant, req.gen)
+	at, err := e.commit(ctx, key, owner, c, grant, req.gen)
+	released = err == nil
+	return at, err
 }
 
 // callSpotify redeems the refresh token, renewing the lease while the call
@@ -781,7 +790,10 @@ func (e *Engine) callSpotify(ctx context.Context, key spotoken.ConnectionKey, ow
 	return grant, err
 }
 
-// commit stores a successful refresh before anyone sees the new token.
+// commit stores a successful refresh before anyone sees the new token,
+// and gives up owner's lease in the same transaction: one write, where the
+// commit and the release were two. When it fails the lease is kept (the
+// caller releases it, or keepCommitting holds it).
 func (e *Engine) commit(ctx context.Context, key spotoken.ConnectionKey, owner string, read *spotoken.Connection, g *accounts.Grant, gen uint64) (AccessToken, error) {
 	e.stats.refreshOK.Add(1)
 	now := e.cfg.Now()
@@ -810,7 +822,7 @@ func (e *Engine) commit(ctx context.Context, key spotoken.ConnectionKey, owner s
 		}
 		return events, nil
 	}
-	c, err := e.cfg.Store.UpdateConnection(context.WithoutCancel(ctx), key, update)
+	c, err := e.cfg.Store.UpdateConnection(spotoken.ReleasingLease(context.WithoutCancel(ctx), owner), key, update)
 	if err != nil && rotated && !errors.Is(err, spotoken.ErrConflict) && !errors.Is(err, spotoken.ErrNotFound) {
 		// The new refresh token exists only in this process: hold it
 		// and keep trying, and answer now.

@@ -119,9 +119,13 @@ func (s *Scheduler) Run(ctx context.Context) error {
 // RunOnce refreshes the connections due now, batch by batch, each read
 // after the last one's end, until a batch comes back short. It counts them
 // first (Stats.DueBacklog) and tells the engine how late the oldest one
-// is (Stats.SchedulerLag) as it goes.
+// is (Stats.SchedulerLag) as it goes. Its store calls are background work
+// (spotoken.Background).
 func (s *Scheduler) RunOnce(ctx context.Context) (Pass, error) {
 	s.defaults()
+	// No caller waits for these refreshes: a store with one writer lets
+	// callers' writes (their own refreshes, connects) go first.
+	ctx = spotoken.Background(ctx)
 	now := s.Now()
 	q := spotoken.DueQuery{Before: now.Add(s.Window), Limit: s.Batch}
 	if s.ActiveWindow > 0 {

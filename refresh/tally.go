@@ -125,7 +125,7 @@ func (t *Tally) Flush(ctx context.Context) error {
 	for _, c := range counts {
 		batch = append(batch, *c)
 	}
-	if err := t.Store.AddRefreshTallies(ctx, batch...); err != nil {
+	if err := t.Store.AddRefreshTallies(spotoken.Background(ctx), batch...); err != nil {
 		t.mu.Lock()
 		for _, c := range batch {
 			t.merge(c)

@@ -86,9 +86,10 @@ func (e *Engine) usedEntry(c *cached, n int64) {
 // markBatch is how many uses one MarkUsed call writes.
 const markBatch = 1000
 
-// FlushUses writes the uses noted so far to the store, in batches. Uses
-// it could not write are noted again (unless newer ones were), and the
-// first error is returned.
+// FlushUses writes the uses noted so far to the store, in batches, as
+// background work (spotoken.Background: a store with one writer lets
+// callers' writes go first). Uses it could not write are noted again
+// (unless newer ones were), and the first error is returned.
 func (e *Engine) FlushUses(ctx context.Context) error {
 	e.uses.mu.Lock()
 	pending := e.uses.pending
@@ -107,6 +108,7 @@ func (e *Engine) FlushUses(ctx context.Context) error {
 	slices.SortFunc(batch, func(a, b spotoken.ConnectionUse) int {
 		return cmp.Or(cmp.Compare(a.Key.AppID, b.Key.AppID), cmp.Compare(a.Key.ID, b.Key.ID))
 	})
+	ctx = spotoken.Background(ctx) // no caller waits for these writes
 	var first error
 	for chunk := range slices.Chunk(batch, markBatch) {
 		if err := e.cfg.Store.MarkUsed(ctx, chunk); err != nil {

@@ -103,7 +103,7 @@ func (db *DB) AppendAudit(ctx context.Context, records ...spotoken.AuditRecord) 
 		return nil
 	}
 	now := db.now()
-	conn, err := db.w.Conn(ctx)
+	conn, err := db.writerConn(spotoken.Background(ctx)) // after callers' writes (writer.go)
 	if err != nil {
 		return fmt.Errorf("append audit: %w", err)
 	}

@@ -95,8 +95,11 @@ func notFound(key spotoken.ConnectionKey) error {
 //
 // The transaction holds SQLite's write lock from its first read, so no
 // other writer, in this process or another, can get in between: fn runs
-// once.
+// once. Under spotoken.ReleasingLease(ctx, owner) the same UPDATE clears
+// owner's lease if owner holds it: a refresh's commit and its release are
+// one write (one fsync) instead of two.
 func (db *DB) UpdateConnection(ctx context.Context, key spotoken.ConnectionKey, fn func(c *spotoken.Connection) ([]spotoken.Event, error)) (*spotoken.Connection, error) {
+	owner := spotoken.LeaseToRelease(ctx)
 	var out *spotoken.Connection
 	var erased bool // a stored token was emptied
 	err := db.write(ctx, func(tx *sql.Tx) error {
@@ -111,6 +114,12 @@ func (db *DB) UpdateConnection(ctx context.Context, key spotoken.ConnectionKey, 
 			return err
 		}
 		c.AppID, c.ID, c.Version, c.Lease, c.CreatedAt = old.AppID, old.ID, old.Version, old.Lease, old.CreatedAt
+		// The write lock is held since the read: the lease read is the
+		// lease written over.
+		release := owner != "" && old.Lease.Owner == owner
+		if release {
+			c.Lease = spotoken.Lease{}
+		}
 		c.UpdatedAt = db.now()
 		if !c.State.Valid() {
 			return fmt.Errorf("update connection %s: %w", key, spotoken.Errorf(spotoken.EInvalid, "invalid connection state %q", c.State))
@@ -123,7 +132,7 @@ func (db *DB) UpdateConnection(ctx context.Context, key spotoken.ConnectionKey, 
 			c.SpotifyUserID, c.DisplayName, scopesArg(c.Scopes), string(c.State),
 			blobArg(access), blobArg(refresh), timeArg(c.Token.Expiry), timeArg(c.LastRefreshAt), c.ConsecutiveFailures,
 			timeArg(c.NextAttemptAt), c.LastErrorCode, timeArg(c.ConsentedAt), timeArg(c.GrantExpiresAt), timeArg(c.ExpiryWarnedAt), c.UpdatedAt.UnixMicro(),
-			timeArg(c.RefreshUnknownAt), key.AppID, key.ID, old.Version)
+			timeArg(c.RefreshUnknownAt), release, release, key.AppID, key.ID, old.Version)
 		if err != nil {
 			return fmt.Errorf("update connection %s: %w", key, err)
 		}
@@ -160,7 +169,9 @@ func (db *DB) UpdateConnection(ctx context.Context, key spotoken.ConnectionKey, 
 const updateQuery = `UPDATE connections SET spotify_user_id = ?, display_name = ?, scopes = ?, state = ?,
 		access_token = ?, refresh_token = ?, access_expires_at = ?, last_refresh_at = ?, consecutive_failures = ?,
 		next_attempt_at = ?, last_error_code = ?, consented_at = ?, grant_expires_at = ?, expiry_warned_at = ?, updated_at = ?,
-		refresh_unknown_at = ?, version = version + 1
+		refresh_unknown_at = ?, version = version + 1,
+		lease_owner = CASE WHEN ? THEN NULL ELSE lease_owner END,
+		lease_expires_at = CASE WHEN ? THEN NULL ELSE lease_expires_at END
 	WHERE app_id = ? AND id = ? AND version = ?`
 
 // resealChanged returns the ciphertexts for token next: the stored one for

@@ -40,10 +40,11 @@ func list[T any](ctx context.Context, db *DB, what string, scan func(*sql.Rows) 
 }
 
 // updateLease runs a conditional lease UPDATE on key, the prepared stmt,
-// in a write transaction. If it changes no row it answers ErrNotFound when
-// the connection does not exist, else an error with code and message.
+// in a write transaction that does not wait for the disk (writeLease).
+// If it changes no row it answers ErrNotFound when the connection does
+// not exist, else an error with code and message.
 func (db *DB) updateLease(ctx context.Context, key spotoken.ConnectionKey, code, message string, stmt *sql.Stmt, args ...any) error {
-	return db.write(ctx, func(tx *sql.Tx) error {
+	return db.writeLease(ctx, func(tx *sql.Tx) error {
 		res, err := tx.StmtContext(ctx, stmt).ExecContext(ctx, args...)
 		if err != nil {
 			return err

@@ -23,8 +23,19 @@
 //     durable against a crashed process but may lose the last commits on a
 //     power cut, and a lost commit here can be a rotated refresh token
 //     whose predecessor Spotify has already invalidated: the user would
-//     have to consent again. Writes are rare (about one per refresh), so an
-//     fsync per commit is cheap insurance.
+//     have to consent again. A refresh's commit (which also gives up its
+//     lease) is one fsync. Two kinds of write set NORMAL for their own
+//     transaction and put FULL back: the lease writes (take, renew,
+//     release; see DB.writeLease: a lease lost in a power cut belonged to
+//     a process that died with it) and the audit trail's batches.
+//
+// # One writer, callers first
+//
+// Writes wait for the one writer connection at a gate (writerGate) that
+// lets those a caller waits for go first, and the background's
+// (spotoken.Background: the scheduler's refreshes, batched last uses, the
+// audit trail) after them, never more than eight callers' writes in a row
+// ahead of a waiting background one. See writer.go.
 //   - foreign_keys=ON: deleting an app cascades to its API keys, pending
 //     authorizations and connections.
 //   - secure_delete=ON: SQLite overwrites deleted and replaced content with
@@ -125,8 +136,9 @@ const DefaultCacheSize = 2 << 20
 // spotoken.Store and is safe for concurrent use by many goroutines, and by
 // several processes on one machine.
 type DB struct {
-	w     *sql.DB // exactly one connection: every write
-	r     *sql.DB // query_only connections: every read
+	w     *sql.DB    // exactly one connection: every write
+	gate  writerGate // in front of w: callers' writes first (see writer.go)
+	r     *sql.DB    // query_only connections: every read
 	codec *rowseal.Codec
 	clock func() time.Time
 	// auditInsert is fullAuditInsert prepared on w's one connection, so a
@@ -377,30 +389,6 @@ func (db *DB) migrate(ctx context.Context) error {
 // now returns the store's clock in UTC at the precision the store keeps.
 func (db *DB) now() time.Time { return stored(db.clock()) }
 
-// write runs fn in a write transaction (BEGIN IMMEDIATE on the one writer
-// connection) and commits it if fn returns nil. fn's error is returned as
-// it is. The audit records attached to ctx (spotoken.WithAudit) are stored
-// in the same transaction, so the change commits with them or not at all.
-func (db *DB) write(ctx context.Context, fn func(tx *sql.Tx) error) error {
-	tx, err := db.w.BeginTx(ctx, nil)
-	if err != nil {
-		return fmt.Errorf("begin: %w", err)
-	}
-	defer tx.Rollback()
-	if err := fn(tx); err != nil {
-		return err
-	}
-	if records := spotoken.AuditFromContext(ctx); len(records) > 0 {
-		if err := db.insertAudit(ctx, tx, db.now(), records); err != nil {
-			return err
-		}
-	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("commit: %w", err)
-	}
-	return nil
-}
-
 // shred checkpoints the write-ahead log into the database file and
 // truncates it, so that the log's copies of pages that held erased
 // ciphertexts go too (secure_delete has zeroed them in the current pages).
@@ -409,6 +397,10 @@ func (db *DB) write(ctx context.Context, fn func(tx *sql.Tx) error) error {
 // the busy timeout, after which the erasure stands committed all the same
 // and a later checkpoint finishes the job.
 func (db *DB) shred(ctx context.Context) {
+	if db.gate.enter(ctx, spotoken.IsBackground(ctx)) != nil {
+		return
+	}
+	defer db.gate.leave()
 	var busy, log, done int
 	_ = db.w.QueryRowContext(ctx, "PRAGMA wal_checkpoint(TRUNCATE)").Scan(&busy, &log, &done)
 }

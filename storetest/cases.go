@@ -754,6 +754,75 @@ func testLeaseExpiry(t *testing.T, h *harness) {
 	wantErr(t, "release on unknown connection", h.store.ReleaseLease(ctx, unknown, "A"), spotoken.ErrNotFound)
 }
 
+// testCommitReleasesLease: an UpdateConnection under ReleasingLease(owner)
+// clears owner's lease in the same transaction (a refresh's commit), and
+// only owner's: another owner's lease, or an aborted update, leaves the
+// lease as it was.
+func testCommitReleasesLease(t *testing.T, h *harness) {
+	h.newApp(t, "a")
+	key := h.newConn(t, "a", "c1", nil).Key()
+	const ttl = 30 * time.Second
+	if _, err := h.store.AcquireLease(ctx, key, "A", ttl); err != nil {
+		t.Fatalf("AcquireLease A: %v", err)
+	}
+	tok := spotoken.Token{AccessToken: "at-2", RefreshToken: "rt-2", Expiry: h.clock.Now().Add(time.Hour)}
+	setToken := func(c *spotoken.Connection) ([]spotoken.Event, error) {
+		c.Token = tok
+		return nil, nil
+	}
+
+	// Another owner's release leaves A's lease, and still updates.
+	got, err := h.store.UpdateConnection(spotoken.ReleasingLease(ctx, "B"), key, setToken)
+	if err != nil || got.Lease.Owner != "A" || got.Version != 2 {
+		t.Fatalf("update releasing B's lease = %+v, %v; want A's lease kept, version 2", got, err)
+	}
+	if _, err := h.store.AcquireLease(ctx, key, "B", ttl); !errors.Is(err, spotoken.ErrLeaseHeld) {
+		t.Fatalf("B takes the lease after an update releasing B's: %v, want ErrLeaseHeld", err)
+	}
+
+	// An update that fn aborts releases nothing.
+	boom := errors.New("boom")
+	if _, err := h.store.UpdateConnection(spotoken.ReleasingLease(ctx, "A"), key, func(*spotoken.Connection) ([]spotoken.Event, error) {
+		return nil, boom
+	}); !errors.Is(err, boom) {
+		t.Fatalf("aborted update = %v, want fn's error", err)
+	}
+	if got := h.get(t, key); got.Lease.Owner != "A" || got.Version != 2 {
+		t.Fatalf("after an aborted update: lease %+v, version %d; want A's, 2", got.Lease, got.Version)
+	}
+
+	// A plain update keeps the lease.
+	if got, err := h.store.UpdateConnection(ctx, key, setToken); err != nil || got.Lease.Owner != "A" {
+		t.Fatalf("plain update = %+v, %v; want A's lease kept", got, err)
+	}
+
+	// The owner's commit releases it: the returned and the stored
+	// connection have no lease, another owner takes it at once, and the
+	// update itself is stored.
+	tok = spotoken.Token{AccessToken: "at-3", RefreshToken: "rt-3", Expiry: h.clock.Now().Add(time.Hour)}
+	got, err = h.store.UpdateConnection(spotoken.ReleasingLease(ctx, "A"), key, setToken)
+	if err != nil || got.Lease != (spotoken.Lease{}) || got.Version != 4 || got.Token.RefreshToken != "rt-3" {
+		t.Fatalf("commit releasing A's lease = %+v, %v; want no lease, version 4, the new token", got, err)
+	}
+	if stored := h.get(t, key); stored.Lease != (spotoken.Lease{}) || stored.Token.RefreshToken != "rt-3" || stored.Version != 4 {
+		t.Fatalf("stored after the commit: lease %+v, version %d", stored.Lease, stored.Version)
+	}
+	wantErr(t, "A releases after its commit released", h.store.ReleaseLease(ctx, key, "A"), spotoken.ErrLeaseLost)
+	if l, err := h.store.AcquireLease(ctx, key, "B", ttl); err != nil || l.Owner != "B" {
+		t.Fatalf("B after A's commit: %+v, %v", l, err)
+	}
+
+	// The owner's expired lease is cleared too (nobody took it since).
+	h.clock.Advance(2 * ttl)
+	got, err = h.store.UpdateConnection(spotoken.ReleasingLease(ctx, "B"), key, setToken)
+	if err != nil || got.Lease != (spotoken.Lease{}) {
+		t.Fatalf("commit releasing B's expired lease = %+v, %v; want no lease", got, err)
+	}
+	if stored := h.get(t, key); stored.Lease != (spotoken.Lease{}) {
+		t.Fatalf("stored after B's commit: lease %+v, want none", stored.Lease)
+	}
+}
+
 func testDue(t *testing.T, h *harness) {
 	h.newApp(t, "a")
 	h.newApp(t, "b")

@@ -95,6 +95,7 @@ func Run(t *testing.T, newBackend func(t *testing.T) Backend) {
 		{"ConcurrentUpdates", testConcurrentUpdates},
 		{"LeaseContention", testLeaseContention},
 		{"LeaseExpiry", testLeaseExpiry},
+		{"CommitReleasesLease", testCommitReleasesLease},
 		{"Due", testDue},
 		{"DueUsed", testDueUsed},
 		{"ExpiringGrants", testExpiringGrants},
