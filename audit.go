@@ -92,10 +92,8 @@ type AuditRecord struct {
 	Detail map[string]string
 }
 
-// AuditCursor is a position in a listing of records, which goes by ID:
-// the records after it have a greater ID (a smaller one, newest first).
-// At is the record's time, kept for the cursor's encoding; the stores
-// order and continue by ID alone.
+// AuditCursor is a position in a time-ordered listing of records: the
+// records after it have a later At, or the same At and a greater ID.
 type AuditCursor struct {
 	At time.Time
 	ID int64
@@ -137,16 +135,12 @@ type AuditStore interface {
 	// their IDs. It is for the batched, high-volume records; lifecycle
 	// changes attach theirs to the change with WithAudit instead.
 	AppendAudit(ctx context.Context, records ...AuditRecord) error
-	// AuditRecords lists records selected by filter, ordered by ID (the
-	// order they were stored in, which is their time order give or take
-	// the trail's flush interval and retries), oldest first unless
-	// filter.Newest. The time bounds filter; they do not order.
+	// AuditRecords lists records selected by filter, ordered by (At, ID),
+	// oldest first unless filter.Newest.
 	AuditRecords(ctx context.Context, filter AuditFilter) ([]*AuditRecord, error)
-	// DeleteAuditBefore deletes, of the limit records with the lowest
-	// IDs, those with At before before, and marks whose LastAt is before
-	// before; it returns how many records it deleted. A pass reads at most
-	// limit records: a record that is not due yet holds back the deletion
-	// of those stored after it by at most the gap in their times.
+	// DeleteAuditBefore deletes up to limit records with At before before,
+	// oldest first, and marks whose LastAt is before before; it returns
+	// how many records it deleted.
 	DeleteAuditBefore(ctx context.Context, before time.Time, limit int) (int, error)
 	// MarkAudit records that the mark's (Kind, AppID, Subject) was seen at
 	// m.LastAt: a new mark gets FirstAt = LastAt = m.LastAt; an existing

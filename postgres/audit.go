@@ -62,7 +62,7 @@ func (db *DB) AppendAudit(ctx context.Context, records ...spotoken.AuditRecord) 
 	return nil
 }
 
-// AuditRecords lists the records filter selects, ordered by ID.
+// AuditRecords lists the records filter selects, ordered by (At, ID).
 func (db *DB) AuditRecords(ctx context.Context, filter spotoken.AuditFilter) ([]*spotoken.AuditRecord, error) {
 	q, args, err := auditSQL(filter)
 	if err != nil {
@@ -72,9 +72,8 @@ func (db *DB) AuditRecords(ctx context.Context, filter spotoken.AuditFilter) ([]
 }
 
 // auditSQL is AuditRecords' query for filter and its arguments. It reads
-// audit_connection for one connection's records; an app's and every app's
-// are read from the primary key in id order (an app's filtered by app).
-// The time bounds filter the rows read.
+// audit_connection for one connection's records, audit_app for one app's,
+// audit_at for every app's.
 func auditSQL(filter spotoken.AuditFilter) (string, []any, error) {
 	if filter.ConnectionID != "" && filter.AppID == "" {
 		return "", nil, spotoken.Errorf(spotoken.EInvalid, "a connection filter needs an app id")
@@ -89,14 +88,11 @@ func auditSQL(filter spotoken.AuditFilter) (string, []any, error) {
 		args = append(args, v)
 		return "$" + strconv.Itoa(len(args))
 	}
-	switch {
-	case filter.ConnectionID != "":
-		where = append(where, "app_id = "+arg(filter.AppID), "connection_id = "+arg(filter.ConnectionID))
-	case filter.AppID != "":
-		// app_id || '' keeps the planner off audit_connection, which
-		// would read the app's every record and sort them by id for a
-		// page; the primary key gives them in order.
-		where = append(where, "app_id || '' = "+arg(filter.AppID))
+	if filter.AppID != "" {
+		where = append(where, "app_id = "+arg(filter.AppID))
+		if filter.ConnectionID != "" {
+			where = append(where, "connection_id = "+arg(filter.ConnectionID))
+		}
 	}
 	if !filter.Since.IsZero() {
 		where = append(where, "at >= "+arg(norm(filter.Since)))
@@ -104,16 +100,16 @@ func auditSQL(filter spotoken.AuditFilter) (string, []any, error) {
 	if !filter.Until.IsZero() {
 		where = append(where, "at < "+arg(norm(filter.Until)))
 	}
-	order := "id"
+	order := "at, id"
 	if filter.Newest {
-		order = "id DESC"
+		order = "at DESC, id DESC"
 	}
-	if filter.After.ID != 0 {
+	if !filter.After.At.IsZero() || filter.After.ID != 0 {
 		op := ">"
 		if filter.Newest {
 			op = "<"
 		}
-		where = append(where, "id "+op+" "+arg(filter.After.ID))
+		where = append(where, "(at, id) "+op+" ("+arg(tstz(filter.After.At))+"::timestamptz, "+arg(filter.After.ID)+"::bigint)")
 	}
 	q := `SELECT ` + auditCols + ` FROM audit_records`
 	if len(where) > 0 {
@@ -140,12 +136,8 @@ func scanAudit(row pgx.CollectableRow) (*spotoken.AuditRecord, error) {
 	return &a, nil
 }
 
-// DeleteAuditBefore deletes, of the limit records with the lowest ids,
-// those older than before, and the marks last seen before it. Records are
-// appended in time order, give or take the trail's flush interval and
-// retries, so the oldest are at the start of the table: a pass reads at
-// most limit rows of the primary key instead of searching by time (there
-// is no index on the time any more, migration 0019).
+// DeleteAuditBefore deletes up to limit records older than before, oldest
+// first, and the marks last seen before it.
 func (db *DB) DeleteAuditBefore(ctx context.Context, before time.Time, limit int) (int, error) {
 	if limit <= 0 {
 		return 0, nil
@@ -153,7 +145,7 @@ func (db *DB) DeleteAuditBefore(ctx context.Context, before time.Time, limit int
 	var n int64
 	err := pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error {
 		tag, err := tx.Exec(ctx, `DELETE FROM audit_records WHERE id IN
-			(SELECT id FROM (SELECT id, at FROM audit_records ORDER BY id LIMIT $2) AS head WHERE at < $1)`, norm(before), limit)
+			(SELECT id FROM audit_records WHERE at < $1 ORDER BY at, id LIMIT $2)`, norm(before), limit)
 		if err != nil {
 			return err
 		}

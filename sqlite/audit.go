@@ -12,8 +12,6 @@ import (
 	"sync"
 	"time"
 
-	"modernc.org/sqlite"
-
 	"github.com/spotoken/spotoken"
 )
 
@@ -21,10 +19,10 @@ const auditColumns = `id, version, at, action, app_id, connection_id, actor_type
 	user_agent, request_id, method, route, status, upstream_status, outcome, fingerprint, detail, rest`
 
 // auditInsertColumns are auditColumns without the id, which the store assigns.
-const auditInsertColumns = `version, at, action, app_id, connection_id, conn_key, actor_type, actor_id, actor_label, client_ip,
+const auditInsertColumns = `version, at, action, app_id, connection_id, actor_type, actor_id, actor_label, client_ip,
 	user_agent, request_id, method, route, status, upstream_status, outcome, fingerprint, detail`
 
-// auditRowsPerInsert bounds one multi-row INSERT: 19 parameters a row (7
+// auditRowsPerInsert bounds one multi-row INSERT: 18 parameters a row (6
 // packed), well under SQLite's limit on parameters.
 const auditRowsPerInsert = 200
 
@@ -36,7 +34,7 @@ func auditInsert(n int) string {
 		if i > 0 {
 			b.WriteByte(',')
 		}
-		b.WriteString(`(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
+		b.WriteString(`(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
 	}
 	return b.String()
 }
@@ -50,7 +48,7 @@ var fullAuditInsert = auditInsert(auditRowsPerInsert)
 func (db *DB) insertAudit(ctx context.Context, tx *sql.Tx, now time.Time, records []spotoken.AuditRecord) error {
 	for len(records) > 0 {
 		n := min(len(records), auditRowsPerInsert)
-		args := make([]any, 0, n*19)
+		args := make([]any, 0, n*18)
 		for _, r := range records[:n] {
 			at := r.At
 			if at.IsZero() {
@@ -64,7 +62,7 @@ func (db *DB) insertAudit(ctx context.Context, tx *sql.Tx, now time.Time, record
 			if err != nil {
 				return err
 			}
-			args = append(args, v, at.UnixMicro(), string(r.Action), r.AppID, r.ConnectionID, connKey(r.AppID, r.ConnectionID), r.ActorType, r.ActorID, r.ActorLabel,
+			args = append(args, v, at.UnixMicro(), string(r.Action), r.AppID, r.ConnectionID, r.ActorType, r.ActorID, r.ActorLabel,
 				r.ClientIP, r.UserAgent, r.RequestID, r.Method, r.Route, r.Status, r.UpstreamStatus, r.Outcome, r.Fingerprint, detail)
 		}
 		var err error
@@ -132,8 +130,8 @@ var auditValues = sync.Pool{New: func() any {
 }}
 
 // packedColumnsPerRow is how many parameters a row of packedAuditInsert
-// takes: version, at, action, app_id, connection_id, conn_key, rest.
-const packedColumnsPerRow = 7
+// takes: version, at, action, app_id, connection_id, rest.
+const packedColumnsPerRow = 6
 
 // packedAuditInsert returns the INSERT of n audit records in the packed
 // form (migration 0016): the columns the listings search and order by,
@@ -142,12 +140,12 @@ const packedColumnsPerRow = 7
 // other columns keep their defaults.
 func packedAuditInsert(n int) string {
 	var b strings.Builder
-	b.WriteString(`INSERT INTO audit_records (version, at, action, app_id, connection_id, conn_key, rest) VALUES `)
+	b.WriteString(`INSERT INTO audit_records (version, at, action, app_id, connection_id, rest) VALUES `)
 	for i := range n {
 		if i > 0 {
 			b.WriteByte(',')
 		}
-		b.WriteString(`(?, ?, ?, ?, ?, ?, ?)`)
+		b.WriteString(`(?, ?, ?, ?, ?, ?)`)
 	}
 	return b.String()
 }
@@ -308,7 +306,7 @@ func appendAuditRaw(ctx context.Context, dc any, now time.Time, records []spotok
 			}
 			row := values[i*packedColumnsPerRow : (i+1)*packedColumnsPerRow]
 			row[0].Value, row[1].Value, row[2].Value = int64(v), at.UnixMicro(), string(r.Action)
-			row[3].Value, row[4].Value, row[5].Value, row[6].Value = r.AppID, r.ConnectionID, connKey(r.AppID, r.ConnectionID), rests[start:ends[i]]
+			row[3].Value, row[4].Value, row[5].Value = r.AppID, r.ConnectionID, rests[start:ends[i]]
 		}
 		stmt := full
 		if n < auditRowsPerInsert || full == nil {
@@ -339,48 +337,7 @@ func appendAuditRaw(ctx context.Context, dc any, now time.Time, records []spotok
 	return nil
 }
 
-// connKey is the key audit_connection indexes for a record of app and
-// connection (migration 0019): a 63-bit FNV-1a hash of the two, with a
-// zero byte between them. One integer is a smaller and cheaper index entry
-// than the two text columns, which the batch write paid for in every
-// record; readers filter by the key and then by the columns, so that a
-// collision costs a row read, never a wrong answer.
-func connKey(app, conn string) int64 {
-	const prime = 1099511628211
-	h := uint64(14695981039346656037)
-	for i := 0; i < len(app); i++ {
-		h = (h ^ uint64(app[i])) * prime
-	}
-	h *= prime // the zero byte
-	for i := 0; i < len(conn); i++ {
-		h = (h ^ uint64(conn[i])) * prime
-	}
-	return int64(h >> 1)
-}
-
-// connKeyFunction is the SQL function spotoken_audit_conn_key(app,
-// connection), connKey for migration 0019's backfill of the records
-// written before it.
-func connKeyFunction(_ *sqlite.FunctionContext, args []driver.Value) (driver.Value, error) {
-	var s [2]string
-	for i, a := range args {
-		switch v := a.(type) {
-		case string:
-			s[i] = v
-		case []byte:
-			s[i] = string(v)
-		default:
-			return nil, fmt.Errorf("spotoken_audit_conn_key: argument %d is %T, want text", i+1, a)
-		}
-	}
-	return connKey(s[0], s[1]), nil
-}
-
-func init() {
-	sqlite.MustRegisterDeterministicScalarFunction("spotoken_audit_conn_key", 2, connKeyFunction)
-}
-
-// AuditRecords lists the records filter selects, ordered by ID.
+// AuditRecords lists the records filter selects, ordered by (At, ID).
 func (db *DB) AuditRecords(ctx context.Context, filter spotoken.AuditFilter) ([]*spotoken.AuditRecord, error) {
 	q, args, err := auditQuery(filter)
 	if err != nil {
@@ -390,9 +347,8 @@ func (db *DB) AuditRecords(ctx context.Context, filter spotoken.AuditFilter) ([]
 }
 
 // auditQuery is AuditRecords' query for filter and its arguments. It
-// searches audit_connection for one connection's records; an app's and
-// every app's are read from the table in id order (an app's filtered by
-// app). The time bounds filter the rows read.
+// searches audit_connection for one connection's records, audit_app for one
+// app's, audit_at for every app's.
 func auditQuery(filter spotoken.AuditFilter) (string, []any, error) {
 	if filter.ConnectionID != "" && filter.AppID == "" {
 		return "", nil, spotoken.Errorf(spotoken.EInvalid, "a connection filter needs an app id")
@@ -403,16 +359,11 @@ func auditQuery(filter spotoken.AuditFilter) (string, []any, error) {
 	}
 	var where []string
 	var args []any
-	switch {
-	case filter.ConnectionID != "":
-		// conn_key finds the connection's records in audit_connection;
-		// the columns themselves sort out a collision.
-		where = append(where, "conn_key = ?", "app_id = ?", "connection_id = ?")
-		args = append(args, connKey(filter.AppID, filter.ConnectionID), filter.AppID, filter.ConnectionID)
-	case filter.AppID != "":
-		// Unary + keeps SQLite off audit_connection, which would read the
-		// app's every record and sort them by id for a page.
-		where, args = append(where, "+app_id = ?"), append(args, filter.AppID)
+	if filter.AppID != "" {
+		where, args = append(where, "app_id = ?"), append(args, filter.AppID)
+		if filter.ConnectionID != "" {
+			where, args = append(where, "connection_id = ?"), append(args, filter.ConnectionID)
+		}
 	}
 	if !filter.Since.IsZero() {
 		where, args = append(where, "at >= ?"), append(args, filter.Since.UnixMicro())
@@ -420,16 +371,16 @@ func auditQuery(filter spotoken.AuditFilter) (string, []any, error) {
 	if !filter.Until.IsZero() {
 		where, args = append(where, "at < ?"), append(args, filter.Until.UnixMicro())
 	}
-	order := "id"
+	order := "at, id"
 	if filter.Newest {
-		order = "id DESC"
+		order = "at DESC, id DESC"
 	}
-	if filter.After.ID != 0 {
+	if !filter.After.At.IsZero() || filter.After.ID != 0 {
 		op := ">"
 		if filter.Newest {
 			op = "<"
 		}
-		where, args = append(where, "id "+op+" ?"), append(args, filter.After.ID)
+		where, args = append(where, "(at, id) "+op+" (?, ?)"), append(args, filter.After.At.UnixMicro(), filter.After.ID)
 	}
 	q := `SELECT ` + auditColumns + ` FROM audit_records`
 	if len(where) > 0 {
@@ -461,12 +412,8 @@ func scanAudit(r *sql.Rows) (*spotoken.AuditRecord, error) {
 	return &a, nil
 }
 
-// DeleteAuditBefore deletes, of the limit records with the lowest ids,
-// those older than before, and the marks last seen before it. Records are
-// appended in time order, give or take the trail's flush interval and
-// retries, so the oldest are at the start of the table: a pass reads at
-// most limit rows by id (the table's own order; there is no index on the
-// time any more, migration 0019) instead of searching the whole table.
+// DeleteAuditBefore deletes up to limit records older than before, oldest
+// first, and the marks last seen before it.
 func (db *DB) DeleteAuditBefore(ctx context.Context, before time.Time, limit int) (int, error) {
 	if limit <= 0 {
 		return 0, nil
@@ -474,7 +421,7 @@ func (db *DB) DeleteAuditBefore(ctx context.Context, before time.Time, limit int
 	var n int64
 	err := db.write(ctx, func(tx *sql.Tx) error {
 		res, err := tx.ExecContext(ctx, `DELETE FROM audit_records WHERE id IN
-			(SELECT id FROM (SELECT id, at FROM audit_records ORDER BY id LIMIT ?) WHERE at < ?)`, limit, before.UnixMicro())
+			(SELECT id FROM audit_records WHERE at < ? ORDER BY at, id LIMIT ?)`, before.UnixMicro(), limit)
 		if err != nil {
 			return err
 		}

@@ -356,14 +356,12 @@ func newAuditExportCmd(ios *IOStreams) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "export [--app NAME] [--since T] [--after CURSOR] [--settle 1m]",
 		Short: "Export audit records as JSON lines, for a SIEM",
-		Long: `Write audit records as JSON lines, in the order they were stored (by id),
-every one that matches (in pages of 1000), for a SIEM or a log pipeline.
-The last line of standard error names the cursor to pass as --after next
-time, so that a periodic export picks up where the last one ended. The
-export stops at the first record younger than --settle (default 1m) or at
-or after --until, and leaves it and those after it for the next export:
-replicas write records in batches a second or so after the fact, and an
-export must not pass them by.`,
+		Long: `Write audit records as JSON lines, oldest first, every one that matches (in
+pages of 1000), for a SIEM or a log pipeline. The last line of standard
+error names the cursor to pass as --after next time, so that a periodic
+export picks up where the last one ended. Records younger than --settle
+(default 1m) are left for the next export: replicas write records in
+batches a second or so after the fact, and an export must not pass them by.`,
 		Example: `  spotoken audit export --since 24h > audit.jsonl
   spotoken audit export --after 1782907200000000.4711 >> audit.jsonl`,
 		Args: noArgs,
@@ -386,36 +384,26 @@ func auditExportRun(ctx context.Context, ios *IOStreams, opts *auditListOptions,
 	if err != nil {
 		return err
 	}
-	// The listing goes by id, the order records were stored in, and the
-	// export stops at the first record at or after the bound instead of
-	// passing over it: a cursor past a record left out would leave it out
-	// for good.
-	stop := now.Add(-settle)
-	if !filter.Until.IsZero() && filter.Until.Before(stop) {
-		stop = filter.Until
+	if limit := now.Add(-settle); filter.Until.IsZero() || filter.Until.After(limit) {
+		filter.Until = limit
 	}
-	filter.Until = time.Time{}
 	return withStore(ctx, ios, &opts.store, false, func(store spotoken.Store) error {
 		out := bufio.NewWriter(ios.Out)
 		enc := json.NewEncoder(out)
 		n := 0
 		cursor := filter.After
-	pages:
 		for {
 			recs, err := store.AuditRecords(ctx, filter)
 			if err != nil {
 				return fmt.Errorf("read the audit trail: %w", err)
 			}
 			for _, r := range recs {
-				if !r.At.Before(stop) {
-					break pages
-				}
 				if err := enc.Encode(server.NewAuditRecordView(r)); err != nil {
 					return err
 				}
 				cursor = spotoken.AuditCursor{At: r.At, ID: r.ID}
-				n++
 			}
+			n += len(recs)
 			if len(recs) < filter.Limit {
 				break
 			}
