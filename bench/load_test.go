@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -89,6 +90,10 @@ type lgWorld struct {
 	vendHdr  http.Header
 	meBody   []byte // the emulator's /v1/me for the connection's user
 	trail    *audit.Trail
+	// conns, when set, are the connections vendRequest takes in turn
+	// (next counts); otherwise it vends lgConnID.
+	conns []string
+	next  atomic.Uint64
 }
 
 func lgConcurrencies(b *testing.B) []int {
@@ -107,12 +112,14 @@ func lgConcurrencies(b *testing.B) []int {
 	return cs
 }
 
-func newLgWorld(b *testing.B) *lgWorld { return newLgWorldAudit(b, false) }
+func newLgWorld(b *testing.B) *lgWorld { return newLgWorldAudit(b, false, 1) }
 
 // newLgWorldAudit is newLgWorld, with the audit trail on when withAudit, as
 // spotoken serve runs it by default: a trail over the same store, flushed
 // every second in the background, its fingerprints keyed from the key ring.
-func newLgWorldAudit(b *testing.B, withAudit bool) *lgWorld {
+// With conns > 1 the app has that many connections (lgConnID, connected,
+// and copies of it made in the store), which vendRequest takes in turn.
+func newLgWorldAudit(b *testing.B, withAudit bool, conns int) *lgWorld {
 	b.Helper()
 	ctx := context.Background()
 	w := &lgWorld{}
@@ -229,6 +236,21 @@ func newLgWorldAudit(b *testing.B, withAudit bool) *lgWorld {
 		b.Fatalf("vending: %v: %s", err, w.vendBody)
 	}
 	w.access = tok.AccessToken
+	if conns > 1 {
+		c, err := store.Connection(ctx, spotoken.ConnectionKey{AppID: lgAppID, ID: lgConnID})
+		if err != nil {
+			b.Fatal(err)
+		}
+		w.conns = append(w.conns, lgConnID)
+		for i := 1; i < conns; i++ {
+			cp := *c
+			cp.ID = fmt.Sprintf("%s-%d", lgConnID, i)
+			if err := store.CreateConnection(ctx, &cp); err != nil {
+				b.Fatal(err)
+			}
+			w.conns = append(w.conns, cp.ID)
+		}
+	}
 
 	// What the proxy must answer: the emulator's own answer.
 	resp, err = setup.Do(w.directRequest())
@@ -283,7 +305,11 @@ func (w *lgWorld) connect(b *testing.B, c *http.Client) {
 }
 
 func (w *lgWorld) vendRequest() *http.Request {
-	req, _ := http.NewRequest(http.MethodPost, w.ts.URL+"/v1/connections/"+lgConnID+"/token", nil)
+	id := lgConnID
+	if len(w.conns) > 0 {
+		id = w.conns[(w.next.Add(1)-1)%uint64(len(w.conns))]
+	}
+	req, _ := http.NewRequest(http.MethodPost, w.ts.URL+"/v1/connections/"+id+"/token", nil)
 	req.Header.Set("Authorization", "Bearer "+w.apiKey)
 	return req
 }
@@ -429,28 +455,35 @@ func BenchmarkLoadProxy(b *testing.B) {
 // the same vending with it off, side by side: two brokers built alike but
 // for the trail, measured in interleaved rounds. ratio is audit req/s ÷
 // no-audit req/s; the goal is at least 0.9. The records written are
-// checked: one per vend, none dropped.
+// checked: one per vend, none dropped. conns=1 vends one connection again
+// and again, which makes the trail's index by connection grow at one end
+// (a flattering case); conns=1000 vends 1,000 connections in turn, on both
+// sides, so that its entries go all over the index.
 func BenchmarkLoadVendAudit(b *testing.B) {
-	off := newLgWorldAudit(b, false)
-	on := newLgWorldAudit(b, true)
-	target := func(w *lgWorld, name string) lgTarget {
-		t := lgTarget{name: name, want: http.StatusOK, body: w.vendBody, newReq: func() (*http.Request, error) { return w.vendRequest(), nil }}
-		if w.trail != nil {
-			// The records of the run are written within it: their cost
-			// is the audit side's.
-			t.settle = func() error { return w.trail.Flush(context.Background()) }
-		}
-		return t
-	}
-	for _, c := range lgConcurrencies(b) {
-		b.Run(fmt.Sprintf("c=%d", c), func(b *testing.B) {
-			before := on.trail.Stats().Written
-			on.lgMeasureBoth(b, off, c, target(off, "no-audit"), target(on, "audit"), "noaudit-")
-			if err := on.trail.Flush(context.Background()); err != nil {
-				b.Fatal(err)
+	for _, conns := range []int{1, 1000} {
+		b.Run(fmt.Sprintf("conns=%d", conns), func(b *testing.B) {
+			off := newLgWorldAudit(b, false, conns)
+			on := newLgWorldAudit(b, true, conns)
+			target := func(w *lgWorld, name string) lgTarget {
+				t := lgTarget{name: name, want: http.StatusOK, body: w.vendBody, newReq: func() (*http.Request, error) { return w.vendRequest(), nil }}
+				if w.trail != nil {
+					// The records of the run are written within it: their
+					// cost is the audit side's.
+					t.settle = func() error { return w.trail.Flush(context.Background()) }
+				}
+				return t
 			}
-			if n := on.trail.Stats().Written - before; n < int64(b.N) {
-				b.Fatalf("%d audit records written for %d vends", n, b.N)
+			for _, c := range lgConcurrencies(b) {
+				b.Run(fmt.Sprintf("c=%d", c), func(b *testing.B) {
+					before := on.trail.Stats().Written
+					on.lgMeasureBoth(b, off, c, target(off, "no-audit"), target(on, "audit"), "noaudit-")
+					if err := on.trail.Flush(context.Background()); err != nil {
+						b.Fatal(err)
+					}
+					if n := on.trail.Stats().Written - before; n < int64(b.N) {
+						b.Fatalf("%d audit records written for %d vends", n, b.N)
+					}
+				})
 			}
 		})
 	}

@@ -7,8 +7,13 @@ import (
 	"github.com/spotoken/spotoken"
 )
 
-// AppendAudit calls the store's AppendAudit under the deadline.
+// AppendAudit calls the store's AppendAudit under the deadline, as
+// background work (spotoken.Background): its one caller through a guard is
+// the audit trail's batch writer, which no request waits for and which
+// keeps and retries a batch that ran out of time, so a batch queued behind
+// callers' writes does not make callers answer 503.
 func (g *Guard) AppendAudit(ctx context.Context, records ...spotoken.AuditRecord) error {
+	ctx = spotoken.Background(ctx)
 	return g.do(ctx, func(ctx context.Context) error { return g.store.AppendAudit(ctx, records...) })
 }
 

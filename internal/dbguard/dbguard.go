@@ -25,6 +25,16 @@
 // database refusing or black-holed, every request answers within Timeout
 // plus its own work.
 //
+// # Background work
+//
+// A call whose context is marked spotoken.Background (work no caller waits
+// for: the refresh scheduler's pass, batched last-use and audit writes) and
+// that runs out of time does not open the guard: at a store with one writer
+// such calls queue behind callers' writes by design, so their deadline
+// passing says the database is busy, not away. It fails on its own (its
+// caller retries later). Refused or cut connections open the guard whoever
+// meets them, and so does a caller's call that runs out of time.
+//
 // # The answering reserve
 //
 // Timeout is what an operator promises callers: a request that meets a
@@ -196,6 +206,15 @@ func (g *Guard) do(ctx context.Context, f func(context.Context) error) error {
 	case ctx.Err() != nil:
 		g.done(probe)
 		return err // the caller gave up: says nothing of the database
+	case cctx.Err() != nil && spotoken.IsBackground(ctx) && !probe:
+		// Background work (the scheduler's pass, batched last-use and
+		// audit writes) waits behind callers' writes at a store with one
+		// writer (spotoken.Background), so its running out of time says
+		// the store is busy, not away: it fails alone, and callers are
+		// not answered 503 for it. A database that is really away fails
+		// callers' calls too, which open the guard.
+		g.done(probe)
+		return fmt.Errorf("background store call: no answer within %s: %w", g.cfg.Timeout-g.cfg.Reserve, err)
 	case cctx.Err() != nil:
 		return g.fail(req, probe, fmt.Sprintf("the database did not answer within %s", g.cfg.Timeout), err)
 	case g.isUnavailable(err):

@@ -422,3 +422,43 @@ func TestConcurrentOutage(t *testing.T) {
 		t.Errorf("after recovery: %v", err)
 	}
 }
+
+// TestBackgroundTimeoutKeepsGuardClosed: background work that runs out of
+// time (it queues behind callers' writes by design) fails alone and does
+// not make callers' calls answer unavailable; a background call that is
+// refused still opens the guard, and so does a caller's call that runs out
+// of time.
+func TestBackgroundTimeoutKeepsGuardClosed(t *testing.T) {
+	f := newFake()
+	g, _ := newGuard(t, f, 20*time.Millisecond)
+	bg := spotoken.Background(context.Background())
+
+	f.mode.Store(blackHole)
+	_, err := g.App(bg, "a")
+	if err == nil || errors.Is(err, spotoken.ErrStoreUnavailable) || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("background call past its deadline: %v, want a deadline error that is not unavailable", err)
+	}
+	if down, _, _ := g.Down(); down {
+		t.Fatal("a background call's deadline opened the guard")
+	}
+	f.mode.Store(serving)
+	if _, err := g.App(context.Background(), "a"); err != nil {
+		t.Fatalf("caller after a background deadline: %v", err)
+	}
+
+	f.mode.Store(refusing)
+	_, err = g.App(bg, "a")
+	wantUnavailable(t, "background call refused", err)
+	if down, _, _ := g.Down(); !down {
+		t.Fatal("a refused background call did not open the guard")
+	}
+
+	f.mode.Store(serving)
+	g2, _ := newGuard(t, f, 20*time.Millisecond)
+	f.mode.Store(blackHole)
+	_, err = g2.App(context.Background(), "a")
+	wantUnavailable(t, "caller past its deadline", err)
+	if down, _, _ := g2.Down(); !down {
+		t.Fatal("a caller's deadline did not open the guard")
+	}
+}
