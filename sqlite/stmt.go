@@ -66,10 +66,10 @@ const listStatementsMax = 64
 
 // listStatements caches the listings' statements (see list), prepared on
 // the readers and keyed by their SQL text, which a listing builds from
-// its filter (values are bound, never in the text). SQLite parsing and
-// planning a listing's SELECT was 70% of the store's time for a page of
-// GET /v1/connections at a million connections; a statement prepared
-// once is bound and stepped. database/sql prepares a *sql.Stmt on each
+// its filter (values are bound, never in the text), so a page binds and
+// steps a prepared statement instead of parsing and planning its SELECT
+// again (about a tenth of a page's CPU at a million connections, see
+// docs/BENCHMARKS.md). database/sql prepares a *sql.Stmt on each
 // reader connection the first time it runs there, and SQLite prepares it
 // again by itself if the schema changes. A statement runs under the
 // caller's context as an unprepared query does: a deadline interrupts it.
