@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"runtime"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -327,5 +328,46 @@ func TestCacheEntryBytes(t *testing.T) {
 	t.Logf("%.0f bytes of heap per cached token (%d tokens)", per, cached)
 	if per > 1.25*refresh.CacheEntryBytes {
 		t.Errorf("%.0f bytes per cached token, CacheEntryBytes says %d", per, refresh.CacheEntryBytes)
+	}
+}
+
+// slowPassStore is a DueStore whose count of due connections takes two
+// hours of the test's clock: a pass longer than the scheduler's Interval.
+type slowPassStore struct {
+	refresh.DueStore
+	advance func(time.Duration)
+	counts  atomic.Int64
+}
+
+func (s *slowPassStore) CountDue(ctx context.Context, q spotoken.DueQuery) (int, error) {
+	s.counts.Add(1)
+	s.advance(2 * time.Hour)
+	return s.DueStore.CountDue(ctx, q)
+}
+
+// TestSchedulerPassLongerThanInterval: a pass that took longer than the
+// Interval is followed by the next one at once, not after another
+// Interval (an hour here) while what fell due meanwhile expires. Before,
+// Run waited a whole Interval after every pass: this test waited for the
+// second pass until its deadline.
+func TestSchedulerPassLongerThanInterval(t *testing.T) {
+	w := newWorld(t, "always", nil)
+	store := &slowPassStore{DueStore: w.store, advance: w.emu.Advance}
+	s := &refresh.Scheduler{Engine: w.engine, Store: store, Window: 5 * time.Minute, Interval: time.Hour}
+	rctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- s.Run(rctx) }()
+	deadline := time.After(20 * time.Second) // liveness only: the old Run would wait 45-75 minutes
+	for store.counts.Load() < 3 {
+		select {
+		case <-deadline:
+			cancel()
+			t.Fatalf("%d passes in 20s with every pass taking 2h of a 1h interval, want the next pass at once", store.counts.Load())
+		case <-time.After(time.Millisecond):
+		}
+	}
+	cancel()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Fatalf("Run: %v", err)
 	}
 }

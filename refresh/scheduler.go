@@ -95,18 +95,23 @@ func (s *Scheduler) defaults() {
 	}
 }
 
-// Run looks for due connections every Interval until ctx is done.
+// Run looks for due connections every Interval (jittered) until ctx is
+// done. The Interval runs from the start of one pass to the start of the
+// next: a pass that took longer (a backlog of thousands due at once) is
+// followed by the next at once, not after another Interval while the
+// tokens that fell due during it expire.
 func (s *Scheduler) Run(ctx context.Context) error {
 	s.defaults()
 	for {
+		start := s.Now()
 		p, err := s.RunOnce(ctx)
 		if err != nil && ctx.Err() == nil {
 			s.Logger.Error("scheduler pass", "err", err)
 		} else if p.Due > 0 {
 			s.Logger.Info("scheduler pass", "due", p.Due, "refreshed", p.Refreshed, "skipped", p.Skipped, "failed", p.Failed)
 		}
-		wait := time.Duration(float64(s.Interval) * (0.75 + 0.5*mathrand.Float64()))
-		t := time.NewTimer(wait)
+		wait := time.Duration(float64(s.Interval)*(0.75+0.5*mathrand.Float64())) - s.Now().Sub(start)
+		t := time.NewTimer(max(wait, 0))
 		select {
 		case <-ctx.Done():
 			t.Stop()
