@@ -157,19 +157,7 @@ func TestReconsentLinkReused(t *testing.T) {
 	for _, id := range []string{"c1", "c2"} {
 		h.connect(id)
 	}
-	if err := h.emu.RevokeGrant("alice", clientID); err != nil {
-		t.Fatal(err)
-	}
-	h.emu.Advance(time.Hour)
-	link := func(id string) string {
-		t.Helper()
-		var e server.ErrorResponse
-		resp, raw := h.call("POST", "/v1/connections/"+id+"/token", h.apiKey, nil, &e)
-		if resp.StatusCode != http.StatusConflict || e.Error != "needs_reauth" {
-			t.Fatalf("token of %s: %d %s, want 409 needs_reauth", id, resp.StatusCode, raw)
-		}
-		return e.ConnectURL
-	}
+	link := needingReauth(t, h)
 	first := link("c1")
 	// A loop asking for it: one link, and the app's cap of 5 pending
 	// links is not reached by it.
@@ -221,19 +209,7 @@ func TestReconsentAtCap(t *testing.T) {
 	for _, id := range ids {
 		h.connect(id)
 	}
-	if err := h.emu.RevokeGrant("alice", clientID); err != nil {
-		t.Fatal(err)
-	}
-	h.emu.Advance(time.Hour)
-	link := func(id string) string {
-		t.Helper()
-		var e server.ErrorResponse
-		resp, raw := h.call("POST", "/v1/connections/"+id+"/token", h.apiKey, nil, &e)
-		if resp.StatusCode != http.StatusConflict || e.Error != "needs_reauth" {
-			t.Fatalf("token of %s: %d %s, want 409 needs_reauth", id, resp.StatusCode, raw)
-		}
-		return e.ConnectURL
-	}
+	link := needingReauth(t, h)
 	before := cp.calls.Load()
 	if link("c1") == "" || link("c2") == "" {
 		t.Fatal("no link below the cap")
@@ -256,5 +232,26 @@ func TestReconsentAtCap(t *testing.T) {
 	link("c4")
 	if n := cp.calls.Load() - before; n != 4 {
 		t.Errorf("%d attempts to store a link 10 s on, want 4", n)
+	}
+}
+
+// needingReauth revokes alice's grant and moves the emulator's clock past
+// her tokens' expiry, so that her connections need re-authorization, and
+// returns a function that asks for id's token and returns the connect
+// link of its 409 needs_reauth answer (failing the test otherwise).
+func needingReauth(t *testing.T, h *harness) func(id string) string {
+	t.Helper()
+	if err := h.emu.RevokeGrant("alice", clientID); err != nil {
+		t.Fatal(err)
+	}
+	h.emu.Advance(time.Hour)
+	return func(id string) string {
+		t.Helper()
+		var e server.ErrorResponse
+		resp, raw := h.call("POST", "/v1/connections/"+id+"/token", h.apiKey, nil, &e)
+		if resp.StatusCode != http.StatusConflict || e.Error != "needs_reauth" {
+			t.Fatalf("token of %s: %d %s, want 409 needs_reauth", id, resp.StatusCode, raw)
+		}
+		return e.ConnectURL
 	}
 }
