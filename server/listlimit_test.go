@@ -2,7 +2,9 @@ package server_test
 
 import (
 	"context"
+	"math"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -42,6 +44,7 @@ func TestListConcurrencyPerKey(t *testing.T) {
 		c.Store = gl
 		c.ListConcurrency = 1
 		c.ListWait = time.Nanosecond
+		c.ListShare = 1 // the slot frees as the listing ends
 	}})
 	h.connect("c1")
 	get := func(key string) (int, http.Header) {
@@ -146,6 +149,56 @@ func TestListConcurrencyOff(t *testing.T) {
 	}
 	close(gl.gate)
 	wg.Wait()
+}
+
+// TestListSharePaging: under the default pacing, a client paging one page
+// after another is served every page (each waits out the pause after the
+// one before, well within ListWait).
+func TestListSharePaging(t *testing.T) {
+	h := newHarness(t, harnessOptions{server: func(c *server.Config) { c.ListWait = time.Minute }})
+	for _, id := range []string{"c1", "c2", "c3", "c4"} {
+		h.connect(id)
+	}
+	var ids []string
+	cursor := ""
+	for page := 0; ; page++ {
+		if page == 10 {
+			t.Fatalf("still paging after 10 pages: %v", ids)
+		}
+		var out struct {
+			Connections []struct {
+				ID string `json:"id"`
+			} `json:"connections"`
+			NextCursor string `json:"next_cursor"`
+		}
+		resp, raw := h.call("GET", "/v1/connections?limit=1&cursor="+cursor, h.apiKey, nil, &out)
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("page %d: %d %s", page, resp.StatusCode, raw)
+		}
+		for _, c := range out.Connections {
+			ids = append(ids, c.ID)
+		}
+		if cursor = out.NextCursor; cursor == "" {
+			break
+		}
+	}
+	if len(ids) != 4 {
+		t.Errorf("paged through %v, want the 4 connections", ids)
+	}
+}
+
+// TestListShareConfig: a ListShare outside (0, 1] is refused.
+func TestListShareConfig(t *testing.T) {
+	var base server.Config
+	newHarness(t, harnessOptions{server: func(c *server.Config) { base = *c }})
+	for _, share := range []float64{-0.1, 1.5, math.NaN(), math.Inf(1)} {
+		cfg := base
+		cfg.ListShare = share
+		_, err := server.New(cfg)
+		if err == nil || !strings.Contains(err.Error(), "ListShare") {
+			t.Errorf("ListShare %v: %v, want an error naming ListShare", share, err)
+		}
+	}
 }
 
 // TestReconsentLinkReused: a connection that needs its user answers every

@@ -192,9 +192,15 @@ type Config struct {
 	// /v1/audit) one API key may run at once; ListWait how long one more
 	// waits for a slot before it is answered 429 rate_limited (see
 	// listLimiter). Defaults DefaultListConcurrency and DefaultListWait;
-	// a negative ListConcurrency sets no limit.
+	// a negative ListConcurrency sets no limit (and no pacing).
 	ListConcurrency int
 	ListWait        time.Duration
+	// ListShare paces each key's listings: after a listing that took d,
+	// its slot stays reserved for a further d*(1-ListShare)/ListShare (at
+	// most 10 s), so they occupy a slot at most that fraction of the time.
+	// In (0, 1]; 1 reserves nothing after a listing. Default
+	// DefaultListShare.
+	ListShare float64
 	// Counter is what the store-wide gauges of /metrics (connections by
 	// app and state, grants expiring, rate-limit windows) are counted from;
 	// default Store. Give the store without a per-call deadline shorter
@@ -329,13 +335,19 @@ func New(cfg Config) (*Server, error) {
 		cfg.ListConcurrency = DefaultListConcurrency
 	}
 	cfg.ListWait = orDefault(cfg.ListWait, DefaultListWait)
+	if cfg.ListShare == 0 {
+		cfg.ListShare = DefaultListShare
+	}
+	if !(cfg.ListShare > 0 && cfg.ListShare <= 1) {
+		return nil, fmt.Errorf("server: ListShare %v: want a fraction in (0, 1]", cfg.ListShare)
+	}
 	s := &Server{
 		cfg: cfg, log: cfg.Logger, metrics: cfg.Metrics, public: public, admin: admin, accounts: accountsURL, api: api,
 		force: make(map[string]map[string]*rate.Limiter),
 	}
 	s.auth.init(s)
 	if cfg.ListConcurrency > 0 {
-		s.lists = newListLimiter(cfg.ListConcurrency, cfg.ListWait)
+		s.lists = newListLimiter(cfg.ListConcurrency, cfg.ListWait, cfg.ListShare, nil)
 	}
 	s.counts = newConnCollector(cfg.Counter, cfg.Now, cfg.CountInterval, cfg.Logger)
 	s.metrics.registerStore(s.counts)
