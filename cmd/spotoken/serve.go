@@ -64,6 +64,7 @@ type serveOptions struct {
 	CountInterval   time.Duration
 	ListConcurrency int
 	ListWait        time.Duration
+	ListShare       float64
 	OutageGrace     time.Duration
 	JanitorInterval time.Duration
 	BFFIdleTimeout  time.Duration
@@ -158,8 +159,9 @@ The redirect URI to register with Spotify for every app is <public-url>/callback
 	f.DurationVar(&opts.JanitorInterval, "janitor-interval", time.Minute, "how often expired connect links and unconfirmed grants are erased")
 	f.MarkHidden("janitor-interval")
 	f.DurationVar(&opts.DBTimeout, "db-timeout", 5*time.Second, "longest a request waits for a database that does not answer (each call gets nine tenths, the rest is kept for answering); past it, or with the database refusing, the API answers 503 unavailable")
-	f.IntVar(&opts.ListConcurrency, "list-concurrency", server.DefaultListConcurrency, "most listings (GET /v1/connections, /v1/audit) one API key runs at once; more wait their turn up to --list-wait, then get 429 (0: no limit)")
-	f.DurationVar(&opts.ListWait, "list-wait", server.DefaultListWait, "how long a listing over --list-concurrency waits for its API key's listing in flight to end before it is answered 429 rate_limited")
+	f.IntVar(&opts.ListConcurrency, "list-concurrency", server.DefaultListConcurrency, "most listings (GET /v1/connections, /v1/audit) one API key runs at once; more wait their turn up to --list-wait, then get 429 (0: no limit, and no --list-share pause)")
+	f.DurationVar(&opts.ListWait, "list-wait", server.DefaultListWait, "how long a listing over --list-concurrency waits for its API key's listing in flight, or the pause after it (--list-share), to end before it is answered 429 rate_limited")
+	f.Float64Var(&opts.ListShare, "list-share", server.DefaultListShare, "the most of the time each API key's listings may take: after a listing that took d, the next of the key starts no sooner than d*(1-share)/share later (at most 10s), one page after another too; a fraction in (0, 1], 1: no pause")
 	f.DurationVar(&opts.CountInterval, "metrics-max-age", server.DefaultCountInterval, "how old the store-wide counts of /metrics (connections by state, expiring grants) may grow before a scrape has them counted again, in the background (scrapes answer with the last counts and never wait for one)")
 	f.DurationVar(&opts.OutageGrace, "outage-grace", 10*time.Minute, "while the database is unavailable, keep serving tokens still valid in memory, to API keys verified before, this long past --cache-ttl and --auth-cache-ttl")
 	f.DurationVar(&opts.HeaderTimeout, "read-header-timeout", 10*time.Second, "how long a client may take to send a request's headers")
@@ -203,6 +205,9 @@ func (o *serveOptions) validate() error {
 	}
 	if o.ListConcurrency < 0 || o.ListWait <= 0 {
 		return usageError{errors.New("--list-concurrency must be 0 (no limit) or positive and --list-wait positive")}
+	}
+	if !(o.ListShare > 0 && o.ListShare <= 1) {
+		return usageError{fmt.Errorf("--list-share must be a fraction greater than 0 and at most 1 (1: no pause between a key's listings), got %v", o.ListShare)}
 	}
 	if o.CountInterval <= 0 {
 		return usageError{errors.New("--metrics-max-age must be positive")}
@@ -350,7 +355,7 @@ func serveRun(ctx context.Context, ios *IOStreams, opts *serveOptions) error {
 		// guard, one slower than --db-timeout is not taken for a
 		// database that is away (which would answer every request 503).
 		Counter: raw, CountInterval: opts.CountInterval,
-		ListConcurrency: listConcurrency(opts.ListConcurrency), ListWait: opts.ListWait,
+		ListConcurrency: listConcurrency(opts.ListConcurrency), ListWait: opts.ListWait, ListShare: opts.ListShare,
 	})
 	if err != nil {
 		return usageError{err}
