@@ -1041,9 +1041,13 @@ func (w *scaleWorld) phaseListing() {
 
 	// Cache-miss vends with and without four filtered listings, the
 	// worst case above, from one key, back to back. serve may make the
-	// key's listings take turns (--list-concurrency) and answer one that
-	// waited too long 429 with Retry-After: the loops then wait as asked,
-	// as a client should, and the refusals are counted.
+	// key's listings take turns (--list-concurrency), pause the key after
+	// each for a multiple of its duration (--list-share: four times it at
+	// the default 0.2, so the four loops get about a fifth of the time,
+	// however many they are), and answer one that could not start within
+	// --list-wait 429 with Retry-After (the time until the key's slot
+	// frees, at least 1 s): the loops then wait a second, the Retry-After
+	// of a pause of a few milliseconds, and the refusals are counted.
 	miss := w.missTarget()
 	var listLat sync.Mutex
 	var lats []time.Duration
@@ -1051,7 +1055,7 @@ func (w *scaleWorld) phaseListing() {
 	checkListing := func(status int, body []byte) error {
 		if status == http.StatusTooManyRequests {
 			refused.Add(1)
-			time.Sleep(time.Second) // serve's Retry-After
+			time.Sleep(time.Second) // serve's Retry-After after a short listing
 			return nil
 		}
 		return checkList(status, body)

@@ -63,7 +63,7 @@ func NewMetrics() *Metrics {
 			Name: "spotoken_connect_flows_total", Help: "Connect-flow steps, by outcome (started, connected, access_denied, ...).",
 		}, []string{"outcome"}),
 		limited: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "spotoken_list_limited_total", Help: "Listings answered 429 because their API key had --list-concurrency listings in flight for --list-wait.",
+			Name: "spotoken_list_limited_total", Help: "Listings answered 429 because none of their API key's --list-concurrency slots came free within --list-wait: each was running a listing, or reserved after one (--list-share pacing).",
 		}),
 	}
 	m.Registry.MustRegister(m.requests, m.duration, m.vends, m.proxied, m.upstream, m.webhooks, m.connects, m.limited,
