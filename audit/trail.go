@@ -123,6 +123,10 @@ type Trail struct {
 	pending  []spotoken.AuditRecord
 	failures int // passes in a row that left records in pending
 
+	// wake asks Run for a pass before its timer: the queue is half
+	// full (see enqueue) (see enqueue).
+	wake chan struct{}
+
 	// stop ends the writes of Run's passes: cancelled when Close's
 	// deadline passes.
 	stop       context.Context
@@ -186,7 +190,7 @@ func New(cfg Config) (*Trail, error) {
 		cfg.Retention = DefaultRetention
 	}
 	cfg.Detectors.defaults()
-	t := &Trail{cfg: cfg, log: cfg.Logger, store: cfg.Store, fps: make(map[spotoken.Secret]string)}
+	t := &Trail{cfg: cfg, log: cfg.Logger, store: cfg.Store, fps: make(map[spotoken.Secret]string), wake: make(chan struct{}, 1)}
 	t.stop, t.cancelStop = context.WithCancel(context.Background())
 	t.detect = newDetectors(t)
 	t.guard = newAuthGuard(cfg.Detectors)
@@ -259,6 +263,14 @@ func (t *Trail) enqueue(rec spotoken.AuditRecord, secret spotoken.Secret, force 
 	sh.recs = append(sh.recs, rec)
 	sh.secrets = append(sh.secrets, secret)
 	sh.seqs = append(sh.seqs, t.seq.Add(1))
+	if n == int64(t.cfg.QueueSize)/2 || b >= t.cfg.QueueBytes/2 && b-size < t.cfg.QueueBytes/2 {
+		// Half full: at a high rate, a flush interval's records would
+		// not fit in the queue. Ask Run for a pass now.
+		select {
+		case t.wake <- struct{}{}:
+		default:
+		}
+	}
 	return true
 }
 
@@ -435,6 +447,7 @@ func (t *Trail) RunOnce(ctx context.Context) (Pass, error) {
 		}
 		fresh = fresh[n:]
 	}
+	clusterByConnection(t.pending[start:])
 	if err := t.write(ctx, &p); err != nil {
 		errs = append(errs, err)
 	}
@@ -503,6 +516,53 @@ func (t *Trail) write(ctx context.Context, p *Pass) error {
 	return errors.Join(errs...)
 }
 
+// clusterByConnection reorders recs (in place) so that each connection's
+// records are together, the connections in the order of their first
+// record and each one's records in the order they came. A batch then
+// holds a few connections' runs of records rather than a record of each
+// of many, which a store can keep far more cheaply (SQLite writes a row
+// per run: sqlite/auditgroups.go); listings order records by their time,
+// not by the batch they came in.
+func clusterByConnection(recs []spotoken.AuditRecord) {
+	if len(recs) < 3 {
+		return
+	}
+	type key struct{ app, conn string }
+	type run struct{ n, at int } // records, and where they go
+	runs := make(map[key]*run)
+	var order []*run
+	for i := range recs {
+		k := key{recs[i].AppID, recs[i].ConnectionID}
+		r := runs[k]
+		if r == nil {
+			r = &run{}
+			runs[k] = r
+			order = append(order, r)
+		}
+		r.n++
+	}
+	if len(order) == 1 || len(order) == len(recs) {
+		return // nothing to gather
+	}
+	at := 0
+	for _, r := range order {
+		r.at, at = at, at+r.n
+	}
+	dest := make([]int, len(recs)) // where recs[i] goes
+	for i := range recs {
+		r := runs[key{recs[i].AppID, recs[i].ConnectionID}]
+		dest[i], r.at = r.at, r.at+1
+	}
+	// Follow each cycle of the permutation, a swap a step.
+	for i := range recs {
+		for dest[i] != i {
+			j := dest[i]
+			recs[i], recs[j] = recs[j], recs[i]
+			dest[i], dest[j] = dest[j], dest[i]
+		}
+	}
+}
+
 // permanent reports whether a store's error refuses a batch for good (an
 // invalid record, a conflict): trying it again would fail again.
 func permanent(err error) bool {
@@ -527,7 +587,8 @@ func (t *Trail) backoff() time.Duration {
 }
 
 // Run writes queued records every FlushInterval (longer while the store
-// fails) until ctx is done. Then, unless Close was called, it writes what
+// fails), and at once when the queue holds half of QueueSize or
+// QueueBytes (unless the store is failing), until ctx is done. Then, unless Close was called, it writes what
 // is left as Close does, for up to 5 seconds, and returns. A pass in
 // flight when ctx ends runs on (cancelling its write would lose nothing,
 // but would waste it) until Close's deadline.
@@ -546,6 +607,11 @@ func (t *Trail) Run(ctx context.Context) error {
 			}
 			return nil
 		case <-timer.C:
+		case <-t.wake:
+			if t.backoff() > t.cfg.FlushInterval {
+				continue // the store is failing: its backoff stands
+			}
+			timer.Stop() // Reset below; no stale tick is left (Go 1.23 timers)
 		}
 		if t.closed.Load() {
 			return nil

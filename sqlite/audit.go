@@ -9,10 +9,10 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/spotoken/spotoken"
+	"github.com/spotoken/spotoken/internal/listing"
 )
 
 const auditColumns = `id, version, at, action, app_id, connection_id, actor_type, actor_id, actor_label, client_ip,
@@ -90,17 +90,19 @@ func detailArg(d map[string]string) (string, error) {
 
 // AppendAudit stores records in one transaction. It is the trail's batch
 // write, once a second under load, so it goes to the driver directly on
-// the writer connection (held for it alone), and writes each record in the
-// packed form: the searched columns (app, connection, time, action) and
-// the rest in one JSON array (packAudit), six parameters a row instead of
-// eighteen; their conversion by database/sql and their binding cost as
-// much as a third of the insert. The lifecycle records written with their
-// change (insertAudit) keep a column each; AuditRecords reads both.
+// the writer connection (held for it alone), and stores the records as
+// groups (auditgroups.go): a row per run of one connection's records,
+// whose body is built before the writer is taken. The lifecycle records
+// written with their change (insertAudit) keep a row each; AuditRecords
+// reads both.
 func (db *DB) AppendAudit(ctx context.Context, records ...spotoken.AuditRecord) error {
 	if len(records) == 0 {
 		return nil
 	}
-	now := db.now()
+	groups, err := groupAudit(db.now(), records)
+	if err != nil {
+		return fmt.Errorf("append audit: %w", err)
+	}
 	conn, err := db.writerConn(spotoken.Background(ctx)) // after callers' writes (writer.go)
 	if err != nil {
 		return fmt.Errorf("append audit: %w", err)
@@ -108,7 +110,7 @@ func (db *DB) AppendAudit(ctx context.Context, records ...spotoken.AuditRecord) 
 	defer conn.Close()
 	// Not through db.write: records attached to ctx are for a change, and
 	// this is none.
-	if err := conn.Raw(func(dc any) error { return appendAuditRaw(ctx, dc, now, records) }); err != nil {
+	if err := conn.Raw(func(dc any) error { return appendAuditRaw(ctx, dc, groups) }); err != nil {
 		return fmt.Errorf("append audit: %w", translate(err, "", ""))
 	}
 	return nil
@@ -118,36 +120,6 @@ func (db *DB) AppendAudit(ctx context.Context, records ...spotoken.AuditRecord) 
 type rawConn interface {
 	driver.ExecerContext
 	driver.ConnPrepareContext
-}
-
-// auditValues holds the parameters of a full packed INSERT, reused.
-var auditValues = sync.Pool{New: func() any {
-	v := make([]driver.NamedValue, auditRowsPerInsert*packedColumnsPerRow)
-	for i := range v {
-		v[i].Ordinal = i + 1
-	}
-	return &v
-}}
-
-// packedColumnsPerRow is how many parameters a row of packedAuditInsert
-// takes: version, at, action, app_id, connection_id, rest.
-const packedColumnsPerRow = 6
-
-// packedAuditInsert returns the INSERT of n audit records in the packed
-// form (migration 0016): the columns the listings search and order by,
-// and the rest of the record in one JSON array (packAudit). Binding
-// eighteen values a row cost the batch write a third of its time; the
-// other columns keep their defaults.
-func packedAuditInsert(n int) string {
-	var b strings.Builder
-	b.WriteString(`INSERT INTO audit_records (version, at, action, app_id, connection_id, rest) VALUES `)
-	for i := range n {
-		if i > 0 {
-			b.WriteByte(',')
-		}
-		b.WriteString(`(?, ?, ?, ?, ?, ?)`)
-	}
-	return b.String()
 }
 
 // packAudit appends the JSON array of r's columns that are not searched
@@ -230,7 +202,7 @@ func unpackAudit(a *spotoken.AuditRecord, rest string) error {
 	return nil
 }
 
-// appendAuditRaw writes records in one immediate transaction on the
+// appendAuditRaw writes groups in one immediate transaction on the
 // driver connection dc. On an error it rolls back; if even that fails, it
 // answers driver.ErrBadConn too, so that database/sql discards the
 // connection rather than hand out one left inside a transaction.
@@ -242,7 +214,7 @@ func unpackAudit(a *spotoken.AuditRecord, rest string) error {
 // memory for a flush interval (fail open); every other write keeps
 // synchronous=FULL, which is put back before the connection is handed on
 // (or it is discarded).
-func appendAuditRaw(ctx context.Context, dc any, now time.Time, records []spotoken.AuditRecord) (err error) {
+func appendAuditRaw(ctx context.Context, dc any, groups []auditGroup) (err error) {
 	c, ok := dc.(rawConn)
 	if !ok {
 		return fmt.Errorf("the driver's connection (%T) cannot run statements", dc)
@@ -265,71 +237,8 @@ func appendAuditRaw(ctx context.Context, dc any, now time.Time, records []spotok
 			}
 		}
 	}()
-	vp := auditValues.Get().(*[]driver.NamedValue)
-	defer func() {
-		for i := range *vp {
-			(*vp)[i].Value = nil // no references kept
-		}
-		auditValues.Put(vp)
-	}()
-	var full driver.Stmt
-	defer func() {
-		if full != nil {
-			full.Close()
-		}
-	}()
-	var packed []byte
-	ends := make([]int, auditRowsPerInsert)
-	for len(records) > 0 {
-		n := min(len(records), auditRowsPerInsert)
-		values := (*vp)[:n*packedColumnsPerRow]
-		packed = packed[:0]
-		for i := range records[:n] {
-			if packed, err = packAudit(packed, &records[i]); err != nil {
-				return err
-			}
-			ends[i] = len(packed)
-		}
-		rests := string(packed) // one string for the chunk; each row's is a part of it
-		for i, r := range records[:n] {
-			at := r.At
-			if at.IsZero() {
-				at = now
-			}
-			v := r.Version
-			if v == 0 {
-				v = spotoken.AuditVersion
-			}
-			start := 0
-			if i > 0 {
-				start = ends[i-1]
-			}
-			row := values[i*packedColumnsPerRow : (i+1)*packedColumnsPerRow]
-			row[0].Value, row[1].Value, row[2].Value = int64(v), at.UnixMicro(), string(r.Action)
-			row[3].Value, row[4].Value, row[5].Value = r.AppID, r.ConnectionID, rests[start:ends[i]]
-		}
-		stmt := full
-		if n < auditRowsPerInsert || full == nil {
-			if stmt, err = c.PrepareContext(ctx, packedAuditInsert(n)); err != nil {
-				return fmt.Errorf("prepare: %w", err)
-			}
-			if n == auditRowsPerInsert {
-				full = stmt // reused for the batch's other full chunks
-			}
-		}
-		se, ok := stmt.(driver.StmtExecContext)
-		if !ok {
-			stmt.Close()
-			return fmt.Errorf("the driver's statement (%T) cannot execute with a context", stmt)
-		}
-		_, err := se.ExecContext(ctx, values)
-		if stmt != full {
-			stmt.Close()
-		}
-		if err != nil {
-			return fmt.Errorf("insert audit records: %w", err)
-		}
-		records = records[n:]
+	if err := appendGroupsRaw(ctx, c, groups); err != nil {
+		return err
 	}
 	if _, err := c.ExecContext(ctx, "COMMIT", nil); err != nil {
 		return fmt.Errorf("commit: %w", err)
@@ -337,13 +246,31 @@ func appendAuditRaw(ctx context.Context, dc any, now time.Time, records []spotok
 	return nil
 }
 
-// AuditRecords lists the records filter selects, ordered by (At, ID).
+// AuditRecords lists the records filter selects, ordered by (At, ID):
+// the rows of audit_records (lifecycle records, and batches written before
+// migration 0017) and the groups' records, merged.
 func (db *DB) AuditRecords(ctx context.Context, filter spotoken.AuditFilter) ([]*spotoken.AuditRecord, error) {
 	q, args, err := auditQuery(filter)
 	if err != nil {
 		return nil, fmt.Errorf("audit records: %w", err)
 	}
-	return list(ctx, db, "audit records", scanAudit, q, args...)
+	limit, _ := spotoken.PageLimit(filter.Limit) // auditQuery checked it
+	gq, gargs := auditGroupQuery(filter)
+	return listing.Within(ctx, db.listTimeout, func(ctx context.Context) ([]*spotoken.AuditRecord, error) {
+		rows, err := db.stmts.lists.query(ctx, db.r, q, args...)
+		recs, err := scanAll(rows, err, "audit records", scanAudit)
+		if err != nil {
+			return nil, err
+		}
+		grows, err := db.stmts.lists.query(ctx, db.r, gq, gargs...)
+		if err != nil {
+			return nil, fmt.Errorf("audit records: %w", err)
+		}
+		if recs, err = mergeAuditGroups(grows, recs, filter, limit); err != nil {
+			return nil, fmt.Errorf("audit records: %w", err)
+		}
+		return recs, nil
+	})
 }
 
 // auditQuery is AuditRecords' query for filter and its arguments. It
@@ -413,7 +340,11 @@ func scanAudit(r *sql.Rows) (*spotoken.AuditRecord, error) {
 }
 
 // DeleteAuditBefore deletes up to limit records older than before, oldest
-// first, and the marks last seen before it.
+// first (the rows of audit_records, then the groups'), and the marks last
+// seen before it. A group goes whole, once its last record is older than
+// before; when not even one row or group fits in limit, the oldest group
+// goes anyway, so retention never stalls (a group holds 256 records at
+// most).
 func (db *DB) DeleteAuditBefore(ctx context.Context, before time.Time, limit int) (int, error) {
 	if limit <= 0 {
 		return 0, nil
@@ -428,6 +359,11 @@ func (db *DB) DeleteAuditBefore(ctx context.Context, before time.Time, limit int
 		if n, err = affected(res); err != nil {
 			return err
 		}
+		g, err := deleteAuditGroups(ctx, tx, before, limit-int(n), n == 0)
+		if err != nil {
+			return err
+		}
+		n += int64(g)
 		_, err = tx.ExecContext(ctx, `DELETE FROM audit_marks WHERE last_at < ?`, before.UnixMicro())
 		return err
 	})

@@ -16,6 +16,9 @@ func FindQuery(q spotoken.ConnectionQuery) (string, []any, error) { return findQ
 // AuditQuery is AuditRecords' query for filter, for the query-plan tests.
 func AuditQuery(filter spotoken.AuditFilter) (string, []any, error) { return auditQuery(filter) }
 
+// AuditGroupQuery is auditGroupQuery, for the query-plan tests.
+func AuditGroupQuery(filter spotoken.AuditFilter) (string, []any) { return auditGroupQuery(filter) }
+
 // The queries of Connections, for the query-plan tests.
 const (
 	ConnectionsQuery      = connectionsQuery

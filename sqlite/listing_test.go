@@ -107,7 +107,20 @@ func TestListingQueryPlans(t *testing.T) {
 			want = "SEARCH audit_records USING INDEX audit_app (app_id=? AND at>?)"
 		}
 		add(fmt.Sprintf("audit %+v", f), want, query, args, err)
+		gquery, gargs := sqlite.AuditGroupQuery(f)
+		want = "SEARCH audit_groups USING INDEX audit_groups_app (app_id=?)"
+		switch {
+		case !f.Since.IsZero():
+			want = "SEARCH audit_groups USING INDEX audit_groups_app (app_id=? AND first_at>? AND first_at<?)"
+		case f.After != (spotoken.AuditCursor{}):
+			want = "SEARCH audit_groups USING INDEX audit_groups_app (app_id=? AND first_at>?)"
+		}
+		add(fmt.Sprintf("audit groups %+v", f), want, gquery, gargs, nil)
 	}
+	gquery, gargs := sqlite.AuditGroupQuery(spotoken.AuditFilter{AppID: "a", ConnectionID: "c10", Newest: true, Limit: 101})
+	add("audit groups of a connection", "SEARCH audit_groups USING INDEX audit_groups_connection (app_id=? AND connection_id=?)", gquery, gargs, nil)
+	gquery, gargs = sqlite.AuditGroupQuery(spotoken.AuditFilter{Since: now, Limit: 101})
+	add("audit groups since", "SEARCH audit_groups USING INDEX audit_groups_at (first_at>?)", gquery, gargs, nil)
 	query, args, err = sqlite.AuditQuery(spotoken.AuditFilter{AppID: "a", ConnectionID: "c10", Newest: true, Limit: 101})
 	add("audit of a connection", "SEARCH audit_records USING INDEX audit_connection (app_id=? AND connection_id=?)", query, args, err)
 	query, args, err = sqlite.AuditQuery(spotoken.AuditFilter{Since: now, Limit: 101})

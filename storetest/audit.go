@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -277,6 +278,128 @@ func testAuditBatchAtomic(t *testing.T, h *harness) {
 	if recs, err := h.store.AuditRecords(ctx, spotoken.AuditFilter{AppID: "atomic", Limit: 1000}); err != nil || len(recs) != 450 {
 		t.Fatalf("after the batch again: %d records, %v; want 450", len(recs), err)
 	}
+}
+
+// testAuditListingsMatch: many connections' records, interleaved within
+// and across batches, many in the same second and some at the same
+// microsecond, a batch not in time order, and lifecycle records among
+// them: every listing (all apps, an app, a connection; oldest or newest
+// first; with and without time bounds), read page by page, returns
+// exactly the records it selects, each once, in (At, ID) order. A store
+// may keep a batch in any layout (SQLite groups a connection's records);
+// this is what every layout must answer.
+func testAuditListingsMatch(t *testing.T, h *harness) {
+	t0 := h.clock.Now().Add(-time.Hour).Truncate(time.Second)
+	apps := []string{"lm-a", "lm-b"}
+	type rec struct {
+		app, conn, tag string
+		at             time.Time
+	}
+	var all []rec
+	n := 0
+	for b := range 6 {
+		var batch []spotoken.AuditRecord
+		for i := range 400 {
+			app := apps[(i/3)%2]
+			conn := fmt.Sprintf("c%d", (i*7+b)%13)
+			// Within a few seconds of each other: many per second, and
+			// runs of the same microsecond.
+			at := t0.Add(time.Duration(b)*1500*time.Millisecond + time.Duration((i*7919)%3000)*time.Millisecond/4)
+			if i%10 == 0 {
+				at = t0.Add(time.Duration(b) * 1500 * time.Millisecond)
+			}
+			r := auditRecord(at, app, conn, n)
+			batch = append(batch, r)
+			all = append(all, rec{app, conn, r.RequestID, at})
+			n++
+		}
+		if err := h.store.AppendAudit(ctx, batch...); err != nil {
+			t.Fatal(err)
+		}
+		// A lifecycle record between batches, in a row of its own.
+		life := auditRecord(t0.Add(time.Duration(b)*time.Second+time.Millisecond), apps[b%2], "", n)
+		life.Action = spotoken.AuditAppUpdate
+		id := h.newApp(t, fmt.Sprintf("lm-app-%d", b)).ID
+		if _, err := h.store.UpdateApp(spotoken.WithAudit(ctx, life), id, func(a *spotoken.App) error {
+			a.WebhookURL = "https://app.example/other-hooks"
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		all = append(all, rec{life.AppID, "", life.RequestID, life.At})
+		n++
+	}
+	mid, late := t0.Add(2*time.Second), t0.Add(6*time.Second)
+	filters := []spotoken.AuditFilter{
+		{AppID: "lm-a"}, {AppID: "lm-b", ConnectionID: "c4"}, {AppID: "lm-a", ConnectionID: "c0", Newest: true},
+		{AppID: "lm-b", Since: mid, Until: late}, {AppID: "lm-a", Since: mid, Newest: true}, {AppID: "lm-b", Until: mid, Newest: true},
+		{AppID: "lm-a", ConnectionID: "c7", Since: mid, Until: late, Newest: true},
+	}
+	for _, base := range filters {
+		var want []string
+		for _, r := range all {
+			if r.app == base.AppID && (base.ConnectionID == "" || r.conn == base.ConnectionID) &&
+				(base.Since.IsZero() || !r.at.Before(base.Since)) && (base.Until.IsZero() || r.at.Before(base.Until)) {
+				want = append(want, r.tag)
+			}
+		}
+		for _, limit := range []int{1, 7, 100, 1000} {
+			f := base
+			f.Limit = limit
+			var got []*spotoken.AuditRecord
+			for page := 0; ; page++ {
+				recs, err := h.store.AuditRecords(ctx, f)
+				if err != nil {
+					t.Fatal(err)
+				}
+				got = append(got, recs...)
+				if len(recs) < limit {
+					break
+				}
+				last := recs[len(recs)-1]
+				f.After = spotoken.AuditCursor{At: last.At, ID: last.ID}
+				if page > len(want)+1 {
+					t.Fatalf("%+v: paging does not end", base)
+				}
+			}
+			seen := map[string]bool{}
+			for i, r := range got {
+				if seen[r.RequestID] {
+					t.Fatalf("%+v, limit %d: record %s listed twice", base, limit, r.RequestID)
+				}
+				seen[r.RequestID] = true
+				if i > 0 {
+					p := got[i-1]
+					c := r.At.Compare(p.At)
+					if c == 0 {
+						c = cmpInt(r.ID, p.ID)
+					}
+					if base.Newest {
+						c = -c
+					}
+					if c <= 0 {
+						t.Fatalf("%+v, limit %d: record %d (%v, id %d) out of order after (%v, id %d)", base, limit, i, r.At, r.ID, p.At, p.ID)
+					}
+				}
+			}
+			slices.Sort(want)
+			tags := slices.Sorted(maps.Keys(seen))
+			if !slices.Equal(tags, want) {
+				t.Fatalf("%+v, limit %d: %d records listed, want %d", base, limit, len(tags), len(want))
+			}
+		}
+	}
+}
+
+// cmpInt compares a and b.
+func cmpInt(a, b int64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
 }
 
 // newEvent appends an event of app and returns it as stored.

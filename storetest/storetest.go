@@ -110,6 +110,7 @@ func Run(t *testing.T, newBackend func(t *testing.T) Backend) {
 		{"AuditInTransaction", testAuditInTransaction},
 		{"AuditFailClosed", testAuditFailClosed},
 		{"AuditBatchAtomic", testAuditBatchAtomic},
+		{"AuditListingsMatch", testAuditListingsMatch},
 		{"AuditRetention", testAuditRetention},
 		{"AuditMarks", testAuditMarks},
 		{"WebSessions", testWebSessions},

@@ -1,0 +1,425 @@
+package sqlite
+
+import (
+	"cmp"
+	"context"
+	"database/sql"
+	"database/sql/driver"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spotoken/spotoken"
+)
+
+// The trail's batches are stored as groups (migration 0017): a row of
+// audit_groups per run of one connection's records, so that a batch
+// writes an index entry per connection it touched rather than per record.
+// With a row per record, a thousand connections vending made the batch
+// write five times as costly as one connection did: each record's entry
+// in audit_connection landed on a page of its own (docs/BENCHMARKS.md,
+// issue 16).
+const (
+	// groupMaxRecords bounds a group's records (and its body, about 300
+	// bytes a record).
+	groupMaxRecords = 256
+	// groupMaxSpan bounds the time between a group's first and last
+	// records, in microseconds. AuditRecords relies on it: a group that
+	// starts more than this before a time holds no record at or after it.
+	groupMaxSpan = int64(time.Second / time.Microsecond)
+	// groupColumnsPerRow is how many parameters a row of groupInsert
+	// takes: id, app_id, connection_id, first_at, last_at, n, body.
+	groupColumnsPerRow = 7
+	// groupRowsPerInsert bounds one multi-row INSERT of groups.
+	groupRowsPerInsert = 100
+)
+
+// auditGroup is a run of one connection's records as stored: its first
+// record gets ID id, the next id+1, and so on.
+type auditGroup struct {
+	id                  int64
+	appID, connectionID string
+	firstAt, lastAt     int64
+	n                   int
+	body                string // groupBody's JSON
+}
+
+// stampedAudit is a record of a batch with its time and version as stored.
+type stampedAudit struct {
+	r       *spotoken.AuditRecord
+	at      int64 // unix microseconds
+	version int
+}
+
+// groupAudit checks records and cuts them into groups: by app and
+// connection, in time order (a zero At taken as now, a zero Version as the
+// current one), a new group when one would hold more than groupMaxRecords
+// or span more than groupMaxSpan. The groups come in (app, connection,
+// time) order, their bodies written, their IDs not set. records are not
+// changed.
+func groupAudit(now time.Time, records []spotoken.AuditRecord) ([]auditGroup, error) {
+	recs := make([]stampedAudit, len(records))
+	for i := range records {
+		r := &records[i]
+		if r.Action == "" {
+			return nil, spotoken.Errorf(spotoken.EInvalid, "audit record %d of the batch has no action", i)
+		}
+		s := stampedAudit{r: r, at: r.At.UnixMicro(), version: r.Version}
+		if r.At.IsZero() {
+			s.at = now.UnixMicro()
+		}
+		if s.version == 0 {
+			s.version = spotoken.AuditVersion
+		}
+		recs[i] = s
+	}
+	slices.SortStableFunc(recs, func(a, b stampedAudit) int {
+		return cmp.Or(strings.Compare(a.r.AppID, b.r.AppID), strings.Compare(a.r.ConnectionID, b.r.ConnectionID), cmp.Compare(a.at, b.at))
+	})
+	var groups []auditGroup
+	var buf []byte
+	for start := 0; start < len(recs); {
+		f := recs[start]
+		end := start + 1
+		for end < len(recs) && end-start < groupMaxRecords && recs[end].r.AppID == f.r.AppID &&
+			recs[end].r.ConnectionID == f.r.ConnectionID && recs[end].at-f.at <= groupMaxSpan {
+			end++
+		}
+		var err error
+		if buf, err = groupBody(buf[:0], recs[start:end]); err != nil {
+			return nil, fmt.Errorf("audit record of connection %s: %w", f.r.ConnectionID, err)
+		}
+		groups = append(groups, auditGroup{appID: f.r.AppID, connectionID: f.r.ConnectionID, firstAt: f.at,
+			lastAt: recs[end-1].at, n: end - start, body: string(buf)})
+		start = end
+	}
+	return groups, nil
+}
+
+// groupBody appends a group's body column to b: a JSON array with an
+// element per record, [version, at, action, rest], rest being packAudit's
+// array.
+func groupBody(b []byte, recs []stampedAudit) ([]byte, error) {
+	b = append(b, '[')
+	for i, s := range recs {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, '[')
+		b = strconv.AppendInt(b, int64(s.version), 10)
+		b = append(b, ',')
+		b = strconv.AppendInt(b, s.at, 10)
+		b = append(b, ',')
+		b = appendJSONString(b, string(s.r.Action))
+		b = append(b, ',')
+		var err error
+		if b, err = packAudit(b, s.r); err != nil {
+			return b, err
+		}
+		b = append(b, ']')
+	}
+	return append(b, ']'), nil
+}
+
+// readGroup returns the records of the group stored as id, app, conn and
+// body, their IDs id, id+1, ...
+func readGroup(id int64, app, conn, body string) ([]*spotoken.AuditRecord, error) {
+	var elems [][4]json.RawMessage
+	if err := json.Unmarshal([]byte(body), &elems); err != nil {
+		return nil, fmt.Errorf("audit group %d: %w", id, err)
+	}
+	out := make([]*spotoken.AuditRecord, len(elems))
+	for i, e := range elems {
+		a := &spotoken.AuditRecord{ID: id + int64(i), AppID: app, ConnectionID: conn}
+		var at int64
+		var action string
+		if err := json.Unmarshal(e[0], &a.Version); err != nil {
+			return nil, fmt.Errorf("audit group %d, record %d version: %w", id, i, err)
+		}
+		if err := json.Unmarshal(e[1], &at); err != nil {
+			return nil, fmt.Errorf("audit group %d, record %d time: %w", id, i, err)
+		}
+		if err := json.Unmarshal(e[2], &action); err != nil {
+			return nil, fmt.Errorf("audit group %d, record %d action: %w", id, i, err)
+		}
+		a.At, a.Action = time.UnixMicro(at).UTC(), spotoken.AuditAction(action)
+		if err := unpackAudit(a, string(e[3])); err != nil {
+			return nil, fmt.Errorf("audit group %d, record %d: %w", id, i, err)
+		}
+		out[i] = a
+	}
+	return out, nil
+}
+
+// groupInsert returns the INSERT of n groups.
+func groupInsert(n int) string {
+	var b strings.Builder
+	b.WriteString(`INSERT INTO audit_groups (id, app_id, connection_id, first_at, last_at, n, body) VALUES `)
+	for i := range n {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(`(?, ?, ?, ?, ?, ?, ?)`)
+	}
+	return b.String()
+}
+
+// reserveAuditIDs reserves n record IDs from audit_records' AUTOINCREMENT
+// sequence, which the lifecycle records' rows draw from too, and returns
+// the first. SQLite documents sqlite_sequence as writable by ordinary
+// statements; AUTOINCREMENT never hands out an ID at or below its seq.
+func reserveAuditIDs(ctx context.Context, c rawConn, n int) (int64, error) {
+	if _, err := c.ExecContext(ctx, `INSERT INTO sqlite_sequence (name, seq) SELECT 'audit_records', coalesce((SELECT max(id) FROM audit_records), 0)
+		WHERE NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = 'audit_records')`, nil); err != nil {
+		return 0, fmt.Errorf("audit id sequence: %w", err)
+	}
+	q, ok := c.(driver.QueryerContext)
+	if !ok {
+		return 0, fmt.Errorf("the driver's connection (%T) cannot query", c)
+	}
+	rows, err := q.QueryContext(ctx, `UPDATE sqlite_sequence SET seq = seq + ? WHERE name = 'audit_records' RETURNING seq`,
+		[]driver.NamedValue{{Ordinal: 1, Value: int64(n)}})
+	if err != nil {
+		return 0, fmt.Errorf("reserve audit ids: %w", err)
+	}
+	defer rows.Close()
+	v := make([]driver.Value, 1)
+	if err := rows.Next(v); err != nil {
+		return 0, fmt.Errorf("reserve audit ids: %w", err)
+	}
+	last, ok := v[0].(int64)
+	if !ok {
+		return 0, fmt.Errorf("reserve audit ids: sequence holds %T", v[0])
+	}
+	return last - int64(n) + 1, nil
+}
+
+// appendGroupsRaw writes groups, their IDs reserved first, on the driver
+// connection c inside the caller's transaction.
+func appendGroupsRaw(ctx context.Context, c rawConn, groups []auditGroup) error {
+	total := 0
+	for _, g := range groups {
+		total += g.n
+	}
+	id, err := reserveAuditIDs(ctx, c, total)
+	if err != nil {
+		return err
+	}
+	for i := range groups {
+		groups[i].id = id
+		id += int64(groups[i].n)
+	}
+	values := make([]driver.NamedValue, min(len(groups), groupRowsPerInsert)*groupColumnsPerRow)
+	for i := range values {
+		values[i].Ordinal = i + 1
+	}
+	var full driver.Stmt
+	defer func() {
+		if full != nil {
+			full.Close()
+		}
+	}()
+	for len(groups) > 0 {
+		n := min(len(groups), groupRowsPerInsert)
+		for i := range groups[:n] {
+			g := &groups[i]
+			row := values[i*groupColumnsPerRow : (i+1)*groupColumnsPerRow]
+			row[0].Value, row[1].Value, row[2].Value, row[3].Value = g.id, g.appID, g.connectionID, g.firstAt
+			row[4].Value, row[5].Value, row[6].Value = g.lastAt, int64(g.n), g.body
+		}
+		stmt := full
+		if n < groupRowsPerInsert || full == nil {
+			if stmt, err = c.PrepareContext(ctx, groupInsert(n)); err != nil {
+				return fmt.Errorf("prepare: %w", err)
+			}
+			if n == groupRowsPerInsert {
+				full = stmt // reused for the batch's other full chunks
+			}
+		}
+		se, ok := stmt.(driver.StmtExecContext)
+		if !ok {
+			stmt.Close()
+			return fmt.Errorf("the driver's statement (%T) cannot execute with a context", stmt)
+		}
+		_, err := se.ExecContext(ctx, values[:n*groupColumnsPerRow])
+		if stmt != full {
+			stmt.Close()
+		}
+		if err != nil {
+			return fmt.Errorf("insert audit groups: %w", err)
+		}
+		groups = groups[n:]
+	}
+	return nil
+}
+
+// auditGroupQuery is the query of the groups that may hold records filter
+// selects, in the order AuditRecords lists them (first_at, then id). The
+// bounds on first_at are widened by groupMaxSpan where a group starting
+// before a bound may hold records after it; mergeAuditGroups applies the
+// exact bounds to each record.
+func auditGroupQuery(filter spotoken.AuditFilter) (string, []any) {
+	var where []string
+	var args []any
+	if filter.AppID != "" {
+		where, args = append(where, "app_id = ?"), append(args, filter.AppID)
+		if filter.ConnectionID != "" {
+			where, args = append(where, "connection_id = ?"), append(args, filter.ConnectionID)
+		}
+	}
+	after := !filter.After.At.IsZero() || filter.After.ID != 0
+	lower, upper := !filter.Since.IsZero(), !filter.Until.IsZero()
+	var lo, hi int64
+	if lower {
+		lo = filter.Since.UnixMicro()
+	}
+	if upper {
+		hi = filter.Until.UnixMicro()
+	}
+	if after {
+		at := filter.After.At.UnixMicro()
+		if filter.Newest { // records at or before the cursor's time
+			if !upper || at+1 < hi {
+				upper, hi = true, at+1
+			}
+		} else if !lower || at > lo { // records at or after it
+			lower, lo = true, at
+		}
+	}
+	if lower {
+		where, args = append(where, "first_at >= ?"), append(args, lo-groupMaxSpan)
+	}
+	if upper {
+		where, args = append(where, "first_at < ?"), append(args, hi)
+	}
+	q := `SELECT id, app_id, connection_id, first_at, body FROM audit_groups`
+	if len(where) > 0 {
+		q += ` WHERE ` + strings.Join(where, " AND ")
+	}
+	if filter.Newest {
+		return q + ` ORDER BY first_at DESC, id DESC`, args
+	}
+	return q + ` ORDER BY first_at, id`, args
+}
+
+// auditBefore reports whether a comes before b in (At, ID) order.
+func auditBefore(a, b *spotoken.AuditRecord) bool {
+	if c := a.At.Compare(b.At); c != 0 {
+		return c < 0
+	}
+	return a.ID < b.ID
+}
+
+// auditInFilter reports whether r lies within filter's time bounds and
+// after its cursor.
+func auditInFilter(r *spotoken.AuditRecord, filter spotoken.AuditFilter) bool {
+	if !filter.Since.IsZero() && r.At.Before(filter.Since) || !filter.Until.IsZero() && !r.At.Before(filter.Until) {
+		return false
+	}
+	if filter.After.At.IsZero() && filter.After.ID == 0 {
+		return true
+	}
+	cur := &spotoken.AuditRecord{At: filter.After.At, ID: filter.After.ID}
+	if filter.Newest {
+		return auditBefore(r, cur)
+	}
+	return auditBefore(cur, r)
+}
+
+// mergeAuditGroups adds the grouped records filter selects to recs (the
+// rows audit_records answered, in order, at most limit) and returns the
+// first limit of them all in the listing's order. It reads groups in
+// order of their first record's time and stops at the first group that
+// cannot hold a record among the first limit: one starting after the
+// limit-th record so far (oldest first), or ending, at the latest
+// groupMaxSpan after its start, before it (newest first).
+func mergeAuditGroups(rows *sql.Rows, recs []*spotoken.AuditRecord, filter spotoken.AuditFilter, limit int) ([]*spotoken.AuditRecord, error) {
+	defer rows.Close()
+	first := func(a, b *spotoken.AuditRecord) int { // the listing's order
+		c := cmp.Or(a.At.Compare(b.At), cmp.Compare(a.ID, b.ID))
+		if filter.Newest {
+			return -c
+		}
+		return c
+	}
+	var bound *spotoken.AuditRecord // the limit-th record so far, once there are limit
+	settle := func() {
+		slices.SortFunc(recs, first)
+		if len(recs) >= limit {
+			recs, bound = recs[:limit], recs[limit-1]
+		}
+	}
+	settle()
+	for rows.Next() {
+		var id, firstAt int64
+		var app, conn, body string
+		if err := rows.Scan(&id, &app, &conn, &firstAt, &body); err != nil {
+			return nil, err
+		}
+		if bound != nil {
+			b := bound.At.UnixMicro()
+			if !filter.Newest && firstAt > b || filter.Newest && firstAt+groupMaxSpan < b {
+				break
+			}
+		}
+		grs, err := readGroup(id, app, conn, body)
+		if err != nil {
+			return nil, err
+		}
+		for _, r := range grs {
+			if auditInFilter(r, filter) {
+				recs = append(recs, r)
+			}
+		}
+		if len(recs) >= 2*limit || bound == nil && len(recs) >= limit {
+			settle()
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	settle()
+	return recs, nil
+}
+
+// deleteAuditGroups deletes, in tx, the oldest groups that ended before
+// before, whole, as long as their records number at most budget in all,
+// and at least one if deleteOne (so that retention moves on even when
+// budget is smaller than a group). It returns how many records went.
+func deleteAuditGroups(ctx context.Context, tx *sql.Tx, before time.Time, budget int, deleteOne bool) (int, error) {
+	if budget <= 0 {
+		return 0, nil
+	}
+	b := before.UnixMicro()
+	rows, err := tx.QueryContext(ctx, `SELECT id, n FROM audit_groups WHERE first_at < ? AND last_at < ? ORDER BY first_at, id LIMIT ?`, b, b, budget)
+	if err != nil {
+		return 0, err
+	}
+	var ids []int64
+	total := 0
+	for rows.Next() {
+		var id int64
+		var n int
+		if err := rows.Scan(&id, &n); err != nil {
+			rows.Close()
+			return 0, err
+		}
+		if total+n > budget && !(deleteOne && len(ids) == 0) {
+			break
+		}
+		ids, total = append(ids, id), total+n
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return 0, err
+	}
+	for _, id := range ids {
+		if _, err := tx.ExecContext(ctx, `DELETE FROM audit_groups WHERE id = ?`, id); err != nil {
+			return 0, err
+		}
+	}
+	return total, nil
+}
