@@ -36,7 +36,9 @@ const maxListHold = 10 * time.Second
 // d*(1-share)/share (at most maxListHold), so that a key's listings
 // occupy each slot at most share of the time (a 2 ms listing at 0.2 holds
 // the slot 8 ms more: at most 100 such listings a second per slot). Share
-// 1 reserves nothing after a listing. A listing that finds no slot free
+// 1 reserves nothing after a listing, and neither does a listing answered
+// 503 unavailable (it was waiting for a database that could not be
+// reached, not working). A listing that finds no slot free
 // waits, in turn (FIFO), up to wait for one; if none comes free it is
 // answered 429 rate_limited with Retry-After the time until the key's
 // next reserved slot frees (at least a second; a second when every slot
@@ -108,9 +110,10 @@ func (l *listLimiter) holdAfter(d time.Duration) time.Duration {
 
 // acquire takes one of key's slots, waiting up to l.wait (or until ctx
 // ends) for one; release gives it back, reserved for holdAfter the
-// listing's duration. ok is false when none came free; retry is then when
-// to try again (at least a second).
-func (l *listLimiter) acquire(ctx context.Context, key string) (release func(), retry time.Duration, ok bool) {
+// listing's duration when charge is true, free at once otherwise. ok is
+// false when none came free; retry is then when to try again (at least a
+// second).
+func (l *listLimiter) acquire(ctx context.Context, key string) (release func(charge bool), retry time.Duration, ok bool) {
 	l.mu.Lock()
 	g := l.gates[key]
 	if g == nil {
@@ -170,10 +173,13 @@ func (l *listLimiter) giveUp(key string, g *listGate, w *listWaiter) {
 }
 
 // releaser returns the release of a slot of g taken at start.
-func (l *listLimiter) releaser(key string, g *listGate, start time.Time) func() {
-	return func() {
+func (l *listLimiter) releaser(key string, g *listGate, start time.Time) func(charge bool) {
+	return func(charge bool) {
 		now := l.clock.Now()
-		hold := l.holdAfter(now.Sub(start))
+		var hold time.Duration
+		if charge {
+			hold = l.holdAfter(now.Sub(start))
+		}
 		l.mu.Lock()
 		defer l.mu.Unlock()
 		g.running--
@@ -249,8 +255,13 @@ func (s *Server) limitListing(h func(w http.ResponseWriter, r *http.Request, key
 			s.metrics.listLimited()
 			return &spotoken.Error{Code: spotoken.ERateLimited, RetryAfter: retry, Message: s.lists.refusal()}
 		}
-		defer release()
-		return h(w, r, key)
+		err := h(w, r, key)
+		// A listing answered 503 unavailable spent its time waiting for a
+		// database that could not be reached, not working: no pause after
+		// it, or an outage's listings would keep their key out for four
+		// times the database's deadline each.
+		release(spotoken.ErrorCode(err) != spotoken.EStoreUnavailable)
+		return err
 	}
 }
 

@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -115,7 +116,7 @@ func untilQueued(l *listLimiter, key string, n int) {
 }
 
 type acquired struct {
-	release func()
+	release func(charge bool)
 	retry   time.Duration
 	ok      bool
 }
@@ -134,7 +135,7 @@ func acquireAsync(ctx context.Context, l *listLimiter, key string) <-chan acquir
 }
 
 // mustAcquire takes a slot of key at once, or fails the test.
-func mustAcquire(t *testing.T, l *listLimiter, key string) func() {
+func mustAcquire(t *testing.T, l *listLimiter, key string) func(charge bool) {
 	t.Helper()
 	release, retry, ok := l.acquire(context.Background(), key)
 	if !ok {
@@ -164,13 +165,13 @@ func TestListHold(t *testing.T) {
 		l := newListLimiter(1, time.Hour, c.share, clock)
 		release := mustAcquire(t, l, "k")
 		clock.Advance(c.d)
-		release()
+		release(true)
 		running, held, _ := l.gateState("k")
 		if c.want == 0 {
 			if n := l.inFlight(); n != 0 || clock.pending() != 0 {
 				t.Errorf("share %v, listing of %v: %d keys and %d timers left, want none", c.share, c.d, n, clock.pending())
 			}
-			mustAcquire(t, l, "k")() // at once
+			mustAcquire(t, l, "k")(true) // at once
 			continue
 		}
 		if running != 0 || held != 1 {
@@ -195,7 +196,7 @@ func TestListWaiterStartsWhenHoldEnds(t *testing.T) {
 	l := newListLimiter(1, 2*time.Second, 0.2, clock)
 	release := mustAcquire(t, l, "k")
 	clock.Advance(100 * time.Millisecond)
-	release() // held 400 ms
+	release(true) // held 400 ms
 	first := acquireAsync(context.Background(), l, "k")
 	second := acquireAsync(context.Background(), l, "k")
 	clock.Advance(400*time.Millisecond - 1)
@@ -213,7 +214,7 @@ func TestListWaiterStartsWhenHoldEnds(t *testing.T) {
 	// It runs 250 ms from its start: the slot is then held 1 s, and the
 	// second starts 1,250 ms after the first did, within its wait.
 	clock.Advance(250 * time.Millisecond)
-	a.release()
+	a.release(true)
 	clock.Advance(time.Second - 1)
 	select {
 	case b := <-second:
@@ -225,7 +226,7 @@ func TestListWaiterStartsWhenHoldEnds(t *testing.T) {
 	if !b.ok {
 		t.Fatalf("the second waiting listing refused (retry %v)", b.retry)
 	}
-	b.release() // took no time: nothing held
+	b.release(true) // took no time: nothing held
 	if n := l.inFlight(); n != 0 || clock.pending() != 0 {
 		t.Errorf("%d keys and %d timers left", n, clock.pending())
 	}
@@ -242,7 +243,7 @@ func TestListRetryAfter(t *testing.T) {
 	// Held 2.8 s, past the 1 s wait: refused at once.
 	release := mustAcquire(t, l, "k")
 	clock.Advance(700 * time.Millisecond)
-	release()
+	release(true)
 	if _, retry, ok := l.acquire(context.Background(), "k"); ok || retry != 2800*time.Millisecond {
 		t.Errorf("behind a hold of 2.8 s: ok %v, retry %v; want refused, 2.8s", ok, retry)
 	}
@@ -253,7 +254,7 @@ func TestListRetryAfter(t *testing.T) {
 	if a := <-waiter; !a.ok {
 		t.Fatalf("a listing 0.8 s before the hold ends, with a 1 s wait: refused (retry %v)", a.retry)
 	} else {
-		a.release() // took no time: nothing held
+		a.release(true) // took no time: nothing held
 	}
 	if n := l.inFlight(); n != 0 {
 		t.Fatalf("%d keys left after the hold", n)
@@ -271,7 +272,7 @@ func TestListRetryAfter(t *testing.T) {
 	// past it: the time left of that hold.
 	waiter = acquireAsync(context.Background(), l, "k")
 	clock.Advance(500 * time.Millisecond)
-	release() // ran 1.5 s: held 6 s, until 6.5 s after the waiter came
+	release(true) // ran 1.5 s: held 6 s, until 6.5 s after the waiter came
 	clock.Advance(500 * time.Millisecond)
 	if a := <-waiter; a.ok || a.retry != 5500*time.Millisecond {
 		t.Errorf("behind a hold 5.5 s from its end: %+v, want refused with retry 5.5s", a)
@@ -282,6 +283,20 @@ func TestListRetryAfter(t *testing.T) {
 	}
 }
 
+// TestListUncharged: a slot released without charge frees at once,
+// however long its listing took.
+func TestListUncharged(t *testing.T) {
+	clock := newFakeListClock()
+	l := newListLimiter(1, time.Second, 0.2, clock)
+	release := mustAcquire(t, l, "k")
+	clock.Advance(time.Minute)
+	release(false)
+	if n := l.inFlight(); n != 0 || clock.pending() != 0 {
+		t.Fatalf("%d keys and %d timers left", n, clock.pending())
+	}
+	mustAcquire(t, l, "k")(true)
+}
+
 // TestListOtherKey: one key's held and running slots and waiting listings
 // do not delay another key's.
 func TestListOtherKey(t *testing.T) {
@@ -289,12 +304,12 @@ func TestListOtherKey(t *testing.T) {
 	l := newListLimiter(1, time.Second, 0.2, clock)
 	release := mustAcquire(t, l, "a")
 	clock.Advance(time.Second)
-	release() // a held 4 s
-	mustAcquire(t, l, "b")()
+	release(true) // a held 4 s
+	mustAcquire(t, l, "b")(true)
 	release = mustAcquire(t, l, "c")
 	waiter := acquireAsync(context.Background(), l, "c")
-	mustAcquire(t, l, "b")()
-	release()
+	mustAcquire(t, l, "b")(true)
+	release(true)
 	<-waiter
 	if _, held, _ := l.gateState("a"); held != 1 {
 		t.Error("key a's hold is gone")
@@ -320,15 +335,15 @@ func TestListEntriesDropped(t *testing.T) {
 	if a := <-timedOut; a.ok {
 		t.Error("a waiter got a slot with both running")
 	}
-	r1()
+	r1(true)
 	clock.Advance(2 * time.Second)
-	r2() // ran 3 s: held 3 s
+	r2(true) // ran 3 s: held 3 s
 	// The other slot is free.
 	r3 := mustAcquire(t, l, "k")
 	if running, held, _ := l.gateState("k"); running != 1 || held != 1 {
 		t.Errorf("%d running and %d held, want 1 and 1", running, held)
 	}
-	r3() // took no time: nothing held
+	r3(true) // took no time: nothing held
 	if n := l.inFlight(); n != 1 {
 		t.Fatalf("%d keys during the hold, want 1", n)
 	}
@@ -352,9 +367,9 @@ func TestListCancelledAfterGrant(t *testing.T) {
 	// Grant and cancel before the waiter's goroutine looks: it may see
 	// either first; both must leave nothing behind.
 	cancel()
-	release()
+	release(true)
 	if a := <-waiter; a.ok {
-		a.release()
+		a.release(true)
 	}
 	if n := l.inFlight(); n != 0 {
 		t.Errorf("%d keys left", n)
@@ -395,6 +410,35 @@ func TestListLimitedAnswer(t *testing.T) {
 	}
 	if got := counterValue(t, s.metrics, "spotoken_list_limited_total"); got != 1 {
 		t.Errorf("spotoken_list_limited_total = %v, want 1", got)
+	}
+}
+
+// TestListUnavailableNotCharged: a listing answered 503 unavailable (the
+// database could not be reached) leaves no pause after it, however long it
+// waited; one that failed otherwise (its query timed out) does.
+func TestListUnavailableNotCharged(t *testing.T) {
+	clock := newFakeListClock()
+	s := &Server{log: slog.New(slog.DiscardHandler), metrics: NewMetrics(), lists: newListLimiter(1, time.Second, 0.2, clock)}
+	var answer error
+	list := s.limitListing(func(w http.ResponseWriter, r *http.Request, key *spotoken.APIKey) error {
+		clock.Advance(time.Second) // the database's deadline
+		return answer
+	})
+	key := &spotoken.APIKey{ID: "k"}
+	req := httptest.NewRequest("GET", "/v1/connections", nil)
+	answer = fmt.Errorf("listing: %w", spotoken.ErrStoreUnavailable)
+	for i := range 3 {
+		if err := list(httptest.NewRecorder(), req, key); spotoken.ErrorCode(err) != spotoken.EStoreUnavailable {
+			t.Fatalf("listing %d with the database away: %v, want it answered unavailable, not limited", i, err)
+		}
+		if n := s.lists.inFlight(); n != 0 {
+			t.Fatalf("after listing %d answered unavailable: %d keys held", i, n)
+		}
+	}
+	answer = &spotoken.Error{Code: spotoken.EQueryTimeout, Message: "too slow"}
+	list(httptest.NewRecorder(), req, key)
+	if err := list(httptest.NewRecorder(), req, key); spotoken.ErrorCode(err) != spotoken.ERateLimited {
+		t.Errorf("a listing right after a query that timed out: %v, want rate_limited", err)
 	}
 }
 
@@ -439,7 +483,7 @@ func TestListLimiterConcurrent(t *testing.T) {
 			}
 			time.Sleep(time.Millisecond) // hold the slot while others arrive
 			running[k].Add(-1)
-			release()
+			release(true)
 		}()
 	}
 	wg.Wait()
@@ -455,7 +499,7 @@ func TestListLimiterConcurrent(t *testing.T) {
 		if !ok {
 			t.Fatalf("key %d refused after the others", k)
 		}
-		release()
+		release(true)
 	}
 	for l.inFlight() != 0 {
 		runtime.Gosched()
