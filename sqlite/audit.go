@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"strconv"
 	"strings"
 	"time"
@@ -125,12 +126,23 @@ type rawConn interface {
 // packAudit appends the JSON array of r's columns that are not searched
 // to b: [actor_type, actor_id, actor_label, client_ip, user_agent,
 // request_id, method, route, status, upstream_status, outcome,
-// fingerprint, detail]. unpackAudit reads it.
-func packAudit(b []byte, r *spotoken.AuditRecord) ([]byte, error) {
+// fingerprint, detail]. With prev (the record before r in its group), a
+// field equal to prev's is written null: a connection's records share
+// their key, address, route and usually token, and a group's body is then
+// about a third of its size. unpackAudit reads it.
+func packAudit(b []byte, r, prev *spotoken.AuditRecord) ([]byte, error) {
 	b = append(b, '[')
+	var was [8]string
+	if prev != nil {
+		was = [...]string{prev.ActorType, prev.ActorID, prev.ActorLabel, prev.ClientIP, prev.UserAgent, prev.RequestID, prev.Method, prev.Route}
+	}
 	for i, v := range [...]string{r.ActorType, r.ActorID, r.ActorLabel, r.ClientIP, r.UserAgent, r.RequestID, r.Method, r.Route} {
 		if i > 0 {
 			b = append(b, ',')
+		}
+		if prev != nil && v == was[i] {
+			b = append(b, "null"...)
+			continue
 		}
 		b = appendJSONString(b, v)
 	}
@@ -139,13 +151,24 @@ func packAudit(b []byte, r *spotoken.AuditRecord) ([]byte, error) {
 	b = append(b, ',')
 	b = strconv.AppendInt(b, int64(r.UpstreamStatus), 10)
 	b = append(b, ',')
-	b = appendJSONString(b, r.Outcome)
-	b = append(b, ',')
-	b = appendJSONString(b, r.Fingerprint)
-	b = append(b, ',')
-	if len(r.Detail) == 0 {
-		b = append(b, '{', '}')
+	if prev != nil && r.Outcome == prev.Outcome {
+		b = append(b, "null"...)
 	} else {
+		b = appendJSONString(b, r.Outcome)
+	}
+	b = append(b, ',')
+	if prev != nil && r.Fingerprint == prev.Fingerprint {
+		b = append(b, "null"...)
+	} else {
+		b = appendJSONString(b, r.Fingerprint)
+	}
+	b = append(b, ',')
+	switch {
+	case len(r.Detail) == 0:
+		b = append(b, '{', '}')
+	case prev != nil && maps.Equal(r.Detail, prev.Detail):
+		b = append(b, "null"...)
+	default:
 		d, err := json.Marshal(r.Detail)
 		if err != nil {
 			return b, err
@@ -180,8 +203,9 @@ func appendJSONString(b []byte, s string) []byte {
 	return append(b, '"')
 }
 
-// unpackAudit fills a's columns from rest, packAudit's array.
-func unpackAudit(a *spotoken.AuditRecord, rest string) error {
+// unpackAudit fills a's columns from rest, packAudit's array; a null
+// field is prev's (the record before a in its group).
+func unpackAudit(a *spotoken.AuditRecord, rest string, prev *spotoken.AuditRecord) error {
 	var f []json.RawMessage
 	if err := json.Unmarshal([]byte(rest), &f); err != nil {
 		return err
@@ -191,7 +215,26 @@ func unpackAudit(a *spotoken.AuditRecord, rest string) error {
 	}
 	into := []any{&a.ActorType, &a.ActorID, &a.ActorLabel, &a.ClientIP, &a.UserAgent, &a.RequestID, &a.Method, &a.Route,
 		&a.Status, &a.UpstreamStatus, &a.Outcome, &a.Fingerprint, &a.Detail}
+	var from []any
+	if prev != nil {
+		from = []any{prev.ActorType, prev.ActorID, prev.ActorLabel, prev.ClientIP, prev.UserAgent, prev.RequestID, prev.Method, prev.Route,
+			prev.Status, prev.UpstreamStatus, prev.Outcome, prev.Fingerprint, prev.Detail}
+	}
 	for i, v := range into {
+		if string(f[i]) == "null" {
+			if from == nil {
+				return fmt.Errorf("packed record field %d is null with no record before it", i)
+			}
+			switch p := v.(type) {
+			case *string:
+				*p = from[i].(string)
+			case *int:
+				*p = from[i].(int)
+			case *map[string]string:
+				*p = maps.Clone(from[i].(map[string]string))
+			}
+			continue
+		}
 		if err := json.Unmarshal(f[i], v); err != nil {
 			return err
 		}
@@ -326,7 +369,7 @@ func scanAudit(r *sql.Rows) (*spotoken.AuditRecord, error) {
 	}
 	a.Action = spotoken.AuditAction(action)
 	if rest != "" { // written packed (AppendAudit)
-		if err := unpackAudit(&a, rest); err != nil {
+		if err := unpackAudit(&a, rest, nil); err != nil {
 			return nil, fmt.Errorf("audit record %d: %w", a.ID, err)
 		}
 		return &a, nil

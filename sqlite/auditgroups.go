@@ -116,7 +116,11 @@ func groupBody(b []byte, recs []stampedAudit) ([]byte, error) {
 		b = appendJSONString(b, string(s.r.Action))
 		b = append(b, ',')
 		var err error
-		if b, err = packAudit(b, s.r); err != nil {
+		var prev *spotoken.AuditRecord
+		if i > 0 {
+			prev = recs[i-1].r
+		}
+		if b, err = packAudit(b, s.r, prev); err != nil {
 			return b, err
 		}
 		b = append(b, ']')
@@ -146,7 +150,11 @@ func readGroup(id int64, app, conn, body string) ([]*spotoken.AuditRecord, error
 			return nil, fmt.Errorf("audit group %d, record %d action: %w", id, i, err)
 		}
 		a.At, a.Action = time.UnixMicro(at).UTC(), spotoken.AuditAction(action)
-		if err := unpackAudit(a, string(e[3])); err != nil {
+		var prev *spotoken.AuditRecord
+		if i > 0 {
+			prev = out[i-1]
+		}
+		if err := unpackAudit(a, string(e[3]), prev); err != nil {
 			return nil, fmt.Errorf("audit group %d, record %d: %w", id, i, err)
 		}
 		out[i] = a

@@ -3,7 +3,10 @@ package sqlite
 import (
 	"context"
 	"fmt"
+	"maps"
 	"path/filepath"
+	"reflect"
+	"strings"
 	"testing"
 	"time"
 
@@ -125,5 +128,68 @@ func TestAuditGroupsRetention(t *testing.T) {
 	}
 	if n, err := db.DeleteAuditBefore(ctx, t0.Add(time.Hour), 0); err != nil || n != 0 {
 		t.Fatalf("limit 0: deleted %d, %v", n, err)
+	}
+}
+
+// TestAuditGroupsRepeatFields: in a group, a field equal to the record
+// before's is stored null and read back as that record's, detail maps
+// included (and not shared between the records read), whatever changes
+// from one record to the next.
+func TestAuditGroupsRepeatFields(t *testing.T) {
+	ctx := context.Background()
+	t0 := time.Date(2026, 12, 7, 10, 0, 0, 0, time.UTC)
+	db := openGroupsTest(t, t0)
+	base := spotoken.AuditRecord{Version: spotoken.AuditVersion, Action: spotoken.AuditProxyCall, AppID: "a", ConnectionID: "c",
+		ActorType: spotoken.ActorAPIKey, ActorID: "key_1", ActorLabel: "svc", ClientIP: "192.0.2.1", UserAgent: "ua/1",
+		Method: "GET", Route: "/v1/me", Status: 200, UpstreamStatus: 200, Outcome: "ok", Fingerprint: "hmac-sha256:1:aa",
+		Detail: map[string]string{"k": "v"}}
+	var want []spotoken.AuditRecord
+	for i, change := range []func(r *spotoken.AuditRecord){
+		func(r *spotoken.AuditRecord) {},
+		func(r *spotoken.AuditRecord) {}, // all the same but time and request
+		func(r *spotoken.AuditRecord) {
+			r.UserAgent, r.Detail, r.Status, r.Outcome = "ua/2", nil, 502, "upstream_503"
+		},
+		func(r *spotoken.AuditRecord) {
+			r.UserAgent, r.Detail, r.Status, r.Outcome = "ua/2", map[string]string{"k": "v"}, 0, ""
+		},
+		func(r *spotoken.AuditRecord) { r.ClientIP, r.Fingerprint, r.ActorLabel, r.Method = "", "", "", "" },
+	} {
+		r := base
+		r.Detail = maps.Clone(base.Detail)
+		r.At, r.RequestID = t0.Add(time.Duration(i)*time.Millisecond), fmt.Sprint("req-", i)
+		change(&r)
+		want = append(want, r)
+	}
+	if err := db.AppendAudit(ctx, want...); err != nil {
+		t.Fatal(err)
+	}
+	var body string
+	if err := db.r.QueryRow(`SELECT body FROM audit_groups`).Scan(&body); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(body, `[null,null,null,null,null,"req-1",null,null,200,200,null,null,null]`) {
+		t.Errorf("the group's body repeats fields: %s", body)
+	}
+	got, err := db.AuditRecords(ctx, spotoken.AuditFilter{AppID: "a"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != len(want) {
+		t.Fatalf("%d records read, want %d", len(got), len(want))
+	}
+	for i, g := range got {
+		w := want[i]
+		w.ID = g.ID
+		if len(w.Detail) == 0 {
+			w.Detail = nil
+		}
+		if !reflect.DeepEqual(*g, w) {
+			t.Errorf("record %d:\n got %+v\nwant %+v", i, *g, w)
+		}
+	}
+	got[0].Detail["k"] = "changed"
+	if got[1].Detail["k"] != "v" {
+		t.Error("records read share their detail map")
 	}
 }
