@@ -136,6 +136,10 @@ type detectors struct {
 	firstUse map[string]keyUse     // by app+key id
 	seen     map[seenKey]time.Time // key and address pairs checked, and when
 	usage    map[usageKey]*usageState
+	// usageScanned is the window in which evictUsage last scanned usage,
+	// and usageScans how many scans it made (for tests).
+	usageScanned int64
+	usageScans   int
 	// pending are reuse suspicions waiting out ReuseHold.
 	pending []suspicion
 
@@ -382,8 +386,18 @@ func (d *detectors) use(ctx context.Context, r *spotoken.AuditRecord, p *Pass) e
 }
 
 // evictUsage makes room in the usage map by forgetting connections idle
-// for a day; it reports whether it made any.
+// for a day; it reports whether there is room. It scans the map at most
+// once a window (now is the window's number).
 func (d *detectors) evictUsage(now int64) bool {
+	if now == d.usageScanned {
+		// Scanned in this window already: no entry has become a day idle
+		// since. Without this, every new connection of a sweep of many
+		// (all of them active) scanned the whole map: at 100,000 entries
+		// about a millisecond a record, and the trail fell to a thousand
+		// records a second and dropped the rest.
+		return false
+	}
+	d.usageScanned, d.usageScans = now, d.usageScans+1
 	day := int64(24 * time.Hour / d.cfg.UsageWindow)
 	for k, s := range d.usage {
 		if now-s.window > day {
