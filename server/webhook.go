@@ -6,6 +6,7 @@ package server
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
@@ -336,7 +337,7 @@ func (w *Webhooks) RunOnce(ctx context.Context) (WebhookPass, error) {
 	)
 	for _, app := range apps {
 		events := byApp[app]
-		slices.SortFunc(events, func(a, b *spotoken.Event) int { return compareInt64(a.ID, b.ID) })
+		slices.SortFunc(events, func(a, b *spotoken.Event) int { return cmp.Compare(a.ID, b.ID) })
 		sem <- struct{}{}
 		wg.Add(1)
 		go func() {
@@ -358,16 +359,6 @@ func (w *Webhooks) RunOnce(ctx context.Context) (WebhookPass, error) {
 		return total, errs[0]
 	}
 	return total, nil
-}
-
-func compareInt64(a, b int64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // hold keeps an app's events after behind from being sent before until.

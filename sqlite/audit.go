@@ -327,14 +327,7 @@ func auditQuery(filter spotoken.AuditFilter) (string, []any, error) {
 	if err != nil {
 		return "", nil, err
 	}
-	var where []string
-	var args []any
-	if filter.AppID != "" {
-		where, args = append(where, "app_id = ?"), append(args, filter.AppID)
-		if filter.ConnectionID != "" {
-			where, args = append(where, "connection_id = ?"), append(args, filter.ConnectionID)
-		}
-	}
+	where, args := auditScope(filter)
 	if !filter.Since.IsZero() {
 		where, args = append(where, "at >= ?"), append(args, filter.Since.UnixMicro())
 	}
@@ -357,6 +350,18 @@ func auditQuery(filter spotoken.AuditFilter) (string, []any, error) {
 		q += ` WHERE ` + strings.Join(where, " AND ")
 	}
 	return q + ` ORDER BY ` + order + ` LIMIT ?`, append(args, limit), nil
+}
+
+// auditScope is the condition, and its arguments, of filter's app and
+// connection: both tables name them alike.
+func auditScope(filter spotoken.AuditFilter) (where []string, args []any) {
+	if filter.AppID != "" {
+		where, args = append(where, "app_id = ?"), append(args, filter.AppID)
+		if filter.ConnectionID != "" {
+			where, args = append(where, "connection_id = ?"), append(args, filter.ConnectionID)
+		}
+	}
+	return where, args
 }
 
 func scanAudit(r *sql.Rows) (*spotoken.AuditRecord, error) {

@@ -270,14 +270,7 @@ func appendGroupsRaw(ctx context.Context, c rawConn, groups []auditGroup) error 
 // before a bound may hold records after it; mergeAuditGroups applies the
 // exact bounds to each record.
 func auditGroupQuery(filter spotoken.AuditFilter) (string, []any) {
-	var where []string
-	var args []any
-	if filter.AppID != "" {
-		where, args = append(where, "app_id = ?"), append(args, filter.AppID)
-		if filter.ConnectionID != "" {
-			where, args = append(where, "connection_id = ?"), append(args, filter.ConnectionID)
-		}
-	}
+	where, args := auditScope(filter)
 	after := !filter.After.At.IsZero() || filter.After.ID != 0
 	lower, upper := !filter.Since.IsZero(), !filter.Until.IsZero()
 	var lo, hi int64

@@ -1,6 +1,7 @@
 package storetest
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -372,7 +373,7 @@ func testAuditListingsMatch(t *testing.T, h *harness) {
 					p := got[i-1]
 					c := r.At.Compare(p.At)
 					if c == 0 {
-						c = cmpInt(r.ID, p.ID)
+						c = cmp.Compare(r.ID, p.ID)
 					}
 					if base.Newest {
 						c = -c
@@ -389,17 +390,6 @@ func testAuditListingsMatch(t *testing.T, h *harness) {
 			}
 		}
 	}
-}
-
-// cmpInt compares a and b.
-func cmpInt(a, b int64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // newEvent appends an event of app and returns it as stored.
