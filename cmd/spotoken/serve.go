@@ -7,9 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"time"
@@ -30,6 +32,7 @@ import (
 )
 
 type serveOptions struct {
+	MemoryLimitMiB  int64
 	store           storeOptions
 	audit           auditOptions
 	Addr            string
@@ -162,6 +165,7 @@ The redirect URI to register with Spotify for every app is <public-url>/callback
 	f.IntVar(&opts.ListConcurrency, "list-concurrency", server.DefaultListConcurrency, "most listings (GET /v1/connections, /v1/audit) one API key runs at once; more wait their turn up to --list-wait, then get 429 (0: no limit, and no --list-share pause)")
 	f.DurationVar(&opts.ListWait, "list-wait", server.DefaultListWait, "how long a listing over --list-concurrency waits for its API key's listing in flight, or the pause after it (--list-share), to end before it is answered 429 rate_limited")
 	f.Float64Var(&opts.ListShare, "list-share", server.DefaultListShare, "the most of the time each API key's listings may take: after a listing that took d, the next of the key starts no sooner than d*(1-share)/share later (at most 10s), one page after another too; a fraction in (0, 1], 1: no pause")
+	f.Int64Var(&opts.MemoryLimitMiB, "memory-limit-mib", DefaultMemoryLimitMiB, "soft limit on the Go runtime's memory, in MiB: near it the garbage collector runs more often (the process's RSS is this plus SQLite's page caches and the binary); raise it with --cache-size or the audit queue; 0: none; the GOMEMLIMIT environment variable, when set, wins")
 	f.DurationVar(&opts.CountInterval, "metrics-max-age", server.DefaultCountInterval, "how old the store-wide counts of /metrics (connections by state, expiring grants) may grow before a scrape has them counted again, in the background (scrapes answer with the last counts and never wait for one)")
 	f.DurationVar(&opts.OutageGrace, "outage-grace", 10*time.Minute, "while the database is unavailable, keep serving tokens still valid in memory, to API keys verified before, this long past --cache-ttl and --auth-cache-ttl")
 	f.DurationVar(&opts.HeaderTimeout, "read-header-timeout", 10*time.Second, "how long a client may take to send a request's headers")
@@ -170,6 +174,27 @@ The redirect URI to register with Spotify for every app is <public-url>/callback
 	f.IntVar(&opts.DashSessionsPerApp, "dashboard-sessions-per-app", 0, "the most console sessions each app's team keeps (0: the default, 1000)")
 	f.MarkHidden("dashboard-sessions-per-app")
 	return cmd
+}
+
+// DefaultMemoryLimitMiB is --memory-limit-mib's default. With serve's
+// other defaults (--cache-size, the audit queue, the detectors' maps) the
+// Go heap's live data stays under about 90 MiB however many connections
+// are vended (a million distinct ones measured, docs/BENCHMARKS.md); the
+// garbage collector's default pacing lets the heap grow to twice that
+// between cycles, which put RSS at 220-265 MB. A soft limit of 150 MiB
+// keeps it under 200 MB at no CPU cost measured.
+const DefaultMemoryLimitMiB = 150
+
+// applyMemoryLimit sets the Go runtime's soft memory limit to mib MiB,
+// unless mib is 0 or a limit is set already (GOMEMLIMIT, which wins), and
+// returns what puts the limit back as it was.
+func applyMemoryLimit(mib int64) (restore func()) {
+	prev := debug.SetMemoryLimit(-1) // reads it
+	if mib == 0 || prev != math.MaxInt64 {
+		return func() {}
+	}
+	debug.SetMemoryLimit(mib << 20)
+	return func() { debug.SetMemoryLimit(prev) }
 }
 
 func (o *serveOptions) validate() error {
@@ -212,6 +237,9 @@ func (o *serveOptions) validate() error {
 	if o.CountInterval <= 0 {
 		return usageError{errors.New("--metrics-max-age must be positive")}
 	}
+	if o.MemoryLimitMiB < 0 || o.MemoryLimitMiB > 1<<30 {
+		return usageError{fmt.Errorf("--memory-limit-mib must be 0 (none) or a positive number of MiB, got %d", o.MemoryLimitMiB)}
+	}
 	if o.DBTimeout <= 0 || o.OutageGrace < 0 {
 		return usageError{errors.New("--db-timeout must be positive and --outage-grace not negative")}
 	}
@@ -251,6 +279,7 @@ func serveRun(ctx context.Context, ios *IOStreams, opts *serveOptions) error {
 	if err := opts.validate(); err != nil {
 		return err
 	}
+	defer applyMemoryLimit(opts.MemoryLimitMiB)()
 	level, err := parseLevel(opts.LogLevel)
 	if err != nil {
 		return err

@@ -3,8 +3,10 @@ package main
 import (
 	"bytes"
 	"context"
+	"math"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"testing"
 )
@@ -37,6 +39,8 @@ func TestServeUsageErrors(t *testing.T) {
 		{"list share over 1", []string{"--list-share", "1.5"}, "--list-share must be a fraction greater than 0 and at most 1 (1: no pause between a key's listings), got 1.5"},
 		{"NaN list share", []string{"--list-share", "NaN"}, "--list-share must be a fraction greater than 0 and at most 1 (1: no pause between a key's listings), got NaN"},
 		{"list share not a number", []string{"--list-share", "fifth"}, `invalid argument "fifth" for "--list-share"`},
+		{"negative memory limit", []string{"--memory-limit-mib", "-1"}, "--memory-limit-mib must be 0 (none) or a positive number of MiB, got -1"},
+		{"memory limit not a number", []string{"--memory-limit-mib", "lots"}, `invalid argument "lots" for "--memory-limit-mib"`},
 		{"zero webhook attempts", []string{"--webhook-attempts", "0"}, "--webhook-attempts"},
 		{"tiny webhook backoff", []string{"--webhook-max-backoff", "1s"}, "--webhook-max-backoff"},
 		{"zero shutdown timeout", []string{"--shutdown-timeout", "0s"}, "--shutdown-timeout"},
@@ -61,4 +65,31 @@ func TestServeUsageErrors(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestApplyMemoryLimit: serve sets the runtime's soft memory limit when
+// none is set, puts it back when it returns, leaves one set before it
+// (GOMEMLIMIT) alone, and sets none for 0.
+func TestApplyMemoryLimit(t *testing.T) {
+	orig := debug.SetMemoryLimit(-1)
+	defer debug.SetMemoryLimit(orig)
+	debug.SetMemoryLimit(math.MaxInt64) // none, as without GOMEMLIMIT
+	restore := applyMemoryLimit(150)
+	if got := debug.SetMemoryLimit(-1); got != 150<<20 {
+		t.Errorf("limit while serving: %d, want %d", got, 150<<20)
+	}
+	restore()
+	if got := debug.SetMemoryLimit(-1); got != math.MaxInt64 {
+		t.Errorf("limit after serving: %d, want none", got)
+	}
+	applyMemoryLimit(0)()
+	if got := debug.SetMemoryLimit(-1); got != math.MaxInt64 {
+		t.Errorf("--memory-limit-mib 0 set a limit: %d", got)
+	}
+	debug.SetMemoryLimit(300 << 20) // as GOMEMLIMIT=300MiB would
+	restore = applyMemoryLimit(150)
+	if got := debug.SetMemoryLimit(-1); got != 300<<20 {
+		t.Errorf("with GOMEMLIMIT set: %d, want it kept (%d)", got, 300<<20)
+	}
+	restore()
 }
