@@ -1170,9 +1170,11 @@ type scaleDB interface {
 func usedAgo(k int) time.Duration { return time.Duration(k%1800) * time.Second }
 
 type scaleSQLite struct {
-	db     *sql.DB
-	conn   *sql.Conn // holds the attached table of hot rows
-	hasUse bool
+	db   *sql.DB
+	conn *sql.Conn // holds the attached table of hot rows
+	// useTable is where the store records last use: connection_uses
+	// (migration 0018), connections (0014 to 0017), or "" for none.
+	useTable string
 }
 
 func openScaleSQLite(ctx context.Context, path string) (*scaleSQLite, error) {
@@ -1186,7 +1188,8 @@ func openScaleSQLite(ctx context.Context, path string) (*scaleSQLite, error) {
 		return nil, err
 	}
 	s := &scaleSQLite{db: db, conn: conn}
-	if err := conn.QueryRowContext(ctx, `SELECT count(*) > 0 FROM pragma_table_info('connections') WHERE name = 'last_used_at'`).Scan(&s.hasUse); err != nil {
+	if err := conn.QueryRowContext(ctx, `SELECT coalesce((SELECT name FROM pragma_table_list WHERE name = 'connection_uses'),
+		(SELECT 'connections' FROM pragma_table_info('connections') WHERE name = 'last_used_at'), '')`).Scan(&s.useTable); err != nil {
 		s.close()
 		return nil, err
 	}
@@ -1201,7 +1204,7 @@ func openScaleSQLite(ctx context.Context, path string) (*scaleSQLite, error) {
 	return s, nil
 }
 
-func (s *scaleSQLite) recordsUse() bool { return s.hasUse }
+func (s *scaleSQLite) recordsUse() bool { return s.useTable != "" }
 
 func (s *scaleSQLite) close() {
 	s.conn.Close()
@@ -1253,10 +1256,15 @@ func (s *scaleSQLite) prepare(ctx context.Context, rows []sealedGrant, app strin
 		access_expires_at = NULL, last_refresh_at = NULL, last_error_code = '' WHERE app_id = ? AND state = 'needs_reauth'`, app); err != nil {
 		return err
 	}
-	if !s.hasUse {
+	query := `UPDATE connections SET last_used_at = ?1 WHERE app_id = ?2 AND id = ?3`
+	switch s.useTable {
+	case "":
 		return nil
+	case "connection_uses":
+		query = `INSERT INTO connection_uses (app_id, id, last_used_at) VALUES (?2, ?3, ?1)
+			ON CONFLICT (app_id, id) DO UPDATE SET last_used_at = excluded.last_used_at`
 	}
-	return s.inBatches(ctx, len(hot), `UPDATE connections SET last_used_at = ? WHERE app_id = ? AND id = ?`, func(k int) []any {
+	return s.inBatches(ctx, len(hot), query, func(k int) []any {
 		return []any{now.Add(-usedAgo(k)).UnixMicro(), hot[k].AppID, hot[k].ID}
 	})
 }

@@ -254,10 +254,36 @@ func unpackAudit(a *spotoken.AuditRecord, rest string, prev *spotoken.AuditRecor
 // (in WAL mode the commit is safe from a crash of the process, not from a
 // power failure or an operating-system crash until the next commit that
 // waits, which any other write does). The batch is already at risk in
-// memory for a flush interval (fail open); every other write keeps
-// synchronous=FULL, which is put back before the connection is handed on
-// (or it is discarded).
-func appendAuditRaw(ctx context.Context, dc any, groups []auditGroup) (err error) {
+// memory for a flush interval (fail open); every other write but
+// MarkUsed's and leases' keeps synchronous=FULL, which is put back before
+// the connection is handed on (or it is discarded).
+func appendAuditRaw(ctx context.Context, dc any, groups []auditGroup) error {
+	return withNormalSync(ctx, dc, func(c rawConn) (err error) {
+		if _, err := c.ExecContext(ctx, "BEGIN IMMEDIATE", nil); err != nil {
+			return fmt.Errorf("begin: %w", err)
+		}
+		defer func() {
+			if err != nil {
+				if _, rerr := c.ExecContext(context.WithoutCancel(ctx), "ROLLBACK", nil); rerr != nil {
+					err = errors.Join(err, rerr, driver.ErrBadConn)
+				}
+			}
+		}()
+		if err := appendGroupsRaw(ctx, c, groups); err != nil {
+			return err
+		}
+		if _, err := c.ExecContext(ctx, "COMMIT", nil); err != nil {
+			return fmt.Errorf("commit: %w", err)
+		}
+		return nil
+	})
+}
+
+// withNormalSync runs fn on the driver connection dc with
+// synchronous=NORMAL, and puts FULL back after it; if either pragma fails
+// it answers driver.ErrBadConn too, so that database/sql discards the
+// connection rather than hand on one whose setting is unknown.
+func withNormalSync(ctx context.Context, dc any, fn func(c rawConn) error) (err error) {
 	c, ok := dc.(rawConn)
 	if !ok {
 		return fmt.Errorf("the driver's connection (%T) cannot run statements", dc)
@@ -270,23 +296,7 @@ func appendAuditRaw(ctx context.Context, dc any, groups []auditGroup) (err error
 			err = errors.Join(err, fmt.Errorf("synchronous: %w", serr), driver.ErrBadConn)
 		}
 	}()
-	if _, err := c.ExecContext(ctx, "BEGIN IMMEDIATE", nil); err != nil {
-		return fmt.Errorf("begin: %w", err)
-	}
-	defer func() {
-		if err != nil {
-			if _, rerr := c.ExecContext(context.WithoutCancel(ctx), "ROLLBACK", nil); rerr != nil {
-				err = errors.Join(err, rerr, driver.ErrBadConn)
-			}
-		}
-	}()
-	if err := appendGroupsRaw(ctx, c, groups); err != nil {
-		return err
-	}
-	if _, err := c.ExecContext(ctx, "COMMIT", nil); err != nil {
-		return fmt.Errorf("commit: %w", err)
-	}
-	return nil
+	return fn(c)
 }
 
 // AuditRecords lists the records filter selects, ordered by (At, ID):

@@ -3,6 +3,7 @@ package sqlite
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"fmt"
 	"math"
@@ -37,14 +38,18 @@ func (db *DB) CreateConnection(ctx context.Context, c *spotoken.Connection, even
 	}
 	err = db.write(ctx, func(tx *sql.Tx) error {
 		// A new connection counts as used: its user just authorized it.
-		_, err := tx.ExecContext(ctx, `INSERT INTO connections (`+connectionColumns+`, last_used_at)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1, NULL, NULL, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		_, err := tx.ExecContext(ctx, `INSERT INTO connections (`+connectionColumns+`)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1, NULL, NULL, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 			c.AppID, c.ID, c.SpotifyUserID, c.DisplayName, scopesArg(c.Scopes), string(c.State), blobArg(access), blobArg(refresh),
 			timeArg(c.Token.Expiry), timeArg(c.LastRefreshAt), c.ConsecutiveFailures,
 			timeArg(c.NextAttemptAt), c.LastErrorCode, timeArg(c.ConsentedAt), timeArg(c.GrantExpiresAt), timeArg(c.ExpiryWarnedAt),
-			now.UnixMicro(), now.UnixMicro(), timeArg(c.RefreshUnknownAt), now.UnixMicro())
+			now.UnixMicro(), now.UnixMicro(), timeArg(c.RefreshUnknownAt))
 		if err != nil {
 			return translate(err, fmt.Sprintf("connection %s already exists", c.Key()), fmt.Sprintf("app %q not found", c.AppID))
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO connection_uses (app_id, id, last_used_at) VALUES (?, ?, ?)`,
+			c.AppID, c.ID, now.UnixMicro()); err != nil {
+			return err
 		}
 		return db.insertEvents(ctx, tx, now, events)
 	})
@@ -283,14 +288,16 @@ func (db *DB) Due(ctx context.Context, before time.Time, limit int) ([]spotoken.
 	}, dueQuery, before.UnixMicro(), db.now().UnixMicro(), limit)
 }
 
-// dueUsedQuery selects DueUsed's connections from connections_due alone,
-// from the cursor on (the row value compares in the index's order). INDEXED
-// BY: without statistics the planner may prefer an index on state, then
-// sort every active row.
-const dueUsedQuery = `SELECT app_id, id, access_expires_at, version FROM connections INDEXED BY connections_due
-	WHERE state = 'active' AND (access_expires_at, app_id, id) > (?1, ?2, ?3) AND access_expires_at < ?4
-		AND (next_attempt_at IS NULL OR next_attempt_at <= ?5) AND last_used_at >= ?6
-	ORDER BY access_expires_at, app_id, id LIMIT ?7`
+// dueUsedQuery selects DueUsed's connections from connections_due, from
+// the cursor on (the row value compares in the index's order), each looked
+// up in connection_uses by key. INDEXED BY: without statistics the planner
+// may prefer an index on state, then sort every active row; CROSS JOIN
+// keeps connections_due the outer loop, in its order.
+const dueUsedQuery = `SELECT c.app_id, c.id, c.access_expires_at, c.version FROM connections AS c INDEXED BY connections_due
+	CROSS JOIN connection_uses AS u ON u.app_id = c.app_id AND u.id = c.id
+	WHERE c.state = 'active' AND (c.access_expires_at, c.app_id, c.id) > (?1, ?2, ?3) AND c.access_expires_at < ?4
+		AND (c.next_attempt_at IS NULL OR c.next_attempt_at <= ?5) AND u.last_used_at >= ?6
+	ORDER BY c.access_expires_at, c.app_id, c.id LIMIT ?7`
 
 // dueAnyQuery is dueUsedQuery for a zero UsedSince: used or not.
 const dueAnyQuery = `SELECT app_id, id, access_expires_at, version FROM connections INDEXED BY connections_due
@@ -301,7 +308,8 @@ const dueAnyQuery = `SELECT app_id, id, access_expires_at, version FROM connecti
 // DueUsed returns up to q.Limit active connections not in backoff whose
 // access token expires before q.Before, used since q.UsedSince (any with a
 // zero one), after the cursor q.After, soonest expiry first. It reads the
-// connections_due index from the cursor on and opens no token.
+// connections_due index from the cursor on, and connection_uses by key for
+// each candidate when q.UsedSince is set; it opens no token.
 func (db *DB) DueUsed(ctx context.Context, q spotoken.DueQuery) ([]spotoken.DueConnection, error) {
 	if q.Limit <= 0 {
 		return nil, nil
@@ -320,16 +328,17 @@ func (db *DB) DueUsed(ctx context.Context, q spotoken.DueQuery) ([]spotoken.DueC
 // countDueUsedQuery and countDueAnyQuery count what dueUsedQuery and
 // dueAnyQuery select, from the same index.
 const (
-	countDueUsedQuery = `SELECT count(*) FROM connections INDEXED BY connections_due
-	WHERE state = 'active' AND (access_expires_at, app_id, id) > (?1, ?2, ?3) AND access_expires_at < ?4
-		AND (next_attempt_at IS NULL OR next_attempt_at <= ?5) AND last_used_at >= ?6`
+	countDueUsedQuery = `SELECT count(*) FROM connections AS c INDEXED BY connections_due
+	CROSS JOIN connection_uses AS u ON u.app_id = c.app_id AND u.id = c.id
+	WHERE c.state = 'active' AND (c.access_expires_at, c.app_id, c.id) > (?1, ?2, ?3) AND c.access_expires_at < ?4
+		AND (c.next_attempt_at IS NULL OR c.next_attempt_at <= ?5) AND u.last_used_at >= ?6`
 	countDueAnyQuery = `SELECT count(*) FROM connections INDEXED BY connections_due
 	WHERE state = 'active' AND (access_expires_at, app_id, id) > (?1, ?2, ?3) AND access_expires_at < ?4
 		AND (next_attempt_at IS NULL OR next_attempt_at <= ?5)`
 )
 
 // CountDue counts what DueUsed(q) would return without q.Limit, reading the
-// connections_due index alone.
+// connections_due index (and connection_uses, as DueUsed does).
 func (db *DB) CountDue(ctx context.Context, q spotoken.DueQuery) (int, error) {
 	args, used := db.dueArgs(q)
 	query := countDueAnyQuery
@@ -357,44 +366,72 @@ func (db *DB) dueArgs(q spotoken.DueQuery) (args []any, used bool) {
 	return args, !q.UsedSince.IsZero()
 }
 
-// markUsedBatch is how many uses one statement of MarkUsed records.
-const markUsedBatch = 200
+// markUsedBatch is how many uses one statement of MarkUsed records (three
+// parameters each, well under SQLite's 32,766).
+const markUsedBatch = 1000
 
-// MarkUsed records callers' uses of connections: last_used_at becomes the
-// later of the stored one and each use's time. It writes in one
-// transaction, markUsedBatch uses a statement, without touching version or
-// updated_at; unknown connections are skipped.
+// MarkUsed records callers' uses of connections in connection_uses
+// (migration 0018): a connection's last use becomes the later of the
+// stored one and each use's time; unknown connections are skipped. The
+// connection's row, its version and updated_at are not touched.
+//
+// It writes as background work, after callers' writes, one statement per
+// markUsedBatch uses, each its own transaction: a statement that is a
+// whole transaction needs no statement journal, which in a transaction of
+// several cost as much as the write itself at a million connections. The
+// statements commit with synchronous=NORMAL (see appendAuditRaw): a use
+// lost to a power cut makes the scheduler think a connection idle for one
+// window, and its next caller refreshes it on demand.
 func (db *DB) MarkUsed(ctx context.Context, uses []spotoken.ConnectionUse) error {
 	if len(uses) == 0 {
 		return nil
 	}
-	err := db.write(ctx, func(tx *sql.Tx) error {
-		for chunk := range slices.Chunk(uses, markUsedBatch) {
-			var b strings.Builder
-			b.WriteString(`WITH u(app_id, id, at) AS (VALUES `)
-			args := make([]any, 0, 3*len(chunk))
-			for i, u := range chunk {
-				if i > 0 {
-					b.WriteString(", ")
-				}
-				b.WriteString("(?, ?, ?)")
-				args = append(args, u.Key.AppID, u.Key.ID, u.At.UnixMicro())
-			}
-			// max per key first: UPDATE ... FROM updates a row once, with
-			// any one of its matches.
-			b.WriteString(`), m AS (SELECT app_id, id, max(at) AS at FROM u GROUP BY app_id, id)
-				UPDATE connections SET last_used_at = max(coalesce(last_used_at, m.at), m.at)
-				FROM m WHERE connections.app_id = m.app_id AND connections.id = m.id`)
-			if _, err := tx.ExecContext(ctx, b.String(), args...); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
+	conn, err := db.writerConn(spotoken.Background(ctx))
 	if err != nil {
 		return fmt.Errorf("mark connections used: %w", err)
 	}
+	defer conn.Close()
+	err = conn.Raw(func(dc any) error {
+		return withNormalSync(ctx, dc, func(c rawConn) error {
+			for chunk := range slices.Chunk(uses, markUsedBatch) {
+				query, args := markUsedStatement(chunk)
+				if _, err := c.ExecContext(ctx, query, args); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		return fmt.Errorf("mark connections used: %w", translate(err, "", ""))
+	}
 	return nil
+}
+
+// markUsedStatement is the upsert of uses into connection_uses, with its
+// arguments.
+func markUsedStatement(uses []spotoken.ConnectionUse) (string, []driver.NamedValue) {
+	var b strings.Builder
+	b.WriteString(`WITH u(app_id, id, at) AS (VALUES `)
+	args := make([]driver.NamedValue, 0, 3*len(uses))
+	for i, u := range uses {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString("(?, ?, ?)")
+		for _, v := range [...]any{u.Key.AppID, u.Key.ID, u.At.UnixMicro()} {
+			args = append(args, driver.NamedValue{Ordinal: len(args) + 1, Value: v})
+		}
+	}
+	// max per key first: an upsert may not meet its row twice. The WHERE
+	// skips unknown connections (and keeps the upsert from being read as
+	// the SELECT's join).
+	b.WriteString(`), m AS (SELECT app_id, id, max(at) AS at FROM u GROUP BY app_id, id)
+		INSERT INTO connection_uses (app_id, id, last_used_at)
+		SELECT m.app_id, m.id, m.at FROM m
+		WHERE EXISTS (SELECT 1 FROM connections AS c WHERE c.app_id = m.app_id AND c.id = m.id)
+		ON CONFLICT (app_id, id) DO UPDATE SET last_used_at = max(last_used_at, excluded.last_used_at)`)
+	return b.String(), args
 }
 
 // expiringQuery selects ExpiringGrants' connections from the partial index

@@ -8,6 +8,10 @@ import (
 // DueQuery is Due's query, for the query-plan test.
 const DueQuery = dueQuery
 
+// DueUsedQuery is DueUsed's query with a UsedSince, for the query-plan
+// test.
+const DueUsedQuery = dueUsedQuery
+
 // CountQuery is CountConnections' query, for the query-plan test.
 const CountQuery = countQuery
 

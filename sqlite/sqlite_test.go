@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -283,19 +284,16 @@ func TestMigrations(t *testing.T) {
 	})
 }
 
-// TestUpgrade opens a database that a spotoken without migration 0003 wrote
-// (its schema made by the older migration files themselves, with data in
-// it): Open upgrades it, everything stored reads back, apps have no webhook
-// secret until one is set, and CountConnections counts the old rows.
-func TestUpgrade(t *testing.T) {
-	const before = 3 // the first migration the old database lacks
-	path := filepath.Join(t.TempDir(), "db")
+// oldDatabase makes at path the database of a spotoken whose newest
+// migration is the one before version before, with the older migration
+// files themselves; exec runs a statement on it or fails the test.
+func oldDatabase(t *testing.T, path string, before int) (old *sql.DB, exec func(query string, args ...any)) {
+	t.Helper()
 	old, err := sql.Open("sqlite", "file:"+path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer old.Close()
-	exec := func(query string, args ...any) {
+	exec = func(query string, args ...any) {
 		t.Helper()
 		if _, err := old.ExecContext(ctx, query, args...); err != nil {
 			t.Fatalf("%.60s: %v", query, err)
@@ -317,6 +315,85 @@ func TestUpgrade(t *testing.T) {
 		exec(string(b))
 		exec(`INSERT INTO schema_migrations (version, applied_at) VALUES (?, 0)`, v)
 	}
+	return old, exec
+}
+
+// TestUpgradeKeepsLastUse upgrades a database from before migration 0018,
+// whose connections held last_used_at: each connection's last use moves to
+// connection_uses (none for a connection never used), DueUsed answers as
+// it did, and deleting a connection or an app takes its use along.
+func TestUpgradeKeepsLastUse(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "db")
+	old, exec := oldDatabase(t, path, 18)
+	exec(`INSERT INTO apps (id, client_id, created_at, updated_at) VALUES ('a', 'cid-a', 1, 1), ('b', 'cid-b', 1, 1)`)
+	now := time.Now()
+	exp := now.Add(time.Minute).UnixMicro()
+	recent, long := now.Add(-time.Minute).UnixMicro(), now.Add(-48*time.Hour).UnixMicro()
+	exec(`INSERT INTO connections (app_id, id, state, version, access_expires_at, created_at, updated_at, last_used_at) VALUES
+		('a', 'recent', 'active', 1, ?1, 1, 1, ?2), ('a', 'long', 'active', 1, ?1, 1, 1, ?3),
+		('a', 'never', 'active', 1, ?1, 1, 1, NULL), ('b', 'recent', 'active', 1, ?1, 1, 1, ?2)`, exp, recent, long)
+	if err := old.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	db := openDB(t, path)
+	defer db.Close()
+	checkMigrations(t, path)
+	raw := rawDB(t, path)
+	uses := map[string]int64{}
+	rows, err := raw.QueryContext(ctx, `SELECT app_id || '/' || id, last_used_at FROM connection_uses`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rows.Next() {
+		var k string
+		var at int64
+		if err := rows.Scan(&k, &at); err != nil {
+			t.Fatal(err)
+		}
+		uses[k] = at
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if d := cmp.Diff(map[string]int64{"a/recent": recent, "a/long": long, "b/recent": recent}, uses); d != "" {
+		t.Errorf("connection_uses after the upgrade (-want +got):\n%s", d)
+	}
+	due := func() []string {
+		t.Helper()
+		got, err := db.DueUsed(ctx, spotoken.DueQuery{Before: now.Add(time.Hour), UsedSince: now.Add(-time.Hour), Limit: 10})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var keys []string
+		for _, d := range got {
+			keys = append(keys, d.Key.String())
+		}
+		return keys
+	}
+	if d := cmp.Diff([]string{"a/recent", "b/recent"}, due()); d != "" {
+		t.Errorf("DueUsed after the upgrade (-want +got):\n%s", d)
+	}
+	if err := db.DeleteConnection(ctx, spotoken.ConnectionKey{AppID: "a", ID: "recent"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.DeleteApp(ctx, "b"); err != nil {
+		t.Fatal(err)
+	}
+	var n int
+	if err := raw.QueryRowContext(ctx, `SELECT count(*) FROM connection_uses`).Scan(&n); err != nil || n != 1 {
+		t.Errorf("connection_uses after deleting a connection and an app: %d rows, %v; want 1 (a/long)", n, err)
+	}
+}
+
+// TestUpgrade opens a database that a spotoken without migration 0003 wrote
+// (its schema made by the older migration files themselves, with data in
+// it): Open upgrades it, everything stored reads back, apps have no webhook
+// secret until one is set, and CountConnections counts the old rows.
+func TestUpgrade(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "db")
+	old, exec := oldDatabase(t, path, 3) // 3: the first migration the old database lacks
+	defer old.Close()
 	secret, err := rowseal.New(testRing(t)).Seal(rowseal.AppSecret("a"), "client-secret-a")
 	if err != nil {
 		t.Fatal(err)
@@ -451,10 +528,10 @@ func TestCountQueryPlan(t *testing.T) {
 	}
 }
 
-// TestDueQueryPlan checks that Due searches its partial, covering index: no
-// scan of the table, no sort, no token column read.
 // TestQueryPlans: the scheduler's and the janitor's queries read their
-// covering index alone, with no scan and no sort, before and after ANALYZE.
+// covering index (no token column), with no scan and no sort, before and
+// after ANALYZE; DueUsed's looks each candidate up in connection_uses by
+// its primary key.
 func TestQueryPlans(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "db")
 	db := openDB(t, path)
@@ -469,16 +546,24 @@ func TestQueryPlans(t *testing.T) {
 			}
 		}
 		for _, q := range []struct {
-			name, query, index string
-			args               []any
+			name, query string
+			want        []string // steps the plan must have
+			args        []any
 		}{
-			{"Due", sqlite.DueQuery, "connections_due", []any{now.Add(time.Hour).UnixMicro(), now.UnixMicro(), 10}},
-			{"ExpiringGrants", sqlite.ExpiringQuery, "connections_unwarned", []any{now.Add(200 * 24 * time.Hour).UnixMicro(), 10}},
+			{"Due", sqlite.DueQuery, []string{"SEARCH connections USING COVERING INDEX connections_due"},
+				[]any{now.Add(time.Hour).UnixMicro(), now.UnixMicro(), 10}},
+			{"DueUsed", sqlite.DueUsedQuery, []string{"SEARCH c USING COVERING INDEX connections_due", "SEARCH u USING PRIMARY KEY (app_id=? AND id=?)"},
+				[]any{int64(math.MinInt64), "", "", now.Add(time.Hour).UnixMicro(), now.UnixMicro(), now.Add(-time.Hour).UnixMicro(), 10}},
+			{"ExpiringGrants", sqlite.ExpiringQuery, []string{"SEARCH connections USING COVERING INDEX connections_unwarned"},
+				[]any{now.Add(200 * 24 * time.Hour).UnixMicro(), 10}},
 		} {
 			joined := queryPlan(t, raw, q.query, q.args...)
-			if !strings.Contains(joined, "SEARCH connections USING COVERING INDEX "+q.index) ||
-				strings.Contains(joined, "SCAN") || strings.Contains(joined, "TEMP B-TREE") {
-				t.Errorf("%s's plan (analyzed: %v):\n%s\nwant a search of the covering index %s, no scan, no sort", q.name, analyzed, joined, q.index)
+			ok := !strings.Contains(joined, "SCAN") && !strings.Contains(joined, "TEMP B-TREE")
+			for _, w := range q.want {
+				ok = ok && strings.Contains(joined, w)
+			}
+			if !ok {
+				t.Errorf("%s's plan (analyzed: %v):\n%s\nwant %q, no scan, no sort", q.name, analyzed, joined, q.want)
 			}
 		}
 	}

@@ -167,8 +167,8 @@ func TestWriterBackgroundNotStarved(t *testing.T) {
 	}
 }
 
-// TestLeaseWritesKeepFull: the lease writes commit with synchronous=NORMAL
-// and put FULL back for every other write.
+// TestLeaseWritesKeepFull: the lease writes and MarkUsed commit with
+// synchronous=NORMAL and put FULL back for every other write.
 func TestLeaseWritesKeepFull(t *testing.T) {
 	w := newWriterWorld(t, 1)
 	key := spotoken.ConnectionKey{AppID: "a", ID: "c0"}
@@ -194,4 +194,8 @@ func TestLeaseWritesKeepFull(t *testing.T) {
 		t.Fatal(err)
 	}
 	check("after a release")
+	if err := w.store.MarkUsed(ctx, []spotoken.ConnectionUse{{Key: key, At: time.Now()}}); err != nil {
+		t.Fatal(err)
+	}
+	check("after MarkUsed")
 }
