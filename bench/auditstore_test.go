@@ -21,6 +21,9 @@ import (
 // run. One connection is the trail's best case (its records in one run);
 // a thousand in turn is a busy app's; a hundred thousand is every record of
 // a batch a different connection, as in a sweep of distinct connections.
+// The connections come in a scrambled order (n·7919 mod conns), as a
+// sweep's do: in key order, a batch's index entries would share leaves,
+// which at 100,000 flattered the write 4-5× (docs/BENCHMARKS.md).
 func BenchmarkAuditAppend(b *testing.B) {
 	var one float64
 	for _, conns := range []int{1, 1000, 100000} {
@@ -44,7 +47,7 @@ func BenchmarkAuditAppend(b *testing.B) {
 				b.StopTimer()
 				for i := range recs {
 					recs[i] = spotoken.AuditRecord{At: t0.Add(time.Duration(n) * 50 * time.Microsecond), Action: spotoken.AuditTokenVend,
-						AppID: "playlist-sync", ConnectionID: fmt.Sprintf("user-%08d", n%conns), ActorType: spotoken.ActorAPIKey,
+						AppID: "playlist-sync", ConnectionID: fmt.Sprintf("user-%08d", n*7919%conns), ActorType: spotoken.ActorAPIKey,
 						ActorID: "key_AbCdEfGhIjKl", ActorLabel: "sync worker (sk_AbCd12…)", ClientIP: "10.1.2.3",
 						UserAgent: "sync-worker/2.1 Go-http-client/1.1", RequestID: fmt.Sprintf("%016x", n), Method: "POST",
 						Route: "/v1/connections/{id}/token", Status: 200, Outcome: "ok",

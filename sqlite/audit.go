@@ -259,6 +259,19 @@ func unpackAudit(a *spotoken.AuditRecord, rest string, prev *spotoken.AuditRecor
 // the connection is handed on (or it is discarded).
 func appendAuditRaw(ctx context.Context, dc any, groups []auditGroup) error {
 	return withNormalSync(ctx, dc, func(c rawConn) (err error) {
+		// The statement journal in memory: each INSERT of a transaction of
+		// several keeps the pages it changes in it, and in a temporary
+		// file that cost a quarter of the batch's CPU when every record
+		// was a different connection's (docs/BENCHMARKS.md). One INSERT
+		// changes at most a few hundred pages (groupRowsPerInsert rows).
+		if _, err := c.ExecContext(ctx, "PRAGMA temp_store = MEMORY", nil); err != nil {
+			return errors.Join(fmt.Errorf("temp_store: %w", err), driver.ErrBadConn)
+		}
+		defer func() {
+			if _, terr := c.ExecContext(context.WithoutCancel(ctx), "PRAGMA temp_store = DEFAULT", nil); terr != nil {
+				err = errors.Join(err, fmt.Errorf("temp_store: %w", terr), driver.ErrBadConn)
+			}
+		}()
 		if _, err := c.ExecContext(ctx, "BEGIN IMMEDIATE", nil); err != nil {
 			return fmt.Errorf("begin: %w", err)
 		}

@@ -26,6 +26,14 @@ func (db *DB) WriterSynchronous() (int, error) {
 	return n, err
 }
 
+// WriterTempStore returns the writer connection's temp_store setting (0
+// is DEFAULT), for the test that the trail's batches put it back.
+func (db *DB) WriterTempStore() (int, error) {
+	var n int
+	err := db.w.QueryRow("PRAGMA temp_store").Scan(&n)
+	return n, err
+}
+
 // HoldWriter lets the caller in at the writer's gate as a foreground
 // write, and returns what lets the next one in.
 func (db *DB) HoldWriter() (release func(), err error) {

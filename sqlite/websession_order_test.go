@@ -80,7 +80,9 @@ func TestWebSessionStampedWhenStored(t *testing.T) {
 
 // TestAuditBatchKeepsWritesDurable: the trail's batches commit without
 // waiting for the disk, and every other write still waits: the writer
-// connection is back to synchronous=FULL after a batch, stored or refused.
+// connection is back to synchronous=FULL after a batch, stored or refused,
+// and to temp_store=DEFAULT (a batch keeps its statement journal in
+// memory; other writes, some of which change many pages, do not).
 func TestAuditBatchKeepsWritesDurable(t *testing.T) {
 	keys, _ := seal.NewKeyRing([]seal.Key{{Version: 1, Material: [32]byte{7}}}, 1)
 	store, err := sqlite.Open(ctx, sqlite.Config{Path: filepath.Join(t.TempDir(), "db"), Keys: keys})
@@ -92,6 +94,9 @@ func TestAuditBatchKeepsWritesDurable(t *testing.T) {
 		t.Helper()
 		if n, err := store.WriterSynchronous(); err != nil || n != 2 {
 			t.Fatalf("%s: the writer's synchronous is %d (%v), want 2 (FULL)", when, n, err)
+		}
+		if n, err := store.WriterTempStore(); err != nil || n != 0 {
+			t.Fatalf("%s: the writer's temp_store is %d (%v), want 0 (DEFAULT)", when, n, err)
 		}
 	}
 	check("when opened")
