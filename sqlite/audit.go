@@ -114,6 +114,14 @@ func (db *DB) AppendAudit(ctx context.Context, records ...spotoken.AuditRecord) 
 	if err := conn.Raw(func(dc any) error { return appendAuditRaw(ctx, dc, groups) }); err != nil {
 		return fmt.Errorf("append audit: %w", translate(err, "", ""))
 	}
+	if db.auditTail.Add(int64(len(groups))) >= db.auditIndexEvery {
+		// The records are stored whatever happens here: an error leaves
+		// the groups in the tail, where listings find them, and the next
+		// batch tries again.
+		if conn.Raw(func(dc any) error { return batchTx(ctx, dc, func(c rawConn) error { return indexAuditTail(ctx, c) }) }) == nil {
+			db.auditTail.Store(0)
+		}
+	}
 	return nil
 }
 
@@ -246,24 +254,34 @@ func unpackAudit(a *spotoken.AuditRecord, rest string, prev *spotoken.AuditRecor
 }
 
 // appendAuditRaw writes groups in one immediate transaction on the
-// driver connection dc. On an error it rolls back; if even that fails, it
-// answers driver.ErrBadConn too, so that database/sql discards the
-// connection rather than hand out one left inside a transaction.
-//
-// The batch commits with synchronous=NORMAL: it does not wait for the disk
-// (in WAL mode the commit is safe from a crash of the process, not from a
-// power failure or an operating-system crash until the next commit that
-// waits, which any other write does). The batch is already at risk in
-// memory for a flush interval (fail open); every other write but
-// MarkUsed's and leases' keeps synchronous=FULL, which is put back before
-// the connection is handed on (or it is discarded).
+// driver connection dc (batchTx).
 func appendAuditRaw(ctx context.Context, dc any, groups []auditGroup) error {
+	return batchTx(ctx, dc, func(c rawConn) error { return appendGroupsRaw(ctx, c, groups) })
+}
+
+// batchTx runs fn in one immediate transaction on the driver connection
+// dc: the trail's batch write, or the indexing of its groups. On an error
+// it rolls back; if even that fails, it answers driver.ErrBadConn too, so
+// that database/sql discards the connection rather than hand out one left
+// inside a transaction.
+//
+// The transaction commits with synchronous=NORMAL: it does not wait for
+// the disk (in WAL mode the commit is safe from a crash of the process,
+// not from a power failure or an operating-system crash until the next
+// commit that waits, which any other write does). A batch is already at
+// risk in memory for a flush interval (fail open), and an index write
+// lost is done again; every other write but MarkUsed's and leases' keeps
+// synchronous=FULL, which is put back before the connection is handed on
+// (or it is discarded).
+func batchTx(ctx context.Context, dc any, fn func(c rawConn) error) error {
 	return withNormalSync(ctx, dc, func(c rawConn) (err error) {
 		// The statement journal in memory: each INSERT of a transaction of
 		// several keeps the pages it changes in it, and in a temporary
 		// file that cost a quarter of the batch's CPU when every record
 		// was a different connection's (docs/BENCHMARKS.md). One INSERT
-		// changes at most a few hundred pages (groupRowsPerInsert rows).
+		// changes at most a few hundred pages (groupRowsPerInsert rows);
+		// the indexing's sort of the tail's entries is a few megabytes
+		// (DefaultAuditIndexEvery).
 		if _, err := c.ExecContext(ctx, "PRAGMA temp_store = MEMORY", nil); err != nil {
 			return errors.Join(fmt.Errorf("temp_store: %w", err), driver.ErrBadConn)
 		}
@@ -282,7 +300,7 @@ func appendAuditRaw(ctx context.Context, dc any, groups []auditGroup) error {
 				}
 			}
 		}()
-		if err := appendGroupsRaw(ctx, c, groups); err != nil {
+		if err := fn(c); err != nil {
 			return err
 		}
 		if _, err := c.ExecContext(ctx, "COMMIT", nil); err != nil {

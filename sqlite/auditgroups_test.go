@@ -2,10 +2,12 @@ package sqlite
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"maps"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -192,4 +194,146 @@ func TestAuditGroupsRepeatFields(t *testing.T) {
 	if got[1].Detail["k"] != "v" {
 		t.Error("records read share their detail map")
 	}
+}
+
+// TestAuditIndexTail: the trail's groups wait in the tail until
+// AuditIndexEvery of them do, then join the index by connection in one
+// write; a connection's listing, paged both ways across the two, returns
+// each of its records once and in order; a reopened store counts the tail
+// left by the one before; retention takes index entries with their
+// groups; and when indexing fails the batch is stored all the same, found
+// by listings, and indexed with a later batch.
+func TestAuditIndexTail(t *testing.T) {
+	ctx := context.Background()
+	t0 := time.Date(2026, 12, 7, 10, 0, 0, 0, time.UTC)
+	path := filepath.Join(t.TempDir(), "db")
+	keys, err := seal.NewKeyRing([]seal.Key{{Version: 1, Material: [32]byte{0x9a}}}, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	open := func() *DB {
+		t.Helper()
+		db, err := Open(ctx, Config{Path: path, Keys: keys, Now: func() time.Time { return t0 }, AuditIndexEvery: 30})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return db
+	}
+	db := open()
+	defer func() { db.Close() }()
+	const conns = 20
+	batches := 0
+	appendBatch := func() { // a record of each connection, 10 s after the batch before
+		t.Helper()
+		var batch []spotoken.AuditRecord
+		for c := range conns {
+			batch = append(batch, spotoken.AuditRecord{At: t0.Add(time.Duration(batches) * 10 * time.Second), Action: spotoken.AuditTokenVend,
+				AppID: "a", ConnectionID: fmt.Sprint("c", c), RequestID: fmt.Sprint("b", batches, "c", c)})
+		}
+		if err := db.AppendAudit(ctx, batch...); err != nil {
+			t.Fatal(err)
+		}
+		batches++
+	}
+	// state returns the index's entries, the tail's groups, and the
+	// entries whose group is gone.
+	state := func() (indexed, tail, orphans int) {
+		t.Helper()
+		if err := db.r.QueryRowContext(ctx, `SELECT (SELECT count(*) FROM audit_group_index),
+			(SELECT count(*) FROM audit_groups WHERE id > (SELECT indexed_id FROM audit_index_state)),
+			(SELECT count(*) FROM audit_group_index x WHERE NOT EXISTS (SELECT 1 FROM audit_groups g WHERE g.id = x.id))`).Scan(&indexed, &tail, &orphans); err != nil {
+			t.Fatal(err)
+		}
+		return indexed, tail, orphans
+	}
+	expect := func(when string, indexed, tail int) {
+		t.Helper()
+		if i, tl, o := state(); i != indexed || tl != tail || o != 0 {
+			t.Fatalf("%s: %d groups indexed, %d in the tail, %d index entries without a group; want %d, %d, 0", when, i, tl, o, indexed, tail)
+		}
+	}
+	// listed checks each connection's listing, page by page both ways,
+	// against the batches first..batches-1.
+	listed := func(when string, first int) {
+		t.Helper()
+		for c := range conns {
+			conn := fmt.Sprint("c", c)
+			for _, newest := range []bool{false, true} {
+				var want []string
+				for b := first; b < batches; b++ {
+					want = append(want, fmt.Sprint("b", b, conn))
+				}
+				if newest {
+					slices.Reverse(want)
+				}
+				var got []string
+				f := spotoken.AuditFilter{AppID: "a", ConnectionID: conn, Newest: newest, Limit: 2}
+				for range batches + 1 {
+					recs, err := db.AuditRecords(ctx, f)
+					if err != nil {
+						t.Fatal(err)
+					}
+					for _, r := range recs {
+						got = append(got, r.RequestID)
+					}
+					if len(recs) < f.Limit {
+						break
+					}
+					f.After = spotoken.AuditCursor{At: recs[len(recs)-1].At, ID: recs[len(recs)-1].ID}
+				}
+				if !slices.Equal(got, want) {
+					t.Fatalf("%s, newest first %v: %s's records %v; want %v", when, newest, conn, got, want)
+				}
+			}
+		}
+	}
+
+	appendBatch()
+	expect("one batch", 0, 20)
+	listed("one batch, all in the tail", 0)
+	appendBatch()
+	expect("two batches", 40, 0)
+	listed("two batches, all indexed", 0)
+	appendBatch()
+	expect("three batches", 40, 20)
+	listed("three batches, indexed and in the tail", 0)
+
+	// A new process counts the tail the old one left: one more batch
+	// reaches 30.
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	db = open()
+	appendBatch()
+	expect("reopened, four batches", 80, 0)
+
+	// Indexing refused (a trigger here): the batches are stored and
+	// listed, and indexed once it works again.
+	w, err := sql.Open("sqlite", "file:"+path+"?_pragma=busy_timeout(10000)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	if _, err := w.ExecContext(ctx, `CREATE TRIGGER refuse_index BEFORE INSERT ON audit_group_index BEGIN SELECT RAISE(ABORT, 'refused'); END`); err != nil {
+		t.Fatal(err)
+	}
+	appendBatch()
+	appendBatch()
+	expect("indexing refused", 80, 40)
+	listed("indexing refused", 0)
+	if _, err := w.ExecContext(ctx, `DROP TRIGGER refuse_index`); err != nil {
+		t.Fatal(err)
+	}
+	appendBatch()
+	expect("indexing works again", 140, 0)
+	appendBatch()
+	listed("indexing works again", 0)
+
+	// Retention: the first two batches go, their index entries with them.
+	n, err := db.DeleteAuditBefore(ctx, t0.Add(15*time.Second), 1000)
+	if err != nil || n != 40 {
+		t.Fatalf("retention: %d records deleted, %v; want 40", n, err)
+	}
+	expect("after retention", 100, 20)
+	listed("after retention", 2)
 }

@@ -118,7 +118,13 @@ func TestListingQueryPlans(t *testing.T) {
 		add(fmt.Sprintf("audit groups %+v", f), want, gquery, gargs, nil)
 	}
 	gquery, gargs := sqlite.AuditGroupQuery(spotoken.AuditFilter{AppID: "a", ConnectionID: "c10", Newest: true, Limit: 101})
-	add("audit groups of a connection", "SEARCH audit_groups USING INDEX audit_groups_connection (app_id=? AND connection_id=?)", gquery, gargs, nil)
+	// A connection's groups: the index by connection in key order (no
+	// sort), merged with the tail's, which are sorted: they are the few
+	// of the waiting groups (at most Config.AuditIndexEvery) that are the
+	// connection's. audit_index_state is one row.
+	tailPlan := "MERGE (UNION ALL)\nLEFT\nSEARCH x USING PRIMARY KEY (app_id=? AND connection_id=?)\nSEARCH g USING INTEGER PRIMARY KEY (rowid=?)\n" +
+		"RIGHT\nSEARCH audit_groups USING INDEX audit_groups_tail (id>?)\nSCALAR SUBQUERY 2\nSCAN audit_index_state\nUSE TEMP B-TREE FOR ORDER BY"
+	add("audit groups of a connection", tailPlan, gquery, gargs, nil)
 	gquery, gargs = sqlite.AuditGroupQuery(spotoken.AuditFilter{Since: now, Limit: 101})
 	add("audit groups since", "SEARCH audit_groups USING INDEX audit_groups_at (first_at>?)", gquery, gargs, nil)
 	query, args, err = sqlite.AuditQuery(spotoken.AuditFilter{AppID: "a", ConnectionID: "c10", Newest: true, Limit: 101})
@@ -137,7 +143,7 @@ func TestListingQueryPlans(t *testing.T) {
 			if plan != q.want {
 				t.Errorf("%s, plan (analyzed: %v):\n%s\nwant:\n%s", q.name, analyzed, plan, q.want)
 			}
-			if strings.Contains(plan, "TEMP B-TREE") || strings.Contains(plan, "SCAN ") {
+			if plan != tailPlan && (strings.Contains(plan, "TEMP B-TREE") || strings.Contains(plan, "SCAN ")) {
 				t.Errorf("%s sorts or scans:\n%s", q.name, plan)
 			}
 		}

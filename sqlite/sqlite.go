@@ -89,6 +89,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"modernc.org/sqlite"
@@ -126,7 +127,22 @@ type Config struct {
 	// BrowseConnections, Events, AuditRecords); past it the listing fails
 	// with spotoken.EQueryTimeout. Zero means listing.DefaultTimeout (2s).
 	ListTimeout time.Duration
+	// AuditIndexEvery is how many of the audit trail's groups (a group is
+	// a run of one connection's records within a second) wait, indexed by
+	// id only, before they join the index by connection in one sorted
+	// write (migration 0019). More makes the trail cheaper to write with
+	// many connections, and a connection's audit listing read more: it
+	// looks through the waiting groups' ids. Zero means
+	// DefaultAuditIndexEvery.
+	AuditIndexEvery int
 }
+
+// DefaultAuditIndexEvery is Config.AuditIndexEvery when it is zero: a
+// connection's listing then looks through at most about 4 MB of the
+// waiting groups' index, and a sweep of a million connections writes each
+// leaf of the index by connection a few times an hour rather than once a
+// record (docs/BENCHMARKS.md).
+const DefaultAuditIndexEvery = 65536
 
 // DefaultCacheSize is each connection's page cache when Config.CacheSize
 // is zero: 2 MiB.
@@ -150,6 +166,11 @@ type DB struct {
 	// its own, outside database/sql.
 	point       *pointReader
 	listTimeout time.Duration
+	// auditTail counts the trail's groups not yet in the index by
+	// connection, as this process knows them (auditgroups.go); at
+	// auditIndexEvery, AppendAudit indexes them.
+	auditTail       atomic.Int64
+	auditIndexEvery int64
 }
 
 // busyTimeout is how long, in milliseconds, a connection waits for another
@@ -172,10 +193,13 @@ func Open(ctx context.Context, cfg Config) (*DB, error) {
 	} else if !errors.Is(err, fs.ErrExist) {
 		return nil, fmt.Errorf("sqlite: create %s: %w", cfg.Path, err)
 	}
-	if cfg.CacheSize < 0 || cfg.MmapSize < 0 || cfg.ListTimeout < 0 {
-		return nil, errors.New("sqlite: open: negative cache size, mmap size or list timeout")
+	if cfg.CacheSize < 0 || cfg.MmapSize < 0 || cfg.ListTimeout < 0 || cfg.AuditIndexEvery < 0 {
+		return nil, errors.New("sqlite: open: negative cache size, mmap size, list timeout or audit index batch")
 	}
-	db := &DB{codec: rowseal.New(cfg.Keys), clock: cfg.Now, listTimeout: cfg.ListTimeout}
+	db := &DB{codec: rowseal.New(cfg.Keys), clock: cfg.Now, listTimeout: cfg.ListTimeout, auditIndexEvery: int64(cfg.AuditIndexEvery)}
+	if db.auditIndexEvery == 0 {
+		db.auditIndexEvery = DefaultAuditIndexEvery
+	}
 	if db.clock == nil {
 		db.clock = time.Now
 	}
@@ -209,6 +233,10 @@ func Open(ctx context.Context, cfg Config) (*DB, error) {
 		return nil, fmt.Errorf("sqlite: migrate %s: %w", cfg.Path, err)
 	}
 	if err := db.checkKeys(ctx); err != nil {
+		db.w.Close()
+		return nil, fmt.Errorf("sqlite: open %s: %w", cfg.Path, err)
+	}
+	if err := db.countAuditTail(ctx); err != nil {
 		db.w.Close()
 		return nil, fmt.Errorf("sqlite: open %s: %w", cfg.Path, err)
 	}

@@ -35,8 +35,13 @@ func newBackend(t *testing.T) storetest.Backend {
 	return &backend{path: filepath.Join(t.TempDir(), "spotoken.db")}
 }
 
+// conformanceIndexEvery is the conformance suite's AuditIndexEvery: small,
+// so that the suite's audit listings find groups both in the index by
+// connection and in the tail waiting for it.
+const conformanceIndexEvery = 50
+
 func (b *backend) Open(t *testing.T, now func() time.Time, keys *seal.KeyRing) (spotoken.Store, error) {
-	return sqlite.Open(ctx, sqlite.Config{Path: b.path, Keys: keys, Now: now})
+	return sqlite.Open(ctx, sqlite.Config{Path: b.path, Keys: keys, Now: now, AuditIndexEvery: conformanceIndexEvery})
 }
 
 // Dump reads the database file and its write-ahead log and shared-memory
@@ -723,5 +728,62 @@ func TestReady(t *testing.T) {
 	db.Close()
 	if err := db.Ready(ctx); err == nil {
 		t.Fatal("Ready after Close = nil")
+	}
+}
+
+// TestUpgradeIndexesAudit opens a database written before migration 0019:
+// the groups already stored are copied into the index by connection and
+// none waits in the tail, and a connection's listing finds them with those
+// written after the upgrade, which wait in the tail.
+func TestUpgradeIndexesAudit(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "db")
+	old, exec := oldDatabase(t, path, 19)
+	t0 := time.Date(2026, 12, 7, 9, 0, 0, 0, time.UTC)
+	body := func(at time.Time, req string) string {
+		return fmt.Sprintf(`[[1,%d,"token.vend",["api_key","key_1","svc","192.0.2.7","ua","%s","POST","/v1/token",200,0,"ok","fp",{}]]]`, at.UnixMicro(), req)
+	}
+	for _, g := range []struct {
+		id        int64
+		conn, req string
+		at        time.Time
+	}{{1, "c1", "r1", t0}, {2, "c2", "r2", t0.Add(time.Second)}, {4, "c1", "r3", t0.Add(2 * time.Second)}} {
+		exec(`INSERT INTO audit_groups (id, app_id, connection_id, first_at, last_at, n, body) VALUES (?, 'a', ?, ?, ?, 1, ?)`,
+			g.id, g.conn, g.at.UnixMicro(), g.at.UnixMicro(), body(g.at, g.req))
+	}
+	exec(`INSERT INTO sqlite_sequence (name, seq) VALUES ('audit_records', 4)`)
+	if err := old.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	db := openDB(t, path)
+	defer db.Close()
+	checkMigrations(t, path)
+	raw := rawDB(t, path)
+	var entries, indexed int64
+	if err := raw.QueryRowContext(ctx, `SELECT (SELECT count(*) FROM audit_group_index), (SELECT indexed_id FROM audit_index_state)`).Scan(&entries, &indexed); err != nil {
+		t.Fatal(err)
+	}
+	if entries != 3 || indexed != 4 {
+		t.Errorf("after the upgrade: %d index entries, indexed_id %d; want 3 and 4", entries, indexed)
+	}
+	if err := db.AppendAudit(ctx, spotoken.AuditRecord{At: t0.Add(3 * time.Second), Action: spotoken.AuditTokenVend, AppID: "a", ConnectionID: "c1", RequestID: "r4"}); err != nil {
+		t.Fatal(err)
+	}
+	for _, newest := range []bool{false, true} {
+		recs, err := db.AuditRecords(ctx, spotoken.AuditFilter{AppID: "a", ConnectionID: "c1", Newest: newest, Limit: 10})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, r := range recs {
+			got = append(got, fmt.Sprint(r.RequestID, "@", r.ID))
+		}
+		want := []string{"r1@1", "r3@4", "r4@5"}
+		if newest {
+			slices.Reverse(want)
+		}
+		if d := cmp.Diff(want, got); d != "" {
+			t.Errorf("c1's records after the upgrade, newest first %v (-want +got):\n%s", newest, d)
+		}
 	}
 }
