@@ -21,13 +21,24 @@ import (
 // run. One connection is the trail's best case (its records in one run);
 // a thousand in turn is a busy app's; a hundred thousand is every record of
 // a batch a different connection, as in a sweep of distinct connections.
+// conns=1000/batch=50x20 writes batches as the trail hands them to the
+// store: 1,000 records, clustered by connection, 20 for each of 50.
 // The connections come in a scrambled order (n·7919 mod conns), as a
 // sweep's do: in key order, a batch's index entries would share leaves,
 // which at 100,000 flattered the write 4-5× (docs/BENCHMARKS.md).
 func BenchmarkAuditAppend(b *testing.B) {
 	var one float64
-	for _, conns := range []int{1, 1000, 100000} {
-		b.Run(fmt.Sprintf("conns=%d", conns), func(b *testing.B) {
+	for _, c := range []struct {
+		conns, batch, run int // run: records of a connection in a row, 1 for connections in turn
+	}{{1, 10000, 1}, {1000, 10000, 1}, {100000, 10000, 1}, {1000, 1000, 20}} {
+		name := fmt.Sprintf("conns=%d", c.conns)
+		if c.run > 1 {
+			// As the trail hands a batch to the store: 1,000 records,
+			// clustered by connection, 20 for each of 50 connections.
+			name = fmt.Sprintf("conns=%d/batch=%dx%d", c.conns, c.batch/c.run, c.run)
+		}
+		conns, batch, run := c.conns, c.batch, c.run
+		b.Run(name, func(b *testing.B) {
 			ctx := context.Background()
 			keys, err := seal.NewKeyRing([]seal.Key{{Version: 1, Material: [32]byte{5}}}, 1)
 			if err != nil {
@@ -38,7 +49,6 @@ func BenchmarkAuditAppend(b *testing.B) {
 				b.Fatal(err)
 			}
 			defer store.Close()
-			const batch = 10000
 			t0 := time.Date(2026, 12, 7, 0, 0, 0, 0, time.UTC)
 			recs := make([]spotoken.AuditRecord, batch)
 			n := 0
@@ -47,7 +57,7 @@ func BenchmarkAuditAppend(b *testing.B) {
 				b.StopTimer()
 				for i := range recs {
 					recs[i] = spotoken.AuditRecord{At: t0.Add(time.Duration(n) * 50 * time.Microsecond), Action: spotoken.AuditTokenVend,
-						AppID: "playlist-sync", ConnectionID: fmt.Sprintf("user-%08d", n*7919%conns), ActorType: spotoken.ActorAPIKey,
+						AppID: "playlist-sync", ConnectionID: fmt.Sprintf("user-%08d", n/run*7919%conns), ActorType: spotoken.ActorAPIKey,
 						ActorID: "key_AbCdEfGhIjKl", ActorLabel: "sync worker (sk_AbCd12…)", ClientIP: "10.1.2.3",
 						UserAgent: "sync-worker/2.1 Go-http-client/1.1", RequestID: fmt.Sprintf("%016x", n), Method: "POST",
 						Route: "/v1/connections/{id}/token", Status: 200, Outcome: "ok",
