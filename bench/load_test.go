@@ -183,7 +183,13 @@ func newLgWorldAudit(b *testing.B, withAudit bool, conns int) *lgWorld {
 		if err != nil {
 			b.Fatal(err)
 		}
-		trail, err := audit.New(audit.Config{Store: store, Logger: log, Fingerprints: audit.NewFingerprinter(map[uint32][]byte{1: fk}, 1)})
+		acfg := audit.Config{Store: store, Logger: log, Fingerprints: audit.NewFingerprinter(map[uint32][]byte{1: fk}, 1)}
+		if s := os.Getenv("SPOTOKEN_BENCH_AUDIT_BATCH"); s != "" { // the trail's BatchSize, to compare
+			if acfg.BatchSize, err = strconv.Atoi(s); err != nil || acfg.BatchSize < 1 {
+				b.Fatalf("SPOTOKEN_BENCH_AUDIT_BATCH=%q: want a positive integer", s)
+			}
+		}
+		trail, err := audit.New(acfg)
 		if err != nil {
 			b.Fatal(err)
 		}

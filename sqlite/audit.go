@@ -114,14 +114,7 @@ func (db *DB) AppendAudit(ctx context.Context, records ...spotoken.AuditRecord) 
 	if err := conn.Raw(func(dc any) error { return appendAuditRaw(ctx, dc, groups) }); err != nil {
 		return fmt.Errorf("append audit: %w", translate(err, "", ""))
 	}
-	if db.auditTail.Add(int64(len(groups))) >= db.auditIndexEvery {
-		// The records are stored whatever happens here: an error leaves
-		// the groups in the tail, where listings find them, and the next
-		// batch tries again.
-		if conn.Raw(func(dc any) error { return batchTx(ctx, dc, func(c rawConn) error { return indexAuditTail(ctx, c) }) }) == nil {
-			db.auditTail.Store(0)
-		}
-	}
+	db.askIndex(len(groups)) // auditindex.go
 	return nil
 }
 
@@ -260,7 +253,7 @@ func appendAuditRaw(ctx context.Context, dc any, groups []auditGroup) error {
 }
 
 // batchTx runs fn in one immediate transaction on the driver connection
-// dc: the trail's batch write, or the indexing of its groups. On an error
+// dc: the trail's batch write. On an error
 // it rolls back; if even that fails, it answers driver.ErrBadConn too, so
 // that database/sql discards the connection rather than hand out one left
 // inside a transaction.
@@ -269,8 +262,8 @@ func appendAuditRaw(ctx context.Context, dc any, groups []auditGroup) error {
 // the disk (in WAL mode the commit is safe from a crash of the process,
 // not from a power failure or an operating-system crash until the next
 // commit that waits, which any other write does). A batch is already at
-// risk in memory for a flush interval (fail open), and an index write
-// lost is done again; every other write but MarkUsed's and leases' keeps
+// risk in memory for a flush interval (fail open); every other write but
+// MarkUsed's, leases' and the indexing's (auditindex.go) keeps
 // synchronous=FULL, which is put back before the connection is handed on
 // (or it is discarded).
 func batchTx(ctx context.Context, dc any, fn func(c rawConn) error) error {
@@ -279,9 +272,7 @@ func batchTx(ctx context.Context, dc any, fn func(c rawConn) error) error {
 		// several keeps the pages it changes in it, and in a temporary
 		// file that cost a quarter of the batch's CPU when every record
 		// was a different connection's (docs/BENCHMARKS.md). One INSERT
-		// changes at most a few hundred pages (groupRowsPerInsert rows);
-		// the indexing's sort of the tail's entries is a few megabytes
-		// (DefaultAuditIndexEvery).
+		// changes at most a few hundred pages (groupRowsPerInsert rows).
 		if _, err := c.ExecContext(ctx, "PRAGMA temp_store = MEMORY", nil); err != nil {
 			return errors.Join(fmt.Errorf("temp_store: %w", err), driver.ErrBadConn)
 		}

@@ -264,46 +264,14 @@ func appendGroupsRaw(ctx context.Context, c rawConn, groups []auditGroup) error 
 	return nil
 }
 
-// indexAuditTail copies the entries of the groups after indexed_id, the
-// tail, into the index by connection in key order, and moves indexed_id
-// past them, inside the caller's transaction on c (migration 0019). In
-// key order a connection's new entries follow each other onto the leaf
-// that holds its last ones: the write touches a leaf per connection (or
-// per few dozen entries) for the whole tail, where an entry per group as
-// it was written touched one per group.
-func indexAuditTail(ctx context.Context, c rawConn) error {
-	if _, err := c.ExecContext(ctx, `INSERT INTO audit_group_index (app_id, connection_id, first_at, id)
-		SELECT app_id, connection_id, first_at, id FROM audit_groups INDEXED BY audit_groups_tail
-		 WHERE id > (SELECT indexed_id FROM audit_index_state)
-		 ORDER BY app_id, connection_id, first_at, id`, nil); err != nil {
-		return fmt.Errorf("index audit groups: %w", err)
-	}
-	if _, err := c.ExecContext(ctx, `UPDATE audit_index_state SET indexed_id = (SELECT max(id) FROM audit_groups)
-		WHERE (SELECT max(id) FROM audit_groups) > indexed_id`, nil); err != nil {
-		return fmt.Errorf("index audit groups: %w", err)
-	}
-	return nil
-}
-
-// countAuditTail sets db.auditTail to the number of groups waiting for
-// the index by connection, left by an earlier process.
-func (db *DB) countAuditTail(ctx context.Context) error {
-	var n int64
-	if err := db.w.QueryRowContext(ctx, `SELECT count(*) FROM audit_groups INDEXED BY audit_groups_tail
-		WHERE id > (SELECT indexed_id FROM audit_index_state)`).Scan(&n); err != nil {
-		return fmt.Errorf("audit groups to index: %w", err)
-	}
-	db.auditTail.Store(n)
-	return nil
-}
-
 // auditGroupQuery is the query of the groups that may hold records filter
 // selects, in the order AuditRecords lists them (first_at, then id). The
 // bounds on first_at are widened by groupMaxSpan where a group starting
 // before a bound may hold records after it; mergeAuditGroups applies the
 // exact bounds to each record. A connection's groups are found in two
 // places (migration 0019), read in one statement, so in one snapshot: the
-// index by connection up to indexed_id, the tail's index after it.
+// index by connection, and the tail's index after indexed_id for those not
+// in the index yet.
 func auditGroupQuery(filter spotoken.AuditFilter) (string, []any) {
 	after := !filter.After.At.IsZero() || filter.After.ID != 0
 	lower, upper := !filter.Since.IsZero(), !filter.Until.IsZero()
@@ -341,11 +309,15 @@ func auditGroupQuery(filter spotoken.AuditFilter) (string, []any) {
 	if filter.AppID != "" && filter.ConnectionID != "" {
 		scope := []any{filter.AppID, filter.ConnectionID}
 		indexed, args := where([]string{"x.app_id = ?", "x.connection_id = ?"}, scope, "x.")
-		tail, targs := where([]string{"id > (SELECT indexed_id FROM audit_index_state)", "app_id = ?", "connection_id = ?"}, scope, "")
+		// A group of the tail may be in the index already, while an
+		// indexing is under way (auditindex.go): it is read from there.
+		tail, targs := where([]string{"id > (SELECT indexed_id FROM audit_index_state)", "app_id = ?", "connection_id = ?",
+			"NOT EXISTS (SELECT 1 FROM audit_group_index i WHERE i.app_id = g.app_id AND i.connection_id = g.connection_id AND i.first_at = g.first_at AND i.id = g.id)"},
+			scope, "")
 		return `SELECT x.id AS id, g.app_id, g.connection_id, x.first_at AS first_at, g.body
 			FROM audit_group_index x CROSS JOIN audit_groups g ON g.id = x.id WHERE ` + strings.Join(indexed, " AND ") + `
 			UNION ALL
-			SELECT id, app_id, connection_id, first_at, body FROM audit_groups INDEXED BY audit_groups_tail
+			SELECT id, app_id, connection_id, first_at, body FROM audit_groups g INDEXED BY audit_groups_tail
 			WHERE ` + strings.Join(tail, " AND ") + order, append(args, targs...)
 	}
 	cond, args := auditScope(filter)

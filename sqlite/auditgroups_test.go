@@ -9,6 +9,8 @@ import (
 	"reflect"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -196,13 +198,13 @@ func TestAuditGroupsRepeatFields(t *testing.T) {
 	}
 }
 
-// TestAuditIndexTail: the trail's groups wait in the tail until
-// AuditIndexEvery of them do, then join the index by connection in one
-// write; a connection's listing, paged both ways across the two, returns
-// each of its records once and in order; a reopened store counts the tail
-// left by the one before; retention takes index entries with their
-// groups; and when indexing fails the batch is stored all the same, found
-// by listings, and indexed with a later batch.
+// TestAuditIndexTail: the trail's groups wait in the tail until indexed;
+// a connection's listing, paged both ways, returns each of its records
+// once and in order whether its groups are in the tail, in the index, or
+// in both (an indexing cut short); a reopened store counts the tail left
+// by the one before; an indexing that fails leaves the groups listed and
+// the next one indexes them; retention takes index entries with their
+// groups.
 func TestAuditIndexTail(t *testing.T) {
 	ctx := context.Background()
 	t0 := time.Date(2026, 12, 7, 10, 0, 0, 0, time.UTC)
@@ -213,7 +215,7 @@ func TestAuditIndexTail(t *testing.T) {
 	}
 	open := func() *DB {
 		t.Helper()
-		db, err := Open(ctx, Config{Path: path, Keys: keys, Now: func() time.Time { return t0 }, AuditIndexEvery: 30})
+		db, err := Open(ctx, Config{Path: path, Keys: keys, Now: func() time.Time { return t0 }, AuditIndexEvery: 30, manualIndex: true})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -221,6 +223,17 @@ func TestAuditIndexTail(t *testing.T) {
 	}
 	db := open()
 	defer func() { db.Close() }()
+	raw, err := sql.Open("sqlite", "file:"+path+"?_pragma=busy_timeout(10000)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	exec := func(q string) {
+		t.Helper()
+		if _, err := raw.ExecContext(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
 	const conns = 20
 	batches := 0
 	appendBatch := func() { // a record of each connection, 10 s after the batch before
@@ -235,21 +248,24 @@ func TestAuditIndexTail(t *testing.T) {
 		}
 		batches++
 	}
-	// state returns the index's entries, the tail's groups, and the
-	// entries whose group is gone.
-	state := func() (indexed, tail, orphans int) {
+	index := func() {
 		t.Helper()
-		if err := db.r.QueryRowContext(ctx, `SELECT (SELECT count(*) FROM audit_group_index),
-			(SELECT count(*) FROM audit_groups WHERE id > (SELECT indexed_id FROM audit_index_state)),
-			(SELECT count(*) FROM audit_group_index x WHERE NOT EXISTS (SELECT 1 FROM audit_groups g WHERE g.id = x.id))`).Scan(&indexed, &tail, &orphans); err != nil {
+		if err := db.indexAuditTail(ctx); err != nil {
 			t.Fatal(err)
 		}
-		return indexed, tail, orphans
 	}
+	// expect checks the index's entries and the groups after indexed_id,
+	// and that no entry outlives its group.
 	expect := func(when string, indexed, tail int) {
 		t.Helper()
-		if i, tl, o := state(); i != indexed || tl != tail || o != 0 {
-			t.Fatalf("%s: %d groups indexed, %d in the tail, %d index entries without a group; want %d, %d, 0", when, i, tl, o, indexed, tail)
+		var i, tl, orphans int
+		if err := db.r.QueryRowContext(ctx, `SELECT (SELECT count(*) FROM audit_group_index),
+			(SELECT count(*) FROM audit_groups WHERE id > (SELECT indexed_id FROM audit_index_state)),
+			(SELECT count(*) FROM audit_group_index x WHERE NOT EXISTS (SELECT 1 FROM audit_groups g WHERE g.id = x.id))`).Scan(&i, &tl, &orphans); err != nil {
+			t.Fatal(err)
+		}
+		if i != indexed || tl != tail || orphans != 0 {
+			t.Fatalf("%s: %d index entries, %d groups after indexed_id, %d entries without a group; want %d, %d, 0", when, i, tl, orphans, indexed, tail)
 		}
 	}
 	// listed checks each connection's listing, page by page both ways,
@@ -292,40 +308,49 @@ func TestAuditIndexTail(t *testing.T) {
 	expect("one batch", 0, 20)
 	listed("one batch, all in the tail", 0)
 	appendBatch()
-	expect("two batches", 40, 0)
-	listed("two batches, all indexed", 0)
+	if n := db.auditTail.Load(); n != 40 {
+		t.Fatalf("the store counts %d groups in the tail; want 40", n)
+	}
+	index()
+	expect("indexed", 40, 0)
+	listed("all indexed", 0)
 	appendBatch()
 	expect("three batches", 40, 20)
-	listed("three batches, indexed and in the tail", 0)
+	listed("indexed and in the tail", 0)
 
-	// A new process counts the tail the old one left: one more batch
-	// reaches 30.
+	// A new process counts the tail the old one left.
 	if err := db.Close(); err != nil {
 		t.Fatal(err)
 	}
 	db = open()
+	if n := db.auditTail.Load(); n != 20 {
+		t.Fatalf("reopened, the store counts %d groups in the tail; want 20", n)
+	}
+
+	// An indexing cut short: half the tail's entries (c0-c9's) are in the
+	// index, indexed_id has not moved.
 	appendBatch()
-	expect("reopened, four batches", 80, 0)
+	exec(`INSERT INTO audit_group_index SELECT app_id, connection_id, first_at, id FROM audit_groups
+		WHERE id > (SELECT indexed_id FROM audit_index_state) AND length(connection_id) = 2`)
+	expect("half indexed", 60, 40)
+	listed("half indexed", 0)
+	index()
+	expect("indexed again", 80, 0)
+	listed("indexed again", 0)
 
 	// Indexing refused (a trigger here): the batches are stored and
 	// listed, and indexed once it works again.
-	w, err := sql.Open("sqlite", "file:"+path+"?_pragma=busy_timeout(10000)")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Close()
-	if _, err := w.ExecContext(ctx, `CREATE TRIGGER refuse_index BEFORE INSERT ON audit_group_index BEGIN SELECT RAISE(ABORT, 'refused'); END`); err != nil {
-		t.Fatal(err)
-	}
+	exec(`CREATE TRIGGER refuse_index BEFORE INSERT ON audit_group_index BEGIN SELECT RAISE(ABORT, 'refused'); END`)
 	appendBatch()
 	appendBatch()
+	if err := db.indexAuditTail(ctx); err == nil {
+		t.Fatal("indexing with every insert refused succeeded")
+	}
 	expect("indexing refused", 80, 40)
 	listed("indexing refused", 0)
-	if _, err := w.ExecContext(ctx, `DROP TRIGGER refuse_index`); err != nil {
-		t.Fatal(err)
-	}
-	appendBatch()
-	expect("indexing works again", 140, 0)
+	exec(`DROP TRIGGER refuse_index`)
+	index()
+	expect("indexing works again", 120, 0)
 	appendBatch()
 	listed("indexing works again", 0)
 
@@ -334,6 +359,99 @@ func TestAuditIndexTail(t *testing.T) {
 	if err != nil || n != 40 {
 		t.Fatalf("retention: %d records deleted, %v; want 40", n, err)
 	}
-	expect("after retention", 100, 20)
+	expect("after retention", 80, 20)
 	listed("after retention", 2)
+
+	// An entry read from the tail whose group retention deleted since is
+	// not inserted.
+	if err := db.indexChunk(ctx, []indexKey{{app: "a", conn: "c1", firstAt: t0.UnixMicro(), id: 1}}); err != nil {
+		t.Fatal(err)
+	}
+	expect("an entry of a deleted group", 80, 20)
+}
+
+// TestAuditIndexWhileListing: with the store's own indexing goroutine at
+// work (a tail of 30 groups), batches written while other goroutines list
+// connections: every listing returns each record once, in order, and no
+// fewer than were written before it began; at the end all but the last
+// tail is indexed.
+func TestAuditIndexWhileListing(t *testing.T) {
+	ctx := context.Background()
+	t0 := time.Date(2026, 12, 7, 10, 0, 0, 0, time.UTC)
+	keys, err := seal.NewKeyRing([]seal.Key{{Version: 1, Material: [32]byte{0x9a}}}, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db, err := Open(ctx, Config{Path: filepath.Join(t.TempDir(), "db"), Keys: keys, Now: func() time.Time { return t0 }, AuditIndexEvery: 30})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	const conns, batches = 8, 60
+	var written atomic.Int64 // batches written
+	stop := make(chan struct{})
+	errs := make(chan error, 4)
+	var wg sync.WaitGroup
+	for l := range 3 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				conn := fmt.Sprint("c", (i+l)%conns)
+				before := int(written.Load())
+				recs, err := db.AuditRecords(ctx, spotoken.AuditFilter{AppID: "a", ConnectionID: conn, Limit: spotoken.MaxPage})
+				if err != nil {
+					errs <- err
+					return
+				}
+				if len(recs) < before {
+					errs <- fmt.Errorf("%s: %d records listed after %d batches", conn, len(recs), before)
+					return
+				}
+				for j, r := range recs {
+					if want := fmt.Sprint("b", j, conn); r.RequestID != want {
+						errs <- fmt.Errorf("%s: record %d is %s; want %s", conn, j, r.RequestID, want)
+						return
+					}
+				}
+			}
+		}()
+	}
+	for b := range batches {
+		var batch []spotoken.AuditRecord
+		for c := range conns {
+			batch = append(batch, spotoken.AuditRecord{At: t0.Add(time.Duration(b) * 2 * time.Second), Action: spotoken.AuditTokenVend,
+				AppID: "a", ConnectionID: fmt.Sprint("c", c), RequestID: fmt.Sprint("b", b, "c", c)})
+		}
+		if err := db.AppendAudit(ctx, batch...); err != nil {
+			t.Fatal(err)
+		}
+		written.Add(1)
+	}
+	close(stop)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	// The indexing goroutine catches up: at most the last 30 groups wait.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var tail int
+		if err := db.r.QueryRowContext(ctx, `SELECT count(*) FROM audit_groups WHERE id > (SELECT indexed_id FROM audit_index_state)`).Scan(&tail); err != nil {
+			t.Fatal(err)
+		}
+		if tail < 30 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d groups still wait for the index", tail)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }

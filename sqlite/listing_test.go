@@ -120,10 +120,12 @@ func TestListingQueryPlans(t *testing.T) {
 	gquery, gargs := sqlite.AuditGroupQuery(spotoken.AuditFilter{AppID: "a", ConnectionID: "c10", Newest: true, Limit: 101})
 	// A connection's groups: the index by connection in key order (no
 	// sort), merged with the tail's, which are sorted: they are the few
-	// of the waiting groups (at most Config.AuditIndexEvery) that are the
-	// connection's. audit_index_state is one row.
+	// of the waiting groups (about Config.AuditIndexEvery) that are the
+	// connection's and not in the index yet (a look-up each).
+	// audit_index_state is one row.
 	tailPlan := "MERGE (UNION ALL)\nLEFT\nSEARCH x USING PRIMARY KEY (app_id=? AND connection_id=?)\nSEARCH g USING INTEGER PRIMARY KEY (rowid=?)\n" +
-		"RIGHT\nSEARCH audit_groups USING INDEX audit_groups_tail (id>?)\nSCALAR SUBQUERY 2\nSCAN audit_index_state\nUSE TEMP B-TREE FOR ORDER BY"
+		"RIGHT\nSEARCH g USING INDEX audit_groups_tail (id>?)\nSCALAR SUBQUERY 2\nSCAN audit_index_state\n" +
+		"CORRELATED SCALAR SUBQUERY 3\nSEARCH i USING PRIMARY KEY (app_id=? AND connection_id=? AND first_at=? AND id=?)\nUSE TEMP B-TREE FOR ORDER BY"
 	add("audit groups of a connection", tailPlan, gquery, gargs, nil)
 	gquery, gargs = sqlite.AuditGroupQuery(spotoken.AuditFilter{Since: now, Limit: 101})
 	add("audit groups since", "SEARCH audit_groups USING INDEX audit_groups_at (first_at>?)", gquery, gargs, nil)

@@ -129,12 +129,16 @@ type Config struct {
 	ListTimeout time.Duration
 	// AuditIndexEvery is how many of the audit trail's groups (a group is
 	// a run of one connection's records within a second) wait, indexed by
-	// id only, before they join the index by connection in one sorted
-	// write (migration 0019). More makes the trail cheaper to write with
-	// many connections, and a connection's audit listing read more: it
-	// looks through the waiting groups' ids. Zero means
-	// DefaultAuditIndexEvery.
+	// id only, before a goroutine of the store copies them into the index
+	// by connection in key order (migration 0019). More makes the trail
+	// cheaper to write with many connections, and a connection's audit
+	// listing read more: it looks through the waiting groups' ids. Zero
+	// means DefaultAuditIndexEvery.
 	AuditIndexEvery int
+
+	// manualIndex leaves the indexing to the package's tests, which call
+	// indexAuditTail themselves.
+	manualIndex bool
 }
 
 // DefaultAuditIndexEvery is Config.AuditIndexEvery when it is zero: a
@@ -171,6 +175,10 @@ type DB struct {
 	// auditIndexEvery, AppendAudit indexes them.
 	auditTail       atomic.Int64
 	auditIndexEvery int64
+	// The indexing goroutine (auditindex.go): AppendAudit wakes it.
+	indexWake chan struct{}
+	indexStop context.CancelFunc
+	indexDone chan struct{}
 }
 
 // busyTimeout is how long, in milliseconds, a connection waits for another
@@ -265,12 +273,17 @@ func Open(ctx context.Context, cfg Config) (*DB, error) {
 		db.Close()
 		return nil, fmt.Errorf("sqlite: open %s: %w", cfg.Path, err)
 	}
+	if !cfg.manualIndex {
+		db.startIndexer()
+		db.askIndex(0) // a tail an earlier process left
+	}
 	return db, nil
 }
 
 // Close closes the database. The last connection to close checkpoints the
 // write-ahead log into the file and removes it.
 func (db *DB) Close() error {
+	db.stopIndexer()
 	var errs []error
 	if db.auditInsert != nil {
 		errs = append(errs, db.auditInsert.Close())
