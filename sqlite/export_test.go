@@ -12,6 +12,10 @@ const DueQuery = dueQuery
 // test.
 const DueUsedQuery = dueUsedQuery
 
+// IndexInsertQuery is the audit index's chunk insert, for the query-plan
+// test.
+const IndexInsertQuery = indexInsertQuery
+
 // CountQuery is CountConnections' query, for the query-plan test.
 const CountQuery = countQuery
 
