@@ -18,13 +18,20 @@ import (
 	"github.com/spotoken/spotoken/seal"
 )
 
-// openGroupsTest opens a store on a new file, its clock at now.
-func openGroupsTest(t *testing.T, now time.Time) *DB {
+// groupsKeys is the key ring of this file's stores.
+func groupsKeys(t *testing.T) *seal.KeyRing {
 	t.Helper()
 	keys, err := seal.NewKeyRing([]seal.Key{{Version: 1, Material: [32]byte{0x9a}}}, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return keys
+}
+
+// openGroupsTest opens a store on a new file, its clock at now.
+func openGroupsTest(t *testing.T, now time.Time) *DB {
+	t.Helper()
+	keys := groupsKeys(t)
 	db, err := Open(context.Background(), Config{Path: filepath.Join(t.TempDir(), "db"), Keys: keys, Now: func() time.Time { return now }})
 	if err != nil {
 		t.Fatal(err)
@@ -198,6 +205,17 @@ func TestAuditGroupsRepeatFields(t *testing.T) {
 	}
 }
 
+// vendBatch is batch number b of app a: a vend record at at for each of
+// connections c0, c1, ..., request ids b<b>c<c>.
+func vendBatch(at time.Time, b, conns int) []spotoken.AuditRecord {
+	var batch []spotoken.AuditRecord
+	for c := range conns {
+		batch = append(batch, spotoken.AuditRecord{At: at, Action: spotoken.AuditTokenVend,
+			AppID: "a", ConnectionID: fmt.Sprint("c", c), RequestID: fmt.Sprint("b", b, "c", c)})
+	}
+	return batch
+}
+
 // TestAuditIndexTail: the trail's groups wait in the tail until indexed;
 // a connection's listing, paged both ways, returns each of its records
 // once and in order whether its groups are in the tail, in the index, or
@@ -209,10 +227,7 @@ func TestAuditIndexTail(t *testing.T) {
 	ctx := context.Background()
 	t0 := time.Date(2026, 12, 7, 10, 0, 0, 0, time.UTC)
 	path := filepath.Join(t.TempDir(), "db")
-	keys, err := seal.NewKeyRing([]seal.Key{{Version: 1, Material: [32]byte{0x9a}}}, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
+	keys := groupsKeys(t)
 	open := func() *DB {
 		t.Helper()
 		db, err := Open(ctx, Config{Path: path, Keys: keys, Now: func() time.Time { return t0 }, AuditIndexEvery: 30, manualIndex: true})
@@ -238,12 +253,7 @@ func TestAuditIndexTail(t *testing.T) {
 	batches := 0
 	appendBatch := func() { // a record of each connection, 10 s after the batch before
 		t.Helper()
-		var batch []spotoken.AuditRecord
-		for c := range conns {
-			batch = append(batch, spotoken.AuditRecord{At: t0.Add(time.Duration(batches) * 10 * time.Second), Action: spotoken.AuditTokenVend,
-				AppID: "a", ConnectionID: fmt.Sprint("c", c), RequestID: fmt.Sprint("b", batches, "c", c)})
-		}
-		if err := db.AppendAudit(ctx, batch...); err != nil {
+		if err := db.AppendAudit(ctx, vendBatch(t0.Add(time.Duration(batches)*10*time.Second), batches, conns)...); err != nil {
 			t.Fatal(err)
 		}
 		batches++
@@ -378,11 +388,7 @@ func TestAuditIndexTail(t *testing.T) {
 func TestAuditIndexWhileListing(t *testing.T) {
 	ctx := context.Background()
 	t0 := time.Date(2026, 12, 7, 10, 0, 0, 0, time.UTC)
-	keys, err := seal.NewKeyRing([]seal.Key{{Version: 1, Material: [32]byte{0x9a}}}, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	db, err := Open(ctx, Config{Path: filepath.Join(t.TempDir(), "db"), Keys: keys, Now: func() time.Time { return t0 }, AuditIndexEvery: 30})
+	db, err := Open(ctx, Config{Path: filepath.Join(t.TempDir(), "db"), Keys: groupsKeys(t), Now: func() time.Time { return t0 }, AuditIndexEvery: 30})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -423,12 +429,7 @@ func TestAuditIndexWhileListing(t *testing.T) {
 		}()
 	}
 	for b := range batches {
-		var batch []spotoken.AuditRecord
-		for c := range conns {
-			batch = append(batch, spotoken.AuditRecord{At: t0.Add(time.Duration(b) * 2 * time.Second), Action: spotoken.AuditTokenVend,
-				AppID: "a", ConnectionID: fmt.Sprint("c", c), RequestID: fmt.Sprint("b", b, "c", c)})
-		}
-		if err := db.AppendAudit(ctx, batch...); err != nil {
+		if err := db.AppendAudit(ctx, vendBatch(t0.Add(time.Duration(b)*2*time.Second), b, conns)...); err != nil {
 			t.Fatal(err)
 		}
 		written.Add(1)

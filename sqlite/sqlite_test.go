@@ -289,6 +289,19 @@ func TestMigrations(t *testing.T) {
 	})
 }
 
+// upgrade closes old, the database oldDatabase made at path, and opens it
+// with the store, which migrates it; it checks the migrations recorded.
+func upgrade(t *testing.T, old *sql.DB, path string) *sqlite.DB {
+	t.Helper()
+	if err := old.Close(); err != nil {
+		t.Fatal(err)
+	}
+	db := openDB(t, path)
+	t.Cleanup(func() { db.Close() })
+	checkMigrations(t, path)
+	return db
+}
+
 // oldDatabase makes at path the database of a spotoken whose newest
 // migration is the one before version before, with the older migration
 // files themselves; exec runs a statement on it or fails the test.
@@ -337,13 +350,7 @@ func TestUpgradeKeepsLastUse(t *testing.T) {
 	exec(`INSERT INTO connections (app_id, id, state, version, access_expires_at, created_at, updated_at, last_used_at) VALUES
 		('a', 'recent', 'active', 1, ?1, 1, 1, ?2), ('a', 'long', 'active', 1, ?1, 1, 1, ?3),
 		('a', 'never', 'active', 1, ?1, 1, 1, NULL), ('b', 'recent', 'active', 1, ?1, 1, 1, ?2)`, exp, recent, long)
-	if err := old.Close(); err != nil {
-		t.Fatal(err)
-	}
-
-	db := openDB(t, path)
-	defer db.Close()
-	checkMigrations(t, path)
+	db := upgrade(t, old, path)
 	raw := rawDB(t, path)
 	uses := map[string]int64{}
 	rows, err := raw.QueryContext(ctx, `SELECT app_id || '/' || id, last_used_at FROM connection_uses`)
@@ -406,13 +413,7 @@ func TestUpgrade(t *testing.T) {
 	exec(`INSERT INTO apps (id, client_id, client_secret, created_at, updated_at) VALUES ('a', 'cid-a', ?, 1, 1), ('b', 'cid-b', NULL, 1, 1)`, secret)
 	exec(`INSERT INTO connections (app_id, id, state, version, created_at, updated_at) VALUES
 		('a', 'c1', 'active', 1, 1, 1), ('a', 'c2', 'revoked', 1, 1, 1), ('a', 'c3', 'active', 1, 1, 1), ('b', 'c1', 'needs_reauth', 1, 1, 1)`)
-	if err := old.Close(); err != nil {
-		t.Fatal(err)
-	}
-
-	db := openDB(t, path)
-	defer db.Close()
-	checkMigrations(t, path)
+	db := upgrade(t, old, path)
 	apps, err := db.Apps(ctx)
 	if err != nil || len(apps) != 2 {
 		t.Fatalf("Apps after the upgrade: %v, %v", apps, err)
@@ -751,13 +752,7 @@ func TestUpgradeIndexesAudit(t *testing.T) {
 			g.id, g.conn, g.at.UnixMicro(), g.at.UnixMicro(), body(g.at, g.req))
 	}
 	exec(`INSERT INTO sqlite_sequence (name, seq) VALUES ('audit_records', 4)`)
-	if err := old.Close(); err != nil {
-		t.Fatal(err)
-	}
-
-	db := openDB(t, path)
-	defer db.Close()
-	checkMigrations(t, path)
+	db := upgrade(t, old, path)
 	raw := rawDB(t, path)
 	var entries, indexed int64
 	if err := raw.QueryRowContext(ctx, `SELECT (SELECT count(*) FROM audit_group_index), (SELECT indexed_id FROM audit_index_state)`).Scan(&entries, &indexed); err != nil {
