@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -94,7 +95,7 @@ func TestCrash(t *testing.T) {
 	var stored int64 // the rotation the database held after the previous crash
 	for run := range 25 {
 		killAfter := 1 + rng.IntN(200)
-		reported := crashChild(t, path, killAfter)
+		reported := crashChild(t, "TestCrashChild", path, killAfter)
 		if reported < stored+int64(killAfter) {
 			t.Fatalf("run %d: child reported rotation %d, want at least %d", run, reported, stored+int64(killAfter))
 		}
@@ -149,11 +150,12 @@ func integrityCheck(t *testing.T, path string) string {
 	return strings.Join(lines, "\n")
 }
 
-// crashChild runs TestCrashChild on path, kills it with SIGKILL once it has
-// reported killAfter commits, and returns the last rotation it reported.
-func crashChild(t *testing.T, path string, killAfter int) int64 {
+// crashChild runs the test child (TestCrashChild, TestAuditIndexCrashChild)
+// on path, kills it with SIGKILL once it has reported killAfter commits,
+// and returns the last commit it reported.
+func crashChild(t *testing.T, child, path string, killAfter int) int64 {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^TestCrashChild$", "-test.count=1")
+	cmd := exec.Command(os.Args[0], "-test.run=^"+child+"$", "-test.count=1")
 	cmd.Env = append(os.Environ(), crashEnv+"="+path)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
@@ -200,4 +202,132 @@ func crashChild(t *testing.T, path string, killAfter int) int64 {
 		t.Fatalf("child ended with %v, not by SIGKILL\nstderr: %s", err, stderr.Bytes())
 	}
 	return last
+}
+
+// auditCrashConns is how many connections each of TestAuditIndexCrashChild's
+// batches holds a record of.
+const auditCrashConns = 20
+
+// openAuditCrash opens the store of TestAuditIndexCrash: a tail of 40
+// groups, two batches, so that the store's goroutine indexes all along.
+func openAuditCrash(t *testing.T, path string) (*sqlite.DB, error) {
+	return sqlite.Open(ctx, sqlite.Config{Path: path, Keys: testRing(t), AuditIndexEvery: 40})
+}
+
+// auditCrashListing returns connection conn's request ids, oldest first.
+func auditCrashListing(db *sqlite.DB, conn string) ([]string, error) {
+	var ids []string
+	f := spotoken.AuditFilter{AppID: "app", ConnectionID: conn, Limit: spotoken.MaxPage}
+	for {
+		recs, err := db.AuditRecords(ctx, f)
+		if err != nil {
+			return nil, err
+		}
+		for _, r := range recs {
+			ids = append(ids, r.RequestID)
+		}
+		if len(recs) < f.Limit {
+			return ids, nil
+		}
+		f.After = spotoken.AuditCursor{At: recs[len(recs)-1].At, ID: recs[len(recs)-1].ID}
+	}
+}
+
+// TestAuditIndexCrashChild is the child of TestAuditIndexCrash: it goes on
+// from the batches already stored, appending batch n (a record for each
+// connection, request ids b<n>c<c>) and printing "committed <n>" after
+// each, while the store indexes in the background, until it is killed.
+func TestAuditIndexCrashChild(t *testing.T) {
+	path := os.Getenv(crashEnv)
+	if path == "" || os.Getenv(auditCrashEnv) == "" {
+		t.Skip("the child process of TestAuditIndexCrash")
+	}
+	db, err := openAuditCrash(t, path)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "open:", err)
+		os.Exit(3)
+	}
+	stored, err := auditCrashListing(db, "c0")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "list:", err)
+		os.Exit(3)
+	}
+	t0 := time.Date(2026, 12, 7, 0, 0, 0, 0, time.UTC)
+	for n := len(stored); n < 1_000_000; n++ { // a bound, should the parent never kill us
+		batch := make([]spotoken.AuditRecord, auditCrashConns)
+		for c := range batch {
+			batch[c] = spotoken.AuditRecord{At: t0.Add(time.Duration(n) * 2 * time.Second), Action: spotoken.AuditTokenVend,
+				AppID: "app", ConnectionID: fmt.Sprint("c", c), RequestID: fmt.Sprint("b", n, "c", c)}
+		}
+		if err := db.AppendAudit(ctx, batch...); err != nil {
+			fmt.Fprintln(os.Stderr, "append:", err)
+			os.Exit(3)
+		}
+		fmt.Printf("committed %d\n", n)
+	}
+	os.Exit(4)
+}
+
+// auditCrashEnv tells a child to be TestAuditIndexCrashChild.
+const auditCrashEnv = "SPOTOKEN_SQLITE_AUDIT_CRASH_CHILD"
+
+// TestAuditIndexCrash kills a process with SIGKILL while it writes audit
+// batches and its store indexes them (an indexing may be cut short at any
+// point), 8 times, on one file; each time the file passes
+// integrity_check, every connection's listing holds each batch reported
+// committed exactly once and in order (and the same batches for every
+// connection: a batch is one transaction), and no index entry outlives
+// its group.
+func TestAuditIndexCrash(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts 8 processes")
+	}
+	path := filepath.Join(t.TempDir(), "audit-crash.db")
+	t.Setenv(auditCrashEnv, "1")
+	seed := uint64(time.Now().UnixNano())
+	t.Logf("seed %d", seed)
+	rng := rand.New(rand.NewPCG(seed, seed))
+	for run := range 8 {
+		killAfter := 5 + rng.IntN(60)
+		reported := crashChild(t, "TestAuditIndexCrashChild", path, killAfter)
+		if check := integrityCheck(t, path); check != "ok" {
+			t.Fatalf("run %d: integrity_check = %q", run, check)
+		}
+		db, err := openAuditCrash(t, path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var batches int
+		for c := range auditCrashConns {
+			conn := fmt.Sprint("c", c)
+			ids, err := auditCrashListing(db, conn)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c == 0 {
+				batches = len(ids)
+				// The child commits, then reports: at most one commit is
+				// unreported.
+				if int64(batches) < reported+1 || int64(batches) > reported+2 {
+					t.Fatalf("run %d: killed after reporting batch %d, %s lists %d batches", run, reported, conn, batches)
+				}
+			}
+			want := make([]string, batches)
+			for n := range want {
+				want[n] = fmt.Sprint("b", n, conn)
+			}
+			if !slices.Equal(ids, want) {
+				t.Fatalf("run %d: %s lists %v; want b0..b%d, each once", run, conn, ids, batches-1)
+			}
+		}
+		var orphans int
+		if err := rawDB(t, path).QueryRowContext(ctx, `SELECT count(*) FROM audit_group_index x
+			WHERE NOT EXISTS (SELECT 1 FROM audit_groups g WHERE g.id = x.id)`).Scan(&orphans); err != nil || orphans != 0 {
+			t.Fatalf("run %d: %d index entries without their group, %v", run, orphans, err)
+		}
+		if err := db.Close(); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("run %d: killed after %d lines, reported batch %d, %d stored", run, killAfter, reported, batches)
+	}
 }
