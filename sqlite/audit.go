@@ -247,26 +247,19 @@ func unpackAudit(a *spotoken.AuditRecord, rest string, prev *spotoken.AuditRecor
 }
 
 // appendAuditRaw writes groups in one immediate transaction on the
-// driver connection dc (batchTx).
-func appendAuditRaw(ctx context.Context, dc any, groups []auditGroup) error {
-	return batchTx(ctx, dc, func(c rawConn) error { return appendGroupsRaw(ctx, c, groups) })
-}
-
-// batchTx runs fn in one immediate transaction on the driver connection
-// dc: the trail's batch write. On an error
-// it rolls back; if even that fails, it answers driver.ErrBadConn too, so
-// that database/sql discards the connection rather than hand out one left
-// inside a transaction.
+// driver connection dc. On an error it rolls back; if even that fails, it
+// answers driver.ErrBadConn too, so that database/sql discards the
+// connection rather than hand out one left inside a transaction.
 //
-// The transaction commits with synchronous=NORMAL: it does not wait for
-// the disk (in WAL mode the commit is safe from a crash of the process,
-// not from a power failure or an operating-system crash until the next
-// commit that waits, which any other write does). A batch is already at
-// risk in memory for a flush interval (fail open); every other write but
+// The batch commits with synchronous=NORMAL: it does not wait for the disk
+// (in WAL mode the commit is safe from a crash of the process, not from a
+// power failure or an operating-system crash until the next commit that
+// waits, which any other write does). The batch is already at risk in
+// memory for a flush interval (fail open); every other write but
 // MarkUsed's, leases' and the indexing's (auditindex.go) keeps
 // synchronous=FULL, which is put back before the connection is handed on
 // (or it is discarded).
-func batchTx(ctx context.Context, dc any, fn func(c rawConn) error) error {
+func appendAuditRaw(ctx context.Context, dc any, groups []auditGroup) error {
 	return withNormalSync(ctx, dc, func(c rawConn) (err error) {
 		// The statement journal in memory: each INSERT of a transaction of
 		// several keeps the pages it changes in it, and in a temporary
@@ -291,7 +284,7 @@ func batchTx(ctx context.Context, dc any, fn func(c rawConn) error) error {
 				}
 			}
 		}()
-		if err := fn(c); err != nil {
+		if err := appendGroupsRaw(ctx, c, groups); err != nil {
 			return err
 		}
 		if _, err := c.ExecContext(ctx, "COMMIT", nil); err != nil {

@@ -17,7 +17,7 @@ import (
 // 0019): a group is written with append-only index entries and waits in
 // the tail; once Config.AuditIndexEvery groups wait, a goroutine of the
 // store copies their entries into audit_group_index in key order, a chunk
-// of indexChunk entries per transaction, and then moves indexed_id past
+// of indexChunkSize entries per transaction, and then moves indexed_id past
 // them.
 //
 // In key order a connection's new entries follow each other onto the leaf
@@ -35,11 +35,11 @@ import (
 // EXISTS of auditGroupQuery), so each is listed once whatever the state;
 // the next indexing inserts the same entries again, OR IGNORE.
 
-// indexChunk is how many entries one indexing transaction inserts: the
+// indexChunkSize is how many entries one indexing transaction inserts: the
 // tail's entries in key order, so a chunk touches only its share of the
 // index's leaves, and the trail's batch that waits behind it waits for
 // that share.
-const indexChunk = 1024
+const indexChunkSize = 1024
 
 // indexKey is a group's entry in audit_group_index.
 type indexKey struct {
@@ -124,7 +124,7 @@ func (db *DB) indexAuditTail(ctx context.Context) error {
 	slices.SortFunc(keys, func(a, b indexKey) int {
 		return cmp.Or(strings.Compare(a.app, b.app), strings.Compare(a.conn, b.conn), cmp.Compare(a.firstAt, b.firstAt), cmp.Compare(a.id, b.id))
 	})
-	for chunk := range slices.Chunk(keys, indexChunk) {
+	for chunk := range slices.Chunk(keys, indexChunkSize) {
 		if err := db.indexChunk(ctx, chunk); err != nil {
 			return err
 		}
@@ -178,16 +178,9 @@ func (db *DB) indexChunk(ctx context.Context, keys []indexKey) error {
 		b = append(b, ']')
 	}
 	b = append(b, ']')
-	conn, err := db.writerConn(spotoken.Background(ctx))
-	if err != nil {
-		return fmt.Errorf("index audit groups: %w", err)
-	}
-	defer conn.Close()
-	err = conn.Raw(func(dc any) error {
-		return withNormalSync(ctx, dc, func(c rawConn) error {
-			_, err := c.ExecContext(ctx, indexInsertQuery, []driver.NamedValue{{Ordinal: 1, Value: string(b)}})
-			return err
-		})
+	err := db.backgroundNormalWrite(ctx, func(c rawConn) error {
+		_, err := c.ExecContext(ctx, indexInsertQuery, []driver.NamedValue{{Ordinal: 1, Value: string(b)}})
+		return err
 	})
 	if err != nil {
 		return fmt.Errorf("index audit groups: %w", translate(err, "", ""))

@@ -386,21 +386,14 @@ func (db *DB) MarkUsed(ctx context.Context, uses []spotoken.ConnectionUse) error
 	if len(uses) == 0 {
 		return nil
 	}
-	conn, err := db.writerConn(spotoken.Background(ctx))
-	if err != nil {
-		return fmt.Errorf("mark connections used: %w", err)
-	}
-	defer conn.Close()
-	err = conn.Raw(func(dc any) error {
-		return withNormalSync(ctx, dc, func(c rawConn) error {
-			for chunk := range slices.Chunk(uses, markUsedBatch) {
-				query, args := markUsedStatement(chunk)
-				if _, err := c.ExecContext(ctx, query, args); err != nil {
-					return err
-				}
+	err := db.backgroundNormalWrite(ctx, func(c rawConn) error {
+		for chunk := range slices.Chunk(uses, markUsedBatch) {
+			query, args := markUsedStatement(chunk)
+			if _, err := c.ExecContext(ctx, query, args); err != nil {
+				return err
 			}
-			return nil
-		})
+		}
+		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("mark connections used: %w", translate(err, "", ""))

@@ -224,3 +224,17 @@ func (db *DB) writerConn(ctx context.Context) (gatedConn, error) {
 	}
 	return gatedConn{Conn: conn, db: db}, nil
 }
+
+// backgroundNormalWrite runs fn on the writer's driver connection, as
+// background work (after callers' writes) and with synchronous=NORMAL
+// (withNormalSync): MarkUsed's uses and the audit indexing's chunks, each
+// statement of fn its own transaction, which SQLite keeps no statement
+// journal for.
+func (db *DB) backgroundNormalWrite(ctx context.Context, fn func(c rawConn) error) error {
+	conn, err := db.writerConn(spotoken.Background(ctx))
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	return conn.Raw(func(dc any) error { return withNormalSync(ctx, dc, fn) })
+}
