@@ -342,7 +342,7 @@ func TestTokenErrors(t *testing.T) {
 				req, _ := http.NewRequest(http.MethodPost, e.srv.URL+"/api/token", strings.NewReader(r.body))
 				req.Header.Set("Content-Type", r.contentType)
 				req.Header.Set("Authorization", "Basic !!!not-base64")
-				resp, err := http.DefaultClient.Do(req)
+				resp, err := testClient.Do(req)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -809,7 +809,7 @@ func TestTokenFaults(t *testing.T) {
 	}
 	// An outage answers before the token endpoint runs: a plain-text 503,
 	// not OAuth JSON, as a load balancer in front of Spotify would.
-	resp, err := http.Post(e.srv.URL+"/api/token", "application/x-www-form-urlencoded", strings.NewReader("grant_type=client_credentials"))
+	resp, err := testClient.Post(e.srv.URL+"/api/token", "application/x-www-form-urlencoded", strings.NewReader("grant_type=client_credentials"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -202,7 +202,7 @@ func TestZmbSpotify(t *testing.T) {
 	}
 
 	// Spotify's error object comes through as zmb3's spotify.Error.
-	_, err = spotify.New(http.DefaultClient, spotify.WithBaseURL(e.srv.URL+"/v1/")).CurrentUser(ctx)
+	_, err = spotify.New(testClient, spotify.WithBaseURL(e.srv.URL+"/v1/")).CurrentUser(ctx)
 	var se spotify.Error
 	if !errors.As(err, &se) || se.Status != 401 || se.Message != "Missing/invalid/expired access token" {
 		t.Errorf("no token: %v, want spotify.Error 401 Missing/invalid/expired access token", err)

@@ -75,8 +75,14 @@ func newEnv(t *testing.T, mutate func(*emulator.Config)) *env {
 	return &env{t: t, emu: emu, srv: srv}
 }
 
+// testClient is the tests' HTTP client, on a transport of their own:
+// httptest.Server.Close closes http.DefaultTransport's idle connections,
+// and a parallel test's request that had just taken one failed with
+// "connection broken: CloseIdleConnections called".
+var testClient = &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()}
+
 // noRedirect is a client that returns redirects instead of following them.
-var noRedirect = &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+var noRedirect = &http.Client{Transport: testClient.Transport, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 
 // authorize calls /authorize with q and returns the response (not followed).
 func (e *env) authorize(q url.Values) *http.Response {
@@ -145,7 +151,7 @@ func (e *env) postTokenRaw(contentType, body, user, pass string) tokenResult {
 	if user != "" {
 		req.SetBasicAuth(user, pass)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := testClient.Do(req)
 	if err != nil {
 		e.t.Fatalf("POST /api/token: %v", err)
 	}
@@ -206,7 +212,7 @@ func (e *env) api(method, path, token, body string) apiResult {
 	if body != "" {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := testClient.Do(req)
 	if err != nil {
 		e.t.Fatalf("%s %s: %v", method, path, err)
 	}
@@ -225,7 +231,7 @@ func (e *env) api(method, path, token, body string) apiResult {
 func (e *env) control(method, path, body string) (int, string) {
 	e.t.Helper()
 	req, _ := http.NewRequest(method, e.srv.URL+"/_emulator/"+path, strings.NewReader(body))
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := testClient.Do(req)
 	if err != nil {
 		e.t.Fatalf("%s /_emulator/%s: %v", method, path, err)
 	}

@@ -99,7 +99,7 @@ func rawAPI(t *testing.T, e *env, method, path, authorization, body string) apiR
 	if body != "" {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := testClient.Do(req)
 	if err != nil {
 		t.Fatalf("%s %s: %v", method, path, err)
 	}
