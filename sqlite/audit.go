@@ -3,7 +3,6 @@ package sqlite
 import (
 	"context"
 	"database/sql"
-	"database/sql/driver"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -90,12 +89,20 @@ func detailArg(d map[string]string) (string, error) {
 }
 
 // AppendAudit stores records in one transaction. It is the trail's batch
-// write, once a second under load, so it goes to the driver directly on
-// the writer connection (held for it alone), and stores the records as
-// groups (auditgroups.go): a row per run of one connection's records,
-// whose body is built before the writer is taken. The lifecycle records
+// write, once a second under load, so it goes through SQLite's C API on a
+// connection of its own (auditwrite.go), and stores the records as groups
+// (auditgroups.go): a row per run of one connection's records, whose body
+// is built before the writer's gate is passed. The lifecycle records
 // written with their change (insertAudit) keep a row each; AuditRecords
 // reads both.
+//
+// The batch commits with synchronous=NORMAL: it does not wait for the disk
+// (in WAL mode the commit is safe from a crash of the process, not from a
+// power failure or an operating-system crash until the next commit that
+// waits, which any other write does). The batch is already at risk in
+// memory for a flush interval (fail open); every other write but
+// MarkUsed's, leases' and the indexing's (auditindex.go) keeps
+// synchronous=FULL.
 func (db *DB) AppendAudit(ctx context.Context, records ...spotoken.AuditRecord) error {
 	if len(records) == 0 {
 		return nil
@@ -104,24 +111,18 @@ func (db *DB) AppendAudit(ctx context.Context, records ...spotoken.AuditRecord) 
 	if err != nil {
 		return fmt.Errorf("append audit: %w", err)
 	}
-	conn, err := db.writerConn(spotoken.Background(ctx)) // after callers' writes (writer.go)
-	if err != nil {
+	// After callers' writes (writer.go). Not through db.write: records
+	// attached to ctx are for a change, and this is none.
+	if err := db.gate.enter(spotoken.Background(ctx), true); err != nil {
 		return fmt.Errorf("append audit: %w", err)
 	}
-	defer conn.Close()
-	// Not through db.write: records attached to ctx are for a change, and
-	// this is none.
-	if err := conn.Raw(func(dc any) error { return appendAuditRaw(ctx, dc, groups) }); err != nil {
+	err = db.auditW.write(ctx, groups)
+	db.gate.leave()
+	if err != nil {
 		return fmt.Errorf("append audit: %w", translate(err, "", ""))
 	}
 	db.askIndex(len(groups)) // auditindex.go
 	return nil
-}
-
-// rawConn is what appendAuditRaw needs of the driver's connection.
-type rawConn interface {
-	driver.ExecerContext
-	driver.ConnPrepareContext
 }
 
 // packAudit appends the JSON array of r's columns that are not searched
@@ -244,74 +245,6 @@ func unpackAudit(a *spotoken.AuditRecord, rest string, prev *spotoken.AuditRecor
 		a.Detail = nil
 	}
 	return nil
-}
-
-// appendAuditRaw writes groups in one immediate transaction on the
-// driver connection dc. On an error it rolls back; if even that fails, it
-// answers driver.ErrBadConn too, so that database/sql discards the
-// connection rather than hand out one left inside a transaction.
-//
-// The batch commits with synchronous=NORMAL: it does not wait for the disk
-// (in WAL mode the commit is safe from a crash of the process, not from a
-// power failure or an operating-system crash until the next commit that
-// waits, which any other write does). The batch is already at risk in
-// memory for a flush interval (fail open); every other write but
-// MarkUsed's, leases' and the indexing's (auditindex.go) keeps
-// synchronous=FULL, which is put back before the connection is handed on
-// (or it is discarded).
-func appendAuditRaw(ctx context.Context, dc any, groups []auditGroup) error {
-	return withNormalSync(ctx, dc, func(c rawConn) (err error) {
-		// The statement journal in memory: each INSERT of a transaction of
-		// several keeps the pages it changes in it, and in a temporary
-		// file that cost a quarter of the batch's CPU when every record
-		// was a different connection's (docs/BENCHMARKS.md). One INSERT
-		// changes at most a few hundred pages (groupRowsPerInsert rows).
-		if _, err := c.ExecContext(ctx, "PRAGMA temp_store = MEMORY", nil); err != nil {
-			return errors.Join(fmt.Errorf("temp_store: %w", err), driver.ErrBadConn)
-		}
-		defer func() {
-			if _, terr := c.ExecContext(context.WithoutCancel(ctx), "PRAGMA temp_store = DEFAULT", nil); terr != nil {
-				err = errors.Join(err, fmt.Errorf("temp_store: %w", terr), driver.ErrBadConn)
-			}
-		}()
-		if _, err := c.ExecContext(ctx, "BEGIN IMMEDIATE", nil); err != nil {
-			return fmt.Errorf("begin: %w", err)
-		}
-		defer func() {
-			if err != nil {
-				if _, rerr := c.ExecContext(context.WithoutCancel(ctx), "ROLLBACK", nil); rerr != nil {
-					err = errors.Join(err, rerr, driver.ErrBadConn)
-				}
-			}
-		}()
-		if err := appendGroupsRaw(ctx, c, groups); err != nil {
-			return err
-		}
-		if _, err := c.ExecContext(ctx, "COMMIT", nil); err != nil {
-			return fmt.Errorf("commit: %w", err)
-		}
-		return nil
-	})
-}
-
-// withNormalSync runs fn on the driver connection dc with
-// synchronous=NORMAL, and puts FULL back after it; if either pragma fails
-// it answers driver.ErrBadConn too, so that database/sql discards the
-// connection rather than hand on one whose setting is unknown.
-func withNormalSync(ctx context.Context, dc any, fn func(c rawConn) error) (err error) {
-	c, ok := dc.(rawConn)
-	if !ok {
-		return fmt.Errorf("the driver's connection (%T) cannot run statements", dc)
-	}
-	if _, err := c.ExecContext(ctx, "PRAGMA synchronous = NORMAL", nil); err != nil {
-		return errors.Join(fmt.Errorf("synchronous: %w", err), driver.ErrBadConn)
-	}
-	defer func() {
-		if _, serr := c.ExecContext(context.WithoutCancel(ctx), "PRAGMA synchronous = FULL", nil); serr != nil {
-			err = errors.Join(err, fmt.Errorf("synchronous: %w", serr), driver.ErrBadConn)
-		}
-	}()
-	return fn(c)
 }
 
 // AuditRecords lists the records filter selects, ordered by (At, ID):

@@ -4,7 +4,6 @@ import (
 	"cmp"
 	"context"
 	"database/sql"
-	"database/sql/driver"
 	"encoding/json"
 	"fmt"
 	"slices"
@@ -30,11 +29,6 @@ const (
 	// records, in microseconds. AuditRecords relies on it: a group that
 	// starts more than this before a time holds no record at or after it.
 	groupMaxSpan = int64(time.Second / time.Microsecond)
-	// groupColumnsPerRow is how many parameters a row of groupInsert
-	// takes: id, app_id, connection_id, first_at, last_at, n, body.
-	groupColumnsPerRow = 7
-	// groupRowsPerInsert bounds one multi-row INSERT of groups.
-	groupRowsPerInsert = 100
 )
 
 // auditGroup is a run of one connection's records as stored: its first
@@ -44,7 +38,7 @@ type auditGroup struct {
 	appID, connectionID string
 	firstAt, lastAt     int64
 	n                   int
-	body                string // groupBody's JSON
+	body                []byte // groupBody's JSON
 }
 
 // stampedAudit is a record of a batch with its time and version as stored.
@@ -57,9 +51,11 @@ type stampedAudit struct {
 // groupAudit checks records and cuts them into groups: by app and
 // connection, in time order (a zero At taken as now, a zero Version as the
 // current one), a new group when one would hold more than groupMaxRecords
-// or span more than groupMaxSpan. The groups come in (app, connection,
-// time) order, their bodies written, their IDs not set. records are not
-// changed.
+// or span more than groupMaxSpan. Each connection's groups come together
+// and in time order, the connections in (app, connection) order, or in
+// the order of their first records when the batch came clustered so
+// (clustered); their bodies are written, their IDs not set. records are
+// not changed.
 func groupAudit(now time.Time, records []spotoken.AuditRecord) ([]auditGroup, error) {
 	recs := make([]stampedAudit, len(records))
 	for i := range records {
@@ -76,11 +72,13 @@ func groupAudit(now time.Time, records []spotoken.AuditRecord) ([]auditGroup, er
 		}
 		recs[i] = s
 	}
-	slices.SortStableFunc(recs, func(a, b stampedAudit) int {
-		return cmp.Or(strings.Compare(a.r.AppID, b.r.AppID), strings.Compare(a.r.ConnectionID, b.r.ConnectionID), cmp.Compare(a.at, b.at))
-	})
+	if !clustered(recs) {
+		slices.SortStableFunc(recs, func(a, b stampedAudit) int {
+			return cmp.Or(strings.Compare(a.r.AppID, b.r.AppID), strings.Compare(a.r.ConnectionID, b.r.ConnectionID), cmp.Compare(a.at, b.at))
+		})
+	}
 	var groups []auditGroup
-	var buf []byte
+	var buf []byte // the bodies, one after the other
 	for start := 0; start < len(recs); {
 		f := recs[start]
 		end := start + 1
@@ -89,14 +87,44 @@ func groupAudit(now time.Time, records []spotoken.AuditRecord) ([]auditGroup, er
 			end++
 		}
 		var err error
-		if buf, err = groupBody(buf[:0], recs[start:end]); err != nil {
+		from := len(buf)
+		if buf, err = groupBody(buf, recs[start:end]); err != nil {
 			return nil, fmt.Errorf("audit record of connection %s: %w", f.r.ConnectionID, err)
 		}
+		// The body stays where it is: buf grows into new arrays, and each
+		// body keeps the one it was written in.
 		groups = append(groups, auditGroup{appID: f.r.AppID, connectionID: f.r.ConnectionID, firstAt: f.at,
-			lastAt: recs[end-1].at, n: end - start, body: string(buf)})
+			lastAt: recs[end-1].at, n: end - start, body: buf[from:len(buf):len(buf)]})
 		start = end
 	}
 	return groups, nil
+}
+
+// clustered reports whether recs already come as groupAudit cuts them,
+// but for the order of the connections: each connection's records
+// together and in time order. The trail hands its batches so
+// (audit.clusterByConnection), and then they need no sort.
+func clustered(recs []stampedAudit) bool {
+	type key struct{ app, conn string }
+	seen := make(map[key]struct{})
+	for i := range recs {
+		r := recs[i].r
+		if i > 0 {
+			p := recs[i-1].r
+			if r.AppID == p.AppID && r.ConnectionID == p.ConnectionID {
+				if recs[i].at < recs[i-1].at {
+					return false
+				}
+				continue
+			}
+		}
+		k := key{r.AppID, r.ConnectionID}
+		if _, ok := seen[k]; ok {
+			return false // this connection's records are not together
+		}
+		seen[k] = struct{}{}
+	}
+	return true
 }
 
 // groupBody appends a group's body column to b: a JSON array with an
@@ -160,108 +188,6 @@ func readGroup(id int64, app, conn, body string) ([]*spotoken.AuditRecord, error
 		out[i] = a
 	}
 	return out, nil
-}
-
-// groupInsert returns the INSERT of n groups.
-func groupInsert(n int) string {
-	var b strings.Builder
-	b.WriteString(`INSERT INTO audit_groups (id, app_id, connection_id, first_at, last_at, n, body) VALUES `)
-	for i := range n {
-		if i > 0 {
-			b.WriteByte(',')
-		}
-		b.WriteString(`(?, ?, ?, ?, ?, ?, ?)`)
-	}
-	return b.String()
-}
-
-// reserveAuditIDs reserves n record IDs from audit_records' AUTOINCREMENT
-// sequence, which the lifecycle records' rows draw from too, and returns
-// the first. SQLite documents sqlite_sequence as writable by ordinary
-// statements; AUTOINCREMENT never hands out an ID at or below its seq.
-func reserveAuditIDs(ctx context.Context, c rawConn, n int) (int64, error) {
-	if _, err := c.ExecContext(ctx, `INSERT INTO sqlite_sequence (name, seq) SELECT 'audit_records', coalesce((SELECT max(id) FROM audit_records), 0)
-		WHERE NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = 'audit_records')`, nil); err != nil {
-		return 0, fmt.Errorf("audit id sequence: %w", err)
-	}
-	q, ok := c.(driver.QueryerContext)
-	if !ok {
-		return 0, fmt.Errorf("the driver's connection (%T) cannot query", c)
-	}
-	rows, err := q.QueryContext(ctx, `UPDATE sqlite_sequence SET seq = seq + ? WHERE name = 'audit_records' RETURNING seq`,
-		[]driver.NamedValue{{Ordinal: 1, Value: int64(n)}})
-	if err != nil {
-		return 0, fmt.Errorf("reserve audit ids: %w", err)
-	}
-	defer rows.Close()
-	v := make([]driver.Value, 1)
-	if err := rows.Next(v); err != nil {
-		return 0, fmt.Errorf("reserve audit ids: %w", err)
-	}
-	last, ok := v[0].(int64)
-	if !ok {
-		return 0, fmt.Errorf("reserve audit ids: sequence holds %T", v[0])
-	}
-	return last - int64(n) + 1, nil
-}
-
-// appendGroupsRaw writes groups, their IDs reserved first, on the driver
-// connection c inside the caller's transaction.
-func appendGroupsRaw(ctx context.Context, c rawConn, groups []auditGroup) error {
-	total := 0
-	for _, g := range groups {
-		total += g.n
-	}
-	id, err := reserveAuditIDs(ctx, c, total)
-	if err != nil {
-		return err
-	}
-	for i := range groups {
-		groups[i].id = id
-		id += int64(groups[i].n)
-	}
-	values := make([]driver.NamedValue, min(len(groups), groupRowsPerInsert)*groupColumnsPerRow)
-	for i := range values {
-		values[i].Ordinal = i + 1
-	}
-	var full driver.Stmt
-	defer func() {
-		if full != nil {
-			full.Close()
-		}
-	}()
-	for len(groups) > 0 {
-		n := min(len(groups), groupRowsPerInsert)
-		for i := range groups[:n] {
-			g := &groups[i]
-			row := values[i*groupColumnsPerRow : (i+1)*groupColumnsPerRow]
-			row[0].Value, row[1].Value, row[2].Value, row[3].Value = g.id, g.appID, g.connectionID, g.firstAt
-			row[4].Value, row[5].Value, row[6].Value = g.lastAt, int64(g.n), g.body
-		}
-		stmt := full
-		if n < groupRowsPerInsert || full == nil {
-			if stmt, err = c.PrepareContext(ctx, groupInsert(n)); err != nil {
-				return fmt.Errorf("prepare: %w", err)
-			}
-			if n == groupRowsPerInsert {
-				full = stmt // reused for the batch's other full chunks
-			}
-		}
-		se, ok := stmt.(driver.StmtExecContext)
-		if !ok {
-			stmt.Close()
-			return fmt.Errorf("the driver's statement (%T) cannot execute with a context", stmt)
-		}
-		_, err := se.ExecContext(ctx, values[:n*groupColumnsPerRow])
-		if stmt != full {
-			stmt.Close()
-		}
-		if err != nil {
-			return fmt.Errorf("insert audit groups: %w", err)
-		}
-		groups = groups[n:]
-	}
-	return nil
 }
 
 // auditGroupQuery is the query of the groups that may hold records filter

@@ -456,3 +456,76 @@ func TestAuditIndexWhileListing(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// TestGroupAuditOrder: groupAudit cuts a batch into the same groups
+// whether it comes clustered by connection (the trail's batches, not
+// sorted again) or interleaved, or with a connection's records out of
+// time order (sorted): each connection's records in time order, split at
+// groupMaxRecords, nothing lost or repeated.
+func TestGroupAuditOrder(t *testing.T) {
+	at := time.Date(2026, 12, 7, 12, 0, 0, 0, time.UTC)
+	rec := func(conn string, ms int) spotoken.AuditRecord {
+		return spotoken.AuditRecord{At: at.Add(time.Duration(ms) * time.Millisecond), Action: spotoken.AuditTokenVend,
+			AppID: "a", ConnectionID: conn, RequestID: fmt.Sprint(conn, "-", ms)}
+	}
+	// want: for each connection, its groups' sizes and request ids in order.
+	summary := func(groups []auditGroup) map[string][]string {
+		out := map[string][]string{}
+		for _, g := range groups {
+			recs, err := readGroup(1, g.appID, g.connectionID, string(g.body))
+			if err != nil {
+				t.Fatal(err)
+			}
+			ids := []string{fmt.Sprint("n=", g.n)}
+			for _, r := range recs {
+				ids = append(ids, r.RequestID)
+			}
+			out[g.connectionID] = append(out[g.connectionID], strings.Join(ids, ","))
+		}
+		return out
+	}
+	var clusteredBatch, interleaved, outOfOrder []spotoken.AuditRecord
+	for _, c := range []string{"z", "b", "m"} { // not in key order
+		for i := range 300 { // more than a group holds
+			clusteredBatch = append(clusteredBatch, rec(c, i))
+		}
+	}
+	for i := range 300 {
+		for _, c := range []string{"z", "b", "m"} {
+			interleaved = append(interleaved, rec(c, i))
+		}
+	}
+	outOfOrder = slices.Clone(clusteredBatch)
+	outOfOrder[5], outOfOrder[6] = outOfOrder[6], outOfOrder[5]
+	want := map[string][]string{}
+	for _, c := range []string{"z", "b", "m"} {
+		for _, r := range [][2]int{{0, groupMaxRecords}, {groupMaxRecords, 300}} {
+			ids := []string{fmt.Sprint("n=", r[1]-r[0])}
+			for i := r[0]; i < r[1]; i++ {
+				ids = append(ids, fmt.Sprint(c, "-", i))
+			}
+			want[c] = append(want[c], strings.Join(ids, ","))
+		}
+	}
+	for name, batch := range map[string][]spotoken.AuditRecord{"clustered": clusteredBatch, "interleaved": interleaved, "out of order": outOfOrder} {
+		groups, err := groupAudit(at, batch)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := summary(groups); !reflect.DeepEqual(got, want) {
+			t.Errorf("%s: groups differ from each connection's records in time order", name)
+		}
+	}
+	if !clustered(mustStamp(clusteredBatch)) || clustered(mustStamp(interleaved)) || clustered(mustStamp(outOfOrder)) {
+		t.Error("clustered misjudges a batch")
+	}
+}
+
+// mustStamp is batch as groupAudit stamps it.
+func mustStamp(batch []spotoken.AuditRecord) []stampedAudit {
+	out := make([]stampedAudit, len(batch))
+	for i := range batch {
+		out[i] = stampedAudit{r: &batch[i], at: batch[i].At.UnixMicro()}
+	}
+	return out
+}

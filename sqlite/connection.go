@@ -379,7 +379,7 @@ const markUsedBatch = 1000
 // markUsedBatch uses, each its own transaction: a statement that is a
 // whole transaction needs no statement journal, which in a transaction of
 // several cost as much as the write itself at a million connections. The
-// statements commit with synchronous=NORMAL (see appendAuditRaw): a use
+// statements commit with synchronous=NORMAL (see AppendAudit): a use
 // lost to a power cut makes the scheduler think a connection idle for one
 // window, and its next caller refreshes it on demand.
 func (db *DB) MarkUsed(ctx context.Context, uses []spotoken.ConnectionUse) error {

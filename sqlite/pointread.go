@@ -45,11 +45,17 @@ var errClosed = errors.New("sqlite: the store is closed")
 // rawReader is one connection of a pointReader, with its prepared
 // statement and a buffer in C memory for the key it binds.
 type rawReader struct {
-	tls    *libc.TLS
-	db     uintptr
+	cconn
 	stmt   uintptr
 	key    uintptr
 	keyCap int
+}
+
+// cconn is a connection to the database file through SQLite's C API, used
+// by one goroutine at a time (SQLITE_OPEN_NOMUTEX).
+type cconn struct {
+	tls *libc.TLS
+	db  uintptr
 }
 
 // openPointReader opens n connections to the database file at path with
@@ -62,7 +68,7 @@ func openPointReader(path string, n int, cacheSize, mmapSize int64) (p *pointRea
 		}
 	}()
 	for range n {
-		r := &rawReader{tls: libc.NewTLS()}
+		r := &rawReader{cconn: cconn{tls: libc.NewTLS()}}
 		if err := r.open(path, cacheSize, mmapSize); err != nil {
 			r.close()
 			return nil, err
@@ -74,6 +80,19 @@ func openPointReader(path string, n int, cacheSize, mmapSize int64) (p *pointRea
 }
 
 func (r *rawReader) open(path string, cacheSize, mmapSize int64) error {
+	pragmas := fmt.Sprintf("PRAGMA busy_timeout = %d; PRAGMA query_only = 1; PRAGMA cache_size = -%d; PRAGMA mmap_size = %d;",
+		busyTimeout, max(1, cacheSize>>10), mmapSize)
+	if err := r.cconn.open(path, pragmas); err != nil {
+		return err
+	}
+	var err error
+	r.stmt, err = r.prepare(connectionQuery)
+	return err
+}
+
+// open opens the database file at path and runs pragmas on it. Call
+// close even when it fails.
+func (r *cconn) open(path, pragmas string) error {
 	name, err := libc.CString(path)
 	if err != nil {
 		return err
@@ -89,29 +108,29 @@ func (r *rawReader) open(path string, cacheSize, mmapSize int64) error {
 	if rc != sqlite3.SQLITE_OK {
 		return r.errorf("open", rc)
 	}
-	pragmas := fmt.Sprintf("PRAGMA busy_timeout = %d; PRAGMA query_only = 1; PRAGMA cache_size = -%d; PRAGMA mmap_size = %d;",
-		busyTimeout, max(1, cacheSize>>10), mmapSize)
-	if err := r.exec(pragmas); err != nil {
-		return err
-	}
-	q, err := libc.CString(connectionQuery)
-	if err != nil {
-		return err
-	}
-	defer libc.Xfree(r.tls, q)
-	pstmt := libc.Xmalloc(r.tls, ptrSize)
-	if pstmt == 0 {
-		return errors.New("out of memory")
-	}
-	defer libc.Xfree(r.tls, pstmt)
-	if rc := sqlite3.Xsqlite3_prepare_v3(r.tls, r.db, q, -1, sqlite3.SQLITE_PREPARE_PERSISTENT, pstmt, 0); rc != sqlite3.SQLITE_OK {
-		return r.errorf("prepare", rc)
-	}
-	r.stmt = loadPtr(pstmt)
-	return nil
+	return r.exec(pragmas)
 }
 
-func (r *rawReader) exec(sql string) error {
+// prepare prepares the statement q, to be kept (and finalized by its
+// owner before close).
+func (r *cconn) prepare(q string) (uintptr, error) {
+	cq, err := libc.CString(q)
+	if err != nil {
+		return 0, err
+	}
+	defer libc.Xfree(r.tls, cq)
+	pstmt := libc.Xmalloc(r.tls, ptrSize)
+	if pstmt == 0 {
+		return 0, errors.New("out of memory")
+	}
+	defer libc.Xfree(r.tls, pstmt)
+	if rc := sqlite3.Xsqlite3_prepare_v3(r.tls, r.db, cq, -1, sqlite3.SQLITE_PREPARE_PERSISTENT, pstmt, 0); rc != sqlite3.SQLITE_OK {
+		return 0, r.errorf("prepare", rc)
+	}
+	return loadPtr(pstmt), nil
+}
+
+func (r *cconn) exec(sql string) error {
 	s, err := libc.CString(sql)
 	if err != nil {
 		return err
@@ -124,14 +143,29 @@ func (r *rawReader) exec(sql string) error {
 }
 
 // errorf describes SQLite's error rc after op, with the connection's
-// message when it has one.
-func (r *rawReader) errorf(op string, rc int32) error {
-	msg := libc.GoString(sqlite3.Xsqlite3_errstr(r.tls, rc))
+// message and extended code when it has them.
+func (r *cconn) errorf(op string, rc int32) error {
+	e := &cError{op: op, code: int(rc), msg: libc.GoString(sqlite3.Xsqlite3_errstr(r.tls, rc))}
 	if r.db != 0 {
-		msg = libc.GoString(sqlite3.Xsqlite3_errmsg(r.tls, r.db))
+		e.msg = libc.GoString(sqlite3.Xsqlite3_errmsg(r.tls, r.db))
+		if ext := sqlite3.Xsqlite3_extended_errcode(r.tls, r.db); ext&0xff == rc&0xff {
+			e.code = int(ext)
+		}
 	}
-	return fmt.Errorf("sqlite: %s: %s (%d)", op, msg, rc)
+	return e
 }
+
+// cError is an error of SQLite's C API: translate reads its code as it
+// reads the driver's (*sqlite.Error).
+type cError struct {
+	op, msg string
+	code    int
+}
+
+func (e *cError) Error() string { return fmt.Sprintf("sqlite: %s: %s (%d)", e.op, e.msg, e.code) }
+
+// Code is SQLite's (extended) result code.
+func (e *cError) Code() int { return e.code }
 
 // close closes the connections, waiting for the reads in flight.
 // Closing again does nothing.
@@ -149,17 +183,25 @@ func (p *pointReader) close() error {
 }
 
 func (r *rawReader) close() error {
+	if r.key != 0 {
+		libc.Xfree(r.tls, r.key)
+	}
+	return r.cconn.close(r.stmt)
+}
+
+// close finalizes stmts (zero ones skipped), closes the connection and
+// frees its thread state.
+func (r *cconn) close(stmts ...uintptr) error {
 	var err error
-	if r.stmt != 0 {
-		sqlite3.Xsqlite3_finalize(r.tls, r.stmt)
+	for _, s := range stmts {
+		if s != 0 {
+			sqlite3.Xsqlite3_finalize(r.tls, s)
+		}
 	}
 	if r.db != 0 {
 		if rc := sqlite3.Xsqlite3_close_v2(r.tls, r.db); rc != sqlite3.SQLITE_OK {
 			err = r.errorf("close", rc)
 		}
-	}
-	if r.key != 0 {
-		libc.Xfree(r.tls, r.key)
 	}
 	r.tls.Close()
 	return err

@@ -164,6 +164,9 @@ type DB struct {
 	// auditInsert is fullAuditInsert prepared on w's one connection, so a
 	// write transaction reuses it.
 	auditInsert *sql.Stmt
+	// auditW writes the trail's batches on a connection of its own
+	// (auditwrite.go), through the gate.
+	auditW *auditWriter
 	// stmts are the hot statements, prepared once (see prepare).
 	stmts statements
 	// point reads one connection by key (Connection) on connections of
@@ -223,8 +226,18 @@ func Open(ctx context.Context, cfg Config) (*DB, error) {
 	// file name must not start the query or an escape).
 	name := "file:" + (&url.URL{Path: cfg.Path}).EscapedPath()
 	// A negative cache_size is in KiB.
-	common := "?_pragma=busy_timeout(" + strconv.Itoa(busyTimeout) + ")&_pragma=foreign_keys(1)&_pragma=secure_delete(1)" +
-		"&_pragma=cache_size(-" + strconv.FormatInt(max(1, cacheSize>>10), 10) + ")&_pragma=mmap_size(" + strconv.FormatInt(cfg.MmapSize, 10) + ")"
+	// The settings of every connection, as the driver's DSN and as
+	// statements (the audit writer's connection, auditwrite.go).
+	var common, pragmas string
+	for i, p := range [][2]string{{"busy_timeout", strconv.Itoa(busyTimeout)}, {"foreign_keys", "1"}, {"secure_delete", "1"},
+		{"cache_size", "-" + strconv.FormatInt(max(1, cacheSize>>10), 10)}, {"mmap_size", strconv.FormatInt(cfg.MmapSize, 10)}} {
+		sep := "&"
+		if i == 0 {
+			sep = "?"
+		}
+		common += sep + "_pragma=" + p[0] + "(" + p[1] + ")"
+		pragmas += "PRAGMA " + p[0] + " = " + p[1] + "; "
+	}
 	var err error
 	if db.w, err = sql.Open("sqlite", name+common+"&_pragma=synchronous(FULL)&_txlock=immediate"); err != nil {
 		return nil, fmt.Errorf("sqlite: open: %w", err)
@@ -251,6 +264,10 @@ func Open(ctx context.Context, cfg Config) (*DB, error) {
 	if db.auditInsert, err = db.w.PrepareContext(ctx, fullAuditInsert); err != nil {
 		db.w.Close()
 		return nil, fmt.Errorf("sqlite: open %s: prepare: %w", cfg.Path, err)
+	}
+	if db.auditW, err = openAuditWriter(cfg.Path, pragmas); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("sqlite: open %s: audit writer: %w", cfg.Path, err)
 	}
 
 	// Readers open after the writer has made the file WAL and migrated it.
@@ -285,6 +302,11 @@ func Open(ctx context.Context, cfg Config) (*DB, error) {
 func (db *DB) Close() error {
 	db.stopIndexer()
 	var errs []error
+	if db.auditW != nil {
+		db.gate.enter(context.Background(), false) // not while a batch is written
+		errs = append(errs, db.auditW.close())
+		db.gate.leave()
+	}
 	if db.auditInsert != nil {
 		errs = append(errs, db.auditInsert.Close())
 	}
@@ -464,7 +486,7 @@ type execer interface {
 // driver's error stays in the chain for the log. Other errors are returned
 // unchanged.
 func translate(err error, conflict, missing string) error {
-	var se *sqlite.Error
+	var se interface{ Code() int } // *sqlite.Error, or cError of the C API
 	if !errors.As(err, &se) {
 		return err
 	}

@@ -238,3 +238,29 @@ func (db *DB) backgroundNormalWrite(ctx context.Context, fn func(c rawConn) erro
 	defer conn.Close()
 	return conn.Raw(func(dc any) error { return withNormalSync(ctx, dc, fn) })
 }
+
+// rawConn is what backgroundNormalWrite's work needs of the driver's connection.
+type rawConn interface {
+	driver.ExecerContext
+	driver.ConnPrepareContext
+}
+
+// withNormalSync runs fn on the driver connection dc with
+// synchronous=NORMAL, and puts FULL back after it; if either pragma fails
+// it answers driver.ErrBadConn too, so that database/sql discards the
+// connection rather than hand on one whose setting is unknown.
+func withNormalSync(ctx context.Context, dc any, fn func(c rawConn) error) (err error) {
+	c, ok := dc.(rawConn)
+	if !ok {
+		return fmt.Errorf("the driver's connection (%T) cannot run statements", dc)
+	}
+	if _, err := c.ExecContext(ctx, "PRAGMA synchronous = NORMAL", nil); err != nil {
+		return errors.Join(fmt.Errorf("synchronous: %w", err), driver.ErrBadConn)
+	}
+	defer func() {
+		if _, serr := c.ExecContext(context.WithoutCancel(ctx), "PRAGMA synchronous = FULL", nil); serr != nil {
+			err = errors.Join(err, fmt.Errorf("synchronous: %w", serr), driver.ErrBadConn)
+		}
+	}()
+	return fn(c)
+}
