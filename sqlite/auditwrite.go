@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"modernc.org/libc"
 	sqlite3 "modernc.org/sqlite/lib"
@@ -23,8 +24,8 @@ import (
 // (see AppendAudit for what NORMAL risks), so no pragma runs per batch. It
 // is a second writer connection to the file: it writes only through the
 // gate (writer.go), as the pool's does, so the two never wait for each
-// other's lock; another process's lock is waited for (busy_timeout), as
-// everywhere.
+// other's lock; another process's lock is waited for up to busy_timeout,
+// as everywhere, but in steps that heed the caller's context (begin1).
 type auditWriter struct {
 	cconn
 	begin, commit, rollback, seqInit, seqReserve, insert uintptr
@@ -39,6 +40,10 @@ type auditWriter struct {
 	pragma string
 }
 
+// beginStep is the audit writer's busy_timeout, in milliseconds (see
+// begin1).
+const beginStep = 50
+
 // The auditWriter's statements.
 const (
 	auditSeqInit = `INSERT INTO sqlite_sequence (name, seq) SELECT 'audit_records', coalesce((SELECT max(id) FROM audit_records), 0)
@@ -50,7 +55,7 @@ const (
 // openAuditWriter opens the audit writer's connection to the file at path
 // with the writer's settings (pragmas) and prepares its statements.
 func openAuditWriter(path, pragmas string) (*auditWriter, error) {
-	w := &auditWriter{path: path, pragma: pragmas + " PRAGMA synchronous = NORMAL; PRAGMA temp_store = MEMORY;"}
+	w := &auditWriter{path: path, pragma: fmt.Sprintf("%s PRAGMA synchronous = NORMAL; PRAGMA temp_store = MEMORY; PRAGMA busy_timeout = %d;", pragmas, beginStep)}
 	if err := w.open(); err != nil {
 		return nil, err
 	}
@@ -80,12 +85,16 @@ func (w *auditWriter) open() (err error) {
 	return nil
 }
 
-// closeConn finalizes the statements and closes the connection.
+// closeConn finalizes the statements and closes the connection, if open.
 func (w *auditWriter) closeConn() error {
-	err := w.cconn.close(w.begin, w.commit, w.rollback, w.seqInit, w.seqReserve, w.insert)
+	if w.tls == nil {
+		return nil
+	}
 	if w.buf != 0 {
 		libc.Xfree(w.tls, w.buf)
 	}
+	err := w.cconn.close(w.begin, w.commit, w.rollback, w.seqInit, w.seqReserve, w.insert)
+	w.cconn = cconn{}
 	w.begin, w.commit, w.rollback, w.seqInit, w.seqReserve, w.insert, w.buf, w.bufCap = 0, 0, 0, 0, 0, 0, 0, 0
 	return err
 }
@@ -110,8 +119,10 @@ func (w *auditWriter) step(op string, stmt uintptr) error {
 }
 
 // write stores groups, their IDs reserved and set, in one immediate
-// transaction. The caller holds the gate. ctx is checked between groups:
-// a write cut short rolls back.
+// transaction. The caller holds the gate. ctx is checked between groups,
+// and its end interrupts a statement under way (a wait for another
+// process's lock included), as the driver's ExecContext does: a write cut
+// short rolls back.
 func (w *auditWriter) write(ctx context.Context, groups []auditGroup) (err error) {
 	if w.closed {
 		return errClosed
@@ -123,7 +134,25 @@ func (w *auditWriter) write(ctx context.Context, groups []auditGroup) (err error
 			return fmt.Errorf("reopen: %w", err)
 		}
 	}
-	if err := w.step("begin", w.begin); err != nil {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	db, fired := w.db, make(chan struct{})
+	stop := context.AfterFunc(ctx, func() {
+		defer close(fired)
+		tls := libc.NewTLS() // w.tls is the writing goroutine's
+		defer tls.Close()
+		sqlite3.Xsqlite3_interrupt(tls, db)
+	})
+	defer func() {
+		if !stop() {
+			<-fired // the connection is not touched after write returns
+		}
+		if err != nil && ctx.Err() != nil && !errors.Is(err, ctx.Err()) {
+			err = fmt.Errorf("%w: %w", ctx.Err(), err)
+		}
+	}()
+	if err := w.begin1(ctx); err != nil {
 		return err
 	}
 	defer func() {
@@ -159,6 +188,21 @@ func (w *auditWriter) write(ctx context.Context, groups []auditGroup) (err error
 		}
 	}
 	return w.step("commit", w.commit)
+}
+
+// begin1 begins the transaction. Another process's lock is waited for
+// up to busyTimeout, as by every connection, but in steps of beginStep
+// (the connection's own busy_timeout), ctx checked between them: SQLite's
+// wait for a lock does not heed sqlite3_interrupt.
+func (w *auditWriter) begin1(ctx context.Context) error {
+	deadline := time.Now().Add(busyTimeout * time.Millisecond)
+	for {
+		err := w.step("begin", w.begin)
+		var ce *cError
+		if err == nil || !errors.As(err, &ce) || ce.code&0xff != sqlite3.SQLITE_BUSY || ctx.Err() != nil || time.Now().After(deadline) {
+			return err
+		}
+	}
 }
 
 // reserve reserves n record IDs from audit_records' AUTOINCREMENT

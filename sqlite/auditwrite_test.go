@@ -98,8 +98,8 @@ func TestAuditWriterFaults(t *testing.T) {
 }
 
 // TestAuditWriterBusy: a batch waits for another process's write lock
-// (busy_timeout) rather than failing at once, and writes when it is
-// released.
+// (busy_timeout) rather than failing at once, until its context's end
+// interrupts the wait, and writes when the lock is released.
 func TestAuditWriterBusy(t *testing.T) {
 	ctx := context.Background()
 	at := time.Date(2026, 12, 7, 12, 0, 0, 0, time.UTC)
@@ -117,6 +117,18 @@ func TestAuditWriterBusy(t *testing.T) {
 	defer other.close()
 	if err := other.exec("BEGIN IMMEDIATE"); err != nil {
 		t.Fatal(err)
+	}
+	// A deadline ends the wait, long before SQLite's own busy_timeout (10
+	// s), which does not heed an interrupt.
+	dctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+	began := time.Now()
+	err = db.AppendAudit(dctx, vendBatch(at, 0, 5)...)
+	cancel()
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("batch past its deadline under another connection's lock: %v, want the deadline", err)
+	}
+	if waited := time.Since(began); waited > busyTimeout*time.Millisecond/2 {
+		t.Fatalf("the batch waited %v for the lock, past its deadline", waited)
 	}
 	done := make(chan error, 1)
 	go func() { done <- db.AppendAudit(ctx, vendBatch(at, 0, 5)...) }()
