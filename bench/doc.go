@@ -175,6 +175,14 @@
 // floor, the added latency and CPU per request. docs/BENCHMARKS.md has the
 // method, the commands and the results.
 //
+// BenchmarkLoadVendAudit compares vending with the audit trail on and off,
+// in rounds of 10,000 vends a side. The trail's passes run beside the
+// audited side's requests, a second apart as in serve, and only in its
+// rounds (trailPacer); what is queued at the end is written inside the
+// measured time. BenchmarkLoadVendAA measures two brokers without the
+// trail the same way: how far its ratio strays from 1 is how finely the
+// audit ratio can be read on the machine at hand.
+//
 // # Scale harness
 //
 // BenchmarkScale (scale_test.go, scaleproc_test.go) runs the real

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -90,6 +91,7 @@ type lgWorld struct {
 	vendHdr  http.Header
 	meBody   []byte // the emulator's /v1/me for the connection's user
 	trail    *audit.Trail
+	pacer    *trailPacer // the trail's passes, in the audited side's rounds
 	// conns, when set, are the connections vendRequest takes in turn
 	// (next counts); otherwise it vends lgConnID.
 	conns []string
@@ -193,17 +195,15 @@ func newLgWorldAudit(b *testing.B, withAudit bool, conns int) *lgWorld {
 		if err != nil {
 			b.Fatal(err)
 		}
-		runCtx, stop := context.WithCancel(ctx)
-		done := make(chan struct{})
-		go func() { trail.Run(runCtx); close(done) }()
 		b.Cleanup(func() {
-			stop()
-			<-done
+			if err := trail.Close(context.Background()); err != nil {
+				b.Error(err)
+			}
 			if s := trail.Stats(); s.DroppedQueueFull+s.DroppedWriteFailed > 0 {
 				b.Errorf("the audit trail dropped records: %+v", s)
 			}
 		})
-		w.trail = trail
+		w.trail, w.pacer = trail, &trailPacer{trail: trail, left: audit.DefaultFlushInterval}
 		cfg.Audit, cfg.AuditStats = trail, trail.Stats
 	}
 	srv, err := server.New(cfg)
@@ -473,10 +473,15 @@ func BenchmarkLoadVendAudit(b *testing.B) {
 			target := func(w *lgWorld, name string) lgTarget {
 				t := lgTarget{name: name, want: http.StatusOK, body: w.vendBody, newReq: func() (*http.Request, error) { return w.vendRequest(), nil }}
 				if w.trail != nil {
-					// The records of the run are written within it: their
-					// cost is the audit side's.
+					// The trail's passes run beside the audited side's
+					// requests, a second apart as in serve, and only in
+					// its rounds; what is queued at the end is written
+					// inside the measured time. Every cost of the trail
+					// is the audit side's.
+					t.during = w.pacer.start
 					t.settle = func() error { return w.trail.Flush(context.Background()) }
 				}
+				t.round = auditRound
 				return t
 			}
 			for _, c := range lgConcurrencies(b) {
@@ -491,6 +496,69 @@ func BenchmarkLoadVendAudit(b *testing.B) {
 					}
 				})
 			}
+		})
+	}
+}
+
+// auditRound is how many requests each side makes per round in
+// BenchmarkLoadVendAudit and BenchmarkLoadVendAA (lgTarget.round): a
+// second or so of vending here, so that a stretch of a noisy machine
+// falls on both sides alike (six rounds, as the other load benchmarks
+// have, left two identical brokers 0.92-1.06 apart at 60,000 vends).
+const auditRound = 10000
+
+// trailPacer runs the audit trail's passes as serve's trail.Run does, a
+// pass FlushInterval after the last one ended, but only while the audited
+// side's rounds run (start, and the stop it returns): between them its
+// clock stops, so a pass holds about a FlushInterval of the audited
+// side's vending, as in serve at that rate, and none runs in the other
+// side's rounds. (Run also passes early when the queue is half full,
+// 32,768 records: more than a second of vending here.)
+type trailPacer struct {
+	trail *audit.Trail
+	left  time.Duration // until the next pass, on the rounds' clock
+}
+
+// start starts the passes for a round; the function it returns stops them,
+// after the pass under way, and reports the passes' errors.
+func (p *trailPacer) start() (stop func() error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		var errs []error
+		for {
+			began := time.Now()
+			timer := time.NewTimer(p.left)
+			select {
+			case <-ctx.Done():
+				timer.Stop()
+				p.left = max(0, p.left-time.Since(began))
+				done <- errors.Join(errs...)
+				return
+			case <-timer.C:
+			}
+			if err := p.trail.Flush(context.Background()); err != nil {
+				errs = append(errs, err)
+			}
+			p.left = audit.DefaultFlushInterval
+		}
+	}()
+	return func() error { cancel(); return <-done }
+}
+
+// BenchmarkLoadVendAA is BenchmarkLoadVendAudit/conns=1000 with the trail
+// off on both sides: two brokers built alike, measured in the same rounds.
+// On a quiet machine its ratio would be 1; how far its runs stray from 1
+// is how finely the audit benchmark's ratio can be read on this one.
+func BenchmarkLoadVendAA(b *testing.B) {
+	one, two := newLgWorldAudit(b, false, 1000), newLgWorldAudit(b, false, 1000)
+	target := func(w *lgWorld, name string) lgTarget {
+		return lgTarget{name: name, want: http.StatusOK, body: w.vendBody, newReq: func() (*http.Request, error) { return w.vendRequest(), nil },
+			round: auditRound}
+	}
+	for _, c := range lgConcurrencies(b) {
+		b.Run(fmt.Sprintf("c=%d", c), func(b *testing.B) {
+			two.lgMeasureBoth(b, one, c, target(one, "one"), target(two, "two"), "one-")
 		})
 	}
 }

@@ -32,10 +32,19 @@ type lgTarget struct {
 	// exact body.
 	want int
 	body []byte
-	// settle, when set, finishes the run's deferred work (the audit
-	// trail's batched writes) inside the measured time, so that work done
-	// in the background is not charged to the other side's run.
+	// during, when set, starts the side's background work for one of its
+	// rounds (the audit trail's batched writes) and returns the function
+	// that stops it, called once the round's requests are answered, inside
+	// the measured time: the work runs beside the side's requests, as it
+	// does in serve, and never in the other side's rounds.
+	during func() (stop func() error)
+	// settle, when set, finishes the side's deferred work after its last
+	// round (what during left queued); its time is the side's too.
 	settle func() error
+	// round, when set on the system's side, is how many requests each
+	// side makes per round, however many rounds that takes (else: at most
+	// six rounds).
+	round int
 }
 
 // lgResult is what a run measured.
@@ -124,6 +133,10 @@ func lgRun(c *http.Client, t lgTarget, workers, total int, rate float64) (lgResu
 	lats := make([][]time.Duration, workers)
 	cpu0, cpuOK := processCPU()
 	start := time.Now()
+	var stop func() error
+	if t.during != nil {
+		stop = t.during()
+	}
 	for w := range workers {
 		wg.Add(1)
 		go func() {
@@ -172,8 +185,10 @@ func lgRun(c *http.Client, t lgTarget, workers, total int, rate float64) (lgResu
 		}()
 	}
 	wg.Wait()
-	if t.settle != nil && err == nil {
-		err = t.settle()
+	if stop != nil {
+		if e := stop(); e != nil && err == nil {
+			err = fmt.Errorf("%s: background work: %w", t.name, e)
+		}
 	}
 	res := lgResult{elapsed: time.Since(start)}
 	if cpu1, ok := processCPU(); ok && cpuOK {
@@ -213,6 +228,9 @@ func lgCompare(floor, system lgTarget, workers, total int, rate float64) (f, s l
 	// least 50 requests per worker when there are enough of them.
 	total = max(total, workers)
 	rounds := max(1, min(6, total/(50*workers)))
+	if system.round > 0 {
+		rounds = max(1, total/max(system.round, workers))
+	}
 	for i := range rounds {
 		n := total / rounds
 		if i == rounds-1 {
@@ -232,6 +250,23 @@ func lgCompare(floor, system lgTarget, workers, total int, rate float64) (f, s l
 				return f, s, err
 			}
 			x.acc.add(r)
+		}
+	}
+	for _, x := range []struct {
+		t   lgTarget
+		acc *lgResult
+	}{{floor, &f}, {system, &s}} {
+		if x.t.settle == nil {
+			continue
+		}
+		cpu0, cpuOK := processCPU()
+		start := time.Now()
+		if err := x.t.settle(); err != nil {
+			return f, s, fmt.Errorf("%s: settling: %w", x.t.name, err)
+		}
+		x.acc.elapsed += time.Since(start)
+		if cpu1, ok := processCPU(); ok && cpuOK {
+			x.acc.cpu += cpu1 - cpu0
 		}
 	}
 	f.finish()
