@@ -179,7 +179,10 @@ func TestAuditGroupsRepeatFields(t *testing.T) {
 	if err := db.r.QueryRow(`SELECT body FROM audit_groups`).Scan(&body); err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(body, `[null,null,null,null,null,"req-1",null,null,200,200,null,null,null]`) {
+	// Record 1 repeats record 0 but for its time and request: a short
+	// element (migration 0020). Record 3 repeats most of record 2: the
+	// fields it shares are null.
+	if !strings.Contains(body, `],[1000,"req-1"],[`) || !strings.Contains(body, `[null,null,null,null,null,"req-3",null,null,0,200,"",null,{"k":"v"}]`) {
 		t.Errorf("the group's body repeats fields: %s", body)
 	}
 	got, err := db.AuditRecords(ctx, spotoken.AuditFilter{AppID: "a"})
@@ -528,4 +531,61 @@ func mustStamp(batch []spotoken.AuditRecord) []stampedAudit {
 		out[i] = stampedAudit{r: &batch[i], at: batch[i].At.UnixMicro()}
 	}
 	return out
+}
+
+// TestReadGroupShortElements: a short element needs a record before it,
+// a time step that is not negative, and a request id; the records it
+// stands for are its predecessor's, their detail maps not shared.
+func TestReadGroupShortElements(t *testing.T) {
+	full := `[1,1796637600000000,"token.vend",["api_key","key_1","svc","192.0.2.1","ua/1","req-0","POST","/v1/connections/{id}/token",200,0,"ok","fp",{"k":"v"}]]`
+	for _, bad := range []string{
+		`[[5,"req-1"]]`,                   // nothing before it
+		`[` + full + `,[-5,"req-1"]]`,     // back in time
+		`[` + full + `,[5]]`,              // no request id
+		`[` + full + `,[5,7]]`,            // a request id that is not a string
+		`[` + full + `,["5","req-1"]]`,    // a time step that is not a number
+		`[` + full + `,[5,"req-1",null]]`, // three elements
+	} {
+		if recs, err := readGroup(10, "a", "c", bad); err == nil {
+			t.Errorf("%s: read as %d records, want an error", bad, len(recs))
+		}
+	}
+	recs, err := readGroup(10, "a", "c", `[`+full+`,[5,"req-1"],[0,"req-2"]]`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(recs) != 3 {
+		t.Fatalf("%d records, want 3", len(recs))
+	}
+	for i, r := range recs {
+		w := *recs[0]
+		w.ID, w.RequestID = 10+int64(i), fmt.Sprint("req-", i)
+		w.At = recs[0].At.Add(time.Duration(min(i, 1)*5) * time.Microsecond)
+		if !reflect.DeepEqual(*r, w) {
+			t.Errorf("record %d:\n got %+v\nwant %+v", i, *r, w)
+		}
+	}
+	recs[1].Detail["k"] = "changed"
+	if recs[0].Detail["k"] != "v" || recs[2].Detail["k"] != "v" {
+		t.Error("records of short elements share their detail map")
+	}
+}
+
+// FuzzReadGroup: any body read without an error gives records numbered
+// from the group's id, each with the group's connection; none panics.
+// The corpus (testdata/fuzz/FuzzReadGroup) holds full and short elements.
+func FuzzReadGroup(f *testing.F) {
+	f.Add(`[[1,1796637600000000,"token.vend",["api_key","k","l","192.0.2.1","ua","r0","POST","/x",200,0,"ok","fp",{}]],[7,"r1"]]`)
+	f.Add(`[[1,1,"a",[null,null,null,null,null,null,null,null,0,0,null,null,null]]]`)
+	f.Fuzz(func(t *testing.T, body string) {
+		recs, err := readGroup(100, "a", "c", body)
+		if err != nil {
+			return
+		}
+		for i, r := range recs {
+			if r.ID != 100+int64(i) || r.AppID != "a" || r.ConnectionID != "c" {
+				t.Fatalf("record %d: id %d, app %q, connection %q", i, r.ID, r.AppID, r.ConnectionID)
+			}
+		}
+	})
 }
