@@ -124,7 +124,7 @@ type Trail struct {
 	failures int // passes in a row that left records in pending
 
 	// wake asks Run for a pass before its timer: the queue is half
-	// full (see enqueue) (see enqueue).
+	// full (see enqueue). Due exposes it.
 	wake chan struct{}
 
 	// stop ends the writes of Run's passes: cancelled when Close's
@@ -585,6 +585,13 @@ func (t *Trail) backoff() time.Duration {
 	}
 	return min(d, max(maxBackoff, t.cfg.FlushInterval))
 }
+
+// Due is signalled (a channel buffered for one) when the queue reaches
+// half of QueueSize or QueueBytes, at a high rate sooner than a
+// FlushInterval: Run then passes at once. A caller that drives the trail
+// with RunOnce rather than Run can wait on it the same way; with Run
+// running, Run takes the signal.
+func (t *Trail) Due() <-chan struct{} { return t.wake }
 
 // Run writes queued records every FlushInterval (longer while the store
 // fails), and at once when the queue holds half of QueueSize or

@@ -172,6 +172,37 @@ func TestTrailQueueBytes(t *testing.T) {
 	runtime.KeepAlive(tr)
 }
 
+// TestTrailDue: Due is signalled when the queue reaches half of QueueSize,
+// not before, and again after a pass emptied it and it filled again.
+func TestTrailDue(t *testing.T) {
+	tr, err := audit.New(audit.Config{Store: &flakyStore{}, QueueSize: 8})
+	if err != nil {
+		t.Fatal(err)
+	}
+	due := func() bool {
+		select {
+		case <-tr.Due():
+			return true
+		default:
+			return false
+		}
+	}
+	for round := range 2 {
+		for i := range 4 {
+			if due() {
+				t.Fatalf("round %d: Due signalled at %d records queued of 8", round, i)
+			}
+			tr.Record(spotoken.AuditRecord{Action: spotoken.AuditTokenVend})
+		}
+		if !due() {
+			t.Fatalf("round %d: Due not signalled at 4 records queued of 8", round)
+		}
+		if err := tr.Flush(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 // TestTrailCloseBounded: Close gives up on a database that does not
 // answer when its deadline passes, and counts and logs what it lost;
 // Run returns after it without a flush of its own.

@@ -508,12 +508,12 @@ func BenchmarkLoadVendAudit(b *testing.B) {
 const auditRound = 10000
 
 // trailPacer runs the audit trail's passes as serve's trail.Run does, a
-// pass FlushInterval after the last one ended, but only while the audited
-// side's rounds run (start, and the stop it returns): between them its
-// clock stops, so a pass holds about a FlushInterval of the audited
-// side's vending, as in serve at that rate, and none runs in the other
-// side's rounds. (Run also passes early when the queue is half full,
-// 32,768 records: more than a second of vending here.)
+// pass FlushInterval after the last one ended or at once when the queue
+// is half full (Trail.Due), but only while the audited side's rounds run
+// (start, and the stop it returns): between them its clock stops, so a
+// pass holds what it holds in serve at that rate, and none runs in the
+// other side's rounds. (Half of QueueBytes is 5,000 to 6,000 vend
+// records, about half a second of vending here.)
 type trailPacer struct {
 	trail *audit.Trail
 	left  time.Duration // until the next pass, on the rounds' clock
@@ -536,6 +536,8 @@ func (p *trailPacer) start() (stop func() error) {
 				done <- errors.Join(errs...)
 				return
 			case <-timer.C:
+			case <-p.trail.Due(): // the queue is half full: Run passes at once
+				timer.Stop()
 			}
 			if err := p.trail.Flush(context.Background()); err != nil {
 				errs = append(errs, err)
