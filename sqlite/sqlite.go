@@ -51,8 +51,8 @@
 //   - cache_size: each connection's page cache (Config.CacheSize, default
 //     2 MiB, about SQLite's own). The cache fills as pages are read or
 //     written and is the process's own memory: up to CacheSize per
-//     connection, one writer, the readers and the point readers (4 or more
-//     of each). 16 MiB held more of a million connections' pages but
+//     connection, two writers (the pool's, and the audit trail's batches'),
+//     the readers and the point readers (4 or more of each). 16 MiB held more of a million connections' pages but
 //     showed no gain a vend could measure, and cost 116 MB more RSS
 //     (docs/BENCHMARKS.md), so the default stays small.
 //   - mmap_size: how much of the file is read through a memory map instead
