@@ -56,13 +56,13 @@ const (
 // with the writer's settings (pragmas) and prepares its statements.
 func openAuditWriter(path, pragmas string) (*auditWriter, error) {
 	w := &auditWriter{path: path, pragma: fmt.Sprintf("%s PRAGMA synchronous = NORMAL; PRAGMA temp_store = MEMORY; PRAGMA busy_timeout = %d;", pragmas, beginStep)}
-	if err := w.open(); err != nil {
+	if err := w.connect(); err != nil {
 		return nil, err
 	}
 	return w, nil
 }
 
-func (w *auditWriter) open() (err error) {
+func (w *auditWriter) connect() (err error) {
 	w.cconn = cconn{tls: libc.NewTLS()}
 	defer func() {
 		if err != nil {
@@ -129,7 +129,7 @@ func (w *auditWriter) write(ctx context.Context, groups []auditGroup) (err error
 	}
 	if w.broken {
 		w.closeConn()
-		if err := w.open(); err != nil {
+		if err := w.connect(); err != nil {
 			w.broken = true
 			return fmt.Errorf("reopen: %w", err)
 		}
