@@ -216,6 +216,7 @@ type scaleRun struct {
 	requests int
 	elapsed  time.Duration
 	cpu      time.Duration // the server's CPU time during the run (/proc)
+	deferred time.Duration // the server's CPU time after the run, writing what it left behind (settle)
 	lat      []time.Duration
 	err      error // the first failed check or transport error
 }
@@ -231,6 +232,34 @@ func (r scaleRun) quantile(q float64) time.Duration {
 	return lgResult{lat: r.lat}.quantile(q)
 }
 
+// settledRPS is the run's throughput had the work it left behind been
+// done within it, on a machine whose cores the run kept busy: its CPU
+// time spread over them is added to the run's time.
+func (r scaleRun) settledRPS(cores int) float64 {
+	d := r.elapsed + r.deferred/time.Duration(max(1, cores))
+	if d <= 0 {
+		return 0
+	}
+	return float64(r.requests) / d.Seconds()
+}
+
+// settledCPUPerReq is the server's CPU a request, the work it left
+// behind included.
+func (r scaleRun) settledCPUPerReq() time.Duration {
+	if r.requests == 0 {
+		return 0
+	}
+	return (r.cpu + r.deferred) / time.Duration(r.requests)
+}
+
+// deferredPerReq is the server's CPU a request spent after the run.
+func (r scaleRun) deferredPerReq() time.Duration {
+	if r.requests == 0 {
+		return 0
+	}
+	return r.deferred / time.Duration(r.requests)
+}
+
 func (r scaleRun) cpuPerReq() time.Duration {
 	if r.requests == 0 {
 		return 0
@@ -242,6 +271,7 @@ func (r *scaleRun) add(o scaleRun) {
 	r.requests += o.requests
 	r.elapsed += o.elapsed
 	r.cpu += o.cpu
+	r.deferred += o.deferred
 	r.lat = append(r.lat, o.lat...)
 	if r.err == nil {
 		r.err = o.err
