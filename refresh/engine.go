@@ -357,7 +357,10 @@ type request struct {
 // minTTL) is served rather than an error.
 //
 // Errors wrap spotoken.ErrNotFound, ErrNeedsReauth, ErrRateLimited,
-// ErrUnavailable (both with RetryAfter) or ErrAppMisconfigured.
+// ErrUnavailable (both with RetryAfter) or ErrAppMisconfigured. A token
+// in memory is returned whatever ctx; past memory, a ctx that has already
+// ended returns its error (context.Canceled or DeadlineExceeded, wrapped)
+// and starts no read or refresh, as do Refresh and Invalidate.
 //
 // Each call counts as a use of the connection for the scheduler's active
 // window (recorded at most once per Config.UseResolution).
@@ -383,6 +386,9 @@ func (e *Engine) Token(ctx context.Context, key spotoken.ConnectionKey, minTTL t
 //
 //go:noinline
 func (e *Engine) tokenSlow(ctx context.Context, key spotoken.ConnectionKey, minTTL time.Duration, h uint64, now time.Time, mem *cached) (AccessToken, error) {
+	if err := ended(ctx, key); err != nil {
+		return AccessToken{}, err
+	}
 	at, ok, err := e.readShared(ctx, key, request{minTTL: minTTL})
 	if !ok {
 		at, err = e.fly(ctx, key, request{minTTL: minTTL})
@@ -403,6 +409,9 @@ func (e *Engine) tokenSlow(ctx context.Context, key spotoken.ConnectionKey, minT
 // Refresh refreshes key's token now, whatever its expiry, and returns the
 // new one. Concurrent calls share one refresh.
 func (e *Engine) Refresh(ctx context.Context, key spotoken.ConnectionKey) (AccessToken, error) {
+	if err := ended(ctx, key); err != nil {
+		return AccessToken{}, err
+	}
 	now := e.cfg.Now()
 	at, err := e.fly(ctx, key, request{force: true})
 	e.usedUnless(key, e.cache.hash(key), now, err)
@@ -414,6 +423,9 @@ func (e *Engine) Refresh(ctx context.Context, key spotoken.ConnectionKey) (Acces
 // connection's current access token, so a burst of 401s for one token causes
 // one refresh, and returns the token to use now.
 func (e *Engine) Invalidate(ctx context.Context, key spotoken.ConnectionKey, token spotoken.Secret) (AccessToken, error) {
+	if err := ended(ctx, key); err != nil {
+		return AccessToken{}, err
+	}
 	h := e.cache.hash(key)
 	if c := e.cache.get(key, h); c != nil && c.Token == token {
 		e.cache.remove(key, h, c)
@@ -509,6 +521,17 @@ const genSlots = 4096
 // generation is the Forget counter of key's slot. It allocates nothing.
 func (e *Engine) generation(key spotoken.ConnectionKey) *atomic.Uint64 {
 	return &e.gens[e.cache.hash(key)%genSlots]
+}
+
+// ended returns the error of a caller's context that has already ended,
+// before the engine starts a read or refresh for it: a flight outlives its
+// caller, and a caller whose context is done when its flight's answer is
+// ready too would get one or the other at random.
+func ended(ctx context.Context, key spotoken.ConnectionKey) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("refresh %s: %w", key, err)
+	}
+	return nil
 }
 
 // fly runs req for key, sharing the work with concurrent callers of the same
