@@ -205,10 +205,20 @@ func TestBinaryUnknownIDsMemory(t *testing.T) {
 	}
 	e.auditSettled(t)
 	afterAll := vmRSS(t, pid)
+	// The bound: the leak this guards against (finding 1) kept about 870
+	// bytes of heap per id, 16 MB over these 19,000 ids, a ratio of 1.3
+	// or more. Without it VmRSS still creeps up for a while, bounded: the
+	// Go runtime keeps the memory of its busiest moments (its heap in use
+	// stays at 18-24 MB) and SQLite's caches fill. Measured by hand
+	// (2026-12-07, serve alone, 16 callers): 37 MB after 1,000 ids, 56
+	// after 50,000, 69 after 100,000, then 66-76 MB up to 500,000; the
+	// same with --sqlite-cache-mib 0. Between the two readings here that
+	// creep was 1.02-1.07 alone and 1.12 once in a loaded CI run, hence
+	// 1.20 rather than the 1.10 it was.
 	ratio := float64(afterAll) / float64(after1k)
 	t.Logf("VmRSS after 1,000 unknown ids: %d KiB; after %d: %d KiB; ratio %.3f", after1k, total, afterAll, ratio)
-	if ratio > 1.10 {
-		t.Errorf("memory grew with unknown ids: %d KiB after 1,000, %d KiB after %d (ratio %.2f > 1.10)", after1k, afterAll, total, ratio)
+	if ratio > 1.20 {
+		t.Errorf("memory grew with unknown ids: %d KiB after 1,000, %d KiB after %d (ratio %.2f > 1.20)", after1k, afterAll, total, ratio)
 	}
 }
 
