@@ -1005,25 +1005,23 @@ func (w *scaleWorld) pendingWork() (float64, error) {
 	if resp.StatusCode != http.StatusOK {
 		return 0, fmt.Errorf("GET /metrics: %s", resp.Status)
 	}
-	var sum float64
-	uses := false
+	// The audit queue's metric is absent when serve runs with --audit=false.
+	values := map[string]float64{}
 	for line := range strings.Lines(string(body)) {
-		// The audit queue's is absent when serve runs with --audit=false.
-		for _, m := range []string{"spotoken_audit_queue_length ", "spotoken_connection_uses_pending "} {
-			if v, ok := strings.CutPrefix(line, m); ok {
-				f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
-				if err != nil {
-					return 0, fmt.Errorf("metric %s: %w", strings.TrimSpace(line), err)
-				}
-				sum += f
-				uses = uses || strings.HasPrefix(m, "spotoken_connection_uses_pending")
-			}
+		name, v, ok := strings.Cut(strings.TrimSpace(line), " ")
+		if name != "spotoken_audit_queue_length" && name != "spotoken_connection_uses_pending" || !ok {
+			continue
 		}
+		f, err := strconv.ParseFloat(v, 64)
+		if err != nil {
+			return 0, fmt.Errorf("metric %s: %w", name, err)
+		}
+		values[name] = f
 	}
-	if !uses {
+	if _, ok := values["spotoken_connection_uses_pending"]; !ok {
 		return 0, fmt.Errorf("serve's metrics lack spotoken_connection_uses_pending")
 	}
-	return sum, nil
+	return values["spotoken_audit_queue_length"] + values["spotoken_connection_uses_pending"], nil
 }
 
 func (w *scaleWorld) phaseVend(sets scaleSets) {
