@@ -209,7 +209,8 @@ func TestBinaryUnknownIDsMemory(t *testing.T) {
 	// bytes of heap per id, 16 MB over these 19,000 ids, a ratio of 1.3
 	// or more. Without it VmRSS still creeps up for a while, bounded: the
 	// Go runtime keeps memory beyond its heap in use (which stays at 18-24
-	// MB); why that settles near 70 MB is not known. Measured by hand
+	// MB): the audit trail's queue buffers at their largest pass and the
+	// collector's headroom over them (docs/BENCHMARKS.md). Measured by hand
 	// (2026-12-07, serve alone, 16 callers): 37 MB after 1,000 ids, 56
 	// after 50,000, 69 after 100,000, then 66-76 MB up to 500,000; the
 	// same with --sqlite-cache-mib 0. Between the two readings here that
