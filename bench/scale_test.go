@@ -1051,10 +1051,11 @@ func (w *scaleWorld) phaseVend(sets scaleSets) {
 	res := w.rounds(4, settled(hit), settled(miss))
 	h, m := res[0], res[1]
 	cores := runtime.NumCPU()
-	w.rep.printf("vend (c=%d, 4 rounds of %v each): cache hit %.0f/s p50 %.2f ms, serve CPU %.0f µs/req (%.0f of it written after its round); cache miss %.0f/s p50 %.2f ms, serve CPU %.0f µs/req (%.0f after); miss ÷ hit %.2f (goal ≥ 0.5; %.2f counting the requests' time alone), CPU miss ÷ hit %.2f",
+	w.rep.printf("vend (c=%d, 4 rounds of %v each): cache hit %.0f/s p50 %.2f ms, serve CPU %.0f µs/req (%.0f of it written after its round); cache miss %.0f/s p50 %.2f ms, serve CPU %.0f µs/req (%.0f after); miss ÷ hit %.2f (goal ≥ 0.5; %.2f counting the requests' time alone), CPU miss ÷ hit %.2f; the load generator's own CPU %.0f µs a hit, %.0f a miss",
 		w.set.vendWorkers, w.set.roundTime, h.settledRPS(cores), ms(h.quantile(0.5)), us(h.settledCPUPerReq()), us(h.deferredPerReq()),
 		m.settledRPS(cores), ms(m.quantile(0.5)), us(m.settledCPUPerReq()), us(m.deferredPerReq()),
-		m.settledRPS(cores)/h.settledRPS(cores), m.rps()/h.rps(), float64(m.settledCPUPerReq())/float64(h.settledCPUPerReq()))
+		m.settledRPS(cores)/h.settledRPS(cores), m.rps()/h.rps(), float64(m.settledCPUPerReq())/float64(h.settledCPUPerReq()),
+		us(h.genPerReq()), us(m.genPerReq()))
 	w.b.ReportMetric(m.settledRPS(cores)/h.settledRPS(cores), "miss-vs-hit")
 	w.b.ReportMetric(h.settledRPS(cores), "hit-req/s")
 	w.b.ReportMetric(m.settledRPS(cores), "miss-req/s")

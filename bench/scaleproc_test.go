@@ -217,6 +217,7 @@ type scaleRun struct {
 	elapsed  time.Duration
 	cpu      time.Duration // the server's CPU time during the run (/proc)
 	deferred time.Duration // the server's CPU time after the run, writing what it left behind (settle)
+	gen      time.Duration // this process's CPU time during the run: the load generator's, on the same cores
 	lat      []time.Duration
 	err      error // the first failed check or transport error
 }
@@ -267,11 +268,21 @@ func (r scaleRun) cpuPerReq() time.Duration {
 	return r.cpu / time.Duration(r.requests)
 }
 
+// genPerReq is the load generator's CPU a request: it shares the machine
+// with the server, so what it spends counts in the run's throughput.
+func (r scaleRun) genPerReq() time.Duration {
+	if r.requests == 0 {
+		return 0
+	}
+	return r.gen / time.Duration(r.requests)
+}
+
 func (r *scaleRun) add(o scaleRun) {
 	r.requests += o.requests
 	r.elapsed += o.elapsed
 	r.cpu += o.cpu
 	r.deferred += o.deferred
+	r.gen += o.gen
 	r.lat = append(r.lat, o.lat...)
 	if r.err == nil {
 		r.err = o.err
@@ -300,6 +311,7 @@ func scaleDrive(c *http.Client, pid, workers int, stop <-chan struct{}, next fun
 		failed.Store(true)
 	}
 	cpu0, _ := pidCPU(pid)
+	gen0, _ := pidCPU(os.Getpid())
 	start := time.Now()
 	for w := range workers {
 		wg.Add(1)
@@ -344,6 +356,9 @@ func scaleDrive(c *http.Client, pid, workers int, stop <-chan struct{}, next fun
 	res := scaleRun{elapsed: time.Since(start), err: firstErr}
 	if cpu1, err := pidCPU(pid); err == nil {
 		res.cpu = cpu1 - cpu0
+	}
+	if gen1, err := pidCPU(os.Getpid()); err == nil {
+		res.gen = gen1 - gen0
 	}
 	for _, l := range lats {
 		res.lat = append(res.lat, l...)
