@@ -244,38 +244,27 @@ func (r scaleRun) settledRPS(cores int) float64 {
 	return float64(r.requests) / d.Seconds()
 }
 
+// perReq is d divided among the run's requests (0 with none).
+func (r scaleRun) perReq(d time.Duration) time.Duration {
+	if r.requests == 0 {
+		return 0
+	}
+	return d / time.Duration(r.requests)
+}
+
 // settledCPUPerReq is the server's CPU a request, the work it left
 // behind included.
-func (r scaleRun) settledCPUPerReq() time.Duration {
-	if r.requests == 0 {
-		return 0
-	}
-	return (r.cpu + r.deferred) / time.Duration(r.requests)
-}
+func (r scaleRun) settledCPUPerReq() time.Duration { return r.perReq(r.cpu + r.deferred) }
 
 // deferredPerReq is the server's CPU a request spent after the run.
-func (r scaleRun) deferredPerReq() time.Duration {
-	if r.requests == 0 {
-		return 0
-	}
-	return r.deferred / time.Duration(r.requests)
-}
+func (r scaleRun) deferredPerReq() time.Duration { return r.perReq(r.deferred) }
 
-func (r scaleRun) cpuPerReq() time.Duration {
-	if r.requests == 0 {
-		return 0
-	}
-	return r.cpu / time.Duration(r.requests)
-}
+// cpuPerReq is the server's CPU a request during the run.
+func (r scaleRun) cpuPerReq() time.Duration { return r.perReq(r.cpu) }
 
 // genPerReq is the load generator's CPU a request: it shares the machine
 // with the server, so what it spends counts in the run's throughput.
-func (r scaleRun) genPerReq() time.Duration {
-	if r.requests == 0 {
-		return 0
-	}
-	return r.gen / time.Duration(r.requests)
-}
+func (r scaleRun) genPerReq() time.Duration { return r.perReq(r.gen) }
 
 func (r *scaleRun) add(o scaleRun) {
 	r.requests += o.requests
